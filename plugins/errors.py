@@ -1,0 +1,37 @@
+"""The one error hierarchy of statbus.
+
+Every error statbus raises on purpose derives from :class:`StatbusError`, so a
+caller can catch the project's errors without catching everything else.  It
+lives on the ground floor so that every floor can use it.
+"""
+
+from __future__ import annotations
+
+
+class StatbusError(Exception):
+    """Base of every error statbus raises on purpose."""
+
+
+class ConfigError(StatbusError):
+    """A setting, option or configuration file is invalid."""
+
+
+class PluginError(StatbusError):
+    """A plugin could not be discovered, loaded or registered."""
+
+    def __init__(self, plugin: str, message: str) -> None:
+        super().__init__(f"plugin {plugin!r}: {message}")
+        self.plugin = plugin
+        self.reason = message
+
+
+class PluginImportError(PluginError):
+    """Importing a plugin's entry point failed."""
+
+
+class PluginRegistrationError(PluginError):
+    """A plugin's registration function raised or returned something unusable."""
+
+
+class RecordError(StatbusError):
+    """A record's msgpack form is malformed."""

@@ -1,0 +1,199 @@
+"""The records a writer is fed, and their msgpack form.
+
+These three record types are the contract between the journal and the worker
+hosts: a worker reads them in journal order and turns them into
+``on_add_stat``, ``write_stats`` and ``add_property`` calls.
+
+Their msgpack form is an array whose first element is the record kind (see
+:class:`RecordKind`).  Values travel as packed little-endian float64 (``bin``),
+because per-object encoding, not the socket, bounds throughput.  The pipeline
+adds its own marker kinds (write, hello, bye) in the code space above
+:class:`RecordKind`'s.
+"""
+
+from __future__ import annotations
+
+import array
+import math
+import sys
+from enum import IntEnum
+from typing import Any, Dict, Iterable, List, NamedTuple, Sequence, Tuple
+
+from .errors import RecordError
+from .stats import StatsAggregationMethod, StatsPropertyType, StatsSummary
+
+MAX_NAME_LENGTH = 1024
+"""Longest category or key name, in characters, accepted anywhere."""
+
+
+class RecordKind(IntEnum):
+    """Wire code of each writer-visible record kind."""
+
+    STAT = 0
+    SUMMARY = 1
+    PROPERTY = 2
+
+
+class StatOp(IntEnum):
+    """What a stat record does to its key's values in the open period."""
+
+    ADD = 0
+    SET = 1
+
+
+_AGGREGATIONS = {m.value: m for m in StatsAggregationMethod}
+_PROPERTY_TYPES = {p.value: p for p in StatsPropertyType}
+
+
+def pack_values(values: Iterable[float]) -> bytes:
+    """Pack floats as little-endian float64."""
+    packed = array.array("d", values)
+    if sys.byteorder != "little":
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def unpack_values(packed: bytes) -> List[float]:
+    """Inverse of :func:`pack_values`."""
+    values = array.array("d")
+    values.frombytes(packed)
+    if sys.byteorder != "little":
+        values.byteswap()
+    return values.tolist()
+
+
+class StatRecord(NamedTuple):
+    """Values one trainer added to (or set on) one key during one batch."""
+
+    category: str
+    key: str
+    aggregation: StatsAggregationMethod
+    op: StatOp
+    packed: bytes
+
+    @property
+    def values(self) -> List[float]:
+        return unpack_values(self.packed)
+
+    def to_msgpack(self) -> list:
+        return [RecordKind.STAT, self.category, self.key, self.aggregation.value, int(self.op), self.packed]
+
+
+class SummaryRecord(NamedTuple):
+    """A closed summary period of one category: what ``write_stats`` receives."""
+
+    category: str
+    step: int
+    entries: Tuple[Tuple[str, StatsAggregationMethod, bytes], ...]
+    """(key, aggregation, packed values), keys in first-seen order."""
+
+    def summaries(self) -> Dict[str, StatsSummary]:
+        return {key: StatsSummary(unpack_values(packed), agg) for key, agg, packed in self.entries}
+
+    def to_msgpack(self) -> list:
+        return [
+            RecordKind.SUMMARY,
+            self.category,
+            self.step,
+            [[key, agg.value, packed] for key, agg, packed in self.entries],
+        ]
+
+
+class PropertyRecord(NamedTuple):
+    """A run property announced by a trainer (hyperparameters, ELO, ...)."""
+
+    category: str
+    property_type: StatsPropertyType
+    value: Any
+
+    def to_msgpack(self) -> list:
+        return [RecordKind.PROPERTY, self.category, self.property_type.value, self.value]
+
+
+WriterRecord = StatRecord | SummaryRecord | PropertyRecord  # type: ignore[valid-type]
+
+
+def check_name(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise RecordError(f"{what} must be a string, got {type(value).__name__}")
+    if not value or len(value) > MAX_NAME_LENGTH:
+        raise RecordError(f"{what} must have 1 to {MAX_NAME_LENGTH} characters, got {len(value)}")
+    return value
+
+
+def check_packed(value: Any, what: str) -> bytes:
+    if not isinstance(value, bytes):
+        raise RecordError(f"{what} must be packed float64 bytes, got {type(value).__name__}")
+    if len(value) % 8:
+        raise RecordError(f"{what}: {len(value)} bytes is not a whole number of float64")
+    return value
+
+
+def check_aggregation(value: Any) -> StatsAggregationMethod:
+    if type(value) is not int or value not in _AGGREGATIONS:
+        raise RecordError(f"unknown aggregation {value!r}; known are {sorted(_AGGREGATIONS)}")
+    return _AGGREGATIONS[value]
+
+
+def check_step(value: Any) -> int:
+    if type(value) is not int or value < 0 or value >= 2**63:
+        raise RecordError(f"step must be a non-negative 64-bit integer, got {value!r}")
+    return value
+
+
+def _check_arity(obj: Sequence[Any], arity: int, kind: str) -> None:
+    if len(obj) != arity:
+        raise RecordError(f"{kind} record must have {arity} fields, got {len(obj)}")
+
+
+def decode_stat(obj: Sequence[Any]) -> StatRecord:
+    _check_arity(obj, 6, "stat")
+    op = obj[4]
+    if type(op) is not int or op not in (StatOp.ADD, StatOp.SET):
+        raise RecordError(f"stat op must be 0 (add) or 1 (set), got {op!r}")
+    packed = check_packed(obj[5], "stat values")
+    if op == StatOp.SET and len(packed) != 8:
+        raise RecordError("a set stat record carries exactly one value")
+    return StatRecord(
+        check_name(obj[1], "category"), check_name(obj[2], "key"), check_aggregation(obj[3]), StatOp(op), packed
+    )
+
+
+def decode_summary(obj: Sequence[Any]) -> SummaryRecord:
+    _check_arity(obj, 4, "summary")
+    entries = obj[3]
+    if not isinstance(entries, (list, tuple)):
+        raise RecordError("summary entries must be an array")
+    checked = []
+    for entry in entries:
+        if not isinstance(entry, (list, tuple)) or len(entry) != 3:
+            raise RecordError("summary entry must be [key, aggregation, values]")
+        checked.append((check_name(entry[0], "key"), check_aggregation(entry[1]), check_packed(entry[2], "values")))
+    return SummaryRecord(check_name(obj[1], "category"), check_step(obj[2]), tuple(checked))
+
+
+def decode_property(obj: Sequence[Any]) -> PropertyRecord:
+    _check_arity(obj, 4, "property")
+    ptype = obj[2]
+    if not isinstance(ptype, str) or ptype not in _PROPERTY_TYPES:
+        raise RecordError(f"unknown property type {ptype!r}; known are {sorted(_PROPERTY_TYPES)}")
+    return PropertyRecord(check_name(obj[1], "category"), _PROPERTY_TYPES[ptype], obj[3])
+
+
+_DECODERS = {RecordKind.STAT: decode_stat, RecordKind.SUMMARY: decode_summary, RecordKind.PROPERTY: decode_property}
+
+
+def decode_record(obj: Any) -> WriterRecord:
+    """Validate and decode the msgpack form of a writer record."""
+    if not isinstance(obj, (list, tuple)) or not obj:
+        raise RecordError("a record must be a non-empty array")
+    kind = obj[0]
+    decoder = _DECODERS.get(kind) if type(kind) is int else None
+    if decoder is None:
+        raise RecordError(f"unknown record kind {kind!r}")
+    return decoder(obj)
+
+
+def finite_or_none(value: float) -> float | None:
+    """JSON has no NaN or infinity; writers that emit JSON use ``null``."""
+    return value if math.isfinite(value) else None

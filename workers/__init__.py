@@ -1,0 +1,1 @@
+"""statbus.workers — running each plugin in an isolated process (floor 2)."""
