@@ -1,0 +1,235 @@
+"""The trainer → collector wire: one ZeroMQ frame is one msgpack envelope.
+
+Envelope (an array, cheaper to encode and check than a map)::
+
+    [version, sender, seq, floor, dropped, records]
+
+* ``sender``  — the trainer process's identity (unique per process and per fork);
+* ``seq``     — 1, 2, 3, ... per sender; the collector accepts frames strictly in order;
+* ``floor``   — the lowest seq the sender can still re-send: frames below it were
+  dropped by the sender's bounded buffer and will never come;
+* ``dropped`` — values the sender has dropped so far (for status);
+* ``records`` — writer records of :mod:`statbus.plugins.records` (stat, property)
+  and the pipeline's markers below.
+
+Ack (collector → trainer, over the same ROUTER/DEALER pair)::
+
+    [version, acked_seq]
+
+``acked_seq`` is cumulative: every frame up to it is in the journal.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from typing import Any, Dict, List, NamedTuple, Sequence, Tuple
+
+import msgpack
+
+from ..plugins import RecordError, StatbusError
+from ..plugins.records import (
+    PropertyRecord,
+    StatRecord,
+    check_name,
+    check_step,
+    decode_property,
+    decode_stat,
+)
+
+WIRE_VERSION = 1
+
+# Limits, named so that they can be documented and tested.  A frame past any of
+# them is rejected whole, with a counted reason.
+MAX_FRAME_BYTES = 8 * 1024 * 1024
+MAX_RECORDS_PER_FRAME = 100_000
+MAX_STRING_BYTES = 64 * 1024
+MAX_MAP_ENTRIES = 4_096
+MAX_NESTING = 16
+MAX_SENDER_LENGTH = 128
+
+
+class MarkerKind(enum.IntEnum):
+    """Pipeline-only record kinds; codes continue :class:`~statbus.plugins.records.RecordKind`'s."""
+
+    WRITE = 3
+    HELLO = 4
+    BYE = 5
+
+
+class RejectReason(enum.Enum):
+    """Why a frame was refused; counted per reason and per sender."""
+
+    TOO_LARGE = "too_large"
+    NOT_MSGPACK = "not_msgpack"
+    BAD_ENVELOPE = "bad_envelope"
+    BAD_VERSION = "bad_version"
+    BAD_RECORD = "bad_record"
+
+
+class WireError(StatbusError):
+    def __init__(self, reason: RejectReason, detail: str, sender: str | None = None) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.sender = sender
+
+
+class WriteMarker(NamedTuple):
+    """``write_stats(step)`` of a category: closes its period across all trainers."""
+
+    category: str
+    step: int
+
+
+class Hello(NamedTuple):
+    info: Dict[str, Any]
+    """``pid``, ``host``, ``run_id`` and such: shown by ``statbus status``."""
+
+
+class Bye(NamedTuple):
+    info: Dict[str, Any]
+
+
+Record = StatRecord | PropertyRecord | WriteMarker | Hello | Bye  # type: ignore[valid-type]
+
+
+class Frame(NamedTuple):
+    sender: str
+    seq: int
+    floor: int
+    dropped: int
+    records: Tuple[Any, ...]
+
+
+# --- encoding (trainer side) ------------------------------------------------
+
+def stat_record(category: str, key: str, aggregation: int, op: int, packed: bytes) -> list:
+    return [0, category, key, aggregation, op, packed]
+
+
+def property_record(category: str, property_type: str, value: Any) -> list:
+    return [2, category, property_type, value]
+
+
+def write_record(category: str, step: int) -> list:
+    return [MarkerKind.WRITE.value, category, step]
+
+
+def hello_record(info: Dict[str, Any]) -> list:
+    return [MarkerKind.HELLO.value, info]
+
+
+def bye_record(info: Dict[str, Any]) -> list:
+    return [MarkerKind.BYE.value, info]
+
+
+def encode_frame(sender: str, seq: int, floor: int, dropped: int, records: Sequence[list]) -> bytes:
+    return msgpack.packb([WIRE_VERSION, sender, seq, floor, dropped, list(records)], use_bin_type=True)
+
+
+def encode_ack(acked_seq: int) -> bytes:
+    return msgpack.packb([WIRE_VERSION, acked_seq])
+
+
+def decode_ack(data: bytes) -> int:
+    try:
+        version, acked = msgpack.unpackb(data, max_array_len=2, max_map_len=0, max_str_len=0, max_bin_len=0)
+    except Exception as exc:  # noqa: BLE001 — any parse failure is one reason
+        raise WireError(RejectReason.NOT_MSGPACK, f"ack is not msgpack: {exc!r}") from None
+    if version != WIRE_VERSION or type(acked) is not int or acked < 0:
+        raise WireError(RejectReason.BAD_ENVELOPE, f"bad ack {acked!r}")
+    return acked
+
+
+# --- decoding (collector side) ----------------------------------------------
+
+def _check_plain(value: Any, depth: int = 0) -> None:
+    """Property and hello values: nested maps/arrays of plain scalars only."""
+    if depth > MAX_NESTING:
+        raise RecordError(f"value nested deeper than {MAX_NESTING}")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise RecordError(f"map keys must be strings, got {type(k).__name__}")
+            _check_plain(v, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _check_plain(v, depth + 1)
+    elif value is None or isinstance(value, (bool, int, float, str, bytes)):
+        return
+    else:
+        raise RecordError(f"unsupported value type {type(value).__name__}")
+
+
+def _decode_info(obj: Sequence[Any], kind: str) -> Dict[str, Any]:
+    if len(obj) != 2 or not isinstance(obj[1], dict):
+        raise RecordError(f"{kind} record must be [{kind}, map]")
+    _check_plain(obj[1])
+    return obj[1]
+
+
+def _decode_wire_record(obj: Any) -> Any:
+    if not isinstance(obj, (list, tuple)) or not obj:
+        raise RecordError("a record must be a non-empty array")
+    kind = obj[0]
+    if type(kind) is not int:
+        raise RecordError(f"record kind must be an integer, got {type(kind).__name__}")
+    if kind == 0:
+        return decode_stat(obj)
+    if kind == 2:
+        record = decode_property(obj)
+        _check_plain(record.value)
+        return record
+    if kind == MarkerKind.WRITE:
+        if len(obj) != 3:
+            raise RecordError("write record must be [3, category, step]")
+        return WriteMarker(check_name(obj[1], "category"), check_step(obj[2]))
+    if kind == MarkerKind.HELLO:
+        return Hello(_decode_info(obj, "hello"))
+    if kind == MarkerKind.BYE:
+        return Bye(_decode_info(obj, "bye"))
+    raise RecordError(f"unknown or trainer-forbidden record kind {kind}")
+
+
+def _unpack(data: bytes) -> Any:
+    return msgpack.unpackb(
+        data,
+        raw=False,
+        use_list=True,
+        strict_map_key=True,
+        max_str_len=MAX_STRING_BYTES,
+        max_bin_len=MAX_FRAME_BYTES,
+        max_array_len=MAX_RECORDS_PER_FRAME,
+        max_map_len=MAX_MAP_ENTRIES,
+        max_ext_len=0,
+    )
+
+
+def decode_frame(data: bytes) -> Frame:
+    """Decode and validate one frame; raises :class:`WireError` with the reason."""
+    if len(data) > MAX_FRAME_BYTES:
+        raise WireError(RejectReason.TOO_LARGE, f"{len(data)} bytes > {MAX_FRAME_BYTES}")
+    try:
+        envelope = _unpack(data)
+    except Exception as exc:  # noqa: BLE001 — msgpack raises many types for bad input
+        raise WireError(RejectReason.NOT_MSGPACK, repr(exc)[:200]) from None
+    if not isinstance(envelope, list) or len(envelope) != 6:
+        raise WireError(RejectReason.BAD_ENVELOPE, "envelope must be a 6-element array")
+    version, sender, seq, floor, dropped, records = envelope
+    if version != WIRE_VERSION or type(version) is not int:
+        raise WireError(RejectReason.BAD_VERSION, f"version {version!r}, this collector speaks {WIRE_VERSION}")
+    if not isinstance(sender, str) or not 0 < len(sender) <= MAX_SENDER_LENGTH or not sender.isprintable():
+        raise WireError(RejectReason.BAD_ENVELOPE, "sender must be 1-128 printable characters")
+    for name, value in (("seq", seq), ("floor", floor), ("dropped", dropped)):
+        if type(value) is not int or not 0 <= value < 2**63:
+            raise WireError(RejectReason.BAD_ENVELOPE, f"{name} must be a non-negative integer", sender)
+    if seq < 1 or floor > seq:
+        raise WireError(RejectReason.BAD_ENVELOPE, f"seq {seq} / floor {floor} out of order", sender)
+    if not isinstance(records, list):
+        raise WireError(RejectReason.BAD_ENVELOPE, "records must be an array", sender)
+    try:
+        decoded = tuple(_decode_wire_record(r) for r in records)
+    except (RecordError, RecursionError) as exc:
+        raise WireError(RejectReason.BAD_RECORD, str(exc), sender) from None
+    return Frame(sender, seq, floor, dropped, decoded)
