@@ -19,6 +19,8 @@ import sys
 from enum import IntEnum
 from typing import Any, Dict, Iterable, List, NamedTuple, Sequence, Tuple
 
+import msgpack
+
 from .errors import RecordError
 from .stats import StatsAggregationMethod, StatsPropertyType, StatsSummary
 
@@ -192,6 +194,29 @@ def decode_record(obj: Any) -> WriterRecord:
     if decoder is None:
         raise RecordError(f"unknown record kind {kind!r}")
     return decoder(obj)
+
+
+def decode_batch(data: bytes) -> List[StatRecord | PropertyRecord]:
+    """The writer records of a journaled batch (the ``records`` array of a frame).
+
+    Kinds above :class:`RecordKind`'s are the pipeline's markers (write, hello,
+    bye): a consumer of writer records skips them.
+    """
+    try:
+        items = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception as exc:  # noqa: BLE001 — msgpack raises many types for bad input
+        raise RecordError(f"batch is not msgpack: {exc!r}") from None
+    if not isinstance(items, list):
+        raise RecordError("a batch must be an array of records")
+    records: List[StatRecord | PropertyRecord] = []
+    for item in items:
+        if isinstance(item, list) and item and type(item[0]) is int and item[0] > max(RecordKind):
+            continue
+        record = decode_record(item)
+        if isinstance(record, SummaryRecord):
+            raise RecordError("a batch cannot hold a summary record")
+        records.append(record)
+    return records
 
 
 def finite_or_none(value: float) -> float | None:
