@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import List, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence
 
 from ..plugins import StatbusError
 from .layout import RunLayout
@@ -76,7 +76,12 @@ def _log_tail(path: str, lines: int = 8) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def start_detached(layout: RunLayout, extra: Sequence[str] = (), timeout: float = 30.0) -> Started:
+def start_detached(
+    layout: RunLayout,
+    extra: Sequence[str] = (),
+    timeout: float = 30.0,
+    env: Optional[Mapping[str, str]] = None,
+) -> Started:
     """Start a collector for ``layout`` and return once it answers.
 
     Raises :class:`AlreadyRunning` when one already holds the run's pidfile and
@@ -95,6 +100,7 @@ def start_detached(layout: RunLayout, extra: Sequence[str] = (), timeout: float 
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
+            env=None if env is None else dict(env),
         )
     # Reap the daemon whenever it ends, so a long-lived starter (a trainer)
     # never keeps a zombie; a CLI starter exits long before that.
