@@ -143,7 +143,10 @@ def _check(layout: RunLayout, expected: Dict[str, Any]) -> List[Tuple[str, bool,
     checks.append(("TensorBoard: one point per summary", points == summaries, f"{points} of {summaries}"))
     example = os.path.join(layout.run_dir, "example_plugin.txt")
     example_lines = open(example, encoding="utf-8").read().splitlines() if os.path.exists(example) else []
-    example_steps = {line.split()[1] for line in example_lines if line.startswith(BEHAVIOR)}
+    example_steps = {
+        int(parts[1]) for parts in (line.split() for line in example_lines)
+        if len(parts) > 1 and parts[0] == BEHAVIOR and parts[1].isdigit()
+    }
     checks.append(("example plugin: every summary", len(example_steps) >= summaries, f"{len(example_steps)} of {summaries} steps"))
     flaky_path = os.path.join(layout.run_dir, "flaky_plugin.jsonl")
     flaky_steps = {l["step"] for l in _read_jsonl(flaky_path)} if os.path.exists(flaky_path) else set()
