@@ -1,0 +1,201 @@
+"""The ``console`` writer: ML-Agents' progress line, through ``logging``.
+
+The line is ML-Agents' (mlagents 1.1.0 ``ConsoleWriter``) to the character, so
+that scripts scraping ``mlagents-learn`` output keep working::
+
+    3DBall. Step: 12000. Time Elapsed: 41.092 s. Mean Reward: 1.203. Std of Reward: 0.671. Training.
+
+Time elapsed counts from the run's start (``RunOptions.start_time``), not from
+the writer's construction, so a restarted worker does not reset it.  Lines go
+through the ``statbus.console`` logger, so they land wherever the worker host's
+logging goes (its log file).
+
+Replays are dropped: a summary for a (category, step) already printed is
+ignored.  When given a ``state_file`` the writer remembers the last printed
+step (and the last hyperparameters) per category across restarts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any, Dict, List, Optional, Union
+
+from .errors import ConfigError
+from .settings import RunOptions
+from .stats import StatsPropertyType, StatsSummary, StatsWriter
+
+logger = logging.getLogger("statbus.console")
+
+REWARD_KEY = "Environment/Cumulative Reward"
+GROUP_REWARD_KEY = "Environment/Group Cumulative Reward"
+ELO_KEY = "Self-play/ELO"
+IS_TRAINING_KEY = "Is Training"
+
+STATE_FILE_NAME = "console_writer.json"
+"""Name of the console writer's replay state in the run's ``run_logs`` dir."""
+
+
+def hyperparameters_to_str(params: Any, depth: int = 0) -> str:
+    """ML-Agents' hyperparameter dump: one ``key:<TAB>value`` per line, nested dicts indented.
+
+    Each line starts with a tab plus two spaces per nesting level; a nested
+    dict starts on the line after its key.
+    """
+    if not isinstance(params, dict):
+        return str(params)
+    lines = [f"\t{'  ' * depth}{key}:\t{hyperparameters_to_str(value, depth + 1)}" for key, value in params.items()]
+    return ("\n" if depth > 0 else "") + "\n".join(lines)
+
+
+def _digest(value: Any) -> str:
+    """A stable fingerprint of a property value, to recognise a replayed one."""
+    text = json.dumps(value, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _level(value: Union[int, str]) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    level = logging.getLevelName(str(value).upper())
+    if not isinstance(level, int):
+        raise ConfigError(f"console log_level {value!r} is not a logging level name")
+    return level
+
+
+class ConsoleWriter(StatsWriter):
+    """Logs ML-Agents' progress line per summary and the hyperparameters once."""
+
+    def __init__(
+        self,
+        start_time: Optional[float] = None,
+        log_level: Union[int, str] = logging.INFO,
+        state_file: Optional[str] = None,
+    ) -> None:
+        self.training_start_time = time.time() if start_time is None else start_time
+        self.level = _level(log_level)
+        # ML-Agents prints ELO only once a SELF_PLAY property said so.
+        self.self_play = False
+        self._state_file = state_file
+        self._last_step: Dict[str, int] = {}
+        self._last_property: Dict[str, str] = {}
+        self._ensure_visible()
+        self._load_state()
+
+    def _ensure_visible(self) -> None:
+        # Used in-process with logging never configured, INFO lines would be
+        # swallowed (the last-resort handler only shows warnings); ML-Agents
+        # sets up its own handler in that case, so do we.
+        if logger.level == logging.NOTSET or logger.level > self.level:
+            logger.setLevel(self.level)
+        if not logger.hasHandlers():
+            handler = logging.StreamHandler(sys.stdout)
+            handler.setFormatter(logging.Formatter("[%(levelname)s] %(message)s"))
+            logger.addHandler(handler)
+
+    # -- replay state ---------------------------------------------------------
+
+    def _load_state(self) -> None:
+        if self._state_file is None:
+            return
+        try:
+            with open(self._state_file, encoding="utf-8") as f:
+                state = json.load(f)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            logger.warning("ignoring unreadable console writer state %s: %s", self._state_file, exc)
+            return
+        # State of another run (an earlier one in the same directory) says
+        # nothing about what this run printed.
+        if not isinstance(state, dict) or state.get("start_time") != self.training_start_time:
+            return
+        self._last_step = {str(k): int(v) for k, v in state.get("last_step", {}).items()}
+        self._last_property = {str(k): str(v) for k, v in state.get("last_property", {}).items()}
+
+    def _save_state(self) -> None:
+        if self._state_file is None:
+            return
+        state = {
+            "start_time": self.training_start_time,
+            "last_step": self._last_step,
+            "last_property": self._last_property,
+        }
+        directory = os.path.dirname(self._state_file) or "."
+        os.makedirs(directory, exist_ok=True)
+        temporary = f"{self._state_file}.{os.getpid()}.tmp"
+        with open(temporary, "w", encoding="utf-8") as f:
+            json.dump(state, f)
+        os.replace(temporary, self._state_file)
+
+    # -- StatsWriter ------------------------------------------------------------
+
+    def write_stats(self, category: str, values: Dict[str, StatsSummary], step: int) -> None:
+        if step <= self._last_step.get(category, -1):
+            logger.debug("console: dropping replayed summary %s step %s", category, step)
+            return
+        logger.log(self.level, self.format_line(category, values, step, time.time()))
+        self._last_step[category] = step
+        # Saved after the line is out: a crash in between prints a line twice
+        # rather than never.
+        self._save_state()
+
+    def format_line(self, category: str, values: Dict[str, StatsSummary], step: int, now: float) -> str:
+        """ML-Agents' progress line for one summary, as of wall-clock ``now``."""
+        training = "Not Training"
+        if IS_TRAINING_KEY in values and values[IS_TRAINING_KEY].aggregated_value > 0.0:
+            training = "Training"
+        parts: List[str] = [category, f"Step: {step}", f"Time Elapsed: {now - self.training_start_time:0.3f} s"]
+        if REWARD_KEY in values:
+            parts.append(f"Mean Reward: {values[REWARD_KEY].mean:0.3f}")
+            if GROUP_REWARD_KEY in values:
+                parts.append(f"Mean Group Reward: {values[GROUP_REWARD_KEY].mean:0.3f}")
+            else:
+                parts.append(f"Std of Reward: {values[REWARD_KEY].std:0.3f}")
+            parts.append(training)
+            if self.self_play and ELO_KEY in values:
+                parts.append(f"ELO: {values[ELO_KEY].mean:0.3f}")
+        else:
+            parts += ["No episode was completed since last summary", training]
+        return ". ".join(parts) + "."
+
+    def add_property(self, category: str, property_type: StatsPropertyType, value: Any) -> None:
+        if property_type == StatsPropertyType.HYPERPARAMETERS:
+            digest = _digest(value)
+            if self._last_property.get(category) == digest:
+                return
+            logger.log(self.level, "Hyperparameters for behavior name %s: \n%s", category, hyperparameters_to_str(value))
+            self._last_property[category] = digest
+            self._save_state()
+        elif property_type == StatsPropertyType.SELF_PLAY:
+            # ML-Agents asserts a bool; a worker must not die on a trainer's
+            # sloppy value, so anything truthy counts.
+            self.self_play = bool(value)
+
+    def flush(self) -> None:
+        for handler in logger.handlers:
+            handler.flush()
+
+    def close(self) -> None:
+        self.flush()
+
+
+def get_console_writer(run_options: RunOptions) -> List[StatsWriter]:
+    """Registration function of the ``console`` plugin.
+
+    Plugin options: ``log_level`` (name or number, default ``INFO``): the level
+    the lines are logged at.
+    """
+    options = run_options.plugin_options
+    state_file = os.path.join(run_options.checkpoint_settings.run_logs_dir, STATE_FILE_NAME)
+    return [
+        ConsoleWriter(
+            start_time=run_options.start_time,
+            log_level=options.get("log_level", logging.INFO),
+            state_file=state_file,
+        )
+    ]
