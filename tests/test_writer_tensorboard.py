@@ -1,0 +1,206 @@
+"""The tensorboard writer's output, read back with TensorBoard's own EventAccumulator."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import pytest
+
+from statbus.plugins import RunOptions, StatsAggregationMethod, StatsPropertyType, StatsSummary
+from statbus.plugins.tensorboard_writer import TensorboardWriter, get_tensorboard_writer, histogram_proto
+
+A = StatsAggregationMethod
+
+
+def accumulator(directory):
+    from tensorboard.backend.event_processing import event_accumulator as ea
+
+    acc = ea.EventAccumulator(str(directory), size_guidance={ea.SCALARS: 0, ea.HISTOGRAMS: 0, ea.TENSORS: 0})
+    acc.Reload()
+    return acc
+
+
+def scalars(acc, tag):
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+def event_files(directory):
+    return sorted(n for n in os.listdir(directory) if n.startswith("events.out.tfevents"))
+
+
+@pytest.fixture
+def writer(tmp_path):
+    w = TensorboardWriter(str(tmp_path), clear_past_data=True)
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+def test_scalars_histograms_and_steps(tmp_path, writer):
+    writer.write_stats(
+        "3DBall",
+        {
+            "Environment/Cumulative Reward": StatsSummary([1.0, 2.0, 3.0], A.AVERAGE),
+            "Env/Count": StatsSummary([2.0, 5.0], A.SUM),
+            "Policy/Action": StatsSummary([0.0, 1.0, 1.0, 4.0], A.HISTOGRAM),
+        },
+        100,
+    )
+    writer.write_stats("3DBall", {"Environment/Cumulative Reward": StatsSummary([5.0], A.MOST_RECENT)}, 200)
+    writer.write_stats("Other", {"x": StatsSummary([9.0], A.AVERAGE)}, 100)
+    writer.close()
+
+    acc = accumulator(tmp_path / "3DBall")
+    assert scalars(acc, "Environment/Cumulative Reward") == [(100, 2.0), (200, 5.0)]
+    assert scalars(acc, "Env/Count") == [(100, 7.0)]  # SUM: the sum, not the mean
+    assert scalars(acc, "Policy/Action") == [(100, 1.5)]
+    [hist] = acc.Histograms("Policy/Action_hist")
+    assert hist.step == 100
+    value = hist.histogram_value
+    assert (value.min, value.max, value.num, value.sum, value.sum_squares) == (0.0, 4.0, 4, 6.0, 18.0)
+    assert sum(value.bucket) == 4 and value.bucket_limit[-1] == 4.0
+    assert acc.Tags()["histograms"] == ["Policy/Action_hist"]  # only HISTOGRAM keys get one
+    assert scalars(accumulator(tmp_path / "Other"), "x") == [(100, 9.0)]
+
+
+def test_hidden_keys_are_matched_exactly(tmp_path, writer):
+    writer.write_stats(
+        "c",
+        {
+            "Is Training": StatsSummary([1.0], A.AVERAGE),
+            "Step": StatsSummary([5.0], A.AVERAGE),
+            "Is Training Done": StatsSummary([1.0], A.AVERAGE),
+            "Policy/Step Size": StatsSummary([0.1], A.AVERAGE),
+        },
+        1,
+    )
+    writer.close()
+    assert sorted(accumulator(tmp_path / "c").Tags()["scalars"]) == ["Is Training Done", "Policy/Step Size"]
+
+
+def test_custom_hidden_keys(tmp_path):
+    writer = TensorboardWriter(str(tmp_path), hidden_keys=["Secret"])
+    writer.write_stats("c", {"Secret": StatsSummary([1.0], A.AVERAGE), "Step": StatsSummary([1.0], A.AVERAGE)}, 1)
+    writer.close()
+    assert accumulator(tmp_path / "c").Tags()["scalars"] == ["Step"]
+
+
+def test_nan_and_empty_histograms_do_not_crash(tmp_path, writer):
+    writer.write_stats(
+        "c",
+        {
+            "mixed": StatsSummary([1.0, math.nan, math.inf, 3.0], A.HISTOGRAM),
+            "all_nan": StatsSummary([math.nan, -math.inf], A.HISTOGRAM),
+            "empty": StatsSummary([], A.HISTOGRAM),
+        },
+        1,
+    )
+    assert writer.nonfinite_dropped == 4
+    writer.close()
+    acc = accumulator(tmp_path / "c")
+    assert acc.Tags()["histograms"] == ["mixed_hist"]
+    value = acc.Histograms("mixed_hist")[0].histogram_value
+    assert (value.num, value.min, value.max, value.sum) == (2, 1.0, 3.0, 4.0)
+    assert math.isnan(acc.Scalars("all_nan")[0].value)
+
+
+def test_histogram_proto_edges():
+    proto, dropped = histogram_proto([2.0, 2.0, 2.0])
+    assert dropped == 0 and list(proto.bucket_limit) == [2.0] and list(proto.bucket) == [3.0]
+    proto, _ = histogram_proto(list(range(1000)))
+    assert len(proto.bucket) <= 30 and sum(proto.bucket) == 1000
+    assert list(proto.bucket_limit) == sorted(proto.bucket_limit)
+    assert histogram_proto([]) == (None, 0)
+
+
+def test_hyperparameters_text(tmp_path, writer):
+    writer.add_property("c", StatsPropertyType.HYPERPARAMETERS, {"batch_size": 64, "network": {"hidden_units": 128}})
+    writer.add_property("c", StatsPropertyType.SELF_PLAY, True)  # ignored, as in ML-Agents
+    writer.close()
+    acc = accumulator(tmp_path / "c")
+    assert acc.Tags()["tensors"] == ["Hyperparameters"]
+    [event] = acc.Tensors("Hyperparameters")
+    text = event.tensor_proto.string_val[0].decode()
+    assert "| batch_size | 64 |" in text and "| network.hidden_units | 128 |" in text
+    assert acc.SummaryMetadata("Hyperparameters").plugin_data.plugin_name == "text"
+
+
+def test_flushed_on_flush_not_per_key(tmp_path):
+    writer = TensorboardWriter(str(tmp_path), flush_secs=3600)
+    try:
+        writer.write_stats("c", {f"k{i}": StatsSummary([float(i)], A.AVERAGE) for i in range(5)}, 1)
+        writer.flush()
+        acc = accumulator(tmp_path / "c")
+        assert len(acc.Tags()["scalars"]) == 5
+    finally:
+        writer.close()
+
+
+def test_flushed_within_flush_secs_without_a_flush_call(tmp_path):
+    writer = TensorboardWriter(str(tmp_path), flush_secs=0.2)
+    try:
+        writer.write_stats("c", {"k": StatsSummary([1.0], A.AVERAGE)}, 1)
+        deadline = time.monotonic() + 30
+        while "k" not in accumulator(tmp_path / "c").Tags()["scalars"]:
+            assert time.monotonic() < deadline, "the event writer never flushed on its own"
+            time.sleep(0.05)
+    finally:
+        writer.close()
+
+
+def test_idempotent_per_step_across_restart(tmp_path):
+    start = time.time() - 1
+    values = {"k": StatsSummary([1.0], A.AVERAGE)}
+    first = TensorboardWriter(str(tmp_path), clear_past_data=True, start_time=start)
+    first.add_property("c", StatsPropertyType.HYPERPARAMETERS, {"a": 1})
+    first.write_stats("c", values, 10)
+    first.write_stats("c", values, 10)
+    first.write_stats("c", values, 9)
+    first.add_property("c", StatsPropertyType.HYPERPARAMETERS, {"a": 1})
+    first.close()
+
+    # A restarted worker of the same run: keeps the files, reads back the steps.
+    restarted = TensorboardWriter(str(tmp_path), clear_past_data=True, start_time=start)
+    restarted.add_property("c", StatsPropertyType.HYPERPARAMETERS, {"a": 1})
+    restarted.write_stats("c", values, 10)
+    restarted.write_stats("c", {"k": StatsSummary([2.0], A.AVERAGE)}, 20)
+    restarted.close()
+    acc = accumulator(tmp_path / "c")
+    assert scalars(acc, "k") == [(10, 1.0), (20, 2.0)]
+    assert len(acc.Tensors("Hyperparameters")) == 1
+
+
+def test_past_runs_cleared_unless_resume(tmp_path):
+    values = {"k": StatsSummary([1.0], A.AVERAGE)}
+    old = TensorboardWriter(str(tmp_path), start_time=time.time() - 10)
+    old.write_stats("c", values, 10)
+    old.close()
+    [old_file] = event_files(tmp_path / "c")
+
+    resumed = TensorboardWriter(str(tmp_path), clear_past_data=False, start_time=time.time() + 1)
+    resumed.write_stats("c", values, 10)  # not a replay: the old file is another run's
+    resumed.close()
+    assert old_file in event_files(tmp_path / "c")
+    assert [s for s, _ in scalars(accumulator(tmp_path / "c"), "k")] == [10, 10]
+
+    fresh = TensorboardWriter(str(tmp_path), clear_past_data=True, start_time=time.time() + 2)
+    fresh.write_stats("c", values, 5)
+    fresh.close()
+    assert old_file not in event_files(tmp_path / "c")
+    assert scalars(accumulator(tmp_path / "c"), "k") == [(5, 1.0)]
+
+
+def test_registration(tmp_path):
+    options = RunOptions.create("r", results_dir=str(tmp_path)).with_plugin_options(
+        {"hidden_keys": ["Secret"], "flush_secs": 1}
+    )
+    [writer] = get_tensorboard_writer(options)
+    try:
+        assert writer.hidden_keys == {"Secret"} and writer.clear_past_data and writer.flush_secs == 1.0
+        writer.write_stats("c", {"Secret": StatsSummary([1.0], A.AVERAGE), "k": StatsSummary([2.0], A.AVERAGE)}, 3)
+    finally:
+        writer.close()
+    assert accumulator(tmp_path / "r" / "c").Tags()["scalars"] == ["k"]
