@@ -1,0 +1,125 @@
+"""``python -m statbus.pipeline`` — run a run's collector in the foreground.
+
+``statbus collector start`` runs this detached (output to ``collector.log``);
+readiness: the run's pidfile is locked, ``<statbus_dir>/collector.ready`` holds
+the addresses, a log line starts with "statbus collector ready", and the
+control socket answers ``{"op": "ping"}``.  Exit codes: :class:`ExitCode`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import List, Optional, Sequence
+
+from ..plugins import ConfigError, StatbusError
+from ..plugins.discovery import PluginInfo, discover_plugins
+from ..plugins.settings import RunOptions
+from .collector import Collector, CollectorOptions, ExitCode, SupervisorFactory
+from .journal import FsyncPolicy
+from .layout import RunLayout
+
+logger = logging.getLogger("statbus.pipeline.collector")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m statbus.pipeline",
+        description="Run the statbus collector of one run in the foreground.",
+    )
+    parser.add_argument("--run-id", default=os.environ.get("STATBUS_RUN_ID", "ppo"))
+    parser.add_argument("--results-dir", default=os.environ.get("STATBUS_RESULTS_DIR", "results"))
+    parser.add_argument("--bind", metavar="ADDR", help="trainer address (default: the run's private ipc socket)")
+    parser.add_argument(
+        "--insecure-tcp", action="store_true", help="allow binding tcp:// without CURVE keys (any host can send)"
+    )
+    parser.add_argument("--fsync", choices=[p.value for p in FsyncPolicy], default=FsyncPolicy.INTERVAL.value)
+    parser.add_argument("--fsync-interval", type=float, default=1.0, metavar="S")
+    parser.add_argument("--segment-mb", type=float, default=64.0, help="journal segment size (MiB)")
+    parser.add_argument("--quota-mb", type=float, default=1024.0, help="per-plugin journal backlog quota (MiB)")
+    parser.add_argument("--stop-timeout", type=float, default=30.0, metavar="S")
+    parser.add_argument("--config", metavar="FILE", help="TOML file with per-plugin settings")
+    parser.add_argument("--plugins", metavar="A,B", help="run only these plugins (comma-separated names)")
+    parser.add_argument("--exclude", metavar="C,D", help="do not run these plugins")
+    parser.add_argument("--no-plugins", action="store_true", help="journal and aggregate only; start no workers")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="NAME.KEY=VALUE", help="override a plugin setting"
+    )
+    parser.add_argument("--log-level", default=os.environ.get("STATBUS_LOG_LEVEL", "INFO"))
+    return parser
+
+
+def _names(text: Optional[str]) -> List[str]:
+    return [name.strip() for name in (text or "").split(",") if name.strip()]
+
+
+def select_plugins(found: Sequence[PluginInfo], only: List[str], exclude: List[str]) -> List[PluginInfo]:
+    known = {p.name for p in found} | {f"{p.group}:{p.name}" for p in found}
+    unknown = [name for name in only + exclude if name not in known]
+    if unknown:
+        raise ConfigError(f"unknown plugins {unknown}; installed: {sorted(p.name for p in found)}")
+
+    def named(plugin: PluginInfo, names: List[str]) -> bool:
+        return plugin.name in names or f"{plugin.group}:{plugin.name}" in names
+
+    chosen = [p for p in found if (not only or named(p, only)) and not named(p, exclude)]
+    return chosen
+
+
+def supervisor_factory(layout: RunLayout, plugins: List[PluginInfo], args: argparse.Namespace) -> SupervisorFactory:
+    from ..workers.config import load_config, parse_overrides
+    from ..workers.supervisor import Supervisor
+
+    config = load_config(args.config, parse_overrides(args.set))
+    run_options = RunOptions.create(layout.run_id, layout.results_dir)
+
+    def make(worker_address: str, on_dead_letter):  # type: ignore[no-untyped-def]
+        return Supervisor(
+            layout,
+            plugins,
+            config,
+            run_options,
+            worker_address,
+            on_dead_letter=on_dead_letter,
+        )
+
+    return make
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        layout = RunLayout(args.results_dir, args.run_id)
+        options = CollectorOptions(
+            bind=args.bind,
+            allow_insecure_tcp=args.insecure_tcp,
+            segment_bytes=max(4096, int(args.segment_mb * (1 << 20))),
+            fsync=FsyncPolicy(args.fsync),
+            fsync_interval=args.fsync_interval,
+            quota_bytes=int(args.quota_mb * (1 << 20)),
+            stop_timeout=args.stop_timeout,
+        )
+        factory = None
+        if not args.no_plugins:
+            plugins = select_plugins(discover_plugins(), _names(args.plugins), _names(args.exclude))
+            if not plugins:
+                raise ConfigError("no plugins to run (pass --no-plugins to run a collector that only journals)")
+            factory = supervisor_factory(layout, plugins, args)
+    except (ConfigError, ValueError) as exc:
+        logger.error("statbus collector: bad configuration: %s", exc)
+        return ExitCode.BAD_CONFIG
+    except (StatbusError, ImportError) as exc:
+        logger.error("statbus collector cannot start: %s", exc)
+        return ExitCode.ERROR
+    return int(Collector(layout, options, supervisor_factory=factory).run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
