@@ -1,0 +1,465 @@
+"""The trainer process's background sender: batches, frames, delivery, fork and exit.
+
+Training threads only append events to a ``deque`` (atomic under the GIL, no lock)
+and, rarely, wake the sender through a pipe.  One daemon thread per process owns
+the ZeroMQ context and its DEALER socket: it drains the queue into frames, keeps
+unacknowledged frames in a bounded buffer, re-sends them when the collector comes
+back, and answers ``flush()``/``shutdown()`` tickets.  Delivery follows
+docs/internals.md "Wire".
+
+Queue events (tuples, built by :mod:`.reporter`):
+
+* ``(category, key, value, aggregation)`` — ``add_stat``; aggregation ``None`` = ``set_stat``;
+* ``(EV_PROPERTY, category, type_value, plain_value, nbytes)``;
+* ``(EV_WRITE, category, step)``; ``(EV_FLUSH, ticket)``; ``(EV_BYE,)``.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from typing import Any, Deque, Dict, List, Optional
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from . import trainer_config
+from .client_frames import BATCH_VALUES, FrameBuilder, Outgoing
+from .trainer_config import TrainerConfig
+from .wire import WireError, bye_record, decode_ack, hello_record
+
+logger = logging.getLogger(__name__)
+
+EV_PROPERTY = 2
+EV_WRITE = 3
+EV_BYE = 5
+EV_FLUSH = 10
+
+RESEND_AFTER = 1.0
+"""Seconds without ack progress after which every unacked frame is sent again."""
+ENSURE_COLLECTOR_AFTER = 1.0
+SNDHWM = 32
+"""Frames ZeroMQ may queue per connection; the rest wait in our own (bounded) buffer."""
+MAX_PENDING_EVENTS = 4 * BATCH_VALUES * 16
+"""Events queued with no live sender past which new ones are dropped (a dead sender must not eat memory)."""
+
+LOG_EVERY = 10.0
+"""Seconds between two log lines of the same kind of trouble."""
+
+
+class RateLimitedLog:
+    """At most one line per kind per ``LOG_EVERY`` seconds; the lines it swallowed are counted."""
+
+    def __init__(self, log: logging.Logger) -> None:
+        self._log = log
+        self._last: Dict[str, float] = {}
+        self._suppressed: Dict[str, int] = collections.Counter()
+
+    def warn(self, kind: str, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        last = self._last.get(kind)
+        if last is not None and now - last < LOG_EVERY:
+            self._suppressed[kind] += 1
+            return
+        self._last[kind] = now
+        suppressed = self._suppressed.pop(kind, 0)
+        if suppressed:
+            message += " (%d similar messages suppressed)"
+            args = (*args, suppressed)
+        self._log.warning(message, *args)
+
+
+_rlog = RateLimitedLog(logger)
+
+
+class Ticket:
+    """One ``flush()``: done once every frame up to ``target`` is acked (``ok``) or the sender stops."""
+
+    __slots__ = ("event", "target", "ok")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.target: Optional[int] = None
+        self.ok = False
+
+
+def _ensure_collector(config: TrainerConfig) -> None:
+    """HOOK for the on-demand collector (issue 5): called once per client by the
+    sender thread when frames wait and nothing has acked them for ~1 s."""
+    if not config.autostart:
+        return
+    try:
+        from .autostart import ensure_collector
+    except ImportError as exc:
+        logger.info("statbus: no on-demand collector available (%s)", exc)
+        return
+    ensure_collector(config)
+
+
+def _make_identity() -> str:
+    host = socket.gethostname()[:64] or "localhost"
+    return f"{host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Client:
+    """The per-process sender.  Only the sender thread touches ``_sock``."""
+
+    def __init__(self, config: TrainerConfig) -> None:
+        self.config = config
+        self.sender = _make_identity()
+        self.queue: Deque[tuple] = collections.deque()
+        self.counters: Dict[str, Any] = {
+            "sender": self.sender, "values_recorded": 0, "frames_sent": 0, "frames_resent": 0,
+            "frames_acked": 0, "values_dropped": 0, "frames_dropped": 0, "errors": 0,
+            "buffer_bytes": 0, "buffer_bytes_max": 0, "buffer_frames": 0, "acked_seq": 0,
+            "last_seq": 0, "floor": 1, "events_dropped": 0,
+        }
+        self._wake_lock = threading.Lock()
+        self._wake_flag = False
+        self._rfd, self._wfd = os.pipe()
+        os.set_blocking(self._wfd, False)
+        os.set_blocking(self._rfd, False)
+        self._pipe_open = True
+        self._stopping = False
+        # sender-thread state
+        self._unacked: Deque[Outgoing] = collections.deque()
+        self._buffered = 0
+        self._next_seq = 1
+        self._floor = 1           # 1 + highest seq dropped unacked (docs/internals.md)
+        self._acked = 0
+        self._sent_upto = 0       # highest seq handed to zmq in this round
+        self._max_sent = 0
+        self._progress_at = time.monotonic()
+        self._hello_sent = False
+        self._ensured = False
+        self._tickets: List[Ticket] = []
+        self._thread = threading.Thread(target=self._run, name="statbus-sender", daemon=True)
+        self._thread.start()
+
+    # --- called from training threads ---------------------------------------
+
+    def wake(self) -> None:
+        """Make the sender drain the queue now (a few µs; never blocks)."""
+        if self._wake_flag:
+            return
+        with self._wake_lock:
+            if not self._pipe_open:
+                return
+            self._wake_flag = True
+            try:
+                os.write(self._wfd, b"!")
+            except (BlockingIOError, InterruptedError):
+                pass  # the pipe is full, so the sender is awake already
+        if len(self.queue) > MAX_PENDING_EVENTS and not self._thread.is_alive():
+            self._discard_queue()
+
+    def _discard_queue(self) -> None:
+        dropped = 0
+        while True:
+            try:
+                self.queue.popleft()
+            except IndexError:
+                break
+            dropped += 1
+        self.counters["events_dropped"] += dropped
+        _rlog.warn("dead", "statbus: sender thread is not running; dropped %d queued events", dropped)
+
+    def flush(self, timeout: float, bye: bool = False) -> bool:
+        if not self._thread.is_alive():
+            return not self.queue and not self._unacked
+        ticket = Ticket()
+        if bye:
+            self.queue.append((EV_BYE,))
+        self.queue.append((EV_FLUSH, ticket))
+        self.wake()
+        ticket.event.wait(max(0.0, timeout))
+        return ticket.ok
+
+    def close(self, timeout: float) -> bool:
+        """Send what is pending plus BYE, wait ≤ ``timeout`` for acks, stop the thread."""
+        ok = self.flush(timeout, bye=True)
+        self._stopping = True
+        self.wake()
+        self._thread.join(timeout=5.0)
+        if self._thread.is_alive():
+            _rlog.warn("join", "statbus: sender thread did not stop in time; leaving it (daemon)")
+        return ok
+
+    def snapshot(self) -> Dict[str, Any]:
+        snap = dict(self.counters)
+        snap["values_queued"] = len(self.queue)
+        return snap
+
+    def forget_in_child(self) -> None:
+        """After fork, in the child: drop this (the parent's) client without touching zmq."""
+        self._pipe_open = False
+        for fd in (self._rfd, self._wfd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    # --- the sender thread --------------------------------------------------
+
+    def _run(self) -> None:
+        ctx = sock = mon = None
+        try:
+            ctx = zmq.Context()
+            sock = ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.IMMEDIATE, 1)
+            sock.setsockopt(zmq.SNDHWM, SNDHWM)
+            sock.setsockopt(zmq.RCVHWM, 10_000)
+            mon = sock.get_monitor_socket(zmq.EVENT_CONNECTED)
+            sock.connect(self.config.address)
+            self._loop(sock, mon)
+        except Exception as exc:  # noqa: BLE001 — must never escape into the process
+            self.counters["errors"] += 1
+            logger.error("statbus: sender thread failed: %r; stats of this process are dropped from now on", exc)
+        finally:
+            for ticket in self._tickets:
+                ticket.event.set()
+            self._tickets.clear()
+            with self._wake_lock:
+                self._pipe_open = False
+                os.close(self._rfd)
+                os.close(self._wfd)
+            if sock is not None and mon is not None:
+                try:
+                    sock.disable_monitor()
+                except zmq.ZMQError:
+                    pass
+            for s in (mon, sock):
+                if s is not None:
+                    s.close(linger=0)
+            if ctx is not None:
+                ctx.term()
+            # Flushers still waiting on events queued after the stop must not wait forever.
+            self._release_late_tickets()
+
+    def _release_late_tickets(self) -> None:
+        for event in list(self.queue):
+            if type(event[0]) is int and event[0] == EV_FLUSH:
+                event[1].event.set()
+
+    def _loop(self, sock: zmq.Socket, mon: zmq.Socket) -> None:
+        poller = zmq.Poller()
+        poller.register(mon, zmq.POLLIN)
+        poller.register(self._rfd, zmq.POLLIN)
+        interval = float(self.config.batch_interval)
+        next_batch = time.monotonic() + interval
+        while not self._stopping:
+            try:
+                now = time.monotonic()
+                unsent = bool(self._unacked) and self._sent_upto < self._unacked[-1].seq
+                poller.register(sock, zmq.POLLIN | zmq.POLLOUT if unsent else zmq.POLLIN)
+                timeout_ms = max(0, int((next_batch - now) * 1000) + 1)
+                events = dict(poller.poll(timeout_ms))
+                woken = False
+                if self._rfd in events:
+                    try:
+                        os.read(self._rfd, 4096)
+                    except BlockingIOError:
+                        pass
+                    self._wake_flag = False  # cleared before the drain: a later append wakes us again
+                    woken = True
+                now = time.monotonic()
+                if events.get(sock, 0) & zmq.POLLIN:
+                    self._read_acks(sock, now)
+                if mon in events:
+                    self._read_monitor(mon, now)
+                if woken or now >= next_batch:
+                    self._drain()
+                    next_batch = now + interval
+                self._enforce_buffer()
+                self._send(sock, now)
+                self._check_stall(now)
+                self._settle_tickets()
+            except Exception as exc:  # noqa: BLE001 — count, log, keep going
+                self.counters["errors"] += 1
+                _rlog.warn("loop", "statbus: sender error (carrying on): %r", exc)
+                time.sleep(0.05)
+
+    def _read_acks(self, sock: zmq.Socket, now: float) -> None:
+        while True:
+            try:
+                data = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                acked = decode_ack(data)
+            except WireError as exc:
+                self.counters["errors"] += 1
+                _rlog.warn("ack", "statbus: bad ack from the collector: %s", exc)
+                continue
+            if acked <= self._acked:
+                continue
+            acked = min(acked, self._next_seq - 1)
+            while self._unacked and self._unacked[0].seq <= acked:
+                frame = self._unacked.popleft()
+                self._buffered -= frame.nbytes
+                self.counters["frames_acked"] += 1
+            self._acked = acked
+            self._progress_at = now
+            self.counters["acked_seq"] = acked
+            self._update_buffer_counters()
+
+    def _read_monitor(self, mon: zmq.Socket, now: float) -> None:
+        while True:
+            try:
+                message = recv_monitor_message(mon, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if message.get("event") == zmq.EVENT_CONNECTED:
+                # A (new) collector: whatever went to the old connection may be lost.
+                self._rewind(now)
+
+    def _rewind(self, now: float) -> None:
+        self._sent_upto = self._acked
+        self._progress_at = now
+
+    def _drain(self) -> None:
+        """Turn queued events into frames: a WRITE (or flush) closes the frame it ends."""
+        queue = self.queue
+        builder = FrameBuilder()
+        for _ in range(len(queue)):
+            event = queue.popleft()
+            head = event[0]
+            if type(head) is str:
+                builder.add(event)
+                if builder.nvalues >= BATCH_VALUES or builder.nrecords >= builder.max_records:
+                    self._close_frame(builder)
+                    builder = FrameBuilder()
+            elif head == EV_WRITE:
+                builder.write(event[1], event[2])
+                self._close_frame(builder)
+                builder = FrameBuilder()
+            elif head == EV_PROPERTY:
+                builder.property(event[1], event[2], event[3], event[4])
+                if builder.nbytes >= builder.max_bytes:
+                    self._close_frame(builder)
+                    builder = FrameBuilder()
+            elif head == EV_FLUSH:
+                self._close_frame(builder)
+                builder = FrameBuilder()
+                ticket = event[1]
+                ticket.target = self._next_seq - 1
+                self._tickets.append(ticket)
+            elif head == EV_BYE:
+                builder.markers.append(bye_record(self._bye_info()))
+        self._close_frame(builder)
+
+    def _close_frame(self, builder: FrameBuilder) -> None:
+        if builder.empty:
+            return
+        self.counters["values_recorded"] += builder.nvalues
+        if not self._hello_sent:
+            builder.hello = hello_record(self._hello_info())
+            self._hello_sent = True
+        frame = Outgoing(self._next_seq, builder.records(), builder.nvalues)
+        self._next_seq += 1
+        frame.encode(self.sender, self._floor, self.counters["values_dropped"])
+        self._unacked.append(frame)
+        self._buffered += frame.nbytes
+        self.counters["last_seq"] = frame.seq
+
+    def _hello_info(self) -> Dict[str, Any]:
+        argv0 = sys.argv[0] if sys.argv else ""
+        return {"pid": os.getpid(), "host": socket.gethostname()[:255], "run_id": self.config.run_id,
+                "argv0": str(argv0)[:1024], "sender": self.sender}
+
+    def _bye_info(self) -> Dict[str, Any]:
+        return {"pid": os.getpid(), "values_dropped": self.counters["values_dropped"]}
+
+    def _enforce_buffer(self) -> None:
+        limit = self.config.buffer_bytes
+        if self._buffered > limit:
+            for frame in self._unacked:  # oldest first
+                if self._buffered <= limit:
+                    break
+                if frame.nvalues or frame.has_stats:
+                    before = frame.nbytes
+                    dropped = frame.strip_stats()
+                    frame.encode(self.sender, self._floor, self.counters["values_dropped"] + dropped)
+                    self._buffered += frame.nbytes - before
+                    self.counters["values_dropped"] += dropped
+            if self.counters["values_dropped"]:
+                _rlog.warn("full", "statbus: trainer buffer full (%d bytes, collector unreachable?); "
+                           "%d values dropped so far", limit, self.counters["values_dropped"])
+        # Frames left empty at the bottom are never needed: drop them and raise the floor.
+        while self._unacked and (self._unacked[0].empty or (self._buffered > limit and len(self._unacked) > 1)):
+            frame = self._unacked.popleft()
+            if not frame.empty:
+                # Last resort (markers and properties alone overflow the buffer): lose them, loudly.
+                self.counters["frames_dropped"] += 1
+                _rlog.warn("lost", "statbus: buffer holds only markers/properties and is still full; "
+                           "dropping whole frames (%d so far)", self.counters["frames_dropped"])
+            self._buffered -= frame.nbytes
+            self._floor = frame.seq + 1
+        self._update_buffer_counters()
+
+    def _update_buffer_counters(self) -> None:
+        c = self.counters
+        c["buffer_bytes"] = self._buffered
+        c["buffer_frames"] = len(self._unacked)
+        c["floor"] = self._floor
+        if self._buffered > c["buffer_bytes_max"]:
+            c["buffer_bytes_max"] = self._buffered
+
+    def _send(self, sock: zmq.Socket, now: float) -> None:
+        if not self._unacked:
+            return
+        first = self._unacked[0].seq
+        index = max(self._sent_upto + 1, first) - first
+        while index < len(self._unacked):
+            frame = self._unacked[index]
+            if frame.floor != self._floor:
+                before = frame.nbytes
+                frame.encode(self.sender, self._floor, self.counters["values_dropped"])
+                self._buffered += frame.nbytes - before
+            try:
+                sock.send(frame.payload, zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return  # no collector connected, or its queue is full: the frame waits here
+            if frame.seq > self._max_sent:
+                self._max_sent = frame.seq
+                self.counters["frames_sent"] += 1
+            else:
+                self.counters["frames_resent"] += 1
+            if frame.first_sent is None:
+                frame.first_sent = now
+            self._sent_upto = frame.seq
+            index += 1
+
+    def _check_stall(self, now: float) -> None:
+        if not self._unacked:
+            return
+        oldest = self._unacked[0]
+        if oldest.first_sent is not None and self._sent_upto >= oldest.seq:
+            if now - max(self._progress_at, oldest.first_sent) >= RESEND_AFTER:
+                self._rewind(now)
+        if not self._ensured and now - max(self._progress_at, oldest.created) >= ENSURE_COLLECTOR_AFTER:
+            self._ensured = True
+            try:
+                _ensure_collector(self.config)
+            except Exception as exc:  # noqa: BLE001 — the hook must not stop the sender
+                self.counters["errors"] += 1
+                logger.warning("statbus: starting a collector on demand failed: %r", exc)
+
+    def _settle_tickets(self) -> None:
+        if not self._tickets:
+            return
+        waiting = []
+        for ticket in self._tickets:
+            if ticket.target is not None and ticket.target <= self._acked:
+                ticket.ok = True
+                ticket.event.set()
+            else:
+                waiting.append(ticket)
+        self._tickets = waiting

@@ -1,0 +1,138 @@
+"""Trainer side: turning queued events into wire records, and one buffered frame.
+
+Split from :mod:`.client` so that the grouping rules (what a frame holds, in
+which order) can be read and tested without sockets or threads.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+from ..plugins.records import StatOp, pack_values
+from ..plugins.stats import StatsAggregationMethod
+from .wire import MAX_RECORDS_PER_FRAME, encode_frame, property_record, stat_record, write_record
+
+BATCH_VALUES = 65536
+"""Values after which a frame is closed and the sender woken (a frame stays ~512 KiB)."""
+MAX_FRAME_RECORDS = MAX_RECORDS_PER_FRAME // 2
+MAX_FRAME_PROPERTY_BYTES = 2 << 20
+"""Property bytes after which a frame is closed: far below the wire's frame limit."""
+
+_MOST_RECENT = StatsAggregationMethod.MOST_RECENT.value
+_STAT = 0
+
+
+class _Entry:
+    """The values of one (category, key) within one frame."""
+
+    __slots__ = ("aggregation", "set_value", "values")
+
+    def __init__(self) -> None:
+        self.aggregation: Optional[StatsAggregationMethod] = None
+        self.set_value: Optional[float] = None
+        self.values: List[float] = []
+
+
+class FrameBuilder:
+    """Collects one frame's events; record order: hello, properties, stats, writes, bye.
+
+    Stats are grouped per (category, key) in first-seen order.  ``set_stat``
+    replaces the key's pending values with a SET record of ``[v]`` (MOST_RECENT);
+    values added after it in the same frame follow as an ADD record, so the
+    collector sees exactly what ML-Agents' reporter would have done.
+    """
+
+    max_records = MAX_FRAME_RECORDS
+    max_bytes = MAX_FRAME_PROPERTY_BYTES
+
+    def __init__(self) -> None:
+        self.hello: Optional[list] = None
+        self.properties: List[list] = []
+        self.stats: Dict[Tuple[str, str], _Entry] = {}
+        self.markers: List[list] = []
+        self.nvalues = 0
+        self.nbytes = 0
+
+    @property
+    def nrecords(self) -> int:
+        return len(self.properties) + len(self.stats) + len(self.markers)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.properties or self.stats or self.markers)
+
+    def add(self, event: tuple) -> None:
+        category, key, value, aggregation = event
+        entry = self.stats.get((category, key))
+        if entry is None:
+            entry = self.stats[(category, key)] = _Entry()
+        if aggregation is None:  # set_stat
+            entry.set_value = value
+            entry.values = []
+            entry.aggregation = StatsAggregationMethod.MOST_RECENT
+        else:
+            entry.values.append(value)
+            entry.aggregation = aggregation
+        self.nvalues += 1
+
+    def property(self, category: str, property_type: str, value: Any, nbytes: int) -> None:
+        self.properties.append(property_record(category, property_type, value))
+        self.nbytes += nbytes
+
+    def write(self, category: str, step: int) -> None:
+        self.markers.append(write_record(category, step))
+
+    def records(self) -> List[list]:
+        out: List[list] = []
+        if self.hello is not None:
+            out.append(self.hello)
+        out.extend(self.properties)
+        for (category, key), entry in self.stats.items():
+            if entry.set_value is not None:
+                out.append(stat_record(category, key, _MOST_RECENT, StatOp.SET.value, pack_values((entry.set_value,))))
+            if entry.values:
+                out.append(stat_record(category, key, entry.aggregation.value, StatOp.ADD.value,
+                                       pack_values(entry.values)))
+        out.extend(self.markers)
+        return out
+
+
+class Outgoing:
+    """A sealed frame in the trainer's buffer, until the collector acks it."""
+
+    __slots__ = ("seq", "records", "nvalues", "payload", "floor", "created", "first_sent")
+
+    def __init__(self, seq: int, records: List[list], nvalues: int) -> None:
+        self.seq = seq
+        self.records = records
+        self.nvalues = nvalues
+        self.payload = b""
+        self.floor = 0
+        self.created = time.monotonic()
+        self.first_sent: Optional[float] = None
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.payload)
+
+    @property
+    def empty(self) -> bool:
+        return not self.records
+
+    @property
+    def has_stats(self) -> bool:
+        return any(record[0] == _STAT for record in self.records)
+
+    def encode(self, sender: str, floor: int, dropped: int) -> None:
+        # The floor goes into the payload, so a frame is re-encoded when it moves.
+        self.payload = encode_frame(sender, self.seq, floor, dropped, self.records)
+        self.floor = floor
+
+    def strip_stats(self) -> int:
+        """Drop the stat records (markers and properties stay); returns the values lost."""
+        dropped = self.nvalues
+        self.records = [record for record in self.records if record[0] != _STAT]
+        self.nvalues = 0
+        return dropped
+
