@@ -91,6 +91,11 @@ def histogram_proto(values: Iterable[float]) -> Tuple[Optional[Any], int]:
     return proto, dropped
 
 
+def _markdown_cell(text: str) -> str:
+    # A "|" inside a cell would end it; markdown's escape keeps the table whole.
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
 def hyperparameters_markdown(params: Any) -> str:
     """A two-column markdown table of the (flattened) hyperparameters."""
     rows: List[Tuple[str, str]] = []
@@ -104,7 +109,7 @@ def hyperparameters_markdown(params: Any) -> str:
 
     flatten("", params)
     lines = ["| Hyperparameter | Value |", "|---|---|"]
-    lines += [f"| {key} | {value} |" for key, value in rows]
+    lines += [f"| {_markdown_cell(key)} | {_markdown_cell(value)} |" for key, value in rows]
     return "\n".join(lines)
 
 

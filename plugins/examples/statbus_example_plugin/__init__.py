@@ -10,16 +10,20 @@ wrote can be checked while the run goes on.
 """
 
 import os
-from typing import Any, Dict, List
+from typing import Dict, List
 
 from mlagents.trainers.settings import RunOptions
-from mlagents.trainers.stats import StatsPropertyType, StatsSummary, StatsWriter
+from mlagents.trainers.stats import StatsSummary, StatsWriter
 
 OUTPUT_FILE = "example_plugin.txt"
 
 
 class ExampleWriter(StatsWriter):
-    """Appends one text line per summary and per property."""
+    """Appends one text line per summary.
+
+    ``add_property`` and ``on_add_stat`` are left to StatsWriter's defaults,
+    which do nothing: a plugin implements only what it needs.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -31,9 +35,6 @@ class ExampleWriter(StatsWriter):
     def write_stats(self, category: str, values: Dict[str, StatsSummary], step: int) -> None:
         fields = " ".join(f"{key}={summary.mean:g}" for key, summary in values.items())
         self._write(f"{category} {step} {fields}".rstrip())
-
-    def add_property(self, category: str, property_type: StatsPropertyType, value: Any) -> None:
-        self._write(f"{category} property {property_type.value} {value!r}")
 
     def _write(self, line: str) -> None:
         self._file.write(line + "\n")
