@@ -227,8 +227,10 @@ class TensorboardWriter(StatsWriter):
                 if histogram is not None:
                     summary.value.add(tag=f"{key}{HISTOGRAM_SUFFIX}", histo=histogram)
         # One event per summary: the event writer's thread flushes every
-        # flush_secs, so nothing here forces a flush per key.
-        writer.add_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
+        # flush_secs, so nothing here forces a flush per key.  A summary of
+        # hidden keys only leaves nothing to show.
+        if summary.value:
+            writer.add_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
         self._last_step[category] = step
 
     def add_property(self, category: str, property_type: StatsPropertyType, value: Any) -> None:
