@@ -36,7 +36,10 @@ def _distribution_of(entry_point: importlib_metadata.EntryPoint) -> Tuple[Option
     dist = getattr(entry_point, "dist", None)
     if dist is None:
         return None, None
-    return dist.metadata["Name"], dist.version
+    # .get, not ["Name"]: one distribution with broken metadata must not hide
+    # every other plugin (importlib_metadata raises KeyError for a missing field).
+    metadata = dist.metadata
+    return metadata.get("Name"), metadata.get("Version")
 
 
 def discover_plugins(groups: Iterable[str] = STATS_WRITER_GROUPS) -> List[PluginInfo]:

@@ -222,3 +222,14 @@ def test_cli_main_in_process(capsys):
     with pytest.raises(SystemExit) as info:
         main(["plugins", "--bogus"])
     assert info.value.code == 2
+
+
+def test_a_distribution_with_broken_metadata_hides_no_plugin(tmp_path, monkeypatch):
+    dist_info = tmp_path / "broken-1.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\n")  # no Name, no Version
+    (dist_info / "entry_points.txt").write_text(f"[{ML_AGENTS_STATS_WRITER}]\nnameless = sb_nameless:register\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = {p.name: p for p in discover_plugins()}
+    assert (found["nameless"].distribution, found["nameless"].version) == (None, None)
+    assert set(BUILTINS) <= set(found)
