@@ -50,11 +50,10 @@ from .journal_segments import (
     entry_from,
     fsync_directory,
     list_segments,
-    pad_entries,
     read_file,
+    repair_segment,
     scan,
     segment_path,
-    write_file,
 )
 
 __all__ = [
@@ -191,43 +190,22 @@ class Journal:
             return RecoveryReport(1, 0, 0, 0, 0, 0, 0, False)
         newest = bases[-1]
         self._fd = os.open(segment_path(self._dir, newest), os.O_RDWR)
-        size = os.fstat(self._fd).st_size
-        data = read_file(self._fd, size)
-        entries = padded = padded_bytes = 0
-        cut: Optional[int] = None
-        first_type: Optional[int] = None
-        for region, begin, end in scan(data):
-            if region is Region.ENTRY:
-                entries += 1
-                if begin == 0:
-                    first_type = data[HEADER_SIZE - 1]
-            elif region is Region.DAMAGED:
-                # Overwrite in place: positions of everything after stay valid.
-                offset = begin
-                for pad in pad_entries(end - begin):
-                    write_file(self._fd, pad, offset)
-                    offset += len(pad)
-                padded += 1
-                padded_bytes += end - begin
-                log.warning("journal %s: damaged entry at %s, %s bytes padded", self._dir, newest + begin, end - begin)
-            else:
-                cut = begin
-        if cut is not None:
-            os.ftruncate(self._fd, cut)
-            log.warning("journal %s: torn tail at %s, %s bytes cut", self._dir, newest + cut, size - cut)
-        if padded or cut is not None:
-            os.fsync(self._fd)
-        written = size if cut is None else cut
+        repair = repair_segment(self._fd)
+        if repair.padded_regions:
+            log.warning("journal %s: %s damaged regions in segment %s padded", self._dir, repair.padded_regions, newest)
+        if repair.kept < repair.size:
+            log.warning("journal %s: torn tail at %s, %s bytes cut", self._dir, newest + repair.kept, repair.size - repair.kept)
+        written = repair.kept
         self._bases = bases
         self._sizes = {base: os.stat(segment_path(self._dir, base)).st_size for base in bases[:-1]}
         self._base, self._written, self._end = newest, written, newest + written
-        self._has_snapshot = first_type == EntryType.SNAPSHOT
+        self._has_snapshot = repair.first_type is EntryType.SNAPSHOT
         return RecoveryReport(
             segments=len(bases),
-            entries=entries,
-            truncated_bytes=size - written,
-            padded_regions=padded,
-            padded_bytes=padded_bytes,
+            entries=repair.entries,
+            truncated_bytes=repair.size - written,
+            padded_regions=repair.padded_regions,
+            padded_bytes=repair.padded_bytes,
             newest_base=newest,
             end_position=self._end,
             has_snapshot=self._has_snapshot,

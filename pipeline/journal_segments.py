@@ -179,6 +179,52 @@ def scan(data: Buffer, start: int = 0, limit: Optional[int] = None) -> Iterator[
         off = nxt
 
 
+class Repair(NamedTuple):
+    """What :func:`repair_segment` found and did."""
+
+    size: int  # file size before the repair
+    kept: int  # file size after it
+    entries: int  # intact entries (PADs included)
+    padded_regions: int
+    padded_bytes: int
+    first_type: Optional[EntryType]  # type of the entry at offset 0, if intact
+
+
+def repair_segment(fd: int) -> Repair:
+    """Scan a whole segment file and repair it in place.
+
+    A damaged region followed by an intact entry is overwritten with PAD entries of
+    exactly its length, so every later position stays true; a tail with no intact
+    entry after it (torn by a crash, or damaged) is truncated.  The fd must be
+    open for reading and writing; the repair is fsynced before returning.
+    """
+    size = os.fstat(fd).st_size
+    data = read_file(fd, size)
+    view = memoryview(data)
+    entries = padded = padded_bytes = 0
+    kept = size
+    first_type: Optional[EntryType] = None
+    for region, begin, end in scan(view):
+        if region is Region.ENTRY:
+            entries += 1
+            if begin == 0:
+                first_type = _TYPES[view[HEADER_SIZE - 1]]
+        elif region is Region.DAMAGED:
+            offset = begin
+            for pad in pad_entries(end - begin):
+                write_file(fd, pad, offset)
+                offset += len(pad)
+            padded += 1
+            padded_bytes += end - begin
+        else:
+            kept = begin
+    if kept < size:
+        os.ftruncate(fd, kept)
+    if padded or kept < size:
+        os.fsync(fd)
+    return Repair(size, kept, entries, padded, padded_bytes, first_type)
+
+
 def segment_name(base: int) -> str:
     return f"{base:020d}{SEGMENT_SUFFIX}"
 

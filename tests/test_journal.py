@@ -7,9 +7,8 @@ import random
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import List, Tuple
 
 import pytest
 from hypothesis import HealthCheck, given, settings
