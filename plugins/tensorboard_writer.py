@@ -15,8 +15,8 @@ Event files go to ``<base_dir>/<category>/`` (``base_dir`` is the run's
 Data are flushed by the event writer's own thread every ``flush_secs``, and
 on ``flush()`` / ``close()`` — never once per key.
 
-Event files left over from an earlier run (last modified before this run
-started) are deleted unless the run resumes.  What this run already wrote is
+Event files left over from an earlier run (last modified over a second before
+this run started) are deleted unless the run resumes.  What this run already wrote is
 read back at first use of a category, so a restarted worker that is caught
 up drops summaries for steps already written, and an already written
 Hyperparameters text.
@@ -49,6 +49,7 @@ HYPERPARAMETERS_TAG = "Hyperparameters"
 HISTOGRAM_SUFFIX = "_hist"
 EVENT_FILE_PREFIX = "events.out.tfevents"
 MAX_HISTOGRAM_BUCKETS = 30
+MTIME_MARGIN_SECS = 1.0
 
 
 def histogram_proto(values: Iterable[float]) -> Tuple[Optional[Any], int]:
@@ -173,12 +174,18 @@ class TensorboardWriter(StatsWriter):
             os.path.join(directory, name) for name in os.listdir(directory) if name.startswith(EVENT_FILE_PREFIX)
         )
 
+    def _older_than_run(self, path: str) -> bool:
+        # File timestamps come from a coarse kernel clock that can lag
+        # time.time() by milliseconds; a second of margin keeps a file this
+        # run just created from looking older than the run.
+        return os.path.getmtime(path) < self.start_time - MTIME_MARGIN_SECS
+
     def _delete_past_event_files(self, directory: str) -> None:
         # Only files of earlier runs: a restarted worker of this run must keep
         # what its predecessor wrote (it is not written again).
         for path in self._event_files(directory):
             try:
-                if os.path.getmtime(path) >= self.start_time:
+                if not self._older_than_run(path):
                     continue
                 logger.warning("Deleting TensorBoard data %s that was left over from a previous run.", path)
                 os.remove(path)
@@ -192,6 +199,8 @@ class TensorboardWriter(StatsWriter):
         last_step = self._last_step.get(category, -1)
         for path in self._event_files(directory):
             try:
+                if self._older_than_run(path):
+                    continue  # an earlier run's file (kept on resume) holds nothing of this run
                 for event in LegacyEventFileLoader(path).Load():
                     if event.wall_time < self.start_time or not event.HasField("summary"):
                         continue
