@@ -336,6 +336,21 @@ class Journal:
             fsync_directory(self._dir)
         return freed
 
+    def quota_floor(self, cursor: int, quota_bytes: int) -> int:
+        """Where a consumer at ``cursor`` resumes so that it is at most ``quota_bytes`` behind.
+
+        ``cursor`` itself when within quota; otherwise the oldest segment start that
+        brings it under quota — the newest segment's start at worst, since a
+        consumer never skips into the middle of a segment.  What lies between is
+        lost for that consumer only (the caller counts it).
+        """
+        if self._end - cursor <= quota_bytes or not self._bases:
+            return cursor
+        for base in self._bases:
+            if base > cursor and self._end - base <= quota_bytes:
+                return base
+        return max(cursor, self._bases[-1])
+
     def segment_starts(self) -> List[int]:
         return list(self._bases)
 

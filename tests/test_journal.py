@@ -235,6 +235,24 @@ def test_delete_before_frees_only_passed_segments(tmp_path: Path) -> None:
         reopened.close()
 
 
+def test_quota_floor_moves_a_lagging_consumer_to_a_segment_start(tmp_path: Path) -> None:
+    journal = new_journal(tmp_path / "j", segment_bytes=500)
+    try:
+        fill(journal, random.Random(11), 150)
+        starts, head = journal.segment_starts(), journal.end_position
+        assert len(starts) >= 5
+        assert journal.quota_floor(starts[1] + 3, head) == starts[1] + 3  # within quota: unchanged
+        quota = head - starts[2] + 1
+        assert journal.quota_floor(0, quota) == starts[2]
+        assert journal.quota_floor(starts[2] + 1, quota) == starts[2] + 1
+        assert journal.quota_floor(0, head - starts[3]) == starts[3]
+        # A quota smaller than the newest segment: its start, never into its middle.
+        assert journal.quota_floor(0, 1) == starts[-1]
+        assert journal.quota_floor(starts[-1] + 5, 1) == starts[-1] + 5
+    finally:
+        journal.close()
+
+
 def test_reader_jumps_past_deleted_segments(tmp_path: Path) -> None:
     directory = tmp_path / "j"
     journal = new_journal(directory, segment_bytes=400)
