@@ -7,6 +7,7 @@ import random
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import List, Tuple
 
@@ -595,6 +596,94 @@ def test_single_writer_lock(tmp_path: Path) -> None:
         assert second.open().has_snapshot
     finally:
         second.close()
+
+
+WRITER = """
+import sys
+from statbus.pipeline.journal import EntryType, FsyncPolicy, Journal
+directory, count, segment_bytes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+journal = Journal(directory, segment_bytes=segment_bytes, fsync=FsyncPolicy.NEVER)
+journal.open()
+journal.rotate(b"snapshot 0")
+for i in range(count):
+    journal.append(EntryType.FRAME, b"frame %d " % i + bytes(i % 97))
+    if i % 10 == 9:
+        journal.commit()
+        print(i + 1, flush=True)
+    if journal.needs_rotation():
+        journal.rotate(b"snapshot %d" % (i + 1))
+journal.close()
+print("done", flush=True)
+"""
+
+
+def frame_numbers(entries: List[Entry]) -> List[int]:
+    numbers = []
+    for entry in entries:
+        if entry.type is EntryType.FRAME:
+            head, _, rest = entry.payload.partition(b" ")[2].partition(b" ")
+            index = int(head)
+            assert head == b"%d" % index and rest == bytes(index % 97), entry
+            numbers.append(index)
+    return numbers
+
+
+def test_reader_follows_a_writer_in_another_process(tmp_path: Path) -> None:
+    directory = tmp_path / "j"
+    count = 20_000
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(directory), str(count), str(64 << 10)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        numbers: List[int] = []
+        deadline = time.monotonic() + 60
+        with JournalReader(str(directory)) as reader:
+            pos = 0
+            while len(numbers) < count and time.monotonic() < deadline:
+                entries, pos = reader.read(pos, max_bytes=32 << 10)
+                numbers += frame_numbers(entries)
+                if not entries:
+                    time.sleep(0.005)
+            assert reader.skipped_bytes == 0 and reader.corrupt_regions == 0
+        assert numbers == list(range(count))
+        assert proc.wait(timeout=60) == 0
+        assert len([n for n in os.listdir(directory) if n.endswith(".seg")]) > 3
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_writer_killed_mid_stream_reopens_with_every_committed_entry(tmp_path: Path) -> None:
+    directory = tmp_path / "j"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(directory), str(10_000_000), str(256 << 10)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        committed = 0
+        while committed < 30_000:
+            line = proc.stdout.readline()
+            assert line, "writer exited early"
+            committed = int(line)
+        proc.kill()
+        proc.wait()
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    journal = Journal(str(directory))
+    try:
+        report = journal.open()
+        assert report.padded_regions == 0
+        assert list(journal.recovery_entries())[0].type is EntryType.SNAPSHOT
+    finally:
+        journal.close()
+    numbers = frame_numbers(list(iter_entries(str(directory))))
+    assert numbers == list(range(len(numbers))) and len(numbers) >= committed
 
 
 def test_pad_entries_cover_exactly() -> None:
