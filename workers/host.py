@@ -26,7 +26,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, List, Mapping, Optional, Sequence
+from typing import Any, Callable, List, Mapping, NoReturn, Optional, Sequence
 
 import msgpack
 import zmq
@@ -95,6 +95,19 @@ def report_error(code: ExitCode, message: str) -> None:
         sys.stderr.flush()
     except (OSError, ValueError):
         pass  # stderr gone: the exit code alone must do
+
+
+def die(code: ExitCode, message: str) -> NoReturn:
+    """End the process now, from any thread, with the error line last in the log.
+
+    Logging is switched off and every root handler's lock held first, so that
+    the main thread cannot write after (or into the middle of) the error line.
+    """
+    logging.disable(logging.CRITICAL)
+    for handler in logging.getLogger().handlers:
+        handler.acquire()
+    report_error(code, message)
+    os._exit(code)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,15 +280,10 @@ class Heartbeat(threading.Thread):
             if os.getppid() != self._parent_pid:
                 # The collector died without stopping us: nobody reads what we
                 # would write, and lingering would hold the plugin's files.
-                report_error(ExitCode.LOST_PARENT, f"parent process {self._parent_pid} is gone")
-                os._exit(ExitCode.LOST_PARENT)
+                die(ExitCode.LOST_PARENT, f"parent process {self._parent_pid} is gone")
             busy_since = self._page.busy_since
             if self._call_timeout is not None and busy_since and now - busy_since > self._call_timeout + CALL_TIMEOUT_GRACE:
-                report_error(
-                    ExitCode.WRITER_CRASH,
-                    f"{self._current_call()} did not return within {self._call_timeout:g} s",
-                )
-                os._exit(ExitCode.WRITER_CRASH)
+                die(ExitCode.WRITER_CRASH, f"{self._current_call()} did not return within {self._call_timeout:g} s")
             if self._stop_event.wait(HEARTBEAT_INTERVAL):
                 return
 
