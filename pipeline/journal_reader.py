@@ -190,6 +190,11 @@ class JournalReader:
                     if entries and need > budget:
                         return entries, pos
                     break
+                if nxt is None and not refreshed:
+                    # Before waiting here, make sure this really is the newest segment.
+                    self._refresh()
+                    refreshed = True
+                    break
                 if n == 0 and nxt is None:
                     return entries, pos  # partial entry at the head: being written
                 found = self._resync(fd, off + i + HEADER_SIZE, size)

@@ -502,6 +502,26 @@ def test_reader_waits_at_damaged_head_then_resyncs(tmp_path: Path) -> None:
         journal.close()
 
 
+def test_reader_notices_a_newer_segment_behind_a_torn_tail(tmp_path: Path) -> None:
+    """A torn tail only means "being written" in the newest segment; once a newer one exists it is skipped."""
+    directory = tmp_path / "j"
+    directory.mkdir()
+    first = encode_entry(EntryType.SNAPSHOT, b"a") + encode_entry(EntryType.FRAME, b"one")
+    torn = encode_entry(EntryType.FRAME, b"lost in a power cut")[:12]
+    with open(segment_path(str(directory), 0), "wb") as f:
+        f.write(first + torn)
+    with JournalReader(str(directory)) as reader:
+        entries, nxt = reader.read(0)
+        assert [e.payload for e in entries] == [b"a", b"one"] and nxt == len(first)
+        assert reader.read(nxt) == ([], nxt)
+        base = len(first) + len(torn)
+        with open(segment_path(str(directory), base), "wb") as f:
+            f.write(encode_entry(EntryType.SNAPSHOT, b"b") + encode_entry(EntryType.FRAME, b"two"))
+        entries, _ = reader.read(nxt)
+        assert [(e.position, e.payload) for e in entries] == [(base, b"b"), (base + HEADER_SIZE + 1, b"two")]
+        assert reader.skipped_bytes == len(torn) and reader.corrupt_regions == 1
+
+
 # -- fsync policy, locking ---------------------------------------------------------------------
 
 
