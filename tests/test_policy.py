@@ -206,3 +206,22 @@ def test_policy_reports_poison_with_the_restart() -> None:
 def test_bad_policy_config(kwargs: dict) -> None:
     with pytest.raises(ConfigError):
         PolicyConfig(**kwargs)
+
+
+def test_failures_after_progress_never_spend_the_budget() -> None:
+    clock = FakeClock()
+    policy = RestartPolicy(PolicyConfig(max_restarts=2), clock=clock, rng=ZeroRandom())
+    committed = 0
+    for _ in range(20):  # a flaky plugin: crashes fast, but each run gets further
+        policy.started(committed)
+        committed += 100
+        clock.advance(0.1)
+        verdict = policy.failed(reason="WRITER_CRASH", committed=committed)
+        assert verdict.action is Action.RESTART and verdict.delay == 0.5
+    assert policy.budget.used() == 0
+    # The same plugin stuck at one place is flapping again.
+    for _ in range(2):
+        policy.started(committed)
+        assert policy.failed(reason="x", committed=committed).action is Action.RESTART
+    policy.started(committed)
+    assert policy.failed(reason="x", committed=committed).action is Action.FAIL

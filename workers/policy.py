@@ -16,6 +16,9 @@ Rules:
   starts the sequence again.
 * **Budget** (OTP style): at most ``max_restarts`` restarts in any
   ``window`` seconds; the failure that would need one more is final (FAILED).
+  A failure after a healthy run does not spend the budget: a plugin that
+  crashes now and then but makes progress in between is flaky, not
+  crash-looping, and keeps being restarted (its output stays complete).
 * **Poison**: the same record in flight at ``poison_strikes`` consecutive
   abnormal exits is poison.  A failure with a different record in flight, or
   with none, starts counting again, and so does progress past the record.
@@ -199,9 +202,15 @@ class RestartPolicy:
         poison = self.strikes.failed(inflight)
         if fatal:
             return Verdict(Action.FAIL, 0.0, reason, poison)
-        if self._was_healthy(committed):
-            self.backoff.reset()
+        healthy = self._was_healthy(committed)
         self._started_at = None
+        if healthy:
+            # It was working: not flapping.  Back off from the start again and
+            # leave the budget alone, so that a plugin crashing now and then
+            # while it keeps up is restarted for as long as it makes progress.
+            self.backoff.reset()
+            self._committed_at_start = committed
+            return Verdict(Action.RESTART, self.backoff.next_delay(), reason, poison)
         if not self.budget.try_spend():
             budget = f"{self.config.max_restarts} restarts in {self.config.window:g} s"
             return Verdict(Action.FAIL, 0.0, f"restart budget spent ({budget}); last: {reason}", poison)

@@ -68,11 +68,21 @@ logger = logging.getLogger(__name__)
 FATAL_EXITS = frozenset({ExitCode.BAD_CONFIG, ExitCode.IMPORT_FAILURE, ExitCode.REGISTRATION_FAILURE})
 """Exits that restarting cannot fix."""
 
-NOT_A_RECORD_FAULT = frozenset({ExitCode.OK, ExitCode.LOST_PARENT, ExitCode.LOST_COLLECTOR}) | FATAL_EXITS
-"""Exits that say nothing about the record in flight (no poison strike)."""
+NOT_A_RECORD_FAULT = frozenset(
+    {ExitCode.OK, ExitCode.LOST_PARENT, ExitCode.LOST_COLLECTOR, -signal.SIGKILL}
+) | FATAL_EXITS
+"""Exits that say nothing about the record in flight (no poison strike).
+
+A SIGKILL the supervisor did not send came from outside (an operator, a chaos
+test, the OOM killer): killing a host that way must not make its record
+poison.  The supervisor's own kills carry their own attribution (a writer call
+over its timeout strikes the record in flight)."""
 
 DEFAULT_GRACE = 2.0
 """Seconds between TERM and KILL."""
+
+HEAD_SAMPLE_INTERVAL = 0.5
+"""Seconds between two remembered journal heads (for lag in seconds)."""
 
 LOG_TAIL_BYTES = 64 * 1024
 """How much of a host's log is searched for its last error line."""
@@ -342,7 +352,9 @@ class Supervisor:
     def enable(self, name: str) -> None:
         worker = self._get(name)
         worker.enabled = True
-        if worker.state is WorkerState.STOPPED and not worker.restart_after_stop:
+        if worker.state is WorkerState.STOPPING:
+            worker.restart_after_stop = True  # disabled a moment ago and still stopping
+        elif worker.state is WorkerState.STOPPED and not self._stopping:
             worker.policy.reset()
             self._spawn_worker(worker)
 
@@ -524,21 +536,25 @@ class Supervisor:
         page, proc = worker.page, worker.proc
         assert page is not None and proc is not None
         settings = worker.settings
-        ours = page.pid == proc.pid
+        # The page's pid was zeroed before the spawn: non-zero means the new host
+        # has taken the page over (it may be a child of a wrapper interpreter,
+        # so do not insist on proc.pid), and from then on it heartbeats.
+        taken_over = page.pid != 0
+        wall = self._wall_clock()
+        if taken_over:
+            silence = wall - page.heartbeat
+            if silence > settings.heartbeat_timeout:
+                self._abort(worker, f"hung: no heartbeat for {silence:.1f} s", page.inflight, now)
+                return
         if worker.state is WorkerState.STARTING:
-            if ours and page.state == HostState.READY:
+            if taken_over and page.state == HostState.READY:
                 worker.machine.fire(WorkerEvent.READY)
                 logger.info("plugin %s ready (pid %d)", worker.name, proc.pid)
             elif now - worker.spawned_at > settings.start_timeout:
                 self._abort(worker, f"hung: not ready {settings.start_timeout:g} s after start", None, now)
                 return
         if worker.state is WorkerState.READY:
-            wall = self._wall_clock()
-            silence = wall - page.heartbeat
             busy_since = page.busy_since
-            if silence > settings.heartbeat_timeout:
-                self._abort(worker, f"hung: no heartbeat for {silence:.1f} s", page.inflight, now)
-                return
             if busy_since > 0 and wall - busy_since > settings.call_timeout:
                 inflight = page.inflight
                 self._abort(
@@ -636,7 +652,10 @@ class Supervisor:
 
     def _note_head(self, now: float, head: int) -> None:
         self._head = head
-        if not self._head_samples or self._head_samples[-1][1] != head:
+        # One sample per HEAD_SAMPLE_INTERVAL at most: the bounded history then
+        # spans half an hour of lag, whatever the tick rate.
+        last = self._head_samples[-1] if self._head_samples else None
+        if last is None or (last[1] != head and now - last[0] >= HEAD_SAMPLE_INTERVAL):
             self._head_samples.append((now, head))
 
     def _lag_seconds(self, committed: int, now: float) -> float:
