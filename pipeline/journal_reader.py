@@ -139,7 +139,10 @@ class JournalReader:
 
         PAD and SNAPSHOT entries are included (the caller filters).  At most
         ``max_entries`` entries and about ``max_bytes`` bytes are returned, but always
-        at least one entry when one is available, however large.
+        at least one entry when one is available, however large.  ``after`` should be
+        where an entry starts (0, or an ``end``/continuation position returned
+        earlier); a position inside an entry is resynced like damage.  A position
+        past the end of the journal returns ``([], after)``.
         """
         if self._closed:
             raise ValueError("read() on a closed JournalReader")
