@@ -123,17 +123,18 @@ def read_public_key(path: str) -> bytes:
 def read_secret_key(path: str) -> KeyPair:
     """The key pair in the secret key file ``path``; refuses a file others can read."""
     text, info = _read_bytes(path, "secret key file")
+    pair = _parse(path, text)
+    if pair.secret is None:
+        # Checked first: a public key file is rightly world-readable, so "chmod 600" would mislead.
+        raise ConfigError(
+            f"{path} holds only a public key; pass the {SECRET_SUFFIX} file of the pair, or {_GENERATE_HINT}"
+        )
     if info.st_uid != os.getuid():
         raise ConfigError(f"secret key file {path} belongs to uid {info.st_uid}, not to you; refusing to use it")
     if info.st_mode & 0o077:
         raise ConfigError(
             f"secret key file {path} has mode {stat.S_IMODE(info.st_mode):04o}: other users can read it. "
             f"Run `chmod 600 {path}` (and consider making a new key pair, it may have leaked)"
-        )
-    pair = _parse(path, text)
-    if pair.secret is None:
-        raise ConfigError(
-            f"{path} holds only a public key; pass the {SECRET_SUFFIX} file of the pair, or {_GENERATE_HINT}"
         )
     return pair
 
