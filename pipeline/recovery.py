@@ -1,7 +1,8 @@
 """Rebuilding the collector's state from the journal after a restart (or a ``kill -9``).
 
 Every segment starts with a SNAPSHOT of the sender table and the open periods,
-so only the newest segment matters: load its snapshot, replay its FRAME entries
+so only the newest segment matters (or, when a crash tore its snapshot off, the
+newest one that has one, and every entry after it): load the snapshot, replay the FRAME entries
 through the very code the live intake uses (:meth:`Intake.replay` and
 :meth:`Aggregator.apply`), and check each SUMMARY entry against the summary the
 replay produces.  A ``write`` whose SUMMARY never reached the disk (the crash
@@ -78,7 +79,7 @@ def replay_newest_segment(journal: Journal, intake: Intake, aggregator: Aggregat
     first = True
     pending: Deque[bytes] = collections.deque()
     replayed = skipped = matched = unexpected = entries = 0
-    for entry in journal.newest_segment_entries():
+    for entry in journal.recovery_entries():
         entries += 1
         kind = entry.type
         if first:
@@ -86,6 +87,7 @@ def replay_newest_segment(journal: Journal, intake: Intake, aggregator: Aggregat
             if kind == EntryType.SNAPSHOT:
                 had_snapshot = _load_snapshot(entry.payload, intake, aggregator)
                 continue
+            logger.error("recovery: no snapshot in the retained journal; replaying every entry from empty state")
         if kind == EntryType.FRAME:
             try:
                 frame = decode_frame(entry.payload)
@@ -117,8 +119,9 @@ def replay_newest_segment(journal: Journal, intake: Intake, aggregator: Aggregat
         journal.append(EntryType.SUMMARY, payload)
     if reemitted:
         logger.warning("recovery: %d summaries were torn off by the crash; appended them again", reemitted)
-    if not had_snapshot:
-        # Also covers the fresh journal: its first segment begins with a snapshot.
+    if not journal.has_snapshot:
+        # A fresh journal, or the newest segment lost its snapshot: start one that
+        # has it, so the next recovery has a base again.
         journal.rotate(encode_snapshot(intake, aggregator))
     report = ReplayReport(had_snapshot, replayed, skipped, matched, reemitted, unexpected, entries)
     logger.info("recovery: %s", report)

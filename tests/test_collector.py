@@ -1,0 +1,278 @@
+"""The collector: delivery rule, intake, journal, acks, fetch serving, control — with real sockets and processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import msgpack
+import pytest
+import zmq
+
+from collector_helpers import CollectorProcess, RawTrainer, Worker, journal_frames, journal_summaries, settle, wait_for
+from statbus.pipeline.control import ControlError, control_request
+from statbus.pipeline.fetch import FetchError, batch_slice, decode_request
+from statbus.pipeline.intake import Intake, Verdict
+from statbus.pipeline.wire import (
+    encode_frame,
+    hello_record,
+    property_record,
+    stat_record,
+    write_record,
+)
+from statbus.plugins.records import PropertyRecord, StatRecord, decode_batch, pack_values
+
+
+def stat(category, key, values, agg=0, op=0):
+    return stat_record(category, key, agg, op, pack_values(values))
+
+
+# --- the delivery rule, without sockets ------------------------------------------------------
+
+
+def test_delivery_rule_accepts_in_order_and_drops_duplicates_and_gaps():
+    intake = Intake(clock=lambda: 0.0)
+    f = lambda seq, floor=1: encode_frame("a", seq, floor, 0, [stat("C", "k", [seq])])  # noqa: E731
+    assert intake.receive(f(1), "x")[:1] + (intake.receive(f(1), "x").ack,) == (Verdict.ACCEPT, 1)
+    assert intake.receive(f(3), "x")[0] is Verdict.GAP and intake.senders["a"].last_seq == 1
+    decision = intake.receive(f(3), "x")
+    assert (decision.verdict, decision.ack) == (Verdict.GAP, 1)
+    assert intake.receive(f(2), "x").verdict is Verdict.ACCEPT
+    assert intake.receive(f(3), "x").verdict is Verdict.ACCEPT
+    assert intake.receive(f(2), "x")[:1] == (Verdict.DUPLICATE,)
+    # floor: the sender dropped 4..6 for good; 7 is the next expected
+    assert intake.receive(f(7, floor=7), "x").verdict is Verdict.ACCEPT
+    assert intake.senders["a"].last_seq == 7
+    assert intake.duplicates == 2 and intake.gaps == 2
+    assert intake.accepted_values == 4
+
+
+def test_rejects_are_counted_per_reason_and_sender_and_a_bad_record_is_consumed():
+    intake = Intake(clock=lambda: 0.0)
+    assert intake.receive(b"\xc1garbage", "conn1").verdict is Verdict.REJECT
+    assert intake.receive(encode_frame("a", 1, 1, 0, [stat("C", "k", [1])]), "c").verdict is Verdict.ACCEPT
+    bad = encode_frame("a", 2, 1, 0, [[0, "C", "k", 0, 0, b"\x00" * 7]])
+    decision = intake.receive(bad, "c")
+    assert decision.verdict is Verdict.REJECT and decision.ack == 2
+    assert decision.substitute is not None  # an empty frame with seq 2 goes to the journal instead
+    assert intake.receive(encode_frame("a", 3, 1, 0, []), "c").verdict is Verdict.ACCEPT
+    assert dict(intake.rejects) == {"not_msgpack": 1, "bad_record": 1}
+    assert intake.rejects_by_source["conn1"] == 1 and intake.senders["a"].rejects == 1
+
+
+def test_hello_and_bye_fill_the_sender_table():
+    intake = Intake(clock=lambda: 5.0)
+    intake.receive(encode_frame("a", 1, 1, 7, [hello_record({"pid": 42, "host": "h", "secret": "x"})]), "c")
+    state = intake.senders["a"]
+    assert (state.info, state.dropped, state.bye) == ({"pid": 42, "host": "h"}, 7, False)
+    restored = Intake()
+    restored.restore(msgpack.unpackb(msgpack.packb(intake.snapshot()), raw=False))
+    assert restored.senders["a"].last_seq == 1 and restored.senders["a"].info["pid"] == 42
+
+
+def test_batch_slice_is_the_records_array():
+    records = [property_record("C", "hyperparameters", {"lr": 0.1}), stat("C", "k", [1.0, 2.0]), write_record("C", 3)]
+    sliced = batch_slice(encode_frame("sender-x", 12, 3, 4, records))
+    assert msgpack.unpackb(sliced, raw=False) == msgpack.unpackb(msgpack.packb(records, use_bin_type=True), raw=False)
+    decoded = decode_batch(sliced)
+    assert [type(r) for r in decoded] == [PropertyRecord, StatRecord]
+
+
+@pytest.mark.parametrize("bad", [b"", msgpack.packb([1, "p", -1, 5]), msgpack.packb([2, "p", 0, 5]), msgpack.packb({})])
+def test_bad_fetch_requests_are_refused(bad):
+    with pytest.raises(FetchError):
+        decode_request(bad)
+
+
+def test_control_request_without_a_collector_times_out(tmp_path):
+    with pytest.raises(ControlError):
+        control_request("ipc://" + str(tmp_path / "nobody"), {"op": "ping"}, timeout=0.2)
+
+
+# --- a collector process ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def collector(tmp_path):
+    process = CollectorProcess(str(tmp_path / "results"))
+    try:
+        yield process.start()
+    finally:
+        process.close()
+
+
+@pytest.fixture
+def context():
+    ctx = zmq.Context()
+    try:
+        yield ctx
+    finally:
+        ctx.destroy(linger=0)
+
+
+def test_frames_are_journaled_aggregated_and_acked_across_senders(collector, context):
+    layout = collector.layout
+    a, b, learner = (RawTrainer(context, layout.data_address, name) for name in ("env-a", "env-b", "learner"))
+    try:
+        for t in (a, b, learner):
+            t.frame([hello_record({"pid": 1, "host": "h"})])
+        settle([a, b, learner])
+        for step in range(1, 6):
+            a.frame([stat("Env", "reward", [step, step + 0.5])])
+            settle([a])
+            b.frame([stat("Env", "reward", [-step]), stat("Env", "len", [step * 10], agg=2)])
+            settle([b])
+            learner.frame([stat("Policy", "lr", [0.1], op=1, agg=1), write_record("Env", step), write_record("Policy", step)])
+            settle([learner])
+        learner.frame([write_record("Env", 99)])  # nothing since the last write: an empty summary
+        settle([learner])
+        summaries = journal_summaries(layout.journal_dir)
+        expected = []
+        for step in range(1, 6):
+            expected.append(("Env", step, {"reward": (0, [step, step + 0.5, -step]), "len": (2, [step * 10])}))
+            expected.append(("Policy", step, {"lr": (1, [0.1])}))
+        expected.append(("Env", 99, {}))
+        assert summaries == expected
+        status = control_request(layout.control_address, {"op": "status"}, timeout=10)
+        assert status["ok"] and status["intake"]["values"] == 5 * 5
+        assert {t["sender"]: t["last_seq"] for t in status["trainers"]} == {"env-a": 6, "env-b": 6, "learner": 7}
+        assert status["journal"]["head"] > 0
+    finally:
+        for t in (a, b, learner):
+            t.close()
+
+
+def test_duplicates_and_out_of_order_frames(collector, context):
+    layout = collector.layout
+    t = RawTrainer(context, layout.data_address, "dup")
+    try:
+        f1 = encode_frame("dup", 1, 1, 0, [stat("C", "k", [1])])
+        f2 = encode_frame("dup", 2, 1, 0, [stat("C", "k", [2])])
+        f3 = encode_frame("dup", 3, 1, 0, [stat("C", "k", [3]), write_record("C", 1)])
+        wait_for(lambda: t.socket.poll(10, zmq.POLLOUT), what="connection")
+        # One at a time: acks are cumulative, so frames drained together get one ack.
+        for data in (f1, f1, f3, f2, f2, f3, f1, f3):
+            count = len(t.acks)
+            t.send_raw(data)
+            wait_for(lambda: t.pump() or len(t.acks) > count, what="an ack")
+        # 1 accept, 1 dup (ack 1), 3 gap (ack 1), 2 accept, 2 dup, 3 accept, 1 dup, 3 dup
+        assert t.acks == [1, 1, 1, 2, 2, 3, 3, 3]
+        assert journal_frames(layout.journal_dir) == [("dup", 1), ("dup", 2), ("dup", 3)]
+        assert journal_summaries(layout.journal_dir) == [("C", 1, {"k": (0, [1.0, 2.0, 3.0])})]
+        status = control_request(layout.control_address, {"op": "status"}, timeout=10)
+        assert (status["intake"]["duplicates"], status["intake"]["gaps"]) == (4, 1)
+    finally:
+        t.close()
+
+
+def test_malformed_frames_are_rejected_while_good_traffic_continues(collector, context):
+    layout = collector.layout
+    good = RawTrainer(context, layout.data_address, "good")
+    evil = RawTrainer(context, layout.data_address, "evil")
+    try:
+        wait_for(lambda: evil.socket.poll(10, zmq.POLLOUT), what="connection")
+        bad_frames = [
+            b"",
+            b"\xc1\xc1",
+            msgpack.packb([1, "evil", 1]),
+            msgpack.packb([2, "evil", 1, 1, 0, []]),
+            msgpack.packb({"v": 1}),
+            b"\x92" + b"\xdd\xff\xff\xff\xff",  # an array claiming 4 billion items
+            encode_frame("evil", 1, 1, 0, [[0, "C", "k", 0, 0, "not bytes"]]),
+            encode_frame("evil", 2, 1, 0, [[1, "C", 5, []]]),  # a summary from a trainer
+        ]
+        for step in range(1, 21):
+            good.frame([stat("C", "k", [step]), write_record("C", step)])
+            evil.send_raw(bad_frames[step % len(bad_frames)])
+        settle([good])
+        summaries = journal_summaries(layout.journal_dir)
+        assert summaries == [("C", step, {"k": (0, [float(step)])}) for step in range(1, 21)]
+        status = control_request(layout.control_address, {"op": "status"}, timeout=10)
+        rejects = status["intake"]["rejects"]
+        assert sum(rejects.values()) == status["intake"]["rejected"] == 20
+        assert {"not_msgpack", "bad_envelope", "bad_version", "bad_record"} <= set(rejects)
+        assert status["intake"]["rejects_by_source"].get("evil", 0) >= 2
+        assert "rejected a frame from evil" in collector.log()
+        # the two bad records from "evil" were consumed in its seq order: they are journaled empty
+        assert ("evil", 1) in journal_frames(layout.journal_dir)
+    finally:
+        good.close()
+        evil.close()
+
+
+def test_fetch_round_trip_parks_and_wakes(collector, context):
+    layout = collector.layout
+    t = RawTrainer(context, layout.data_address, "t")
+    worker = Worker(context, layout.worker_address, "probe")
+    try:
+        t.frame([property_record("C", "hyperparameters", {"lr": 0.5}), stat("C", "k", [1, 2]), write_record("C", 7)])
+        settle([t])
+        kind, entries, next_after, head, skipped = worker.fetch(0)
+        assert kind == 2 and skipped == 0 and next_after == head
+        assert [e[1] for e in entries] == [0, 1]  # the snapshot is never sent
+        batch = decode_batch(entries[0][2])
+        assert isinstance(batch[0], PropertyRecord) and batch[0].value == {"lr": 0.5}
+        assert batch[1].values == [1.0, 2.0]
+        summary = msgpack.unpackb(entries[1][2], raw=False)
+        assert summary[:3] == [1, "C", 7]
+        # small max_bytes: one entry at a time, and next_after resumes exactly
+        collected, after, replies = [], 0, 0
+        while after < head:
+            _, got, after, _, _ = worker.fetch(after, max_bytes=1)
+            assert len(got) <= 1
+            collected += got
+            replies += 1
+        assert collected == entries and after == head and replies == 3  # snapshot, batch, summary
+        # a fetch at the head parks; data arriving wakes it
+        worker.request(head)
+        assert not worker.socket.poll(100)
+        t.frame([stat("C", "k", [3])])
+        _, woke, woke_next, woke_head, _ = worker.reply()
+        assert [e[1] for e in woke] == [0] and woke_next == woke_head > head
+        # with nothing arriving, the parked fetch is answered empty (the liveness signal)
+        assert worker.fetch(woke_next)[1] == []
+        status = control_request(layout.control_address, {"op": "status"}, timeout=10)
+        assert [c["plugin"] for c in status["consumers"]] == ["probe"]
+    finally:
+        t.close()
+        worker.close()
+
+
+def test_control_stop_is_graceful(collector):
+    layout = collector.layout
+    assert control_request(layout.control_address, {"op": "ping"}, timeout=10)["ok"]
+    reply = control_request(layout.control_address, {"op": "restart", "plugin": "x"}, timeout=10)
+    assert reply["ok"] is False and "no plugins" in reply["error"]
+    assert control_request(layout.control_address, {"op": "nonsense"}, timeout=10)["ok"] is False
+    assert control_request(layout.control_address, {"op": "stop", "timeout": 5}, timeout=10)["ok"]
+    assert collector.process.wait(timeout=30) == 0
+    assert not os.path.exists(collector.ready_file)
+    assert not os.path.exists(layout.pid_file)
+
+
+def test_sigterm_stops_and_a_second_collector_is_refused(collector, tmp_path):
+    second = CollectorProcess(collector.layout.results_dir, collector.layout.run_id)
+    try:
+        second.process = None
+        with pytest.raises(AssertionError, match="exited with 75"):
+            second.start(timeout=30)
+    finally:
+        second.close()
+    assert collector.terminate() == 0
+    assert "statbus collector stopped" in collector.log()
+
+
+def test_insecure_tcp_is_refused(tmp_path):
+    process = CollectorProcess(str(tmp_path / "results"), extra=["--no-plugins", "--bind", "tcp://127.0.0.1:0"])
+    try:
+        with pytest.raises(AssertionError, match="exited with 64"):
+            process.start(timeout=30)
+        assert "CURVE" in process.log()
+    finally:
+        process.close()
+
+
+def test_sigint_stops_at_once(collector):
+    collector.process.send_signal(signal.SIGINT)
+    assert collector.process.wait(timeout=30) == 0
+    assert "stopping at once" in collector.log()
