@@ -17,6 +17,7 @@ from typing import List, Optional, Sequence
 from ..plugins import ConfigError, StatbusError
 from ..plugins.discovery import PluginInfo, discover_plugins
 from ..plugins.settings import RunOptions
+from .cli_keys import add_transport_security_arguments, transport_security_from_args
 from .collector import Collector, CollectorOptions, ExitCode, SupervisorFactory
 from .journal import FsyncPolicy
 from .layout import RunLayout
@@ -32,9 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-id", default=os.environ.get("STATBUS_RUN_ID", "ppo"))
     parser.add_argument("--results-dir", default=os.environ.get("STATBUS_RESULTS_DIR", "results"))
     parser.add_argument("--bind", metavar="ADDR", help="trainer address (default: the run's private ipc socket)")
-    parser.add_argument(
-        "--insecure-tcp", action="store_true", help="allow binding tcp:// without CURVE keys (any host can send)"
-    )
+    add_transport_security_arguments(parser)
     parser.add_argument("--fsync", choices=[p.value for p in FsyncPolicy], default=FsyncPolicy.INTERVAL.value)
     parser.add_argument("--fsync-interval", type=float, default=1.0, metavar="S")
     parser.add_argument("--segment-mb", type=float, default=64.0, help="journal segment size (MiB)")
@@ -99,7 +98,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         layout = RunLayout(args.results_dir, args.run_id)
         options = CollectorOptions(
             bind=args.bind,
-            allow_insecure_tcp=args.insecure_tcp,
+            security=transport_security_from_args(args),
             segment_bytes=max(4096, int(args.segment_mb * (1 << 20))),
             fsync=FsyncPolicy(args.fsync),
             fsync_interval=args.fsync_interval,

@@ -39,6 +39,7 @@ from .layout import RunLayout
 from .pidfile import AlreadyRunning, PidFile
 from .recovery import encode_snapshot, encode_summary, read_entry_record, replay_newest_segment
 from .retention import Retention
+from .security import TransportSecurity, secure_bind
 from .wire import encode_ack
 
 logger = logging.getLogger(__name__)
@@ -83,8 +84,8 @@ SupervisorFactory = Callable[[str, Callable[[str, int], Optional[Dict[str, Any]]
 class CollectorOptions:
     bind: Optional[str] = None
     """Trainer address; default: the run's private ``ipc://`` socket."""
-    allow_insecure_tcp: bool = False
-    """``tcp://`` without CURVE keys is refused unless this is set (design §6)."""
+    security: TransportSecurity = TransportSecurity()
+    """CURVE keys / allow-list for a ``tcp://`` data address; plain tcp only when ``insecure`` (design §6)."""
     segment_bytes: int = 64 << 20
     fsync: FsyncPolicy = FsyncPolicy.INTERVAL
     fsync_interval: float = 1.0
@@ -140,6 +141,7 @@ class Collector:
         self._stop_timeout = options.stop_timeout
         self._sigterms = 0
         self._summaries = 0
+        self._authenticators: List[Any] = []
 
     # --- public --------------------------------------------------------------------------
 
@@ -176,11 +178,6 @@ class Collector:
     # --- setup and teardown ----------------------------------------------------------------
 
     def _run(self, context: zmq.Context, sockets: List[zmq.Socket]) -> int:
-        if self.data_address.startswith("tcp://") and not self.options.allow_insecure_tcp:
-            raise ConfigError(
-                f"refusing to bind {self.data_address} without CURVE keys; "
-                "pass the explicit insecure flag to accept unauthenticated trainers"
-            )
         report = self.journal.open()
         self.recovery["journal"] = dataclasses.asdict(report) if dataclasses.is_dataclass(report) else repr(report)
         replay = replay_newest_segment(self.journal, self.intake, self.aggregator)
@@ -190,8 +187,7 @@ class Collector:
         reader = JournalReader(self.layout.journal_dir)
         self._reader = reader
         self.layout.ensure_socket_dir()
-        data = self._bind(context, sockets, self.data_address)
-        data.setsockopt(zmq.RCVHWM, DATA_RCVHWM)
+        data = self._bind(context, sockets, self.data_address, self.options.security, rcvhwm=DATA_RCVHWM)
         work = self._bind(context, sockets, self.worker_address)
         ctl = self._bind(context, sockets, self.control_address)
         self.fetch = FetchServer(
@@ -212,14 +208,25 @@ class Collector:
         self._loop(data, work, ctl, control)
         return ExitCode.OK
 
-    def _bind(self, context: zmq.Context, sockets: List[zmq.Socket], address: str) -> zmq.Socket:
+    def _bind(
+        self,
+        context: zmq.Context,
+        sockets: List[zmq.Socket],
+        address: str,
+        security: Optional[TransportSecurity] = None,
+        rcvhwm: Optional[int] = None,
+    ) -> zmq.Socket:
         socket = context.socket(zmq.ROUTER)
         sockets.append(socket)
         socket.setsockopt(zmq.LINGER, 0)
+        if rcvhwm is not None:
+            socket.setsockopt(zmq.RCVHWM, rcvhwm)
         try:
-            socket.bind(address)
+            authenticator = secure_bind(socket, address, security)
         except zmq.ZMQError as exc:
             raise StatbusError(f"cannot bind {address}: {exc}") from None
+        if authenticator is not None:
+            self._authenticators.append(authenticator)
         return socket
 
     def _announce_ready(self) -> None:
@@ -271,6 +278,8 @@ class Collector:
             reader.close()
         for socket in sockets:
             socket.close(linger=0)
+        for authenticator in self._authenticators:
+            authenticator.stop()
         context.term()
         logger.info("statbus collector stopped (head %s)", self.journal.end_position)
 
