@@ -30,7 +30,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from . import trainer_config
-from .client_frames import BATCH_VALUES, FrameBuilder, Outgoing
+from .client_frames import BATCH_VALUES, FrameBuffer, FrameBuilder
 from .trainer_config import TrainerConfig
 from .wire import WireError, bye_record, decode_ack, hello_record
 
@@ -128,11 +128,7 @@ class Client:
         self._pipe_open = True
         self._stopping = False
         # sender-thread state
-        self._unacked: Deque[Outgoing] = collections.deque()
-        self._buffered = 0
-        self._next_seq = 1
-        self._floor = 1           # 1 + highest seq dropped unacked (docs/internals.md)
-        self._acked = 0
+        self._buffer = FrameBuffer(self.sender, config.buffer_bytes)
         self._sent_upto = 0       # highest seq handed to zmq in this round
         self._max_sent = 0
         self._progress_at = time.monotonic()
@@ -172,7 +168,7 @@ class Client:
 
     def flush(self, timeout: float, bye: bool = False) -> bool:
         if not self._thread.is_alive():
-            return not self.queue and not self._unacked
+            return not self.queue and not self._buffer
         ticket = Ticket()
         if bye:
             self.queue.append((EV_BYE,))
@@ -199,6 +195,8 @@ class Client:
     def forget_in_child(self) -> None:
         """After fork, in the child: drop this (the parent's) client without touching zmq."""
         self._pipe_open = False
+        self.queue.clear()           # the parent sends these, not the child
+        self._buffer.frames.clear()
         for fd in (self._rfd, self._wfd):
             try:
                 os.close(fd)
@@ -257,7 +255,7 @@ class Client:
         while not self._stopping:
             try:
                 now = time.monotonic()
-                unsent = bool(self._unacked) and self._sent_upto < self._unacked[-1].seq
+                unsent = self._sent_upto < self._buffer.next_seq - 1
                 poller.register(sock, zmq.POLLIN | zmq.POLLOUT if unsent else zmq.POLLIN)
                 timeout_ms = max(0, int((next_batch - now) * 1000) + 1)
                 events = dict(poller.poll(timeout_ms))
@@ -298,17 +296,11 @@ class Client:
                 self.counters["errors"] += 1
                 _rlog.warn("ack", "statbus: bad ack from the collector: %s", exc)
                 continue
-            if acked <= self._acked:
-                continue
-            acked = min(acked, self._next_seq - 1)
-            while self._unacked and self._unacked[0].seq <= acked:
-                frame = self._unacked.popleft()
-                self._buffered -= frame.nbytes
-                self.counters["frames_acked"] += 1
-            self._acked = acked
-            self._progress_at = now
-            self.counters["acked_seq"] = acked
-            self._update_buffer_counters()
+            released = self._buffer.ack(acked)
+            if released:
+                self._progress_at = now
+                self.counters["frames_acked"] += released
+                self._update_buffer_counters()
 
     def _read_monitor(self, mon: zmq.Socket, now: float) -> None:
         while True:
@@ -321,7 +313,7 @@ class Client:
                 self._rewind(now)
 
     def _rewind(self, now: float) -> None:
-        self._sent_upto = self._acked
+        self._sent_upto = self._buffer.acked
         self._progress_at = now
 
     def _drain(self) -> None:
@@ -349,7 +341,7 @@ class Client:
                 self._close_frame(builder)
                 builder = FrameBuilder()
                 ticket = event[1]
-                ticket.target = self._next_seq - 1
+                ticket.target = self._buffer.next_seq - 1
                 self._tickets.append(ticket)
             elif head == EV_BYE:
                 builder.markers.append(bye_record(self._bye_info()))
@@ -362,11 +354,7 @@ class Client:
         if not self._hello_sent:
             builder.hello = hello_record(self._hello_info())
             self._hello_sent = True
-        frame = Outgoing(self._next_seq, builder.records(), builder.nvalues)
-        self._next_seq += 1
-        frame.encode(self.sender, self._floor, self.counters["values_dropped"])
-        self._unacked.append(frame)
-        self._buffered += frame.nbytes
+        frame = self._buffer.add(builder.records(), builder.nvalues)
         self.counters["last_seq"] = frame.seq
 
     def _hello_info(self) -> Dict[str, Any]:
@@ -375,56 +363,38 @@ class Client:
                 "argv0": str(argv0)[:1024], "sender": self.sender}
 
     def _bye_info(self) -> Dict[str, Any]:
-        return {"pid": os.getpid(), "values_dropped": self.counters["values_dropped"]}
+        return {"pid": os.getpid(), "values_dropped": self._buffer.values_dropped}
 
     def _enforce_buffer(self) -> None:
-        limit = self.config.buffer_bytes
-        if self._buffered > limit:
-            for frame in self._unacked:  # oldest first
-                if self._buffered <= limit:
-                    break
-                if frame.nvalues or frame.has_stats:
-                    before = frame.nbytes
-                    dropped = frame.strip_stats()
-                    frame.encode(self.sender, self._floor, self.counters["values_dropped"] + dropped)
-                    self._buffered += frame.nbytes - before
-                    self.counters["values_dropped"] += dropped
-            if self.counters["values_dropped"]:
-                _rlog.warn("full", "statbus: trainer buffer full (%d bytes, collector unreachable?); "
-                           "%d values dropped so far", limit, self.counters["values_dropped"])
-        # Frames left empty at the bottom are never needed: drop them and raise the floor.
-        while self._unacked and (self._unacked[0].empty or (self._buffered > limit and len(self._unacked) > 1)):
-            frame = self._unacked.popleft()
-            if not frame.empty:
-                # Last resort (markers and properties alone overflow the buffer): lose them, loudly.
-                self.counters["frames_dropped"] += 1
-                _rlog.warn("lost", "statbus: buffer holds only markers/properties and is still full; "
-                           "dropping whole frames (%d so far)", self.counters["frames_dropped"])
-            self._buffered -= frame.nbytes
-            self._floor = frame.seq + 1
+        dropped, lost = self._buffer.enforce()
+        if dropped:
+            _rlog.warn("full", "statbus: trainer buffer full (%d bytes, collector unreachable?); "
+                       "%d values dropped so far", self._buffer.limit, self._buffer.values_dropped)
+        if lost:
+            _rlog.warn("lost", "statbus: markers and properties alone overflow the buffer; "
+                       "%d whole frames dropped so far", self._buffer.frames_lost)
         self._update_buffer_counters()
 
     def _update_buffer_counters(self) -> None:
-        c = self.counters
-        c["buffer_bytes"] = self._buffered
-        c["buffer_frames"] = len(self._unacked)
-        c["floor"] = self._floor
-        if self._buffered > c["buffer_bytes_max"]:
-            c["buffer_bytes_max"] = self._buffered
+        c, buffer = self.counters, self._buffer
+        c["buffer_bytes"] = buffer.nbytes
+        c["buffer_frames"] = len(buffer)
+        c["floor"] = buffer.floor
+        c["acked_seq"] = buffer.acked
+        c["values_dropped"] = buffer.values_dropped
+        c["frames_dropped"] = buffer.frames_lost
+        c["buffer_bytes_max"] = max(c["buffer_bytes_max"], buffer.nbytes)
 
     def _send(self, sock: zmq.Socket, now: float) -> None:
-        if not self._unacked:
+        frames = self._buffer.frames
+        if not frames:
             return
-        first = self._unacked[0].seq
+        first = frames[0].seq
         index = max(self._sent_upto + 1, first) - first
-        while index < len(self._unacked):
-            frame = self._unacked[index]
-            if frame.floor != self._floor:
-                before = frame.nbytes
-                frame.encode(self.sender, self._floor, self.counters["values_dropped"])
-                self._buffered += frame.nbytes - before
+        while index < len(frames):
+            frame = frames[index]
             try:
-                sock.send(frame.payload, zmq.NOBLOCK, copy=False)
+                sock.send(self._buffer.payload(frame), zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return  # no collector connected, or its queue is full: the frame waits here
             if frame.seq > self._max_sent:
@@ -438,9 +408,9 @@ class Client:
             index += 1
 
     def _check_stall(self, now: float) -> None:
-        if not self._unacked:
+        if not self._buffer.frames:
             return
-        oldest = self._unacked[0]
+        oldest = self._buffer.frames[0]
         if oldest.first_sent is not None and self._sent_upto >= oldest.seq:
             if now - max(self._progress_at, oldest.first_sent) >= RESEND_AFTER:
                 self._rewind(now)
@@ -457,7 +427,7 @@ class Client:
             return
         waiting = []
         for ticket in self._tickets:
-            if ticket.target is not None and ticket.target <= self._acked:
+            if ticket.target is not None and ticket.target <= self._buffer.acked:
                 ticket.ok = True
                 ticket.event.set()
             else:

@@ -6,8 +6,9 @@ which order) can be read and tested without sockets or threads.
 
 from __future__ import annotations
 
+import collections
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from ..plugins.records import StatOp, pack_values
 from ..plugins.stats import StatsAggregationMethod
@@ -136,3 +137,79 @@ class Outgoing:
         self.nvalues = 0
         return dropped
 
+
+
+class FrameBuffer:
+    """Unacknowledged frames, oldest first, bounded by ``limit`` bytes (docs/internals.md "Wire").
+
+    Over the limit, stat records are stripped from the oldest frames (same seq,
+    re-encoded); frames left empty at the bottom are dropped and ``floor`` moves
+    past them.  Only if markers and properties alone overflow it are whole
+    frames dropped (``frames_lost``): memory stays bounded whatever happens.
+    """
+
+    def __init__(self, sender: str, limit: int) -> None:
+        self.sender = sender
+        self.limit = limit
+        self.frames: Deque[Outgoing] = collections.deque()
+        self.nbytes = 0
+        self.next_seq = 1
+        self.floor = 1          # 1 + the highest seq dropped before it was acked
+        self.acked = 0
+        self.values_dropped = 0
+        self.frames_lost = 0
+        self._stripped_upto = 0  # frames up to this seq hold no stat records
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def add(self, records: List[list], nvalues: int) -> Outgoing:
+        frame = Outgoing(self.next_seq, records, nvalues)
+        self.next_seq += 1
+        frame.encode(self.sender, self.floor, self.values_dropped)
+        self.frames.append(frame)
+        self.nbytes += frame.nbytes
+        return frame
+
+    def ack(self, acked: int) -> int:
+        """Apply a cumulative ack; returns how many frames it released."""
+        acked = min(acked, self.next_seq - 1)
+        if acked <= self.acked:
+            return 0
+        released = 0
+        while self.frames and self.frames[0].seq <= acked:
+            self.nbytes -= self.frames.popleft().nbytes
+            released += 1
+        self.acked = acked
+        return released
+
+    def payload(self, frame: Outgoing) -> bytes:
+        """The frame's bytes, re-encoded first if the floor moved since."""
+        if frame.floor != self.floor:
+            before = frame.nbytes
+            frame.encode(self.sender, self.floor, self.values_dropped)
+            self.nbytes += frame.nbytes - before
+        return frame.payload
+
+    def enforce(self) -> Tuple[int, int]:
+        """Bring the buffer under its limit; returns (values dropped, frames lost) by this call."""
+        values_before, lost_before = self.values_dropped, self.frames_lost
+        if self.nbytes > self.limit and self.frames:
+            first = self.frames[0].seq
+            for index in range(max(0, self._stripped_upto + 1 - first), len(self.frames)):
+                if self.nbytes <= self.limit:
+                    break
+                frame = self.frames[index]
+                self._stripped_upto = frame.seq
+                if frame.has_stats:
+                    before = frame.nbytes
+                    self.values_dropped += frame.strip_stats()
+                    frame.encode(self.sender, self.floor, self.values_dropped)
+                    self.nbytes += frame.nbytes - before
+        while self.frames and (self.frames[0].empty or (self.nbytes > self.limit and len(self.frames) > 1)):
+            frame = self.frames.popleft()
+            if not frame.empty:
+                self.frames_lost += 1
+            self.nbytes -= frame.nbytes
+            self.floor = frame.seq + 1
+        return self.values_dropped - values_before, self.frames_lost - lost_before

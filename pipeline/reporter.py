@@ -96,6 +96,13 @@ def _cut(text: str) -> str:
     return text.encode("utf-8")[: MAX_STRING_BYTES - 4].decode("utf-8", "ignore")
 
 
+def _text(value: Any) -> str:
+    try:
+        return _cut(str(value))
+    except Exception:  # noqa: BLE001 — a broken __str__ must not raise into training
+        return f"<{type(value).__name__}>"
+
+
 def plain_value(value: Any, depth: int = 0) -> Any:
     """A msgpack-safe copy the collector's limits accept: unknown objects become ``str``."""
     if value is None or isinstance(value, (bool, float)):
@@ -107,11 +114,11 @@ def plain_value(value: Any, depth: int = 0) -> Any:
     if isinstance(value, (bytes, bytearray)):
         return bytes(value)
     if depth >= MAX_NESTING - 1:
-        return _cut(str(value))
+        return _text(value)
     if isinstance(value, dict):
         if len(value) > MAX_MAP_ENTRIES:
             raise ValueError(f"statbus: a property map has {len(value)} entries, at most {MAX_MAP_ENTRIES} allowed")
-        return {_cut(str(k)): plain_value(v, depth + 1) for k, v in value.items()}
+        return {_text(k): plain_value(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
         if len(value) > MAX_RECORDS_PER_FRAME:
             raise ValueError(f"statbus: a property list has {len(value)} items, at most {MAX_RECORDS_PER_FRAME}")
@@ -122,7 +129,7 @@ def plain_value(value: Any, depth: int = 0) -> Any:
             return plain_value(item(), depth + 1)
         except Exception:  # noqa: BLE001 — fall back to its text
             pass
-    return _cut(str(value))
+    return _text(value)
 
 
 # --- the process's client ---------------------------------------------------
@@ -202,7 +209,9 @@ class StatsReporter:
         if type(aggregation) is not StatsAggregationMethod:
             aggregation = _to_aggregation(key, aggregation)
         client = _client or _get_client()
-        if client is not None:
+        if client is None:
+            _retired["events_dropped"] += 1
+        else:
             queue = client.queue
             queue.append((self.category, key, value, aggregation))
             if len(queue) >= BATCH_VALUES:
@@ -215,7 +224,9 @@ class StatsReporter:
         if type(value) is not float:
             value = float(value) if type(value) is int else _to_float(key, value)
         client = _client or _get_client()
-        if client is not None:
+        if client is None:
+            _retired["events_dropped"] += 1
+        else:
             queue = client.queue
             queue.append((self.category, key, value, None))
             if len(queue) >= BATCH_VALUES:
@@ -231,7 +242,9 @@ class StatsReporter:
             raise ValueError(f"statbus: property {property_type.value!r} is {nbytes} bytes, at most "
                              f"{MAX_PROPERTY_BYTES} allowed")
         client = _client or _get_client()
-        if client is not None:
+        if client is None:
+            _retired["events_dropped"] += 1
+        else:
             client.queue.append((EV_PROPERTY, self.category, property_type.value, plain, nbytes))
             client.wake()
 
@@ -240,7 +253,9 @@ class StatsReporter:
         if type(step) is not int or step < 0 or step >= _MAX_STEP:
             step = _to_step(self.category, step)
         client = _client or _get_client()
-        if client is not None:
+        if client is None:
+            _retired["events_dropped"] += 1
+        else:
             client.queue.append((EV_WRITE, self.category, step))
             client.wake()
 
