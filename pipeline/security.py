@@ -228,3 +228,31 @@ def secure_connect(socket: zmq.Socket, address: str, settings: Optional[ClientSe
     elif _scheme(address) == "tcp":
         logger.debug("%s: connecting without CURVE (%s / %s unset)", address, ENV_CLIENT_KEY, ENV_SERVER_KEY)
     socket.connect(address)
+
+
+# What a trainer's socket monitor reports when the collector turns it away.  libzmq does not
+# retry such a connection: the trainer has to log the hint and connect a new socket later.
+HANDSHAKE_FAILURE_EVENTS = (
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
+_MECHANISM_MISMATCH = 0x11000002  # ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
+
+
+def handshake_failure_hint(event: int, value: int, address: str = "the collector") -> Optional[str]:
+    """A message for the user about a client-side monitor event, or None if it is not a refusal."""
+    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return (
+            f"{address} refused this trainer's key (status {value}): it is not in the collector's allow-list; "
+            f"run `statbus keys authorize --allow-dir ALLOWDIR PUBLIC_KEY_FILE` on the collector's host"
+        )
+    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == _MECHANISM_MISMATCH:
+        return (
+            f"{address} and this trainer disagree about CURVE: set both {ENV_CLIENT_KEY} and "
+            f"{ENV_SERVER_KEY} for a collector with keys, or neither for one started with --insecure"
+        )
+    if event & HANDSHAKE_FAILURE_EVENTS:
+        return (
+            f"the handshake with {address} failed (event {event:#x}, value {value}); "
+            f"check that {ENV_SERVER_KEY} is the public key of the collector you are connecting to"
+        )
+    return None

@@ -15,8 +15,8 @@ the receiver check a frame's ``User-Id`` if it wants that.
 
 from __future__ import annotations
 
-import itertools
 import logging
+import os
 import threading
 import time
 from typing import Callable, Dict, FrozenSet, List, Optional, Tuple
@@ -39,8 +39,6 @@ DENIAL_LOG_INTERVAL = 10.0
 """Seconds between warnings about denied clients: a retrying stranger must not flood the log."""
 RECHECK_INTERVAL = 1.0
 """Seconds :meth:`Authenticator.is_allowed` trusts its last look at the allow-list directory."""
-
-_pipe_ids = itertools.count()
 
 
 class Authenticator:
@@ -69,25 +67,16 @@ class Authenticator:
 
         self._zap = context.socket(zmq.REP)
         self._zap.linger = 0
-        pipe_address = f"inproc://statbus-zap-stop-{id(self)}-{next(_pipe_ids)}"
-        self._stop_rx = context.socket(zmq.PAIR)
-        self._stop_rx.linger = 0
-        self._stop_tx = context.socket(zmq.PAIR)
-        self._stop_tx.linger = 0
         try:
-            try:
-                self._zap.bind(ZAP_ENDPOINT)
-            except zmq.ZMQError as exc:
-                raise StatbusError(
-                    f"cannot start the ZAP authenticator: {exc} (only one per ZeroMQ context)"
-                ) from exc
-            self._stop_rx.bind(pipe_address)
-            self._stop_tx.connect(pipe_address)
-        except BaseException:
-            for sock in (self._zap, self._stop_rx, self._stop_tx):
-                sock.close()
-            raise
-        # The thread takes over _zap and _stop_rx; from here on only stop() touches _stop_tx.
+            self._zap.bind(ZAP_ENDPOINT)
+        except zmq.ZMQError as exc:
+            self._zap.close()
+            raise StatbusError(f"cannot start the ZAP authenticator: {exc} (only one per ZeroMQ context)") from exc
+        # The stop message travels on an OS pipe, not a zmq socket: the owner then holds no socket
+        # of its own, so context.term() without stop() still ends (the thread leaves on ETERM).
+        self._stop_r, self._stop_w = os.pipe()
+        self._stopping = False
+        # The thread takes over _zap; from here on only stop() touches the pipe's write end.
         self._thread = threading.Thread(target=self._run, name="statbus-zap", daemon=True)
         self._thread.start()
 
@@ -168,14 +157,14 @@ class Authenticator:
         )
 
     def _run(self) -> None:
-        zap, stop_rx = self._zap, self._stop_rx
+        zap, stop_r = self._zap, self._stop_r
         poller = zmq.Poller()
         poller.register(zap, zmq.POLLIN)
-        poller.register(stop_rx, zmq.POLLIN)
+        poller.register(stop_r, zmq.POLLIN)
         try:
             while True:
                 events = dict(poller.poll())
-                if stop_rx in events:
+                if stop_r in events:
                     break
                 if zap in events:
                     frames = zap.recv_multipart()
@@ -187,9 +176,10 @@ class Authenticator:
                     zap.send_multipart(reply)
         except zmq.ContextTerminated:
             pass  # the owner terminated the context before calling stop()
+        except Exception:  # noqa: BLE001 — logged; without a handler libzmq refuses every client
+            logger.exception("ZAP thread failed; every CURVE client will be refused from now on")
         finally:
             zap.close(linger=0)
-            stop_rx.close(linger=0)
 
     # ---- lifetime ---------------------------------------------------------------------------
 
@@ -198,17 +188,18 @@ class Authenticator:
         return self._thread.is_alive()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the handler thread and close its sockets.  Idempotent; call before ``context.term()``."""
-        if not self._stop_tx.closed:
-            try:
-                self._stop_tx.send(b"stop", zmq.NOBLOCK)
-            except zmq.ZMQError:
-                pass  # context already terminated: the thread has seen ETERM and is leaving
-            finally:
-                self._stop_tx.close(linger=0)
+        """Stop the handler thread and close its socket.  Idempotent; best before ``context.term()``."""
+        if not self._stopping:
+            self._stopping = True
+            os.write(self._stop_w, b"s")
         self._thread.join(timeout)
         if self._thread.is_alive():
             logger.error("ZAP thread did not stop within %.1f s", timeout)
+            return
+        if self._stop_w >= 0:
+            os.close(self._stop_r)
+            os.close(self._stop_w)
+            self._stop_r = self._stop_w = -1  # a second stop() must not close a reused fd number
 
     def __enter__(self) -> "Authenticator":
         return self

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import socket as pysocket
+import threading
 import time
 from types import SimpleNamespace
 from typing import Callable, Iterator, List, Optional, Set
@@ -25,6 +26,7 @@ from statbus.pipeline.security import (
     ClientSecurity,
     TransportSecurity,
     client_security_from_env,
+    handshake_failure_hint,
     secure_bind,
     secure_connect,
 )
@@ -160,10 +162,17 @@ def test_authorized_client_delivers_everything_with_its_name(rig, keys):
 def test_unauthorized_client_delivers_nothing(rig, keys, intruder):
     server = tcp(rig, keys.server)
     settings = {"no_curve": None, "unknown_key": keys.t2, "wrong_server_key": keys.t1_wrong_server}[intruder]
-    bad = rig.client(server.endpoint, settings)
+    bad = rig.socket(zmq.DEALER)
+    bad_mon = rig.monitor(bad)
+    secure_connect(bad, server.endpoint, settings)
     for _ in range(10):
         bad.send(b"intruder")
     event = wait_event(server.mon, FAILED_HANDSHAKE)
+    # The trainer's side can tell its user what is wrong.
+    seen = wait_event(bad_mon, FAILED_HANDSHAKE)
+    hint = handshake_failure_hint(seen["event"], seen["value"], server.endpoint)
+    assert {"no_curve": "disagree about CURVE", "unknown_key": "statbus keys authorize",
+            "wrong_server_key": "STATBUS_SERVER_KEY"}[intruder] in hint
     if intruder == "unknown_key":
         assert event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH and event["value"] == 400
         assert server.auth.denied >= 1
@@ -347,6 +356,22 @@ def test_authenticator_stop_closes_its_sockets(rig, keys):
     # The ZAP endpoint is free again: the handler's socket really closed.
     probe = rig.socket(zmq.REP)
     probe.bind(ZAP_ENDPOINT)
+
+
+def test_context_term_without_stop_does_not_hang(keys):
+    ctx = zmq.Context()
+    auth = Authenticator(ctx, keys.allow)
+    terminator = threading.Thread(target=ctx.term, daemon=True)
+    terminator.start()
+    terminator.join(TIMEOUT)
+    assert not terminator.is_alive(), "context.term() hung on the authenticator's sockets"
+    auth.stop()
+    assert not auth.running
+
+
+def test_handshake_failure_hint_ignores_other_events():
+    assert handshake_failure_hint(zmq.EVENT_CONNECTED, 7) is None
+    assert handshake_failure_hint(zmq.EVENT_HANDSHAKE_SUCCEEDED, 0) is None
 
 
 # ---- ipc --------------------------------------------------------------------------------------
