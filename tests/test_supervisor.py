@@ -20,10 +20,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
+import msgpack
 import psutil
 import pytest
+import zmq
+from zoo import zoo_env, zoo_output, zoo_plugin
 
-from statbus.plugins import PluginInfo, RunOptions
+from statbus.plugins import PluginInfo, RunOptions, StatsAggregationMethod, SummaryRecord
+from statbus.plugins.records import pack_values
+from statbus.workers.fetch_client import EntryKind, FetchedEntry, decode_fetch, encode_reply
 from statbus.workers.config import Config, PluginSettings, load_config
 from statbus.workers.policy import PolicyConfig
 from statbus.workers.statepage import StatePage
@@ -141,16 +146,17 @@ def config(**per_plugin: Dict[str, Any]) -> Config:
 
 
 class Harness:
-    def __init__(self, tmp_path: Path, spawn: Any, names: List[str], settings: Config, **kwargs: Any) -> None:
+    def __init__(self, tmp_path: Path, spawn: Any, plugins: List[Any], settings: Config, **kwargs: Any) -> None:
         self.statbus_dir = tmp_path / "run" / "statbus"
         self.head = 0
+        self.pump: Callable[[], None] = lambda: None
         self.dead_letter_calls: List[tuple] = []
         kwargs.setdefault("policy", FAST)
         kwargs.setdefault("grace", 0.3)
         kwargs.setdefault("sample_interval", 0.1)
         self.sup = Supervisor(
             str(self.statbus_dir),
-            [plugin(name) for name in names],
+            [plugin(p) if isinstance(p, str) else p for p in plugins],
             settings,
             RunOptions.create("run", results_dir=str(tmp_path)),
             "ipc://" + str(tmp_path / "work"),
@@ -172,6 +178,7 @@ class Harness:
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out waiting for {what or condition}: {self.sup.status()}")
             self.sup.tick(self.head)
+            self.pump()
             time.sleep(0.02)
 
     def wait_state(self, name: str, state: WorkerState, timeout: float = 30.0) -> None:
@@ -428,3 +435,123 @@ def test_describe_exit_and_error_line(tmp_path: Path) -> None:
         handle.write(b"noise\nstatbus-worker-error: IMPORT_FAILURE: a\nmore noise\n")
     assert last_error_line(str(log), offset) == "IMPORT_FAILURE: a"
     assert last_error_line(str(log), log.stat().st_size) is None, "errors of an earlier host do not count"
+
+
+# --- the real worker host, fed by a minimal in-test fetch server ---------------------
+
+STEP = 100
+"""Distance between two entry positions in the fake journal."""
+
+
+def summary_entry(position: int, category: str, step: int) -> FetchedEntry:
+    record = SummaryRecord(category, step, (("reward", StatsAggregationMethod.AVERAGE, pack_values([float(step)])),))
+    return FetchedEntry(position, EntryKind.SUMMARY, msgpack.packb(record.to_msgpack(), use_bin_type=True))
+
+
+class FetchServer:
+    """Serves a fixed list of entries per the fetch protocol, honouring the skip sets."""
+
+    def __init__(self, context: zmq.Context, address: str, entries: List[FetchedEntry], skip: Callable[[str], frozenset]):
+        self.socket = context.socket(zmq.ROUTER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.bind(address)
+        self.entries = entries
+        self.head = entries[-1].position + STEP if entries else 0
+        self.skip = skip
+        self.parked: List[tuple] = []
+
+    def pump(self) -> None:
+        while self.socket.poll(10):
+            frames = self.socket.recv_multipart()
+            request = decode_fetch(frames[-1])
+            skip = self.skip(request.plugin)
+            todo = [e for e in self.entries if e.position >= request.after]
+            sent = [e for e in todo if e.position not in skip][:5]
+            if not todo:
+                self.parked.append((time.monotonic(), frames[:-1], request.after))
+                continue
+            next_after = sent[-1].position + STEP if sent else self.head
+            skipped = sum(1 for e in todo if e.position in skip and e.position < next_after)
+            self.socket.send_multipart(frames[:-1] + [encode_reply(sent, next_after, self.head, skipped)])
+        now = time.monotonic()
+        for parked in [p for p in self.parked if now - p[0] > 0.2]:
+            self.parked.remove(parked)
+            self.socket.send_multipart(parked[1] + [encode_reply([], parked[2], self.head, 0)])
+
+    def close(self) -> None:
+        self.socket.close(linger=0)
+
+
+def read_jsonl(path: str) -> List[Dict[str, Any]]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+@pytest.fixture
+def real_host(tmp_path: Path) -> Iterator[Callable[..., tuple]]:
+    made: List[tuple] = []
+    context = zmq.Context()
+
+    def factory(names: List[str], settings: Config, entries: List[FetchedEntry]) -> tuple:
+        harness = Harness(tmp_path, subprocess.Popen, [zoo_plugin(n) for n in names], settings, env=zoo_env(), grace=1.0)
+        server = FetchServer(context, "ipc://" + str(tmp_path / "work"), entries, harness.sup.skip_positions)
+        harness.pump = server.pump
+        harness.head = server.head
+        made.append((harness, server))
+        return harness, server
+
+    try:
+        yield factory
+    finally:
+        for harness, server in made:
+            harness.sup.stop(timeout=10.0)
+            server.close()
+        context.term()
+
+
+def test_real_hosts_catch_up_and_poison_is_set_aside(real_host: Callable[..., tuple], tmp_path: Path) -> None:
+    entries = [summary_entry(i * STEP, "Poison" if i == 4 else "Env", i) for i in range(10)]
+    h, server = real_host(["good", "poison", "import_error"], config(), entries)
+    h.sup.start()
+    h.wait(lambda: h.sup.all_caught_up(server.head), timeout=90, what="all caught up")
+    assert h.status("good")["state"] == "ready" and h.status("good")["restarts"] == 0
+    assert h.sup.skip_positions("good") == frozenset()
+    assert h.sup.skip_positions("poison") == frozenset({400})
+    assert h.status("poison")["restarts"] == 3 and "WRITER_CRASH" in h.status("poison")["last_error"]
+    assert h.dead_letter_calls == [("poison", 400)]
+    import_error = h.status("import_error")
+    assert import_error["state"] == "failed" and import_error["last_error"].startswith("IMPORT_FAILURE")
+    assert import_error["restarts"] == 0
+    good_steps = [line["step"] for line in read_jsonl(zoo_output(str(tmp_path), "run", "good"))]
+    assert good_steps == list(range(10))
+    poison_steps = [line["step"] for line in read_jsonl(zoo_output(str(tmp_path), "run", "poison"))]
+    assert sorted(set(poison_steps)) == [0, 1, 2, 3, 5, 6, 7, 8, 9], "every other summary reached it"
+    # A graceful stop: TERM, the hosts exit 0 on their own.
+    pids = [h.status(name)["pid"] for name in ("good", "poison")]
+    h.sup.stop(timeout=10.0)
+    assert h.status("good")["state"] == "stopped" and h.status("good")["last_exit"] == 0
+    assert not any(_alive(pid) for pid in pids)
+
+
+def test_real_hosts_segfault_hang_and_leak_are_contained(real_host: Callable[..., tuple], tmp_path: Path) -> None:
+    entries = [summary_entry(i * STEP, "Env", i) for i in range(4)]
+    h, server = real_host(
+        ["segfault", "hangs", "leaks", "good"],
+        config(hangs={"call_timeout": 0.5}, leaks={"memory_cap_mb": 200, "options": {"megabytes": 60}}),
+        entries[:1],
+    )
+    server.entries = entries[:1]
+    h.sup.start()
+    # Every summary crashes or hangs these two: the first record is set aside
+    # after three strikes each, and then they are caught up (nothing else to do).
+    h.wait(lambda: h.sup.skip_positions("segfault") == {0} and h.sup.skip_positions("hangs") == {0},
+           timeout=90, what="both poisoned")
+    assert "SIGSEGV" in h.status("segfault")["last_error"]
+    assert "hung" in h.status("hangs")["last_error"] or "WRITER_CRASH" in h.status("hangs")["last_error"]
+    h.wait(lambda: all(h.sup.committed(n) == server.head for n in ("segfault", "hangs", "good")), timeout=60,
+           what="caught up after the set-aside")
+    assert h.status("good")["restarts"] == 0
+    # The leaker keeps 60 MB per summary: more summaries push it over its cap of 200 MB.
+    server.entries = entries
+    server.head = h.head = entries[-1].position + STEP
+    h.wait(lambda: "memory cap" in (h.status("leaks")["last_error"] or ""), timeout=60, what="memory cap")
+    assert h.sup.skip_positions("leaks") == frozenset()
