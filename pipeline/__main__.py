@@ -76,12 +76,13 @@ def supervisor_factory(layout: RunLayout, plugins: List[PluginInfo], args: argpa
 
     def make(worker_address: str, on_dead_letter):  # type: ignore[no-untyped-def]
         return Supervisor(
-            layout,
+            layout.statbus_dir,
             plugins,
             config,
             run_options,
             worker_address,
             on_dead_letter=on_dead_letter,
+            log_level=args.log_level,
         )
 
     return make

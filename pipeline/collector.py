@@ -63,7 +63,7 @@ class ExitCode(enum.IntEnum):
 class SupervisorLike(Protocol):
     """What the collector needs of :class:`statbus.workers.supervisor.Supervisor`."""
 
-    def start(self) -> None: ...
+    def start(self, head_position: int = 0) -> None: ...
     def tick(self, head_position: int) -> None: ...
     def committed(self, plugin: str) -> int: ...
     def skip_positions(self, plugin: str) -> FrozenSet[int]: ...
@@ -203,7 +203,7 @@ class Collector:
         if self._supervisor_factory is not None:
             self.supervisor = self._supervisor_factory(self.worker_address, self._dead_letter_record)
             self.retention.supervisor = self.supervisor
-            self.supervisor.start()
+            self.supervisor.start(self.journal.end_position)
         self._announce_ready()
         self._loop(data, work, ctl, control)
         return ExitCode.OK
