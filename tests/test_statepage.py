@@ -79,27 +79,28 @@ def test_readonly_page_cannot_be_written(tmp_path):
 
 WRITER = textwrap.dedent(
     """
-    import sys, time
+    import sys, threading
     from statbus.workers.statepage import StatePage, HostState
     page = StatePage(sys.argv[1], create=True)
+    page.committed = 0x0101010101010101
+    page.heartbeat = 1.0
     page.state = HostState.READY
     print("ready", flush=True)
-    n = 0
-    # Write increasing values as fast as possible until stdin closes.
-    import threading
     done = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+    n = 0
+    # Every byte of committed changes at every write: a torn read would show
+    # a value whose bytes differ.
     while not done.is_set():
         n += 1
-        page.committed = n
-        page.inflight = n
-        page.heartbeat = float(n)
+        page.committed = (n % 255 + 1) * 0x0101010101010101
+        page.heartbeat = float(n + 1)
     page.close()
     """
 )
 
 
-def test_another_process_reads_consistent_fields_while_they_change(tmp_path):
+def test_another_process_reads_whole_fields_while_they_change(tmp_path):
     path = str(tmp_path / "p.state")
     writer = subprocess.Popen(
         [sys.executable, "-c", WRITER, path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
@@ -108,18 +109,19 @@ def test_another_process_reads_consistent_fields_while_they_change(tmp_path):
         assert writer.stdout.readline().strip() == "ready"
         with StatePage(path, readonly=True) as page:
             assert page.state == HostState.READY
-            seen = []
-            deadline = time.monotonic() + 30
-            while len(set(seen)) < 50 and time.monotonic() < deadline:
-                committed = page.committed
+            committed_seen = set()
+            heartbeats = set()
+            deadline = time.monotonic() + 30  # the writer may be starved on a busy machine
+            while time.monotonic() < deadline:
+                committed = page.committed.to_bytes(8, "little")
                 heartbeat = page.heartbeat
-                # Each field is read whole (never torn): a float read back is an integer the writer wrote.
-                assert heartbeat == int(heartbeat)
-                # heartbeat is written after committed in each round, and read after it here.
-                assert heartbeat >= committed - 1
-                assert committed >= (seen[-1] if seen else 0)  # monotonic as the writer wrote it
-                seen.append(committed)
-            assert len(set(seen)) >= 50, "the reader never saw the writer's updates"
+                assert len(set(committed)) == 1 and committed[0] != 0, committed.hex()
+                assert heartbeat >= 1.0 and heartbeat == int(heartbeat), heartbeat
+                committed_seen.add(committed)
+                heartbeats.add(heartbeat)
+                if len(committed_seen) > 20 and len(heartbeats) > 20:
+                    break
+            assert len(committed_seen) > 20 and len(heartbeats) > 20, "the reader never saw the writer's updates"
     finally:
         writer.stdin.close()
         try:

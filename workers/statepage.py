@@ -1,11 +1,12 @@
 """The per-plugin state page: a 4 KiB mmap'd file shared by a worker host and its supervisor.
 
 The worker host writes it, the supervisor reads it (from another process, at
-any time, without locks).  Each field is one naturally aligned 8-byte slot
-written with a single ``struct.pack_into``: on every platform we run on such a
-store is not torn, so a reader sees either the old or the new value of a field
-(never a mix), although two fields read one after the other may come from
-different moments.
+any time, without locks).  Each field is one naturally aligned 8-byte slot,
+copied in and out whole (an 8-byte slice assignment / slice read of the map,
+which is one 8-byte move): a reader sees either the old or the new value of a
+field, never a mix.  ``struct.pack_into`` on the map would not do: it zeroes
+the field before writing it byte by byte, and a reader could see 0 in between.
+Two fields read one after the other may come from different moments.
 
 Layout (little-endian, offsets in bytes)::
 
@@ -174,47 +175,47 @@ class StatePage:
 
     @property
     def committed(self) -> int:
-        return _U64.unpack_from(self._map, _COMMITTED)[0]
+        return _U64.unpack(self._map[_COMMITTED:_COMMITTED + 8])[0]
 
     @committed.setter
     def committed(self, value: int) -> None:
-        _U64.pack_into(self._map, _COMMITTED, value)
+        self._map[_COMMITTED:_COMMITTED + 8] = _U64.pack(value)
 
     @property
     def inflight(self) -> int:
-        return _I64.unpack_from(self._map, _INFLIGHT)[0]
+        return _I64.unpack(self._map[_INFLIGHT:_INFLIGHT + 8])[0]
 
     @inflight.setter
     def inflight(self, value: int) -> None:
-        _I64.pack_into(self._map, _INFLIGHT, value)
+        self._map[_INFLIGHT:_INFLIGHT + 8] = _I64.pack(value)
 
     @property
     def heartbeat(self) -> float:
-        return _F64.unpack_from(self._map, _HEARTBEAT)[0]
+        return _F64.unpack(self._map[_HEARTBEAT:_HEARTBEAT + 8])[0]
 
     @heartbeat.setter
     def heartbeat(self, value: float) -> None:
-        _F64.pack_into(self._map, _HEARTBEAT, value)
+        self._map[_HEARTBEAT:_HEARTBEAT + 8] = _F64.pack(value)
 
     @property
     def busy_since(self) -> float:
-        return _F64.unpack_from(self._map, _BUSY_SINCE)[0]
+        return _F64.unpack(self._map[_BUSY_SINCE:_BUSY_SINCE + 8])[0]
 
     @busy_since.setter
     def busy_since(self, value: float) -> None:
-        _F64.pack_into(self._map, _BUSY_SINCE, value)
+        self._map[_BUSY_SINCE:_BUSY_SINCE + 8] = _F64.pack(value)
 
     @property
     def pid(self) -> int:
-        return _I64.unpack_from(self._map, _PID)[0]
+        return _I64.unpack(self._map[_PID:_PID + 8])[0]
 
     @pid.setter
     def pid(self, value: int) -> None:
-        _I64.pack_into(self._map, _PID, value)
+        self._map[_PID:_PID + 8] = _I64.pack(value)
 
     @property
     def state(self) -> HostState:
-        raw = _I64.unpack_from(self._map, _STATE)[0]
+        raw = _I64.unpack(self._map[_STATE:_STATE + 8])[0]
         try:
             return HostState(raw)
         except ValueError:
@@ -223,23 +224,23 @@ class StatePage:
 
     @state.setter
     def state(self, value: HostState) -> None:
-        _I64.pack_into(self._map, _STATE, int(value))
+        self._map[_STATE:_STATE + 8] = _I64.pack(int(value))
 
     @property
     def delivered(self) -> int:
-        return _U64.unpack_from(self._map, _DELIVERED)[0]
+        return _U64.unpack(self._map[_DELIVERED:_DELIVERED + 8])[0]
 
     @delivered.setter
     def delivered(self, value: int) -> None:
-        _U64.pack_into(self._map, _DELIVERED, value)
+        self._map[_DELIVERED:_DELIVERED + 8] = _U64.pack(value)
 
     @property
     def summaries(self) -> int:
-        return _U64.unpack_from(self._map, _SUMMARIES)[0]
+        return _U64.unpack(self._map[_SUMMARIES:_SUMMARIES + 8])[0]
 
     @summaries.setter
     def summaries(self, value: int) -> None:
-        _U64.pack_into(self._map, _SUMMARIES, value)
+        self._map[_SUMMARIES:_SUMMARIES + 8] = _U64.pack(value)
 
     def snapshot(self) -> StateSnapshot:
         return StateSnapshot(
