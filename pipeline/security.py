@@ -181,12 +181,12 @@ def secure_bind(socket: zmq.Socket, address: str, settings: Optional[TransportSe
     if not settings.has_keys:
         if not settings.insecure:
             raise ConfigError(f"refusing to bind {address} without CURVE keys: anyone who can reach it could send data; {_KEYS_HINT}")
+        socket.bind(address)
         logger.warning(
             "INSECURE: %s is bound as plain tcp without CURVE (--insecure): anyone who can reach this "
             "port can send data to this run; nothing is authenticated or encrypted",
-            address,
+            _bound(socket, address),
         )
-        socket.bind(address)
         return None
     if settings.insecure:
         logger.info("CURVE keys given; ignoring --insecure for %s", address)

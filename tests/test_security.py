@@ -7,7 +7,6 @@ arrive after the unauthorized one's, and the unauthorized payload never does.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket as pysocket
