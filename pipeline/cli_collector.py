@@ -7,6 +7,7 @@ import os
 import sys
 
 from ..plugins import StatbusError
+from .cli_keys import add_transport_security_arguments, transport_security_argv
 from .daemon import collector_command, default_layout, start_detached, wait_for_exit
 from .pidfile import AlreadyRunning, running_pid
 
@@ -37,6 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     start.add_argument("--config", metavar="FILE", help="TOML file with per-plugin settings")
     start.add_argument("--plugins", metavar="A,B", help="run only these plugins (comma-separated names)")
     start.add_argument("--exclude", metavar="C", help="do not run these plugins (comma-separated names)")
+    add_transport_security_arguments(start)
     start.add_argument("--foreground", action="store_true", help="stay attached (for systemd-like supervisors)")
     start.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for readiness (default 30)")
     start.set_defaults(func=run_start)
@@ -58,7 +60,7 @@ def _passthrough(args: argparse.Namespace) -> list:
         value = getattr(args, flag)
         if value:
             extra += [f"--{flag}", value]
-    return extra
+    return extra + transport_security_argv(args)
 
 
 def run_start(args: argparse.Namespace) -> int:
