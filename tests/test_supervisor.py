@@ -555,3 +555,40 @@ def test_real_hosts_segfault_hang_and_leak_are_contained(real_host: Callable[...
     server.head = h.head = entries[-1].position + STEP
     h.wait(lambda: "memory cap" in (h.status("leaks")["last_error"] or ""), timeout=60, what="memory cap")
     assert h.sup.skip_positions("leaks") == frozenset()
+
+
+def test_hang_thresholds_on_the_injected_clock(make: Callable[..., Harness], tmp_path: Path) -> None:
+    clock = FakeClock()
+    grandchild_file = tmp_path / "grandchild"
+    h = make(
+        ["stuck"],
+        config(stuck={"heartbeat_timeout": 3.0, "options": {"mode": "hang", "grandchild": str(grandchild_file)}}),
+        clock=clock,
+        grace=2.0,
+    )
+    h.sup.start()
+    h.wait_state("stuck", WorkerState.READY)
+    h.wait(grandchild_file.exists, what="the grandchild")
+    page = StatePage(str(h.statbus_dir / "consumers" / "stuck.state"))
+    try:
+        stable: List[float] = []
+        h.wait(lambda: (stable.append(page.heartbeat), len(stable) > 10 and len(set(stable[-10:])) == 1)[1],
+               what="the heartbeat to stop")
+    finally:
+        page.close()
+    clock.now += 2.9
+    h.sup.tick(0)
+    assert h.status("stuck")["state"] == "ready", "2.9 s of silence is within the 3 s timeout"
+    clock.now += 0.2
+    h.sup.tick(0)
+    assert h.status("stuck")["state"] == "aborting"
+    pid = h.status("stuck")["pid"]
+    # It ignores TERM: nothing happens until the grace has passed on the clock.
+    for _ in range(10):
+        h.sup.tick(0)
+        time.sleep(0.01)
+    assert _alive(pid) and h.status("stuck")["state"] == "aborting"
+    clock.now += 2.1
+    h.wait(lambda: h.status("stuck")["state"] == "backoff", what="killed and reaped")
+    assert not _alive(pid) and not _alive(int(grandchild_file.read_text()))
+    assert h.status("stuck")["last_error"] == "hung: no heartbeat for 3.1 s"

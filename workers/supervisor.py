@@ -18,6 +18,8 @@ Decisions (design §5, issue 4):
   an unreaped zombie and its pid (= the group id) cannot have been reused.
 * **Hung**: no heartbeat for ``heartbeat_timeout`` s, or one writer call busy
   for more than ``call_timeout`` s, or not ready ``start_timeout`` s after spawn.
+  Ages are measured on the supervisor's own monotonic clock, from the moment a
+  page field was seen to change (a wall-clock jump cannot make hosts "hang").
   A hung host is aborted (TERM, grace, KILL); a writer call that hangs counts
   as a strike against the record in flight, like a crash does.
 * **Memory cap**: RSS of the host and all its descendants; over the cap the
@@ -162,6 +164,11 @@ class _Worker:
         self.spawns = 0
         self.kill_at: Optional[float] = None
         self.killed = False
+        # Liveness is judged on our own monotonic clock: when did the page's
+        # heartbeat / busy_since last change (robust to wall-clock jumps, and
+        # testable on an injected clock).
+        self.heartbeat_seen = (0.0, 0.0)
+        self.busy_seen = (0.0, 0.0)
         self.abort_reason = ""
         self.abort_inflight: Optional[int] = None
         self.restart_at: Optional[float] = None
@@ -471,6 +478,7 @@ class Supervisor:
         worker.spawns += 1
         worker.spawned_at = self._clock()
         worker.kill_at, worker.killed, worker.restart_at = None, False, None
+        worker.heartbeat_seen = worker.busy_seen = (float("nan"), worker.spawned_at)
         worker.resources = ResourceSampler(proc.pid)
         worker.policy.started(page.committed)
         logger.info("plugin %s: started worker host pid %d from position %d", worker.name, proc.pid, page.committed)
@@ -540,9 +548,8 @@ class Supervisor:
         # has taken the page over (it may be a child of a wrapper interpreter,
         # so do not insist on proc.pid), and from then on it heartbeats.
         taken_over = page.pid != 0
-        wall = self._wall_clock()
         if taken_over:
-            silence = wall - page.heartbeat
+            silence = self._unchanged_for(worker, "heartbeat_seen", page.heartbeat, now)
             if silence > settings.heartbeat_timeout:
                 self._abort(worker, f"hung: no heartbeat for {silence:.1f} s", page.inflight, now)
                 return
@@ -555,7 +562,8 @@ class Supervisor:
                 return
         if worker.state is WorkerState.READY:
             busy_since = page.busy_since
-            if busy_since > 0 and wall - busy_since > settings.call_timeout:
+            busy_for = self._unchanged_for(worker, "busy_seen", busy_since, now)
+            if busy_since > 0 and busy_for > settings.call_timeout:
                 inflight = page.inflight
                 self._abort(
                     worker,
@@ -571,6 +579,15 @@ class Supervisor:
             if sampler.rss_mb > settings.memory_cap_mb:
                 reason = f"memory cap: RSS {sampler.rss_mb:.0f} MB over {settings.memory_cap_mb:g} MB"
                 self._abort(worker, reason, None, now)
+
+    @staticmethod
+    def _unchanged_for(worker: _Worker, attribute: str, value: float, now: float) -> float:
+        """Seconds (our clock) since the page field behind ``attribute`` last changed."""
+        seen_value, seen_at = getattr(worker, attribute)
+        if value != seen_value:
+            setattr(worker, attribute, (value, now))
+            return 0.0
+        return now - seen_at
 
     def _abort(self, worker: _Worker, reason: str, inflight: Optional[int], now: float) -> None:
         logger.warning("plugin %s: %s; stopping it", worker.name, reason)
