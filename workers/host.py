@@ -317,11 +317,6 @@ class WorkerHost:
         self.client = client
         self.stop = stop
 
-    def _commit(self, position: int, flush: bool) -> None:
-        if flush:
-            self.writers.flush()
-        if position > self.page.committed:
-            self.page.committed = position
 
     def run(self) -> ExitCode:
         """Serve until stopped; raises :class:`HostExit` on a crash or a lost collector."""
@@ -361,8 +356,7 @@ class WorkerHost:
                 summary = False
             page.inflight = NO_INFLIGHT
             page.delivered += 1
-            if summary:
-                page.summaries += 1
+            page.summaries += summary
             dirty = True
             if self.stop.requested or time.monotonic() - last_commit >= COMMIT_INTERVAL:
                 # The next entry's start is a valid cursor: whatever lies between
@@ -376,10 +370,14 @@ class WorkerHost:
         self._commit_or_crash(next_after, dirty)
 
     def _commit_or_crash(self, position: int, flush: bool) -> None:
-        try:
-            self._commit(position, flush)
-        except WriterCrash as exc:
-            raise HostExit(ExitCode.WRITER_CRASH, str(exc)) from exc
+        """Flush the writers (if they got anything), then move the cursor; never backwards."""
+        if flush:
+            try:
+                self.writers.flush()
+            except WriterCrash as exc:
+                raise HostExit(ExitCode.WRITER_CRASH, str(exc)) from exc
+        if position > self.page.committed:
+            self.page.committed = position
 
 
 def load_plugin(config: HostConfig, page: StatePage) -> Writers:
