@@ -12,10 +12,9 @@ with exactly the summaries an undisturbed run would have produced.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import logging
-from typing import Any, Deque, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import msgpack
 
@@ -48,6 +47,7 @@ class ReplayReport:
     summaries_matched: int
     summaries_reemitted: int
     summaries_unexpected: int
+    summaries_differing: int
     entries_per_segment: int
 
     def as_dict(self) -> Dict[str, Any]:
@@ -67,6 +67,21 @@ def _load_snapshot(payload: bytes, intake: Intake, aggregator: Aggregator) -> bo
     return True
 
 
+def _find_pending(pending: List[Tuple[Tuple[str, int], bytes]], payload: bytes) -> Optional[int]:
+    """Index of the replayed summary a journaled one stands for: same bytes, else same (category, step)."""
+    for index, (_, expected) in enumerate(pending):
+        if expected == payload:
+            return index
+    try:
+        _, category, step = msgpack.unpackb(payload, raw=False)[:3]
+    except Exception:  # noqa: BLE001 — CRC-valid but unreadable: matches nothing
+        return None
+    for index, (key, _) in enumerate(pending):
+        if key == (category, step):
+            return index
+    return None
+
+
 def replay_newest_segment(journal: Journal, intake: Intake, aggregator: Aggregator) -> ReplayReport:
     """Restore ``intake`` and ``aggregator`` from ``journal`` (opened) and repair torn summaries.
 
@@ -77,8 +92,8 @@ def replay_newest_segment(journal: Journal, intake: Intake, aggregator: Aggregat
     """
     had_snapshot = False
     first = True
-    pending: Deque[bytes] = collections.deque()
-    replayed = skipped = matched = unexpected = entries = 0
+    pending: List[Tuple[Tuple[str, int], bytes]] = []
+    replayed = skipped = matched = unexpected = differing = entries = 0
     for entry in journal.recovery_entries():
         entries += 1
         kind = entry.type
@@ -101,21 +116,22 @@ def replay_newest_segment(journal: Journal, intake: Intake, aggregator: Aggregat
                 skipped += 1
                 continue
             replayed += 1
-            pending.extend(encode_summary(s) for s in aggregator.apply(frame.records))
+            pending.extend(((s.category, s.step), encode_summary(s)) for s in aggregator.apply(frame.records))
         elif kind == EntryType.SUMMARY:
-            if pending and pending[0] == entry.payload:
-                pending.popleft()
-                matched += 1
-            else:
+            index = _find_pending(pending, entry.payload)
+            if index is None:
                 unexpected += 1
-                logger.warning(
-                    "recovery: summary at %d does not match the replay (%d pending); keeping both",
-                    entry.position,
-                    len(pending),
-                )
+                logger.warning("recovery: summary at %d matches no write of the replay; kept", entry.position)
+            else:
+                if pending[index][1] != entry.payload:
+                    # Same write, other values: a damaged frame before it was set aside.
+                    # The journaled summary stands; the consumers have seen it.
+                    differing += 1
+                del pending[index]
+                matched += 1
         # PAD and later SNAPSHOTs carry nothing to replay.
     reemitted = len(pending)
-    for payload in pending:
+    for _, payload in pending:
         journal.append(EntryType.SUMMARY, payload)
     if reemitted:
         logger.warning("recovery: %d summaries were torn off by the crash; appended them again", reemitted)
@@ -123,7 +139,7 @@ def replay_newest_segment(journal: Journal, intake: Intake, aggregator: Aggregat
         # A fresh journal, or the newest segment lost its snapshot: start one that
         # has it, so the next recovery has a base again.
         journal.rotate(encode_snapshot(intake, aggregator))
-    report = ReplayReport(had_snapshot, replayed, skipped, matched, reemitted, unexpected, entries)
+    report = ReplayReport(had_snapshot, replayed, skipped, matched, reemitted, unexpected, differing, entries)
     logger.info("recovery: %s", report)
     return report
 

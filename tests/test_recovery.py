@@ -1,0 +1,250 @@
+"""Collector recovery: kill -9 and restart, torn and corrupt journals, open periods across restarts."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+
+import msgpack
+import pytest
+import zmq
+
+from collector_helpers import CollectorProcess, RawTrainer, journal_frames, journal_summaries, settle
+from statbus.pipeline.aggregator import Aggregator
+from statbus.pipeline.control import control_request
+from statbus.pipeline.intake import Intake
+from statbus.pipeline.journal import EntryType, Journal, iter_entries
+from statbus.pipeline.recovery import encode_snapshot, encode_summary, replay_newest_segment
+from statbus.pipeline.wire import decode_frame, encode_frame, hello_record, stat_record, write_record
+from statbus.plugins.records import pack_values
+
+TRAINERS = 4
+
+
+def stat(category, key, values, agg=0, op=0):
+    return stat_record(category, key, agg, op, pack_values(values))
+
+
+def trainer_values(trainer: int, step: int, part: int):
+    return [trainer * 1000 + step + part / 10 + i / 100 for i in range(3 + (trainer + step + part) % 4)]
+
+
+def normalized(summaries):
+    """Values of a key sorted: trainers run concurrently, so only order *within* a trainer is fixed."""
+    return [(c, s, {k: (a, sorted(v)) for k, (a, v) in d.items()}) for c, s, d in summaries]
+
+
+@pytest.fixture
+def context():
+    ctx = zmq.Context()
+    try:
+        yield ctx
+    finally:
+        ctx.destroy(linger=0)
+
+
+# --- in-process: replay equals the live state ------------------------------------------------
+
+
+def test_replay_rebuilds_senders_and_open_periods_and_reemits_a_torn_summary(tmp_path):
+    directory = str(tmp_path / "journal")
+    intake, aggregator = Intake(), Aggregator()
+    journal = Journal(directory, segment_bytes=600)
+    journal.open()
+    replay_newest_segment(journal, intake, aggregator)  # fresh: writes the first snapshot
+    rng = random.Random(7)
+    for seq in range(1, 60):
+        records = [stat("C", rng.choice("abc"), [rng.random() for _ in range(rng.randint(1, 4))])]
+        if seq % 7 == 0:
+            records.append(write_record("C", seq))
+        payload = encode_frame("s", seq, 1, 0, records)
+        frame = decode_frame(payload)
+        assert intake.judge(frame).ack == seq
+        journal.append(EntryType.FRAME, payload)
+        for summary in aggregator.apply(frame.records):
+            journal.append(EntryType.SUMMARY, encode_summary(summary))
+        journal.commit()
+        if journal.needs_rotation():
+            journal.rotate(encode_snapshot(intake, aggregator))
+    # the last frame closes a period; then its summary is torn off
+    payload = encode_frame("s", 60, 1, 0, [stat("C", "a", [1.0]), write_record("C", 60), stat("C", "b", [2.0])])
+    frame = decode_frame(payload)
+    intake.judge(frame)
+    journal.append(EntryType.FRAME, payload)
+    (summary,) = aggregator.apply(frame.records)
+    summary_position = journal.append(EntryType.SUMMARY, encode_summary(summary))
+    journal.commit()
+    journal.close()
+    assert len(journal.segment_starts()) > 2
+    newest = os.path.join(directory, f"{journal.segment_starts()[-1]:020d}.seg")
+    with open(newest, "r+b") as handle:
+        handle.truncate(summary_position - journal.segment_starts()[-1] + 5)
+
+    intake2, aggregator2 = Intake(), Aggregator()
+    journal2 = Journal(directory, segment_bytes=600)
+    journal2.open()
+    report = replay_newest_segment(journal2, intake2, aggregator2)
+    journal2.commit()
+    assert report.summaries_reemitted == 1 and report.had_snapshot
+    assert intake2.senders["s"].last_seq == 60
+    # the open period equals the live one: what frame 60 added after its write
+    assert aggregator2.snapshot() == aggregator.snapshot() == {"C": [["b", 0, pack_values([2.0])]]}
+    journal2.close()
+    summaries = [e.payload for e in iter_entries(directory) if e.type == EntryType.SUMMARY]
+    assert summaries[-1] == encode_summary(summary)
+    assert len(summaries) == len(set(summaries)) == 60 // 7 + 1
+
+
+# --- kill -9 of a collector process ----------------------------------------------------------
+
+
+def test_kill_9_twice_mid_run_loses_and_doubles_nothing(tmp_path, context):
+    collector = CollectorProcess(str(tmp_path / "results"), extra=["--no-plugins", "--segment-mb", "0.02"])
+    trainers, learner = [], None
+    try:
+        collector.start()
+        address = collector.layout.data_address
+        trainers = [RawTrainer(context, address, f"env-{i}") for i in range(TRAINERS)]
+        learner = RawTrainer(context, address, "learner")
+        for t in trainers + [learner]:
+            t.frame([hello_record({"pid": 1, "host": "test"})])
+        settle(trainers + [learner])
+        expected = []
+        steps = 30
+        kills = {9: "after trainers sent", 21: "after the learner's write"}
+        for step in range(1, steps + 1):
+            env = {}
+            for i, t in enumerate(trainers):
+                for part in range(1 + (i + step) % 3):
+                    values = trainer_values(i, step, part)
+                    agg = 2 if part == 2 else 0
+                    t.frame([stat("Env", "reward", values), stat("Env", f"part{part}", values[:1], agg=agg)])
+                    env.setdefault("reward", (0, []))[1].extend(values)
+                    slot = env.setdefault(f"part{part}", (agg, []))
+                    env[f"part{part}"] = (agg, slot[1] + values[:1])
+            if kills.get(step) == "after trainers sent":
+                collector.kill()
+                collector.start()
+            settle(trainers)
+            learner.frame([
+                stat("Policy", "loss", [step / 3]),
+                stat("Policy", "lr", [step * 0.01], agg=1, op=1),
+                write_record("Env", step),
+                write_record("Policy", step),
+            ])
+            if kills.get(step) == "after the learner's write":
+                collector.kill()
+                collector.start()
+            settle([learner])
+            expected.append(("Env", step, env))
+            expected.append(("Policy", step, {"loss": (0, [step / 3]), "lr": (1, [step * 0.01])}))
+        assert collector.starts == 3
+        journal_dir = collector.layout.journal_dir
+        frames = journal_frames(journal_dir)
+        assert len(frames) == len(set(frames)) == sum(t.seq for t in trainers + [learner])
+        assert normalized(journal_summaries(journal_dir)) == normalized(expected)
+        status = control_request(collector.layout.control_address, {"op": "status"}, timeout=10)
+        assert status["journal"]["segments"] > 1
+        assert "statbus collector ready" in collector.log()
+    finally:
+        for t in trainers + ([learner] if learner else []):
+            t.close()
+        collector.close()
+
+
+def test_open_periods_and_dedupe_survive_a_restart(tmp_path, context):
+    collector = CollectorProcess(str(tmp_path / "results"))
+    t = None
+    try:
+        collector.start()
+        t = RawTrainer(context, collector.layout.data_address, "a")
+        t.frame([stat("C", "k", [1.0, 2.0])])
+        first = t.unacked[1]
+        t.frame([stat("C", "k", [3.0], agg=2)])
+        settle([t])
+        collector.kill()
+        collector.start()
+        t.send_raw(first)  # an old, acked frame again: a duplicate after the restart too
+        t.frame([write_record("C", 5)])
+        settle([t])
+        assert journal_summaries(collector.layout.journal_dir) == [("C", 5, {"k": (2, [1.0, 2.0, 3.0])})]
+        assert journal_frames(collector.layout.journal_dir) == [("a", 1), ("a", 2), ("a", 3)]
+    finally:
+        if t is not None:
+            t.close()
+        collector.close()
+
+
+def test_a_torn_summary_is_reemitted_at_restart(tmp_path, context):
+    collector = CollectorProcess(str(tmp_path / "results"))
+    t = None
+    try:
+        collector.start()
+        t = RawTrainer(context, collector.layout.data_address, "a")
+        t.frame([stat("C", "k", [1.0]), write_record("C", 1)])
+        t.frame([stat("C", "k", [2.0]), write_record("C", 2)])
+        settle([t])
+        collector.kill()
+        journal_dir = collector.layout.journal_dir
+        last = [e for e in iter_entries(journal_dir) if e.type == EntryType.SUMMARY][-1]
+        segment = os.path.join(journal_dir, f"{0:020d}.seg")
+        with open(segment, "r+b") as handle:
+            handle.truncate(last.position + 3)  # the crash tore the summary's header
+        collector.start()
+        status = control_request(collector.layout.control_address, {"op": "status"}, timeout=10)
+        assert status["journal"]["recovery"]["replay"]["summaries_reemitted"] == 1
+        t.frame([stat("C", "k", [3.0]), write_record("C", 3)])
+        settle([t])
+        assert journal_summaries(journal_dir) == [
+            ("C", 1, {"k": (0, [1.0])}),
+            ("C", 2, {"k": (0, [2.0])}),
+            ("C", 3, {"k": (0, [3.0])}),
+        ]
+    finally:
+        if t is not None:
+            t.close()
+        collector.close()
+
+
+def test_a_damaged_journal_tail_still_starts_and_keeps_intact_entries(tmp_path, context):
+    source = CollectorProcess(str(tmp_path / "source"))
+    t = None
+    try:
+        source.start()
+        t = RawTrainer(context, source.layout.data_address, "a")
+        for step in range(1, 25):
+            t.frame([stat("C", "k", [step] * step), write_record("C", step)])
+        settle([t])
+    finally:
+        if t is not None:
+            t.close()
+        source.close()
+    entries = list(iter_entries(source.layout.journal_dir))
+    end = entries[-1].end
+    rng = random.Random(42)
+    damages = [("cut", rng.randrange(entries[1].position, end)) for _ in range(3)]
+    damages += [("flip", rng.randrange(entries[1].position, end)) for _ in range(2)]
+    for index, (kind, offset) in enumerate(damages):
+        results = str(tmp_path / f"copy{index}")
+        copy = CollectorProcess(results)
+        shutil.copytree(source.layout.journal_dir, copy.layout.journal_dir)
+        segment = os.path.join(copy.layout.journal_dir, f"{0:020d}.seg")
+        with open(segment, "r+b") as handle:
+            if kind == "cut":
+                handle.truncate(offset)
+            else:
+                handle.seek(offset)
+                byte = handle.read(1)
+                handle.seek(offset)
+                handle.write(bytes([byte[0] ^ 0xFF]))
+        try:
+            copy.start()
+            assert control_request(copy.layout.control_address, {"op": "ping"}, timeout=10)["ok"]
+            after = {(e.position, e.type, e.payload) for e in iter_entries(copy.layout.journal_dir)}
+            damaged = [e for e in entries if e.position <= offset < e.end]
+            intact = [e for e in entries if e.end <= offset or (kind == "flip" and e.position > offset)]
+            assert {(e.position, e.type, e.payload) for e in intact} <= after, (kind, offset)
+            assert all((e.position, e.type, e.payload) not in after for e in damaged if kind == "flip")
+        finally:
+            copy.close()
