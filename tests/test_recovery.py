@@ -248,3 +248,99 @@ def test_a_damaged_journal_tail_still_starts_and_keeps_intact_entries(tmp_path, 
             assert all((e.position, e.type, e.payload) not in after for e in damaged if kind == "flip")
         finally:
             copy.close()
+
+
+# --- the issue's "done when": real trainer processes through two kill -9 ------------------------
+
+DRIVER = r"""
+import sys
+from statbus.pipeline import StatsAggregationMethod, StatsReporter, configure, flush, shutdown
+
+role, results_dir, run_id = sys.argv[1], sys.argv[2], sys.argv[3]
+configure(run_id=run_id, results_dir=results_dir, autostart=False)
+env = StatsReporter("Env")
+policy = StatsReporter("Policy")
+for line in sys.stdin:
+    command, step = line.split()
+    step = int(step)
+    if command == "add":
+        index = int(role)
+        for i in range(50 + 10 * index):
+            env.add_stat("reward", index * 1000 + step + i / 1000)
+        env.add_stat("episodes", 1.0, StatsAggregationMethod.SUM)
+    elif command == "write":
+        policy.add_stat("loss", step / 7)
+        policy.set_stat("lr", 0.5 / step)
+        env.write_stats(step)
+        policy.write_stats(step)
+    elif command == "quit":
+        break
+    print("ok" if flush(60.0) else "timeout", step, flush=True)
+shutdown()
+print("bye", flush=True)
+"""
+
+
+def expected_trainer_run(steps: int):
+    expected = []
+    for step in range(1, steps + 1):
+        rewards = [index * 1000 + step + i / 1000 for index in range(TRAINERS) for i in range(50 + 10 * index)]
+        expected.append(("Env", step, {"reward": (0, rewards), "episodes": (2, [1.0] * TRAINERS)}))
+        expected.append(("Policy", step, {"loss": (0, [step / 7]), "lr": (1, [0.5 / step])}))
+    return expected
+
+
+def test_trainer_processes_and_a_learner_through_two_kill_9(tmp_path):
+    import subprocess
+    import sys
+
+    from collector_helpers import REPO
+
+    results = str(tmp_path / "results")
+    collector = CollectorProcess(results, run_id="ppo")
+    env = dict(os.environ, STATBUS_AUTOSTART="0", PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    processes = []
+    try:
+        collector.start()
+        for role in [str(i) for i in range(TRAINERS)] + ["learner"]:
+            processes.append(subprocess.Popen(
+                [sys.executable, "-c", DRIVER, role, results, "ppo"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+            ))
+        trainers, learner = processes[:TRAINERS], processes[TRAINERS]
+
+        def command(targets, text, step, kill=False):
+            for p in targets:
+                p.stdin.write(f"{text} {step}\n")
+                p.stdin.flush()
+            if kill:  # while the trainers' frames are in flight
+                collector.kill()
+                collector.start()
+            for p in targets:
+                assert p.stdout.readline().split() == ["ok", str(step)]
+
+        steps = 12
+        for step in range(1, steps + 1):
+            command(trainers, "add", step, kill=step == 4)
+            command([learner], "write", step, kill=step == 9)
+        for p in processes:
+            p.stdin.write("quit 0\n")
+            p.stdin.flush()
+            assert p.stdout.readline().strip() == "bye"
+            assert p.wait(timeout=60) == 0
+        assert collector.starts == 3
+        journal_dir = collector.layout.journal_dir
+        frames = journal_frames(journal_dir)
+        assert len(frames) == len(set(frames))
+        assert normalized(journal_summaries(journal_dir)) == normalized(expected_trainer_run(steps))
+        status = control_request(collector.layout.control_address, {"op": "status"}, timeout=10)
+        assert len(status["trainers"]) == TRAINERS + 1 and all(t["bye"] for t in status["trainers"])
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+            p.wait(timeout=30)
+            for stream in (p.stdin, p.stdout):
+                if stream is not None:
+                    stream.close()
+        collector.close()
