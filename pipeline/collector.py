@@ -350,6 +350,10 @@ class Collector:
                     self.retention.note_appended(1)
                     self._summaries += 1
                 appended = True
+                if journal.needs_rotation():
+                    # Mid-drain is fine: rotate() commits first, and the snapshot it
+                    # writes is the state after every entry appended so far.
+                    self._rotate()
             elif decision.substitute is not None:
                 journal.append(EntryType.FRAME, decision.substitute)
                 self.retention.note_appended(1)
@@ -361,8 +365,6 @@ class Collector:
                 break
         if appended:
             journal.commit()
-            if journal.needs_rotation():
-                self._rotate()
             self.fetch.on_committed()
         for routing_id, seq in acks.items():
             try:

@@ -42,7 +42,8 @@ class Retention:
         self.supervisor: Optional[Any] = None
         self._floors: Dict[str, int] = {}
         self._counts: Dict[int, int] = {}
-        """Entries per segment start, where this collector knows them (appended or recovered)."""
+        """Entries per segment start, where this collector knows them (appended since it started,
+        or found by recovery in the newest segment); segments older than this collector count 0."""
         self._current = 0
         self._next_pass = 0.0
         self.deleted_bytes = 0
@@ -106,7 +107,6 @@ class Retention:
         freed = self._journal.delete_before(cut)
         if freed:
             self.deleted_bytes += freed
-            oldest = self._journal.start_position
-            for base in [b for b in self._counts if b < oldest]:
-                del self._counts[base]
-            logger.info("retention: deleted %d bytes of journal before %d", freed, oldest)
+            # Counts of deleted segments stay (a few ints per GiB): a consumer behind them
+            # learns how many entries it lost.
+            logger.info("retention: deleted %d bytes of journal before %d", freed, self._journal.start_position)

@@ -276,3 +276,128 @@ def test_sigint_stops_at_once(collector):
     collector.process.send_signal(signal.SIGINT)
     assert collector.process.wait(timeout=30) == 0
     assert "stopping at once" in collector.log()
+
+
+# --- an in-process collector with a stand-in supervisor: retention, quota, poison, control -----
+
+
+class FakeSupervisor:
+    """The supervisor's API with cursors the test sets (the collector thread only reads them)."""
+
+    def __init__(self) -> None:
+        self.cursors = {"fast": 0, "slow": 0}
+        self.skips: dict = {}
+        self.started = None
+        self.stopped = False
+        self.ops: list = []
+
+    def start(self, head_position: int = 0) -> None:
+        self.started = head_position
+
+    def tick(self, head_position: int) -> None:
+        pass
+
+    def committed(self, plugin: str) -> int:
+        return self.cursors[plugin]
+
+    def skip_positions(self, plugin: str):
+        return frozenset(self.skips.get(plugin, ()))
+
+    def consumers(self):
+        return list(self.cursors)
+
+    def status(self):
+        return [{"name": name, "state": "ready", "committed": c} for name, c in self.cursors.items()]
+
+    def _op(self, op: str, name: str) -> None:
+        if name not in self.cursors:
+            from statbus.plugins import StatbusError
+
+            raise StatbusError(f"no plugin {name!r}")
+        self.ops.append((op, name))
+
+    def restart(self, name: str) -> None:
+        self._op("restart", name)
+
+    def enable(self, name: str) -> None:
+        self._op("enable", name)
+
+    def disable(self, name: str) -> None:
+        self._op("disable", name)
+
+    def all_caught_up(self, head_position: int) -> bool:
+        return all(c >= head_position for c in self.cursors.values())
+
+    def stop(self, timeout: float) -> None:
+        self.stopped = True
+
+
+def test_retention_quota_poison_and_plugin_control_with_a_supervisor(tmp_path, context):
+    import threading
+
+    from statbus.pipeline.collector import Collector, CollectorOptions
+    from statbus.pipeline.journal import EntryType, iter_entries
+    from statbus.pipeline.layout import RunLayout
+    from statbus.pipeline.recovery import read_entry_record
+
+    layout = RunLayout(str(tmp_path / "results"), "run")
+    fake = FakeSupervisor()
+    collector = Collector(
+        layout,
+        CollectorOptions(segment_bytes=4096, quota_bytes=12 * 1024),
+        supervisor_factory=lambda address, dead_letter: fake,
+    )
+    codes = []
+    thread = threading.Thread(target=lambda: codes.append(collector.run()), daemon=True)
+    thread.start()
+    t = RawTrainer(context, layout.data_address, "t")
+    fast = Worker(context, layout.worker_address, "fast")
+    slow = Worker(context, layout.worker_address, "slow")
+    try:
+        wait_for(lambda: os.path.exists(collector.ready_file), what="ready file")
+        assert fake.started is not None
+        for step in range(1, 61):
+            t.frame([stat("C", "k", list(range(100))), write_record("C", step)])
+        settle([t])
+
+        def status():
+            return control_request(layout.control_address, {"op": "status"}, timeout=10)
+
+        head = status()["journal"]["head"]
+        assert status()["journal"]["segments"] > 5
+        fake.cursors["fast"] = head
+        # slow has read nothing and is far over its quota: its floor moves up, segments go
+        wait_for(lambda: status()["journal"]["start"] > 0, what="retention")
+        start = status()["journal"]["start"]
+        assert head - start <= 12 * 1024 + 4096
+        _, entries, next_after, _, skipped = slow.fetch(0)
+        assert skipped > 0 and entries and entries[0][0] >= start
+        assert {c["plugin"]: c["skipped_quota"] > 0 for c in status()["consumers"]}["slow"]
+        # poison: a position set aside for "fast" only
+        frames = [e for e in iter_entries(layout.journal_dir) if e.type == EntryType.FRAME]
+        poison = frames[-1].position
+        fake.skips["fast"] = {poison}
+        _, got, _, _, skipped = fast.fetch(poison)
+        assert skipped == 1 and poison not in [e[0] for e in got] and got  # its summary still comes
+        _, got, _, _, skipped = slow.fetch(poison)
+        assert skipped == 0 and got[0][0] == poison
+        record = read_entry_record(frames[-1].payload, EntryType.FRAME)
+        assert record["kind"] == "batch" and record["records"][0]["values"] == [float(v) for v in range(100)]
+        # plugin control is the supervisor's
+        assert control_request(layout.control_address, {"op": "restart", "plugin": "fast"}, 10)["ok"]
+        assert control_request(layout.control_address, {"op": "disable", "plugin": "slow"}, 10)["ok"]
+        reply = control_request(layout.control_address, {"op": "enable", "plugin": "nope"}, 10)
+        assert reply["ok"] is False and "nope" in reply["error"]
+        assert fake.ops == [("restart", "fast"), ("disable", "slow")]
+        assert [p["name"] for p in status()["plugins"]] == ["fast", "slow"]
+        # graceful stop waits until every plugin caught up, then stops the workers
+        assert control_request(layout.control_address, {"op": "stop", "timeout": 60}, 10)["ok"]
+        assert control_request(layout.control_address, {"op": "ping"}, 10)["phase"] == "draining"
+        fake.cursors = {"fast": head, "slow": head}
+        thread.join(timeout=30)
+        assert not thread.is_alive() and codes == [0] and fake.stopped
+    finally:
+        collector.request_stop(graceful=False)
+        thread.join(timeout=30)
+        for s in (t, fast, slow):
+            s.close()
