@@ -335,6 +335,23 @@ def test_call_timeout_ends_a_stuck_host(tmp_path, collector, hosts):
     assert host.page.inflight == position
 
 
+def test_sigterm_finishes_the_current_entry_commits_and_exits_0(tmp_path, collector, hosts):
+    gate = tmp_path / "gate"
+    first = collector.add(*summary("A", 1, x=[1.0]))
+    second = collector.add(*summary("A", 2, x=[2.0]))
+    host = start(hosts, tmp_path, zoo_plugin("recorder"), collector.address, options={"block_on": str(gate)})
+    host.wait_ready()
+    wait_for(lambda: host.page.inflight == first, what="the blocked write")
+    host.proc.send_signal(signal.SIGTERM)
+    assert host.proc.poll() is None
+    gate.touch()
+    assert host.wait_exit() == ExitCode.OK, host.log()
+    # The entry in hand was finished, flushed and committed; the next one was left for later.
+    assert host.page.committed == second and host.page.inflight == NO_INFLIGHT
+    calls = read_lines(zoo_output(host.results, "run1", "recorder"))
+    assert [c["call"] for c in calls] == ["write_stats", "flush", "close"]
+
+
 # --- failures and their exit codes -------------------------------------------------------
 
 @pytest.mark.parametrize(
@@ -374,6 +391,13 @@ def test_poison_record_kills_at_its_position(tmp_path, collector, hosts):
     assert host.wait_exit() == ExitCode.WRITER_CRASH, host.log()
     assert host.page.inflight == poison
     assert [c["category"] for c in read_lines(zoo_output(host.results, "run1", "poison"))] == ["Good"]
+
+
+def test_flaky_writes_every_summary_before_it_crashes(tmp_path, collector, hosts):
+    collector.add(*summary("A", 7, x=[1.0]))
+    host = start(hosts, tmp_path, zoo_plugin("flaky"), collector.address, options={"one_in": 1, "seed": 3})
+    assert host.wait_exit() in (ExitCode.WRITER_CRASH, 1, -signal.SIGKILL), host.log()
+    assert [c["step"] for c in read_lines(zoo_output(host.results, "run1", "flaky"))] == [7]
 
 
 @pytest.mark.parametrize("args", [["--run-options", "{not json"], ["--run-options", '{"nope": 1}'], ["--bogus"]])
