@@ -102,6 +102,22 @@ def _ensure_collector(config: TrainerConfig) -> None:
     ensure_collector(config)
 
 
+_HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
+
+
+def _connect(sock: zmq.Socket, address: str) -> None:
+    if address.startswith("tcp://"):
+        # CURVE keys from STATBUS_CLIENT_KEY / STATBUS_SERVER_KEY; imported only here,
+        # so that an ipc trainer never loads the key-handling code.
+        from .security import client_security_from_env, secure_connect
+
+        secure_connect(sock, address, client_security_from_env())
+    else:
+        sock.connect(address)
+
+
 def _make_identity() -> str:
     host = socket.gethostname()[:64] or "localhost"
     return f"{host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -214,8 +230,8 @@ class Client:
             sock.setsockopt(zmq.IMMEDIATE, 1)
             sock.setsockopt(zmq.SNDHWM, SNDHWM)
             sock.setsockopt(zmq.RCVHWM, 10_000)
-            mon = sock.get_monitor_socket(zmq.EVENT_CONNECTED)
-            sock.connect(self.config.address)
+            mon = sock.get_monitor_socket(zmq.EVENT_CONNECTED | _HANDSHAKE_FAILED)
+            _connect(sock, self.config.address)
             self._loop(sock, mon)
         except Exception as exc:  # noqa: BLE001 — must never escape into the process
             self.counters["errors"] += 1
@@ -308,9 +324,16 @@ class Client:
                 message = recv_monitor_message(mon, zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if message.get("event") == zmq.EVENT_CONNECTED:
+            event = message.get("event", 0)
+            if event == zmq.EVENT_CONNECTED:
                 # A (new) collector: whatever went to the old connection may be lost.
                 self._rewind(now)
+            elif event & _HANDSHAKE_FAILED:
+                self.counters["errors"] += 1
+                from .security import handshake_failure_hint
+
+                hint = handshake_failure_hint(event, message.get("value", 0), self.config.address)
+                _rlog.warn("handshake", "statbus: %s", hint or f"handshake failed (event {event:#x})")
 
     def _rewind(self, now: float) -> None:
         self._sent_upto = self._buffer.acked

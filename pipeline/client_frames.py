@@ -19,6 +19,10 @@ BATCH_VALUES = 65536
 MAX_FRAME_RECORDS = MAX_RECORDS_PER_FRAME // 2
 MAX_FRAME_PROPERTY_BYTES = 2 << 20
 """Property bytes after which a frame is closed: far below the wire's frame limit."""
+MAX_MERGED_BYTES = 2 << 20
+"""Stripped frames are merged only while the result stays this small."""
+FRAME_OVERHEAD = 256
+"""Bytes of Python objects per buffered frame, counted so the bound is about real memory."""
 
 _MOST_RECENT = StatsAggregationMethod.MOST_RECENT.value
 _STAT = 0
@@ -115,7 +119,7 @@ class Outgoing:
 
     @property
     def nbytes(self) -> int:
-        return len(self.payload)
+        return len(self.payload) + FRAME_OVERHEAD
 
     @property
     def empty(self) -> bool:
@@ -123,7 +127,7 @@ class Outgoing:
 
     @property
     def has_stats(self) -> bool:
-        return any(record[0] == _STAT for record in self.records)
+        return self.nvalues > 0
 
     def encode(self, sender: str, floor: int, dropped: int) -> None:
         # The floor goes into the payload, so a frame is re-encoded when it moves.
@@ -139,13 +143,26 @@ class Outgoing:
 
 
 
+def _mergeable(lower: Outgoing, upper: Outgoing) -> bool:
+    """Two stats-less frames, never sent (so the collector cannot hold the lower one), small enough."""
+    return (
+        lower.first_sent is None and upper.first_sent is None
+        and not lower.has_stats and not upper.has_stats
+        and len(lower.records) + len(upper.records) <= MAX_FRAME_RECORDS
+        and lower.nbytes + upper.nbytes <= MAX_MERGED_BYTES
+    )
+
+
 class FrameBuffer:
     """Unacknowledged frames, oldest first, bounded by ``limit`` bytes (docs/internals.md "Wire").
 
     Over the limit, stat records are stripped from the oldest frames (same seq,
     re-encoded); frames left empty at the bottom are dropped and ``floor`` moves
-    past them.  Only if markers and properties alone overflow it are whole
-    frames dropped (``frames_lost``): memory stays bounded whatever happens.
+    past them.  A stripped bottom frame that was never sent is merged into the
+    next one when that is stripped and unsent too (so a HELLO or a run of WRITE
+    markers does not pin the floor, and costs bytes, not frames).  Only if
+    markers and properties alone overflow the buffer are whole frames dropped
+    (``frames_lost``): memory stays bounded whatever happens.
     """
 
     def __init__(self, sender: str, limit: int) -> None:
@@ -191,6 +208,13 @@ class FrameBuffer:
             self.nbytes += frame.nbytes - before
         return frame.payload
 
+    def _merge_up(self, lower: Outgoing, upper: Outgoing) -> None:
+        # Markers keep their order relative to every stat: neither frame has stats left.
+        before = upper.nbytes
+        upper.records = lower.records + upper.records
+        upper.encode(self.sender, self.floor, self.values_dropped)
+        self.nbytes += upper.nbytes - before
+
     def enforce(self) -> Tuple[int, int]:
         """Bring the buffer under its limit; returns (values dropped, frames lost) by this call."""
         values_before, lost_before = self.values_dropped, self.frames_lost
@@ -206,10 +230,17 @@ class FrameBuffer:
                     self.values_dropped += frame.strip_stats()
                     frame.encode(self.sender, self.floor, self.values_dropped)
                     self.nbytes += frame.nbytes - before
-        while self.frames and (self.frames[0].empty or (self.nbytes > self.limit and len(self.frames) > 1)):
-            frame = self.frames.popleft()
-            if not frame.empty:
-                self.frames_lost += 1
-            self.nbytes -= frame.nbytes
-            self.floor = frame.seq + 1
+        while self.frames:
+            bottom = self.frames[0]
+            if not bottom.empty:
+                # Merging needs no pressure: unsent stats-less neighbours are one frame's worth.
+                if len(self.frames) > 1 and _mergeable(bottom, self.frames[1]):
+                    self._merge_up(bottom, self.frames[1])
+                elif self.nbytes > self.limit and len(self.frames) > 1:
+                    self.frames_lost += 1
+                else:
+                    break
+            self.frames.popleft()
+            self.nbytes -= bottom.nbytes
+            self.floor = bottom.seq + 1
         return self.values_dropped - values_before, self.frames_lost - lost_before

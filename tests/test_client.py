@@ -156,3 +156,136 @@ def test_fork_with_pending_data_each_process_sends_its_own(tmp_path) -> None:
     assert [w.step for w in state.writes(sender=parent)] == [1]
     assert [w.step for w in state.writes(sender=child)] == [2]
     assert state.gaps == 0
+
+
+# --- the pieces, without processes -----------------------------------------
+
+import msgpack  # noqa: E402
+import pytest  # noqa: E402
+
+import statbus.pipeline as sp  # noqa: E402
+from statbus.pipeline import StatsReporter, trainer_config  # noqa: E402
+from statbus.pipeline.client_frames import FRAME_OVERHEAD, FrameBuffer, FrameBuilder  # noqa: E402
+from statbus.pipeline.wire import decode_frame, stat_record, write_record  # noqa: E402
+from statbus.plugins import ConfigError  # noqa: E402
+from statbus.plugins.records import pack_values  # noqa: E402
+
+
+def _stats(n: int) -> list:
+    return [stat_record("Cat", "k", 0, 0, pack_values(range(n)))]
+
+
+def test_frame_buffer_strips_oldest_stats_keeps_markers_and_raises_the_floor() -> None:
+    buffer = FrameBuffer("me", limit=1 << 20)
+    buffer.add(_stats(100), 100)                                    # 1: stats only
+    buffer.add(_stats(100) + [write_record("Cat", 1)], 100)          # 2: stats + write
+    buffer.add(_stats(100), 100)                                    # 3: stats only
+    # Room for one whole frame and two stripped ones: frames 1 and 2 must go.
+    buffer.limit = buffer.frames[2].nbytes + 2 * (FRAME_OVERHEAD + 100)
+    dropped, lost = buffer.enforce()
+    assert (dropped, lost) == (200, 0)
+    assert [f.seq for f in buffer.frames] == [2, 3]  # 1 was left empty at the bottom: dropped
+    assert buffer.floor == 2 and buffer.nbytes <= buffer.limit
+    frame2, frame3 = (decode_frame(buffer.payload(f)) for f in buffer.frames)
+    assert frame2.floor == 2 and [type(r).__name__ for r in frame2.records] == ["WriteMarker"]
+    assert frame3.floor == 2 and len(frame3.records[0].values) == 100
+    assert buffer.ack(2) == 1 and buffer.acked == 2
+    assert buffer.ack(1) == 0 and buffer.ack(99) == 1 and not buffer.frames
+
+
+def test_frame_buffer_merges_unsent_marker_frames_under_pressure() -> None:
+    buffer = FrameBuffer("me", limit=1 << 20)
+    for step in range(50):
+        buffer.add(_stats(10) + [write_record("Cat", step)], 10)
+    buffer.limit = 50 * 200
+    dropped, lost = buffer.enforce()
+    assert dropped == 500 and lost == 0 and buffer.nbytes <= buffer.limit
+    # Every write survives, in order, in fewer frames; the floor moved past the merged ones.
+    frames = [decode_frame(buffer.payload(f)) for f in buffer.frames]
+    assert [r.step for f in frames for r in f.records] == list(range(50))
+    assert len(frames) < 50 and buffer.floor == frames[0].seq
+
+
+def test_frame_buffer_last_resort_drops_whole_frames_to_stay_bounded() -> None:
+    buffer = FrameBuffer("me", limit=1 << 20)
+    for step in range(50):
+        buffer.add([write_record("Cat", step)], 0).first_sent = 1.0  # sent once: never merged
+    buffer.limit = 10 * (FRAME_OVERHEAD + 60)
+    _, lost = buffer.enforce()
+    assert lost > 0 and buffer.nbytes <= buffer.limit and buffer.frames_lost == lost
+    assert buffer.floor == buffer.frames[0].seq
+
+
+def test_frame_builder_groups_keys_in_first_seen_order() -> None:
+    agg = sp.StatsAggregationMethod
+    builder = FrameBuilder()
+    for event in [("C", "b", 1.0, agg.AVERAGE), ("C", "a", 2.0, agg.SUM), ("C", "b", 3.0, agg.HISTOGRAM)]:
+        builder.add(event)
+    builder.property("C", "selfplay", {"x": 1}, 10)
+    builder.write("C", 4)
+    records = builder.records()
+    assert [r[0] for r in records] == [2, 0, 0, 3]
+    assert records[1][2] == "b" and records[1][3] == agg.HISTOGRAM.value and records[2][2] == "a"
+    msgpack.packb(records)
+
+
+def test_config_arguments_then_environment_then_defaults(tmp_path) -> None:
+    env = {"STATBUS_RUN_ID": "envrun", "STATBUS_RESULTS_DIR": str(tmp_path), "STATBUS_BUFFER_BYTES": "123456",
+           "STATBUS_AUTOSTART": "0"}
+    config = trainer_config.build_config(environ=env)
+    assert (config.run_id, config.results_dir, config.buffer_bytes, config.autostart) == (
+        "envrun", str(tmp_path), 123456, False)
+    assert config.address.startswith("ipc://") and config.address.endswith("/data")
+    config = trainer_config.build_config("argrun", address="ipc:///x/y", autostart=True, environ=env)
+    assert (config.run_id, config.address, config.autostart) == ("argrun", "ipc:///x/y", True)
+    default = trainer_config.build_config(environ={})
+    assert (default.run_id, default.results_dir, default.autostart) == ("ppo", "results", True)
+    with pytest.raises(ConfigError, match="STATBUS_BUFFER_BYTES"):
+        trainer_config.build_config(environ={"STATBUS_BUFFER_BYTES": "lots"})
+    with pytest.raises(ConfigError, match="address"):
+        trainer_config.build_config(address="http://x", environ={})
+    with pytest.raises(ConfigError, match="buffer_bytes"):
+        trainer_config.build_config(buffer_bytes=10, environ={})
+    with pytest.raises(ConfigError, match="run id"):
+        trainer_config.build_config(run_id="a/b", environ={})
+
+
+def test_ensure_collector_hook_is_called_once_when_nothing_acks(tmp_path, monkeypatch) -> None:
+    import statbus.pipeline.autostart as autostart
+
+    calls = []
+    monkeypatch.setattr(autostart, "ensure_collector", lambda config: calls.append(config))
+    sp.configure(run_id="t", results_dir=str(tmp_path), address=_address(tmp_path), autostart=True, linger=0.2)
+    try:
+        reporter = StatsReporter("Cat")
+        reporter.add_stat("a", 1.0)
+        reporter.write_stats(1)
+        wait_for(lambda: calls, what="the on-demand hook")
+        reporter.add_stat("a", 2.0)
+        assert sp.flush(1.5) is False  # more time without an ack: still called only once
+        assert len(calls) == 1 and calls[0].run_id == "t"
+    finally:
+        sp.shutdown(0.2)
+    sp.configure(run_id="t", results_dir=str(tmp_path), address=_address(tmp_path), autostart=False, linger=0.2)
+    try:
+        StatsReporter("Cat").add_stat("a", 1.0)
+        assert sp.flush(1.5) is False
+        assert len(calls) == 1
+    finally:
+        sp.shutdown(0.2)
+
+
+def test_configure_after_use_restarts_the_client_at_the_new_address(tmp_path) -> None:
+    first, second = _address(tmp_path), "ipc://" + os.path.join(str(tmp_path), "e")
+    reporter = StatsReporter("Cat")
+    try:
+        with AckPeer(first) as one, AckPeer(second) as two:
+            sp.configure(run_id="t", results_dir=str(tmp_path), address=first, autostart=False, linger=5)
+            reporter.add_stat("a", 1.0)
+            sp.configure(run_id="t", results_dir=str(tmp_path), address=second, autostart=False, linger=5)
+            reporter.add_stat("a", 2.0)
+            assert sp.flush(30)
+            assert one.state.values("Cat", "a") == [1.0] and len(one.state.byes()) == 1
+            assert two.state.values("Cat", "a") == [2.0]
+    finally:
+        sp.shutdown(0.2)

@@ -313,3 +313,26 @@ def test_shutdown_says_goodbye_and_a_new_client_gets_a_new_identity(address) -> 
         first, second = peer.state.senders()
         assert first != second
         assert peer.state.values("Cat", "a", sender=second) == [2.0]
+
+
+def test_dropped_frames_raise_the_floor_and_the_peer_accepts_what_follows(tmp_path) -> None:
+    limit = 64 * 1024
+    address = _setup(tmp_path, buffer_bytes=limit)
+    try:
+        reporter = StatsReporter("Cat")
+        for chunk in range(30):
+            for i in range(2000):
+                reporter.add_stat("a", chunk * 2000 + i)
+            sp.flush(0.0)  # closes a stats-only frame (no write marker to keep it)
+        wait_for(lambda: sp.client_counters()["values_queued"] == 0 and sp.client_counters()["floor"] > 1,
+                 what="frames dropped at the bottom")
+        counters = sp.client_counters()
+        assert counters["buffer_bytes_max"] <= limit
+        with AckPeer(address) as peer:
+            assert sp.flush(30)
+            received = peer.state.values("Cat", "a")
+            assert received and received == [float(i) for i in range(60_000 - len(received), 60_000)]
+            assert peer.state.gaps == 0
+            assert peer.state.frames()[0].floor == counters["floor"] > 1
+    finally:
+        sp.shutdown(0.5)
