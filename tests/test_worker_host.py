@@ -423,8 +423,10 @@ def test_lost_collector_exits_68(tmp_path, collector, hosts):
     assert host.last_error().startswith("LOST_COLLECTOR: ")
 
 
-def test_parent_pid_that_is_not_the_parent_exits_67(tmp_path, collector, hosts):
-    host = start(hosts, tmp_path, zoo_plugin("good"), collector.address, extra_args=("--parent-pid", "1"))
+def test_a_gone_parent_pid_exits_67(tmp_path, collector, hosts):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # reaped: its pid names no process (short of pid reuse within seconds)
+    host = start(hosts, tmp_path, zoo_plugin("good"), collector.address, extra_args=("--parent-pid", str(gone.pid)))
     assert host.wait_exit() == ExitCode.LOST_PARENT
     assert (host.last_error() or "").startswith("LOST_PARENT: "), host.log()
 

@@ -120,7 +120,9 @@ class HostConfig:
     run_options: Mapping[str, Any]
     call_timeout: Optional[float] = None
     parent_pid: Optional[int] = None
-    """Exit with LOST_PARENT when ``os.getppid()`` differs; ``None`` = the parent at start."""
+    """The collector's pid: exit with LOST_PARENT once it is gone.  It may be a
+    grandparent (an interpreter wrapper that does not exec); losing our direct
+    parent (``os.getppid()`` changing) counts as lost too."""
     max_bytes: int = DEFAULT_MAX_BYTES
 
     @property
@@ -252,19 +254,32 @@ def _unpack_summary(data: bytes) -> Any:
 
 # --- heartbeat ---------------------------------------------------------------
 
+def _alive(pid: Optional[int]) -> bool:
+    if pid is None:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
 class Heartbeat(threading.Thread):
     """Beats every 0.25 s; ends the process when the parent is gone or a call is stuck."""
 
     def __init__(
         self,
         page: StatePage,
-        parent_pid: int,
+        parent_pid: Optional[int],
         call_timeout: Optional[float],
         current_call: Callable[[], str],
     ) -> None:
         super().__init__(name="statbus-heartbeat", daemon=True)
         self._page = page
         self._parent_pid = parent_pid
+        self._ppid_at_start = os.getppid()
         self._call_timeout = call_timeout
         self._current_call = current_call
         self._stop_event = threading.Event()
@@ -277,10 +292,10 @@ class Heartbeat(threading.Thread):
         while True:
             now = time.time()
             self._page.heartbeat = now
-            if os.getppid() != self._parent_pid:
+            if os.getppid() != self._ppid_at_start or not _alive(self._parent_pid):
                 # The collector died without stopping us: nobody reads what we
                 # would write, and lingering would hold the plugin's files.
-                die(ExitCode.LOST_PARENT, f"parent process {self._parent_pid} is gone")
+                die(ExitCode.LOST_PARENT, f"parent process {self._parent_pid or self._ppid_at_start} is gone")
             busy_since = self._page.busy_since
             if self._call_timeout is not None and busy_since and now - busy_since > self._call_timeout + CALL_TIMEOUT_GRACE:
                 die(ExitCode.WRITER_CRASH, f"{self._current_call()} did not return within {self._call_timeout:g} s")
@@ -408,7 +423,6 @@ def run_host(config: HostConfig) -> ExitCode:
     """Everything the process does; returns the exit code (errors already reported)."""
     stop = StopFlag()
     stop.install()
-    parent_pid = config.parent_pid if config.parent_pid is not None else os.getppid()
     try:
         page = StatePage(config.state_file, create=True)
     except (StatbusError, OSError) as exc:
@@ -416,7 +430,7 @@ def run_host(config: HostConfig) -> ExitCode:
         return ExitCode.BAD_CONFIG
     page.reset_for_host(os.getpid(), time.time())
     writers: Optional[Writers] = None
-    heartbeat = Heartbeat(page, parent_pid, config.call_timeout, lambda: writers.current_call if writers else "")
+    heartbeat = Heartbeat(page, config.parent_pid, config.call_timeout, lambda: writers.current_call if writers else "")
     heartbeat.start()
     context = zmq.Context()
     try:
