@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from typing import List, Optional, Sequence
 
@@ -118,7 +119,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (StatbusError, ImportError) as exc:
         logger.error("statbus collector cannot start: %s", exc)
         return ExitCode.ERROR
-    return int(Collector(layout, options, supervisor_factory=factory).run())
+    code = int(Collector(layout, options, supervisor_factory=factory).run())
+    # The journal is closed: a late SIGTERM (a second `stop`) must not turn a clean
+    # exit into death by signal while the interpreter winds down.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return code
 
 
 if __name__ == "__main__":

@@ -170,6 +170,9 @@ class Collector:
         except (StatbusError, zmq.ZMQError, OSError) as exc:
             logger.error("statbus collector failed: %s", exc)
             return ExitCode.ERROR
+        except Exception:  # noqa: BLE001 — a bug: say where, and still close the journal cleanly
+            logger.exception("statbus collector crashed")
+            return ExitCode.ERROR
         finally:
             self._shutdown(context, sockets)
             self._restore_signals(previous)
@@ -188,6 +191,9 @@ class Collector:
         self._reader = reader
         self.layout.ensure_socket_dir()
         data = self._bind(context, sockets, self.data_address, self.options.security, rcvhwm=DATA_RCVHWM)
+        if self.data_address.startswith("tcp://"):
+            # With port 0 or '*' only the bound endpoint tells trainers where to go.
+            self.data_address = data.getsockopt_string(zmq.LAST_ENDPOINT) or self.data_address
         work = self._bind(context, sockets, self.worker_address)
         ctl = self._bind(context, sockets, self.control_address)
         self.fetch = FetchServer(

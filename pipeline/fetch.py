@@ -89,6 +89,7 @@ class ConsumerView:
     entries_sent: int = 0
     skipped_quota: int = 0
     skipped_poison: int = 0
+    warned_ahead: bool = False
 
 
 @dataclasses.dataclass
@@ -214,6 +215,11 @@ class FetchServer:
             view.skipped_quota += lost
             start = floor
         head = self._head()
+        if start > head and not view.warned_ahead:
+            # A cursor from another journal (the journal was deleted, the state page kept):
+            # nothing will ever come; say so once instead of parking silently forever.
+            view.warned_ahead = True
+            logger.warning("plugin %s asks for position %d, past the journal head %d", plugin, start, head)
         entries: List[list] = []
         next_after = start
         if start < head:

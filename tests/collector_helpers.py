@@ -36,8 +36,15 @@ def wait_for(condition, timeout: float = 20.0, interval: float = 0.01, what: str
 class CollectorProcess:
     """``python -m statbus.pipeline`` for one run; always killed and reaped by :meth:`close`."""
 
-    def __init__(self, results_dir: str, run_id: str = "run", extra: Sequence[str] = ("--no-plugins",)) -> None:
+    def __init__(
+        self,
+        results_dir: str,
+        run_id: str = "run",
+        extra: Sequence[str] = ("--no-plugins",),
+        env: Optional[Dict[str, str]] = None,
+    ) -> None:
         self.layout = RunLayout(results_dir, run_id)
+        self.env = env
         self.extra = list(extra)
         self.process: Optional[subprocess.Popen] = None
         self.starts = 0
@@ -50,7 +57,7 @@ class CollectorProcess:
 
     def start(self, timeout: float = 30.0) -> "CollectorProcess":
         assert self.process is None or self.process.poll() is not None
-        env = dict(os.environ)
+        env = dict(os.environ if self.env is None else self.env)
         env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(

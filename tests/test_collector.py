@@ -262,6 +262,88 @@ def test_sigterm_stops_and_a_second_collector_is_refused(collector, tmp_path):
     assert "statbus collector stopped" in collector.log()
 
 
+def test_a_second_sigterm_stops_at_once_while_a_plugin_hangs(tmp_path, context):
+    from zoo import zoo_env
+
+    process = CollectorProcess(
+        str(tmp_path / "results"),
+        extra=["--plugins", "hangs", "--set", "hangs.call_timeout=600", "--stop-timeout", "600"],
+        env=zoo_env(),
+    )
+    t = None
+    try:
+        process.start()
+        t = RawTrainer(context, process.layout.data_address, "t")
+        t.frame([stat("C", "k", [1.0]), write_record("C", 1)])
+        settle([t])
+
+        def inflight():
+            status = control_request(process.layout.control_address, {"op": "status"}, timeout=10)
+            return status["plugins"][0]["inflight"] not in (None, -1)
+
+        wait_for(inflight, what="the hanging plugin to take the summary")
+        process.process.send_signal(signal.SIGTERM)
+        wait_for(
+            lambda: control_request(process.layout.control_address, {"op": "ping"}, 10)["phase"] == "draining",
+            what="draining",
+        )
+        process.process.send_signal(signal.SIGTERM)
+        assert process.process.wait(timeout=60) == 0
+        assert "stopping at once" in process.log()
+    finally:
+        if t is not None:
+            t.close()
+        process.close()
+
+
+def test_plugins_in_workers_receive_every_summary(tmp_path, context):
+    import json
+
+    from zoo import zoo_env, zoo_output
+
+    results = str(tmp_path / "results")
+    process = CollectorProcess(results, extra=["--plugins", "good,jsonl"], env=zoo_env())
+    t = None
+    try:
+        process.start()
+        t = RawTrainer(context, process.layout.data_address, "t")
+        for step in range(1, 31):
+            t.frame([stat("C", "k", [step, -step]), write_record("C", step)])
+        settle([t])
+        assert control_request(process.layout.control_address, {"op": "stop", "timeout": 60}, 10)["ok"]
+        assert process.process.wait(timeout=90) == 0
+        with open(zoo_output(results, "run", "good"), encoding="utf-8") as handle:
+            lines = [json.loads(line) for line in handle if '"write_stats"' in line]
+        assert [(x["step"], x["values"]) for x in lines] == [(s, {"k": [s, -s]}) for s in range(1, 31)]
+        with open(os.path.join(results, "run", "stats.jsonl"), encoding="utf-8") as handle:
+            assert sum(1 for line in handle if '"step"' in line) >= 30
+    finally:
+        if t is not None:
+            t.close()
+        process.close()
+
+
+def test_plain_tcp_with_the_insecure_flag(tmp_path, context):
+    import json
+
+    process = CollectorProcess(str(tmp_path / "results"), extra=["--no-plugins", "--bind", "tcp://127.0.0.1:0", "--insecure"])
+    t = None
+    try:
+        process.start()
+        with open(process.ready_file, encoding="utf-8") as handle:
+            address = json.load(handle)["data"]
+        assert address.startswith("tcp://127.0.0.1:") and not address.endswith(":0")
+        assert "INSECURE" in process.log()
+        t = RawTrainer(context, address, "remote")
+        t.frame([stat("C", "k", [1.0]), write_record("C", 1)])
+        settle([t])
+        assert journal_summaries(process.layout.journal_dir) == [("C", 1, {"k": (0, [1.0])})]
+    finally:
+        if t is not None:
+            t.close()
+        process.close()
+
+
 def test_insecure_tcp_is_refused(tmp_path):
     process = CollectorProcess(str(tmp_path / "results"), extra=["--no-plugins", "--bind", "tcp://127.0.0.1:0"])
     try:
