@@ -167,8 +167,8 @@ class Writers:
         # where a worker's throughput comes from.
         self._add_stat = [w.on_add_stat for w in self.writers if overrides(w, "on_add_stat")]
         self._add_property = [w.add_property for w in self.writers if overrides(w, "add_property")]
-        self._flush = [w.flush for w in self.writers if callable(getattr(w, "flush", None))]
-        self._close = [w.close for w in self.writers if callable(getattr(w, "close", None))]
+        self._flush = [(w, w.flush) for w in self.writers if callable(getattr(w, "flush", None))]
+        self._close = [(w, w.close) for w in self.writers if callable(getattr(w, "close", None))]
         self.needs_batches = bool(self._add_stat or self._add_property)
 
     def deliver(self, entry: FetchedEntry) -> bool:
@@ -227,8 +227,8 @@ class Writers:
         self._page.busy_since = 0.0
 
     def flush(self) -> None:
-        for flush in self._flush:
-            self.current_call = f"{_describe(flush.__self__)}.flush()"
+        for writer, flush in self._flush:
+            self.current_call = f"{_describe(writer)}.flush()"
             self._page.busy_since = time.time()
             try:
                 flush()
@@ -238,11 +238,11 @@ class Writers:
 
     def close(self) -> None:
         """Close every writer; a failing close is logged (everything was flushed and committed)."""
-        for close in self._close:
+        for writer, close in self._close:
             try:
                 close()
             except Exception:  # noqa: BLE001 — one writer's close must not skip the others'
-                logger.exception("%s.close() raised", _describe(close.__self__))
+                logger.exception("%s.close() raised", _describe(writer))
 
 
 def _unpack_summary(data: bytes) -> Any:
