@@ -7,11 +7,7 @@ unacknowledged frames in a bounded buffer, re-sends them when the collector come
 back, and answers ``flush()``/``shutdown()`` tickets.  Delivery follows
 docs/internals.md "Wire".
 
-Queue events (tuples, built by :mod:`.reporter`):
-
-* ``(category, key, value, aggregation)`` — ``add_stat``; aggregation ``None`` = ``set_stat``;
-* ``(EV_PROPERTY, category, type_value, plain_value, nbytes)``;
-* ``(EV_WRITE, category, step)``; ``(EV_FLUSH, ticket)``; ``(EV_BYE,)``.
+The queue's events are described in :mod:`.client_frames`.
 """
 
 from __future__ import annotations
@@ -24,22 +20,16 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any, Deque, Dict, List, Optional
+from typing import Any, Deque, Dict, List
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from . import trainer_config
-from .client_frames import BATCH_VALUES, FrameBuffer, FrameBuilder
+from .client_frames import BATCH_VALUES, EV_BYE, EV_FLUSH, FrameBuffer, FrameBuilder, Ticket, drain_events
 from .trainer_config import TrainerConfig
 from .wire import WireError, bye_record, decode_ack, hello_record
 
 logger = logging.getLogger(__name__)
-
-EV_PROPERTY = 2
-EV_WRITE = 3
-EV_BYE = 5
-EV_FLUSH = 10
 
 RESEND_AFTER = 1.0
 """Seconds without ack progress after which every unacked frame is sent again."""
@@ -76,17 +66,6 @@ class RateLimitedLog:
 
 
 _rlog = RateLimitedLog(logger)
-
-
-class Ticket:
-    """One ``flush()``: done once every frame up to ``target`` is acked (``ok``) or the sender stops."""
-
-    __slots__ = ("event", "target", "ok")
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.target: Optional[int] = None
-        self.ok = False
 
 
 def _ensure_collector(config: TrainerConfig) -> None:
@@ -340,39 +319,14 @@ class Client:
         self._progress_at = now
 
     def _drain(self) -> None:
-        """Turn queued events into frames: a WRITE (or flush) closes the frame it ends."""
-        queue = self.queue
-        builder = FrameBuilder()
-        for _ in range(len(queue)):
-            event = queue.popleft()
-            head = event[0]
-            if type(head) is str:
-                builder.add(event)
-                if builder.nvalues >= BATCH_VALUES or builder.nrecords >= builder.max_records:
-                    self._close_frame(builder)
-                    builder = FrameBuilder()
-            elif head == EV_WRITE:
-                builder.write(event[1], event[2])
-                self._close_frame(builder)
-                builder = FrameBuilder()
-            elif head == EV_PROPERTY:
-                builder.property(event[1], event[2], event[3], event[4])
-                if builder.nbytes >= builder.max_bytes:
-                    self._close_frame(builder)
-                    builder = FrameBuilder()
-            elif head == EV_FLUSH:
-                self._close_frame(builder)
-                builder = FrameBuilder()
-                ticket = event[1]
-                ticket.target = self._buffer.next_seq - 1
-                self._tickets.append(ticket)
-            elif head == EV_BYE:
-                builder.markers.append(bye_record(self._bye_info()))
-        self._close_frame(builder)
+        for item in drain_events(self.queue, self._bye_record):
+            if isinstance(item, FrameBuilder):
+                self._close_frame(item)
+            else:  # a flush ticket: done once every frame closed so far is acked
+                item.target = self._buffer.next_seq - 1
+                self._tickets.append(item)
 
     def _close_frame(self, builder: FrameBuilder) -> None:
-        if builder.empty:
-            return
         self.counters["values_recorded"] += builder.nvalues
         if not self._hello_sent:
             builder.hello = hello_record(self._hello_info())
@@ -385,8 +339,8 @@ class Client:
         return {"pid": os.getpid(), "host": socket.gethostname()[:255], "run_id": self.config.run_id,
                 "argv0": str(argv0)[:1024], "sender": self.sender}
 
-    def _bye_info(self) -> Dict[str, Any]:
-        return {"pid": os.getpid(), "values_dropped": self._buffer.values_dropped}
+    def _bye_record(self) -> list:
+        return bye_record({"pid": os.getpid(), "values_dropped": self._buffer.values_dropped})
 
     def _enforce_buffer(self) -> None:
         dropped, lost = self._buffer.enforce()

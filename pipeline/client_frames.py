@@ -1,14 +1,22 @@
-"""Trainer side: turning queued events into wire records, and one buffered frame.
+"""Trainer side: queued events → frames → the bounded buffer of unacked frames.
 
 Split from :mod:`.client` so that the grouping rules (what a frame holds, in
-which order) can be read and tested without sockets or threads.
+which order) and the buffer's overflow rules can be tested without sockets or
+threads.
+
+Queue events (tuples, appended by :mod:`.reporter`; a ``deque`` append is atomic):
+
+* ``(category, key, value, aggregation)`` — ``add_stat``; aggregation ``None`` = ``set_stat``;
+* ``(EV_PROPERTY, category, type_value, plain_value, nbytes)``;
+* ``(EV_WRITE, category, step)``; ``(EV_FLUSH, ticket)``; ``(EV_BYE,)``.
 """
 
 from __future__ import annotations
 
 import collections
+import threading
 import time
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple, Union
 
 from ..plugins.records import StatOp, pack_values
 from ..plugins.stats import StatsAggregationMethod
@@ -23,6 +31,11 @@ MAX_MERGED_BYTES = 2 << 20
 """Stripped frames are merged only while the result stays this small."""
 FRAME_OVERHEAD = 256
 """Bytes of Python objects per buffered frame, counted so the bound is about real memory."""
+
+EV_PROPERTY = 2
+EV_WRITE = 3
+EV_BYE = 5
+EV_FLUSH = 10
 
 _MOST_RECENT = StatsAggregationMethod.MOST_RECENT.value
 _STAT = 0
@@ -47,9 +60,6 @@ class FrameBuilder:
     values added after it in the same frame follow as an ADD record, so the
     collector sees exactly what ML-Agents' reporter would have done.
     """
-
-    max_records = MAX_FRAME_RECORDS
-    max_bytes = MAX_FRAME_PROPERTY_BYTES
 
     def __init__(self) -> None:
         self.hello: Optional[list] = None
@@ -101,6 +111,53 @@ class FrameBuilder:
                                        pack_values(entry.values)))
         out.extend(self.markers)
         return out
+
+
+class Ticket:
+    """One ``flush()``: done once every frame up to ``target`` is acked (``ok``) or the sender stops."""
+
+    __slots__ = ("event", "target", "ok")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.target: Optional[int] = None
+        self.ok = False
+
+
+def drain_events(queue: Deque[tuple], bye: Callable[[], list]) -> Iterator[Union[FrameBuilder, Ticket]]:
+    """Pop the events queued now; yield closed frames and, in their place, flush tickets.
+
+    A WRITE closes the frame it ends, so values added after a ``write_stats``
+    travel in a later frame; so does a flush.  A frame is also closed at
+    ``BATCH_VALUES`` values or when its records or property bytes grow large.
+    """
+    builder = FrameBuilder()
+    for _ in range(len(queue)):
+        event = queue.popleft()
+        head = event[0]
+        if type(head) is str:
+            builder.add(event)
+            if builder.nvalues >= BATCH_VALUES or builder.nrecords >= MAX_FRAME_RECORDS:
+                yield builder
+                builder = FrameBuilder()
+        elif head == EV_WRITE:
+            builder.write(event[1], event[2])
+            yield builder
+            builder = FrameBuilder()
+        elif head == EV_PROPERTY:
+            builder.property(event[1], event[2], event[3], event[4])
+            if builder.nbytes >= MAX_FRAME_PROPERTY_BYTES or builder.nrecords >= MAX_FRAME_RECORDS:
+                yield builder
+                builder = FrameBuilder()
+        elif head == EV_FLUSH:
+            if not builder.empty:
+                yield builder
+                builder = FrameBuilder()
+            yield event[1]
+        elif head == EV_BYE:
+            builder.markers.append(bye())
+    if not builder.empty:
+        yield builder
 
 
 class Outgoing:

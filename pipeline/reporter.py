@@ -28,8 +28,8 @@ import msgpack
 from ..plugins.records import MAX_NAME_LENGTH
 from ..plugins.stats import StatsAggregationMethod, StatsPropertyType
 from . import trainer_config
-from .client import EV_PROPERTY, EV_WRITE, Client
-from .client_frames import BATCH_VALUES
+from .client import Client
+from .client_frames import BATCH_VALUES, EV_PROPERTY, EV_WRITE
 from .wire import MAX_MAP_ENTRIES, MAX_NESTING, MAX_RECORDS_PER_FRAME, MAX_STRING_BYTES
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,15 @@ import sys
 import textwrap
 from typing import Dict, Iterator
 
-from statbus.pipeline.wire import Hello
+import msgpack
+import pytest
+
+import statbus.pipeline as sp
+from statbus.pipeline import StatsReporter, trainer_config
+from statbus.pipeline.client_frames import FRAME_OVERHEAD, FrameBuffer, FrameBuilder
+from statbus.pipeline.wire import Hello, decode_frame, stat_record, write_record
+from statbus.plugins import ConfigError
+from statbus.plugins.records import pack_values
 
 from ackpeer import AckPeer, PeerState, wait_for
 
@@ -159,17 +167,6 @@ def test_fork_with_pending_data_each_process_sends_its_own(tmp_path) -> None:
 
 
 # --- the pieces, without processes -----------------------------------------
-
-import msgpack  # noqa: E402
-import pytest  # noqa: E402
-
-import statbus.pipeline as sp  # noqa: E402
-from statbus.pipeline import StatsReporter, trainer_config  # noqa: E402
-from statbus.pipeline.client_frames import FRAME_OVERHEAD, FrameBuffer, FrameBuilder  # noqa: E402
-from statbus.pipeline.wire import decode_frame, stat_record, write_record  # noqa: E402
-from statbus.plugins import ConfigError  # noqa: E402
-from statbus.plugins.records import pack_values  # noqa: E402
-
 
 def _stats(n: int) -> list:
     return [stat_record("Cat", "k", 0, 0, pack_values(range(n)))]
