@@ -88,4 +88,4 @@ def test_crash_loop_path_and_recovery() -> None:
 
 def test_has_process() -> None:
     assert {s for s in WorkerState if s.has_process} == {S.STARTING, S.READY, S.STOPPING, S.ABORTING}
-    assert S.READY.value == "ready"
+    assert S.READY.value == "READY"

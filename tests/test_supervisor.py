@@ -217,7 +217,7 @@ def test_start_ready_status_and_stop(make: Callable[..., Harness], tmp_path: Pat
     h.wait_state("alpha", WorkerState.READY)
     alpha = h.status("alpha")
     assert alpha["pid"] and alpha["restarts"] == 0 and alpha["last_error"] is None
-    assert h.status("beta")["state"] == "stopped" and h.status("beta")["pid"] is None
+    assert h.status("beta")["state"] == "DISABLED" and h.status("beta")["pid"] is None
     assert h.sup.consumers() == ["alpha"]
     h.wait(lambda: (h.status("alpha")["rss_mb"] or 0) > 1, what="an RSS sample")
     assert (h.statbus_dir / "consumers" / "alpha.state").exists()
@@ -226,7 +226,7 @@ def test_start_ready_status_and_stop(make: Callable[..., Harness], tmp_path: Pat
     # Its own process group, so that signals reach everything it started.
     assert os.getpgid(alpha["pid"]) == alpha["pid"]
     h.sup.stop(timeout=5.0)
-    assert h.status("alpha")["state"] == "stopped" and h.status("alpha")["pid"] is None
+    assert h.status("alpha")["state"] == "STOPPED" and h.status("alpha")["pid"] is None
     assert not _alive(alpha["pid"])
 
 
@@ -234,7 +234,7 @@ def test_crash_then_backoff_then_restart_resumes(make: Callable[..., Harness], t
     counter = str(tmp_path / "count")
     h = make(["crashy"], config(crashy={"options": {"mode": "crash", "inflight": 7, "counter": counter, "ok_after": 2}}))
     h.sup.start()
-    h.wait(lambda: h.status("crashy")["restarts"] == 2 and h.status("crashy")["state"] == "ready", what="2 restarts")
+    h.wait(lambda: h.status("crashy")["restarts"] == 2 and h.status("crashy")["state"] == "READY", what="2 restarts")
     status = h.status("crashy")
     assert status["last_error"] == "WRITER_CRASH: boom at 7"
     assert status["last_exit"] == 70
@@ -257,10 +257,10 @@ def test_budget_spent_means_failed_and_others_carry_on(make: Callable[..., Harne
     # FAILED keeps its backlog (retention) but does not hold up draining.
     assert "loop" in h.sup.consumers()
     h.sup.tick(0)
-    assert h.status("loop")["state"] == "failed", "nothing restarts a FAILED plugin by itself"
+    assert h.status("loop")["state"] == "FAILED", "nothing restarts a FAILED plugin by itself"
     # An explicit restart is a clean slate.
     h.sup.restart("loop")
-    assert h.status("loop")["state"] == "starting"
+    assert h.status("loop")["state"] == "STARTING"
     h.wait_state("loop", WorkerState.FAILED)
     assert Path(counter).read_text() == "6"
 
@@ -287,9 +287,9 @@ def test_hung_host_group_is_killed_and_replaced(make: Callable[..., Harness], tm
     grandchild = int(grandchild_file.read_text())
     first_pid = h.status("stuck")["pid"]
     assert _alive(grandchild) and os.getpgid(grandchild) == first_pid
-    h.wait(lambda: h.status("stuck")["state"] == "aborting", what="hang detected")
+    h.wait(lambda: h.status("stuck")["state"] == "ABORTING", what="hang detected")
     assert "hung: no heartbeat" in h.status("stuck")["last_error"], "shown while it is being stopped"
-    h.wait(lambda: h.status("stuck")["restarts"] == 1 and h.status("stuck")["state"] == "ready", what="replacement")
+    h.wait(lambda: h.status("stuck")["restarts"] == 1 and h.status("stuck")["state"] == "READY", what="replacement")
     assert "hung: no heartbeat" in h.status("stuck")["last_error"]
     assert not _alive(first_pid)
     assert not _alive(grandchild), "the whole process group is killed"
@@ -311,7 +311,7 @@ def test_memory_cap_restarts(make: Callable[..., Harness], tmp_path: Path) -> No
         config(hog={"memory_cap_mb": 150, "options": {"mode": "memory", "mb": 200, "counter": counter, "ok_after": 1}}),
     )
     h.sup.start()
-    h.wait(lambda: h.status("hog")["restarts"] == 1 and h.status("hog")["state"] == "ready", what="restart")
+    h.wait(lambda: h.status("hog")["restarts"] == 1 and h.status("hog")["state"] == "READY", what="restart")
     assert "memory cap" in h.status("hog")["last_error"]
     assert h.sup.skip_positions("hog") == frozenset(), "over the cap is not a record's fault"
 
@@ -321,7 +321,7 @@ def test_poison_record_goes_to_dead_letter_and_skip_set(make: Callable[..., Harn
     h = make(["victim"], config(victim={"options": {
         "mode": "crash", "inflight": 1234, "counter": counter, "ok_after": 3}}))
     h.sup.start()
-    h.wait(lambda: h.status("victim")["state"] == "ready" and h.status("victim")["restarts"] == 3, what="after poison")
+    h.wait(lambda: h.status("victim")["state"] == "READY" and h.status("victim")["restarts"] == 3, what="after poison")
     assert h.sup.skip_positions("victim") == frozenset({1234})
     assert h.dead_letter_calls == [("victim", 1234)]
     lines = (h.statbus_dir / "dead-letter" / "victim.jsonl").read_text().splitlines()
@@ -343,11 +343,11 @@ def test_disable_enable_restart(make: Callable[..., Harness]) -> None:
     h.wait_state("a", WorkerState.READY)
     first = h.status("a")["pid"]
     h.sup.restart("a")
-    h.wait(lambda: h.status("a")["state"] == "ready" and h.status("a")["pid"] != first, what="restarted")
+    h.wait(lambda: h.status("a")["state"] == "READY" and h.status("a")["pid"] != first, what="restarted")
     assert not _alive(first)
     second = h.status("a")["pid"]
     h.sup.disable("a")
-    h.wait_state("a", WorkerState.STOPPED)
+    h.wait(lambda: h.status("a")["state"] == "DISABLED", what="disabled")
     assert not _alive(second)
     assert h.sup.consumers() == []
     with pytest.raises(SupervisorError, match="disabled"):
@@ -359,16 +359,21 @@ def test_disable_enable_restart(make: Callable[..., Harness]) -> None:
 
 
 def test_initial_cursor_head_or_backfill(make: Callable[..., Harness]) -> None:
-    h = make(["late", "filler"], config(late={"enabled": False}, filler={"enabled": False, "backfill": True}))
+    h = make(
+        ["late", "filler"],
+        config(late={"enabled": False}, filler={"enabled": False, "backfill": True}),
+        count_entries=lambda after, head: (head - after) // 100,
+    )
     h.sup.start()
     h.head = 5000
     h.sup.tick(h.head)
     h.sup.enable("late")
     h.sup.enable("filler")
-    h.wait(lambda: all(h.status(n)["state"] == "ready" for n in ("late", "filler")), what="both ready")
+    h.wait(lambda: all(h.status(n)["state"] == "READY" for n in ("late", "filler")), what="both ready")
     assert h.sup.committed("late") == 5000, "enabled mid-run: starts at the head"
     assert h.sup.committed("filler") == 0, "backfill: from the start of the journal"
     assert h.status("late")["lag_bytes"] == 0 and h.status("filler")["lag_bytes"] == 5000
+    assert h.status("late")["lag_records"] == 0 and h.status("filler")["lag_records"] == 50
     assert not h.sup.all_caught_up(5000)
     assert h.sup.all_caught_up(0)
 
@@ -386,7 +391,7 @@ def test_interpreter_that_cannot_start_fails(make: Callable[..., Harness], tmp_p
     h = make(["bad"], config(bad={"interpreter": str(tmp_path / "no-such-python")}))
     h.sup.start()
     status = h.status("bad")
-    assert status["state"] == "failed" and "cannot start" in status["last_error"]
+    assert status["state"] == "FAILED" and "cannot start" in status["last_error"]
 
 
 def test_stop_kills_hosts_that_ignore_term(make: Callable[..., Harness], tmp_path: Path) -> None:
@@ -396,7 +401,7 @@ def test_stop_kills_hosts_that_ignore_term(make: Callable[..., Harness], tmp_pat
     pid = h.status("deaf")["pid"]
     h.sup.stop(timeout=5.0)
     assert not _alive(pid)
-    assert h.status("deaf")["state"] == "stopped"
+    assert h.status("deaf")["state"] == "STOPPED"
 
 
 def test_backoff_waits_on_the_injected_clock(make: Callable[..., Harness], tmp_path: Path) -> None:
@@ -413,13 +418,13 @@ def test_backoff_waits_on_the_injected_clock(make: Callable[..., Harness], tmp_p
     assert h.status("c")["restart_in"] == 10.0
     for _ in range(20):
         h.sup.tick(0)
-    assert h.status("c")["state"] == "backoff", "not due yet on the fake clock"
+    assert h.status("c")["state"] == "BACKOFF", "not due yet on the fake clock"
     clock.now += 9.9
     h.sup.tick(0)
-    assert h.status("c")["state"] == "backoff"
+    assert h.status("c")["state"] == "BACKOFF"
     clock.now += 0.2
     h.sup.tick(0)
-    assert h.status("c")["state"] == "starting"
+    assert h.status("c")["state"] == "STARTING"
     h.wait_state("c", WorkerState.READY)
 
 
@@ -513,13 +518,13 @@ def test_real_hosts_catch_up_and_poison_is_set_aside(real_host: Callable[..., tu
     h, server = real_host(["good", "poison", "import_error"], config(), entries)
     h.sup.start()
     h.wait(lambda: h.sup.all_caught_up(server.head), timeout=90, what="all caught up")
-    assert h.status("good")["state"] == "ready" and h.status("good")["restarts"] == 0
+    assert h.status("good")["state"] == "READY" and h.status("good")["restarts"] == 0
     assert h.sup.skip_positions("good") == frozenset()
     assert h.sup.skip_positions("poison") == frozenset({400})
     assert h.status("poison")["restarts"] == 3 and "WRITER_CRASH" in h.status("poison")["last_error"]
     assert h.dead_letter_calls == [("poison", 400)]
     import_error = h.status("import_error")
-    assert import_error["state"] == "failed" and import_error["last_error"].startswith("IMPORT_FAILURE")
+    assert import_error["state"] == "FAILED" and import_error["last_error"].startswith("IMPORT_FAILURE")
     assert import_error["restarts"] == 0
     good_steps = [line["step"] for line in read_jsonl(zoo_output(str(tmp_path), "run", "good"))]
     assert good_steps == list(range(10))
@@ -528,7 +533,7 @@ def test_real_hosts_catch_up_and_poison_is_set_aside(real_host: Callable[..., tu
     # A graceful stop: TERM, the hosts exit 0 on their own.
     pids = [h.status(name)["pid"] for name in ("good", "poison")]
     h.sup.stop(timeout=10.0)
-    assert h.status("good")["state"] == "stopped" and h.status("good")["last_exit"] == 0
+    assert h.status("good")["state"] == "STOPPED" and h.status("good")["last_exit"] == 0
     assert not any(_alive(pid) for pid in pids)
 
 
@@ -578,17 +583,17 @@ def test_hang_thresholds_on_the_injected_clock(make: Callable[..., Harness], tmp
         page.close()
     clock.now += 2.9
     h.sup.tick(0)
-    assert h.status("stuck")["state"] == "ready", "2.9 s of silence is within the 3 s timeout"
+    assert h.status("stuck")["state"] == "READY", "2.9 s of silence is within the 3 s timeout"
     clock.now += 0.2
     h.sup.tick(0)
-    assert h.status("stuck")["state"] == "aborting"
+    assert h.status("stuck")["state"] == "ABORTING"
     pid = h.status("stuck")["pid"]
     # It ignores TERM: nothing happens until the grace has passed on the clock.
     for _ in range(10):
         h.sup.tick(0)
         time.sleep(0.01)
-    assert _alive(pid) and h.status("stuck")["state"] == "aborting"
+    assert _alive(pid) and h.status("stuck")["state"] == "ABORTING"
     clock.now += 2.1
-    h.wait(lambda: h.status("stuck")["state"] == "backoff", what="killed and reaped")
+    h.wait(lambda: h.status("stuck")["state"] == "BACKOFF", what="killed and reaped")
     assert not _alive(pid) and not _alive(int(grandchild_file.read_text()))
     assert h.status("stuck")["last_error"] == "hung: no heartbeat for 3.1 s"

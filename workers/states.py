@@ -33,14 +33,14 @@ from ..plugins.errors import StatbusError
 class WorkerState(str, enum.Enum):
     """Where a plugin's worker is in its life; the value is what status shows."""
 
-    STOPPED = "stopped"
-    STARTING = "starting"
-    READY = "ready"
-    STOPPING = "stopping"
-    ABORTING = "aborting"
-    EXITED = "exited"
-    BACKOFF = "backoff"
-    FAILED = "failed"
+    STOPPED = "STOPPED"
+    STARTING = "STARTING"
+    READY = "READY"
+    STOPPING = "STOPPING"
+    ABORTING = "ABORTING"
+    EXITED = "EXITED"
+    BACKOFF = "BACKOFF"
+    FAILED = "FAILED"
 
     @property
     def has_process(self) -> bool:
@@ -51,7 +51,7 @@ class WorkerState(str, enum.Enum):
 class WorkerEvent(str, enum.Enum):
     START = "start"
     """A host process was spawned."""
-    READY = "ready"
+    READY = "READY"
     """The host's state page says it is ready."""
     STOP = "stop"
     """Asked to stop (disable, explicit restart, shutdown)."""

@@ -89,6 +89,9 @@ HEAD_SAMPLE_INTERVAL = 0.5
 LOG_TAIL_BYTES = 64 * 1024
 """How much of a host's log is searched for its last error line."""
 
+DISABLED = "DISABLED"
+"""What :meth:`Supervisor.status` shows as the state of a disabled plugin."""
+
 Spawn = Callable[..., "subprocess.Popen[bytes]"]
 DeadLetterSource = Callable[[str, int], Optional[Mapping[str, Any]]]
 
@@ -253,6 +256,7 @@ class Supervisor:
         sample_interval: float = 1.0,
         env: Optional[Mapping[str, str]] = None,
         log_level: Optional[str] = None,
+        count_entries: Optional[Callable[[int, int], Optional[int]]] = None,
     ) -> None:
         self.paths = WorkerPaths(statbus_dir)
         self.config = settings
@@ -267,6 +271,7 @@ class Supervisor:
         self._sample_interval = sample_interval
         self._env = env
         self._log_level = log_level
+        self._count_entries = count_entries
         self._head = 0
         self._head_samples: Deque[Tuple[float, int]] = collections.deque(maxlen=4096)
         self._stopping = False
@@ -684,6 +689,18 @@ class Supervisor:
         index = min(index, len(heads) - 1)
         return max(0.0, now - self._head_samples[index][0])
 
+    def _lag_records(self, committed: int) -> Optional[int]:
+        """Entries behind the head: exact 0 when caught up, else counted by the collector if it can."""
+        if committed >= self._head:
+            return 0
+        if self._count_entries is None:
+            return None
+        try:
+            return self._count_entries(committed, self._head)
+        except Exception:  # status must not fail because a count could not be made
+            logger.debug("counting entries from %d to %d failed", committed, self._head, exc_info=True)
+            return None
+
     def _status_of(self, worker: _Worker) -> Dict[str, Any]:
         now = self._clock()
         page = worker.page if worker.page is not None and not worker.page.closed else None
@@ -694,7 +711,8 @@ class Supervisor:
             "group": worker.info.group,
             "target": worker.info.target,
             "enabled": worker.enabled,
-            "state": worker.state.value,
+            # A disabled plugin is shown as such (the state machine only knows STOPPED).
+            "state": DISABLED if not worker.enabled and worker.state is WorkerState.STOPPED else worker.state.value,
             "pid": worker.proc.pid if worker.proc is not None else None,
             "restarts": max(0, worker.spawns - 1),
             "last_error": worker.last_error,
@@ -702,6 +720,7 @@ class Supervisor:
             "committed": committed,
             "inflight": page.inflight if page is not None and worker.proc is not None else None,
             "lag_bytes": max(0, self._head - committed),
+            "lag_records": self._lag_records(committed),
             "lag_seconds": self._lag_seconds(committed, now),
             "delivered": page.delivered if page is not None else 0,
             "summaries": page.summaries if page is not None else 0,
