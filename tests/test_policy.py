@@ -225,3 +225,16 @@ def test_failures_after_progress_never_spend_the_budget() -> None:
         assert policy.failed(reason="x", committed=committed).action is Action.RESTART
     policy.started(committed)
     assert policy.failed(reason="x", committed=committed).action is Action.FAIL
+
+
+def test_external_kills_restart_promptly_without_spending_anything() -> None:
+    clock = FakeClock()
+    policy = RestartPolicy(PolicyConfig(max_restarts=1), clock=clock, rng=ZeroRandom())
+    policy.failed(reason="x", committed=0, inflight=300)
+    for _ in range(50):  # kill -9 from outside, over and over, before any progress
+        policy.started(0)
+        verdict = policy.failed(reason="killed by SIGKILL", committed=0, inflight=300, external=True)
+        assert verdict.action is Action.RESTART and verdict.delay == 0.5 and verdict.poison is None
+    assert policy.budget.used() == 1 and policy.backoff.attempt == 1
+    assert policy.strikes.count == 1, "an outside kill neither adds nor clears strikes"
+    assert policy.failed(reason="x", committed=0, inflight=300, fatal=True, external=True).action is Action.FAIL

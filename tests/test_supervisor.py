@@ -597,3 +597,20 @@ def test_hang_thresholds_on_the_injected_clock(make: Callable[..., Harness], tmp
     h.wait(lambda: h.status("stuck")["state"] == "BACKOFF", what="killed and reaped")
     assert not _alive(pid) and not _alive(int(grandchild_file.read_text()))
     assert h.status("stuck")["last_error"] == "hung: no heartbeat for 3.1 s"
+
+
+def test_kill_9_from_outside_never_fails_the_plugin(make: Callable[..., Harness]) -> None:
+    h = make(["target"], config(target={"max_restarts": 1}), policy=PolicyConfig(backoff_initial=0.05))
+    h.sup.start()
+    killed = set()
+    for _ in range(6):
+        h.wait(lambda: h.status("target")["pid"] is not None, what="a host to kill")
+        pid = h.status("target")["pid"]
+        os.kill(pid, signal.SIGKILL)
+        killed.add(pid)
+        h.wait(lambda: h.status("target")["pid"] != pid, what="the kill noticed")
+    h.wait_state("target", WorkerState.READY)
+    status = h.status("target")
+    assert status["restarts"] == 6 and len(killed) == 6
+    assert status["last_error"] == "killed by SIGKILL"
+    assert h.sup.skip_positions("target") == frozenset()

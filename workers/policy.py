@@ -19,6 +19,9 @@ Rules:
   A failure after a healthy run does not spend the budget: a plugin that
   crashes now and then but makes progress in between is flaky, not
   crash-looping, and keeps being restarted (its output stays complete).
+* **External** ends (killed from outside, e.g. ``kill -9`` by an operator or
+  a chaos test) are not the plugin's fault: restart after the first delay,
+  without spending budget, growing the backoff or striking a record.
 * **Poison**: the same record in flight at ``poison_strikes`` consecutive
   abnormal exits is poison.  A failure with a different record in flight, or
   with none, starts counting again, and so does progress past the record.
@@ -89,10 +92,14 @@ class Backoff:
         # Cap the exponent too: 2**attempt overflows a float after ~1000 failures.
         return min(config.backoff_cap, config.backoff_initial * 2.0 ** min(attempt, 64))
 
+    def jitter(self) -> float:
+        """A fresh random number in [0, 1) from the injected rng."""
+        return self._rng.random()
+
     def next_delay(self) -> float:
         base = self.base_delay(self.attempt)
         self.attempt += 1
-        return base * (1.0 - self._config.backoff_jitter * self._rng.random())
+        return base * (1.0 - self._config.backoff_jitter * self.jitter())
 
     def reset(self) -> None:
         self.attempt = 0
@@ -190,15 +197,30 @@ class RestartPolicy:
             return True
         return self._started_at is not None and self._clock() - self._started_at >= self.config.stable_after
 
-    def failed(self, *, reason: str, committed: int, inflight: Optional[int] = None, fatal: bool = False) -> Verdict:
+    def failed(
+        self,
+        *,
+        reason: str,
+        committed: int,
+        inflight: Optional[int] = None,
+        fatal: bool = False,
+        external: bool = False,
+    ) -> Verdict:
         """A host ended abnormally.
 
         ``inflight`` is the record it was delivering when it died, if the
         failure may be that record's fault (None otherwise: the strike count
         restarts).  ``fatal`` means restarting cannot help (bad config, import
         or registration failure): FAILED at once, budget untouched.
+        ``external`` means someone else ended it (a kill from outside): not the
+        plugin's fault, so a restart after the first backoff delay that
+        touches neither the budget, nor the backoff sequence, nor the strikes.
         """
         self.strikes.progressed(committed)
+        if external and not fatal:
+            self._started_at = None
+            base = self.config.backoff_initial
+            return Verdict(Action.RESTART, base * (1.0 - self.config.backoff_jitter * self.backoff.jitter()), reason, None)
         poison = self.strikes.failed(inflight)
         if fatal:
             return Verdict(Action.FAIL, 0.0, reason, poison)

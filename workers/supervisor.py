@@ -70,15 +70,17 @@ logger = logging.getLogger(__name__)
 FATAL_EXITS = frozenset({ExitCode.BAD_CONFIG, ExitCode.IMPORT_FAILURE, ExitCode.REGISTRATION_FAILURE})
 """Exits that restarting cannot fix."""
 
-NOT_A_RECORD_FAULT = frozenset(
-    {ExitCode.OK, ExitCode.LOST_PARENT, ExitCode.LOST_COLLECTOR, -signal.SIGKILL}
-) | FATAL_EXITS
-"""Exits that say nothing about the record in flight (no poison strike).
+NOT_A_RECORD_FAULT = frozenset({ExitCode.LOST_PARENT, ExitCode.LOST_COLLECTOR}) | FATAL_EXITS
+"""Exits that say nothing about the record in flight (no poison strike)."""
 
-A SIGKILL the supervisor did not send came from outside (an operator, a chaos
-test, the OOM killer): killing a host that way must not make its record
-poison.  The supervisor's own kills carry their own attribution (a writer call
-over its timeout strikes the record in flight)."""
+EXTERNAL_EXITS = frozenset({ExitCode.OK, -signal.SIGKILL})
+"""Exits of a host the supervisor was not stopping that someone else caused.
+
+A host exits OK only when told to stop (SIGTERM), and a SIGKILL the supervisor
+did not send came from outside (an operator, a chaos test, the OOM killer).
+Neither is the plugin's or the record's fault: restart promptly, spending no
+budget and striking no record (see :meth:`RestartPolicy.failed`).  The
+supervisor's own kills (hang, memory cap) carry their own attribution."""
 
 DEFAULT_GRACE = 2.0
 """Seconds between TERM and KILL."""
@@ -628,15 +630,19 @@ class Supervisor:
                 worker.restart_after_stop = False
                 self._spawn_worker(worker)
             return
+        external = False
         if state is WorkerState.ABORTING:
             reason, strike, fatal = worker.abort_reason, worker.abort_inflight, False
         else:
             fatal = returncode in FATAL_EXITS
+            external = returncode in EXTERNAL_EXITS
             reason = described
             strike = None if returncode in NOT_A_RECORD_FAULT else inflight
         worker.machine.fire(WorkerEvent.EXIT)
         worker.last_error = reason
-        verdict = worker.policy.failed(reason=reason, committed=committed, inflight=strike, fatal=fatal)
+        verdict = worker.policy.failed(
+            reason=reason, committed=committed, inflight=strike, fatal=fatal, external=external
+        )
         if verdict.poison is not None:
             self._dead_letter(worker, verdict.poison, reason)
         if self._stopping:
