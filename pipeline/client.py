@@ -32,7 +32,9 @@ from .wire import WireError, bye_record, decode_ack, hello_record
 logger = logging.getLogger(__name__)
 
 RESEND_AFTER = 1.0
-"""Seconds without ack progress after which every unacked frame is sent again."""
+"""Seconds without ack progress after which every unacked frame is sent again ..."""
+RESEND_AFTER_MAX = 8.0
+"""... doubling while acks stay away, so a slow collector is not buried under duplicates."""
 ENSURE_COLLECTOR_AFTER = 1.0
 SNDHWM = 32
 """Frames ZeroMQ may queue per connection; the rest wait in our own (bounded) buffer."""
@@ -126,7 +128,8 @@ class Client:
         self._buffer = FrameBuffer(self.sender, config.buffer_bytes)
         self._sent_upto = 0       # highest seq handed to zmq in this round
         self._max_sent = 0
-        self._progress_at = time.monotonic()
+        self._acked_at = self._rewound_at = time.monotonic()
+        self._resend_after = RESEND_AFTER
         self._hello_sent = False
         self._ensured = False
         self._tickets: List[Ticket] = []
@@ -293,7 +296,8 @@ class Client:
                 continue
             released = self._buffer.ack(acked)
             if released:
-                self._progress_at = now
+                self._acked_at = now
+                self._resend_after = RESEND_AFTER
                 self.counters["frames_acked"] += released
                 self._update_buffer_counters()
 
@@ -316,7 +320,7 @@ class Client:
 
     def _rewind(self, now: float) -> None:
         self._sent_upto = self._buffer.acked
-        self._progress_at = now
+        self._rewound_at = now
 
     def _drain(self) -> None:
         for item in drain_events(self.queue, self._bye_record):
@@ -389,9 +393,10 @@ class Client:
             return
         oldest = self._buffer.frames[0]
         if oldest.first_sent is not None and self._sent_upto >= oldest.seq:
-            if now - max(self._progress_at, oldest.first_sent) >= RESEND_AFTER:
+            if now - max(self._acked_at, self._rewound_at, oldest.first_sent) >= self._resend_after:
                 self._rewind(now)
-        if not self._ensured and now - max(self._progress_at, oldest.created) >= ENSURE_COLLECTOR_AFTER:
+                self._resend_after = min(self._resend_after * 2, RESEND_AFTER_MAX)
+        if not self._ensured and now - max(self._acked_at, oldest.created) >= ENSURE_COLLECTOR_AFTER:
             self._ensured = True
             try:
                 _ensure_collector(self.config)

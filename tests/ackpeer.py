@@ -71,6 +71,8 @@ class AckPeer:
         self.address = address
         self.state = state if state is not None else PeerState()
         self.ack = ack
+        self.lose = 0
+        """Frames to discard unread, as if lost on the way (the sender must re-send them)."""
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._error: Optional[BaseException] = None
@@ -102,6 +104,9 @@ class AckPeer:
                     if not sock.poll(20):
                         continue
                     routing_id, data = sock.recv_multipart()
+                    if self.lose > 0:
+                        self.lose -= 1
+                        continue
                     acked = self._handle(data)
                     if acked is not None and self.ack:
                         sock.send_multipart([routing_id, encode_ack(acked)])

@@ -230,6 +230,22 @@ def test_resend_after_the_peer_restarts_arrives_exactly_once(address) -> None:
     assert len(state.senders()) == 1 and len(state.hellos()) == 1
 
 
+def test_a_lost_frame_is_sent_again_after_the_ack_timeout(address) -> None:
+    reporter = StatsReporter("Cat")
+    with AckPeer(address) as peer:
+        reporter.add_stat("a", 0.0)
+        assert sp.flush(30)
+        resent = sp.client_counters()["frames_resent"]
+        peer.lose = 1  # the next frame vanishes; the ones after it are gaps to the peer
+        for i in range(1, 4):
+            reporter.add_stat("a", i)
+            assert sp.flush(0.01) is False
+        assert sp.flush(30)  # no reconnect: only the timer can bring them back
+        assert peer.state.values("Cat", "a") == [0.0, 1.0, 2.0, 3.0]
+        assert peer.state.gaps >= 2
+        assert sp.client_counters()["frames_resent"] >= resent + 3
+
+
 def test_trainer_started_before_the_peer(address) -> None:
     reporter = StatsReporter("Cat")
     before = sp.client_counters().get("values_recorded", 0)
