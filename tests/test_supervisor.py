@@ -387,6 +387,16 @@ def test_committed_cursor_survives_restart(make: Callable[..., Harness], tmp_pat
     h.wait(lambda: h.sup.committed("p") == 200, what="progress after restart")
 
 
+def test_interpreter_without_statbus_shows_why(make: Callable[..., Harness], tmp_path: Path) -> None:
+    fake = tmp_path / "fakepython"
+    fake.write_text("#!/bin/sh\necho \"$0: No module named statbus\" >&2\nexit 1\n")
+    fake.chmod(0o755)
+    h = make(["other"], config(other={"interpreter": str(fake), "max_restarts": 1}))
+    h.sup.start()
+    h.wait_state("other", WorkerState.FAILED)
+    assert h.status("other")["last_error"].endswith("last: exit status 1: " + str(fake) + ": No module named statbus")
+
+
 def test_interpreter_that_cannot_start_fails(make: Callable[..., Harness], tmp_path: Path) -> None:
     h = make(["bad"], config(bad={"interpreter": str(tmp_path / "no-such-python")}))
     h.sup.start()
@@ -432,6 +442,8 @@ def test_describe_exit_and_error_line(tmp_path: Path) -> None:
     assert describe_exit(-signal.SIGSEGV, None) == "killed by SIGSEGV"
     assert describe_exit(68, None) == "LOST_COLLECTOR"
     assert describe_exit(3, None) == "exit status 3"
+    assert describe_exit(1, None, "No module named statbus") == "exit status 1: No module named statbus"
+    assert describe_exit(70, None, "noise") == "WRITER_CRASH"
     assert describe_exit(70, "WRITER_CRASH: x") == "WRITER_CRASH: x"
     log = tmp_path / "p.log"
     log.write_bytes(b"statbus-worker-error: WRITER_CRASH: old\n")

@@ -91,6 +91,9 @@ HEAD_SAMPLE_INTERVAL = 0.5
 LOG_TAIL_BYTES = 64 * 1024
 """How much of a host's log is searched for its last error line."""
 
+LAST_OUTPUT_CHARS = 300
+"""Longest piece of a host's last output quoted as its last error."""
+
 DISABLED = "DISABLED"
 """What :meth:`Supervisor.status` shows as the state of a disabled plugin."""
 
@@ -192,8 +195,13 @@ class _Worker:
         return self.machine.state
 
 
-def describe_exit(returncode: int, error: Optional[str]) -> str:
-    """A one-line reason: the host's own error line, else the exit code or signal name."""
+def describe_exit(returncode: int, error: Optional[str], last_output: Optional[str] = None) -> str:
+    """A one-line reason: the host's own error line, else the exit code or signal name.
+
+    An exit status that is none of the host's codes means the host never got
+    going (say, an interpreter without statbus installed): its last line of
+    output then tells why.
+    """
     if error:
         return error  # already "CODE_NAME: message"
     if returncode < 0:
@@ -204,23 +212,33 @@ def describe_exit(returncode: int, error: Optional[str]) -> str:
     try:
         return ExitCode(returncode).name
     except ValueError:
-        return f"exit status {returncode}"
+        pass
+    if last_output:
+        return f"exit status {returncode}: {last_output[:LAST_OUTPUT_CHARS]}"
+    return f"exit status {returncode}"
 
 
-def last_error_line(path: str, since: int) -> Optional[str]:
-    """The last ``statbus-worker-error:`` line written to ``path`` after offset ``since``."""
+def read_log_tail(path: str, since: int) -> Tuple[Optional[str], Optional[str]]:
+    """(last ``statbus-worker-error:`` message, last non-empty line) written after offset ``since``."""
     try:
         with open(path, "rb") as handle:
             size = handle.seek(0, os.SEEK_END)
             handle.seek(max(since, size - LOG_TAIL_BYTES))
             tail = handle.read()
     except OSError:
-        return None
-    for raw in reversed(tail.splitlines()):
-        parsed = parse_error_line(raw.decode("utf-8", "replace"))
+        return None, None
+    lines = [raw.decode("utf-8", "replace").strip() for raw in tail.splitlines()]
+    lines = [line for line in lines if line]
+    for line in reversed(lines):
+        parsed = parse_error_line(line)
         if parsed is not None:
-            return parsed
-    return None
+            return parsed, lines[-1]
+    return None, (lines[-1] if lines else None)
+
+
+def last_error_line(path: str, since: int) -> Optional[str]:
+    """The last ``statbus-worker-error:`` message written to ``path`` after offset ``since``."""
+    return read_log_tail(path, since)[0]
 
 
 def read_dead_letter_positions(path: str) -> Set[int]:
@@ -621,7 +639,7 @@ class Supervisor:
         pid = worker.proc.pid if worker.proc is not None else 0
         worker.proc, worker.resources, worker.kill_at = None, None, None
         worker.last_exit = returncode
-        described = describe_exit(returncode, last_error_line(self.paths.log_file(worker.name), worker.log_offset))
+        described = describe_exit(returncode, *read_log_tail(self.paths.log_file(worker.name), worker.log_offset))
         state = worker.state
         if state is WorkerState.STOPPING:
             worker.machine.fire(WorkerEvent.EXIT)
