@@ -73,11 +73,13 @@ FATAL_EXITS = frozenset({ExitCode.BAD_CONFIG, ExitCode.IMPORT_FAILURE, ExitCode.
 NOT_A_RECORD_FAULT = frozenset({ExitCode.LOST_PARENT, ExitCode.LOST_COLLECTOR}) | FATAL_EXITS
 """Exits that say nothing about the record in flight (no poison strike)."""
 
-EXTERNAL_EXITS = frozenset({ExitCode.OK, -signal.SIGKILL})
+EXTERNAL_EXITS = frozenset({ExitCode.OK, ExitCode.LOST_COLLECTOR, -signal.SIGKILL})
 """Exits of a host the supervisor was not stopping that someone else caused.
 
-A host exits OK only when told to stop (SIGTERM), and a SIGKILL the supervisor
-did not send came from outside (an operator, a chaos test, the OOM killer).
+A host exits OK only when told to stop (SIGTERM), LOST_COLLECTOR when this
+collector did not answer for seconds (our stall, not the plugin's), and a
+SIGKILL the supervisor did not send came from outside (an operator, a chaos
+test, the OOM killer).
 Neither is the plugin's or the record's fault: restart promptly, spending no
 budget and striking no record (see :meth:`RestartPolicy.failed`).  The
 supervisor's own kills (hang, memory cap) carry their own attribution."""
@@ -363,6 +365,8 @@ class Supervisor:
     def restart(self, name: str) -> None:
         """Restart now with a clean slate (budget, backoff, strikes); also leaves FAILED."""
         worker = self._get(name)
+        if self._stopping:
+            raise SupervisorError("the supervisor is shutting down")
         if not worker.enabled:
             raise SupervisorError(f"plugin {name!r} is disabled; enable it instead")
         worker.policy.reset()
