@@ -38,8 +38,8 @@ RESEND_AFTER_MAX = 8.0
 ENSURE_COLLECTOR_AFTER = 1.0
 SNDHWM = 32
 """Frames ZeroMQ may queue per connection; the rest wait in our own (bounded) buffer."""
-MAX_PENDING_EVENTS = 4 * BATCH_VALUES * 16
-"""Events queued with no live sender past which new ones are dropped (a dead sender must not eat memory)."""
+MAX_PENDING_EVENTS = 2 * BATCH_VALUES
+"""Events queued with no live sender past which they are dropped (a dead sender must not eat memory)."""
 
 LOG_EVERY = 10.0
 """Seconds between two log lines of the same kind of trouble."""
@@ -140,6 +140,8 @@ class Client:
 
     def wake(self) -> None:
         """Make the sender drain the queue now (a few µs; never blocks)."""
+        if len(self.queue) > MAX_PENDING_EVENTS and not self._thread.is_alive():
+            self._discard_queue()
         if self._wake_flag:
             return
         with self._wake_lock:
@@ -150,8 +152,6 @@ class Client:
                 os.write(self._wfd, b"!")
             except (BlockingIOError, InterruptedError):
                 pass  # the pipe is full, so the sender is awake already
-        if len(self.queue) > MAX_PENDING_EVENTS and not self._thread.is_alive():
-            self._discard_queue()
 
     def _discard_queue(self) -> None:
         dropped = 0
@@ -180,7 +180,8 @@ class Client:
         ok = self.flush(timeout, bye=True)
         self._stopping = True
         self.wake()
-        self._thread.join(timeout=5.0)
+        # Short: the loop wakes at once; only a hook stuck in starting a collector takes longer.
+        self._thread.join(timeout=1.0)
         if self._thread.is_alive():
             _rlog.warn("join", "statbus: sender thread did not stop in time; leaving it (daemon)")
         return ok

@@ -140,6 +140,8 @@ _exiting = False
 _failed_at = -1e9
 _orphans: List[Client] = []  # a forked child keeps its parent's client, untouched, forever
 _retired: Dict[str, int] = collections.Counter()
+_CUMULATIVE = ("values_recorded", "values_dropped", "frames_sent", "frames_resent", "frames_acked",
+               "frames_dropped", "errors", "events_dropped")
 
 
 def _get_client() -> Optional[Client]:
@@ -178,9 +180,10 @@ def shutdown(timeout: Optional[float] = None) -> None:
     if client is None:
         return
     client.close(client.config.linger if timeout is None else max(0.0, timeout))
-    for key, value in client.snapshot().items():
-        if type(value) is int and key.startswith(("values_", "frames_", "errors", "events_")):
-            _retired[key] += value
+    snapshot = client.snapshot()
+    for key in _CUMULATIVE:
+        _retired[key] += snapshot[key]
+    _retired["events_dropped"] += snapshot["values_queued"]  # left behind by a sender that died
 
 
 def client_counters() -> Dict[str, Any]:

@@ -14,7 +14,8 @@ import pytest
 
 import statbus.pipeline as sp
 from statbus.pipeline import StatsReporter, trainer_config
-from statbus.pipeline.client_frames import FRAME_OVERHEAD, FrameBuffer, FrameBuilder
+from statbus.pipeline.client import MAX_PENDING_EVENTS
+from statbus.pipeline.client_frames import BATCH_VALUES, FRAME_OVERHEAD, FrameBuffer, FrameBuilder
 from statbus.pipeline.wire import Hello, decode_frame, stat_record, write_record
 from statbus.plugins import ConfigError
 from statbus.plugins.records import pack_values
@@ -284,5 +285,25 @@ def test_configure_after_use_restarts_the_client_at_the_new_address(tmp_path) ->
             assert sp.flush(30)
             assert one.state.values("Cat", "a") == [1.0] and len(one.state.byes()) == 1
             assert two.state.values("Cat", "a") == [2.0]
+    finally:
+        sp.shutdown(0.2)
+
+
+def test_a_sender_that_cannot_start_drops_stats_and_never_raises(tmp_path, monkeypatch) -> None:
+    # Half a CURVE configuration: the sender thread fails to connect and ends.
+    monkeypatch.setenv("STATBUS_CLIENT_KEY", str(tmp_path / "missing.key"))
+    monkeypatch.delenv("STATBUS_SERVER_KEY", raising=False)
+    sp.configure(run_id="t", results_dir=str(tmp_path), address="tcp://127.0.0.1:9", autostart=False, linger=0.2)
+    try:
+        reporter = StatsReporter("Cat")
+        reporter.add_stat("a", 0.0)
+        wait_for(lambda: sp.client_counters()["errors"] >= 1, what="the sender to fail")
+        for i in range(3 * BATCH_VALUES):
+            reporter.add_stat("a", i)
+        reporter.write_stats(1)
+        assert sp.flush(0.2) is False
+        counters = sp.client_counters()
+        assert counters["events_dropped"] >= BATCH_VALUES
+        assert counters["values_queued"] <= MAX_PENDING_EVENTS + 1
     finally:
         sp.shutdown(0.2)
