@@ -16,8 +16,9 @@ Decisions (design §5, issue 4):
   killed too (nothing a plugin started outlives it).  Exits are detected with
   ``waitid(WNOWAIT)`` first, so the group is killed while the leader is still
   an unreaped zombie and its pid (= the group id) cannot have been reused.
-* **Hung**: no heartbeat for ``heartbeat_timeout`` s, or one writer call busy
-  for more than ``call_timeout`` s, or not ready ``start_timeout`` s after spawn.
+* **Hung**: not ready ``start_timeout`` s after spawn; once ready, no
+  heartbeat for ``heartbeat_timeout`` s or one writer call busy for more than
+  ``call_timeout`` s.
   Ages are measured on the supervisor's own monotonic clock, from the moment a
   page field was seen to change (a wall-clock jump cannot make hosts "hang").
   A hung host is aborted (TERM, grace, KILL); a writer call that hangs counts
@@ -575,21 +576,21 @@ class Supervisor:
         settings = worker.settings
         # The page's pid was zeroed before the spawn: non-zero means the new host
         # has taken the page over (it may be a child of a wrapper interpreter,
-        # so do not insist on proc.pid), and from then on it heartbeats.
-        taken_over = page.pid != 0
-        if taken_over:
-            silence = self._unchanged_for(worker, "heartbeat_seen", page.heartbeat, now)
-            if silence > settings.heartbeat_timeout:
-                self._abort(worker, f"hung: no heartbeat for {silence:.1f} s", page.inflight, now)
-                return
+        # so do not insist on proc.pid).
         if worker.state is WorkerState.STARTING:
-            if taken_over and page.state == HostState.READY:
+            if page.pid != 0 and page.state == HostState.READY:
                 worker.machine.fire(WorkerEvent.READY)
                 logger.info("plugin %s ready (pid %d)", worker.name, proc.pid)
             elif now - worker.spawned_at > settings.start_timeout:
                 self._abort(worker, f"hung: not ready {settings.start_timeout:g} s after start", None, now)
                 return
         if worker.state is WorkerState.READY:
+            # Heartbeats are judged from READY on only: while a plugin imports,
+            # a C extension may hold the GIL for seconds; start_timeout covers that.
+            silence = self._unchanged_for(worker, "heartbeat_seen", page.heartbeat, now)
+            if silence > settings.heartbeat_timeout:
+                self._abort(worker, f"hung: no heartbeat for {silence:.1f} s", page.inflight, now)
+                return
             busy_since = page.busy_since
             busy_for = self._unchanged_for(worker, "busy_seen", busy_since, now)
             if busy_since > 0 and busy_for > settings.call_timeout:
