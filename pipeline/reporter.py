@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+from collections.abc import Mapping
 import logging
 import os
 import threading
@@ -115,7 +116,7 @@ def plain_value(value: Any, depth: int = 0) -> Any:
         return bytes(value)
     if depth >= MAX_NESTING - 1:
         return _text(value)
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         if len(value) > MAX_MAP_ENTRIES:
             raise ValueError(f"statbus: a property map has {len(value)} entries, at most {MAX_MAP_ENTRIES} allowed")
         return {_text(k): plain_value(v, depth + 1) for k, v in value.items()}
@@ -123,10 +124,10 @@ def plain_value(value: Any, depth: int = 0) -> Any:
         if len(value) > MAX_RECORDS_PER_FRAME:
             raise ValueError(f"statbus: a property list has {len(value)} items, at most {MAX_RECORDS_PER_FRAME}")
         return [plain_value(v, depth + 1) for v in value]
-    item = getattr(value, "item", None)  # numpy scalars
-    if callable(item) and getattr(value, "ndim", None) == 0:
+    ndim = getattr(value, "ndim", None)  # numpy scalars and arrays
+    if type(ndim) is int:
         try:
-            return plain_value(item(), depth + 1)
+            return plain_value(value.item() if ndim == 0 else value.tolist(), depth + 1)
         except Exception:  # noqa: BLE001 — fall back to its text
             pass
     return _text(value)

@@ -167,7 +167,7 @@ def test_properties_are_made_msgpack_safe(address) -> None:
     value = {
         "lr": np.float32(0.5), "steps": np.int64(3), "obj": Opaque(), 7: "int key",
         "nested": {"t": (1, 2), "s": {"only"}, "deep": [[[[[[[[[[[[[[[[[["bottom"]]]]]]]]]]]]]]]]]]},
-        "long": "é" * 40000, "big": 2**70, "none": None, "flag": True,
+        "long": "é" * 40000, "big": 2**70, "none": None, "flag": True, "array": np.arange(3),
     }
     with AckPeer(address) as peer:
         reporter.add_property(StatsPropertyType.HYPERPARAMETERS, value)
@@ -179,7 +179,7 @@ def test_properties_are_made_msgpack_safe(address) -> None:
     assert got["nested"]["t"] == [1, 2] and got["nested"]["s"] == ["only"]
     assert isinstance(got["nested"]["deep"][0][0][0][0][0][0][0][0][0][0][0][0][0], str)
     assert got["long"].startswith("éé") and len(got["long"].encode()) <= 64 * 1024
-    assert got["big"] == str(2**70) and got["none"] is None and got["flag"] is True
+    assert got["big"] == str(2**70) and got["none"] is None and got["flag"] is True and got["array"] == [0, 1, 2]
 
 
 # --- delivery -------------------------------------------------------------------
