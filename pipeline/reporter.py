@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import atexit
 import collections
-from collections.abc import Mapping
 import logging
 import os
 import threading
 import time
+from collections.abc import Mapping
 from enum import Enum
 from typing import Any, Dict, List, Optional
 
