@@ -331,7 +331,10 @@ class Supervisor:
         now = self._clock()
         self._note_head(now, head_position)
         for worker in self._workers.values():
-            self._tick_worker(worker, now)
+            try:
+                self._tick_worker(worker, now)
+            except Exception:  # a bug around one plugin must not leave the others unwatched
+                logger.exception("supervising plugin %s failed", worker.name)
 
     def names(self) -> List[str]:
         return list(self._workers)
