@@ -19,7 +19,7 @@ from ..plugins import ConfigError, StatbusError
 from ..plugins.discovery import PluginInfo, discover_plugins
 from ..plugins.settings import RunOptions
 from .cli_keys import add_transport_security_arguments, transport_security_from_args
-from .collector import Collector, CollectorOptions, ExitCode, SupervisorFactory
+from .collector import Collector, CollectorOptions, ExitCode, SupervisorFactory, SupervisorHooks
 from .journal import FsyncPolicy
 from .layout import RunLayout
 
@@ -75,14 +75,15 @@ def supervisor_factory(layout: RunLayout, plugins: List[PluginInfo], args: argpa
     config = load_config(args.config, parse_overrides(args.set))
     run_options = RunOptions.create(layout.run_id, layout.results_dir)
 
-    def make(worker_address: str, on_dead_letter):  # type: ignore[no-untyped-def]
+    def make(hooks: SupervisorHooks) -> Supervisor:
         return Supervisor(
             layout.statbus_dir,
             plugins,
             config,
             run_options,
-            worker_address,
-            on_dead_letter=on_dead_letter,
+            hooks.worker_address,
+            on_dead_letter=hooks.on_dead_letter,
+            count_entries=hooks.count_entries,
             log_level=args.log_level,
         )
 

@@ -76,8 +76,19 @@ class SupervisorLike(Protocol):
     def stop(self, timeout: float) -> None: ...
 
 
-SupervisorFactory = Callable[[str, Callable[[str, int], Optional[Dict[str, Any]]]], SupervisorLike]
-"""``factory(worker_address, on_dead_letter) -> supervisor``; called once the sockets are bound."""
+@dataclasses.dataclass(frozen=True)
+class SupervisorHooks:
+    """What the collector hands the supervisor it creates."""
+
+    worker_address: str
+    on_dead_letter: Callable[[str, int], Optional[Dict[str, Any]]]
+    """``(plugin, position) -> record``: the journal entry at ``position``, JSON-safe, for the dead-letter file."""
+    count_entries: Callable[[int, int], Optional[int]]
+    """``(start, end) -> entries`` between two positions (a plugin's lag in records)."""
+
+
+SupervisorFactory = Callable[[SupervisorHooks], SupervisorLike]
+"""``factory(hooks) -> supervisor``; called once the sockets are bound and the journal recovered."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,7 +197,7 @@ class Collector:
         replay = replay_newest_segment(self.journal, self.intake, self.aggregator)
         self.recovery["replay"] = replay.as_dict()
         self.journal.commit()
-        self.retention.note_recovered(replay.entries_per_segment + replay.summaries_reemitted)
+        self.retention.note_recovered(report.newest_base, replay.entries_per_segment + replay.summaries_reemitted)
         reader = JournalReader(self.layout.journal_dir)
         self._reader = reader
         self.layout.ensure_socket_dir()
@@ -207,7 +218,9 @@ class Collector:
         )
         control = ControlServer(ctl, self._on_control)
         if self._supervisor_factory is not None:
-            self.supervisor = self._supervisor_factory(self.worker_address, self._dead_letter_record)
+            self.supervisor = self._supervisor_factory(
+                SupervisorHooks(self.worker_address, self._dead_letter_record, self.retention.count_between)
+            )
             self.retention.supervisor = self.supervisor
             self.supervisor.start(self.journal.end_position)
         self._announce_ready()
@@ -349,11 +362,9 @@ class Collector:
             routing_id, payload = message
             decision = intake.receive(payload, routing_id.hex())
             if decision.verdict is Verdict.ACCEPT:
-                journal.append(EntryType.FRAME, payload)
-                self.retention.note_appended(1)
+                self.retention.note_appended(journal.append(EntryType.FRAME, payload))
                 for summary in aggregator.apply(decision.frame.records):
-                    journal.append(EntryType.SUMMARY, encode_summary(summary))
-                    self.retention.note_appended(1)
+                    self.retention.note_appended(journal.append(EntryType.SUMMARY, encode_summary(summary)))
                     self._summaries += 1
                 appended = True
                 if journal.needs_rotation():
@@ -361,8 +372,7 @@ class Collector:
                     # writes is the state after every entry appended so far.
                     self._rotate()
             elif decision.substitute is not None:
-                journal.append(EntryType.FRAME, decision.substitute)
-                self.retention.note_appended(1)
+                self.retention.note_appended(journal.append(EntryType.FRAME, decision.substitute))
                 appended = True
             if decision.ack is not None:
                 acks[routing_id] = decision.ack
@@ -379,8 +389,7 @@ class Collector:
                 pass  # the trainer is gone or not reading: it re-sends and hears again
 
     def _rotate(self) -> None:
-        self.journal.rotate(encode_snapshot(self.intake, self.aggregator))
-        self.retention.note_rotated()
+        self.retention.note_appended(self.journal.rotate(encode_snapshot(self.intake, self.aggregator)), anchor=True)
 
     def _tick(self) -> None:
         self.journal.tick()

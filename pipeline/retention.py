@@ -13,6 +13,7 @@ back-filled from the start of the journal.
 
 from __future__ import annotations
 
+import array
 import bisect
 import logging
 from typing import Any, Dict, List, Optional
@@ -35,33 +36,79 @@ def quota_floor(committed: int, head: int, segment_starts: List[int], quota_byte
     return max(segment_starts[index], 0)
 
 
+class EntryIndex:
+    """A sparse map position → entry ordinal, to count entries between two positions cheaply.
+
+    One sample per :data:`SAMPLE_ENTRIES` entries or :data:`SAMPLE_BYTES` bytes,
+    whichever comes first, kept in two ``array('q')`` (16 bytes a sample) and
+    pruned with retention.  Counts are exact at samples and low by less than a
+    sample's span in between (segment starts, where quota floors fall, are always
+    sampled); entries older than this collector (but for the
+    newest segment, seeded at recovery) are not known and count as none.
+    """
+
+    SAMPLE_ENTRIES = 1024
+    SAMPLE_BYTES = 1 << 20
+
+    def __init__(self, start: int = 0, entries: int = 0, end: int = 0) -> None:
+        # Sample i: ``_ordinals[i]`` entries come before position ``_positions[i]``.
+        self._positions = array.array("q", [start])
+        self._ordinals = array.array("q", [0])
+        self._ordinal = entries
+        self._end = end
+        if entries and end > start:
+            self._positions.append(end)
+            self._ordinals.append(entries)
+
+    def appended(self, position: int, end: int, anchor: bool = False) -> None:
+        """One entry at ``position`` (ending at ``end``); ``anchor``: always sample here (a segment start)."""
+        if (
+            anchor
+            or self._ordinal - self._ordinals[-1] >= self.SAMPLE_ENTRIES
+            or position - self._positions[-1] >= self.SAMPLE_BYTES
+        ):
+            self._positions.append(position)
+            self._ordinals.append(self._ordinal)
+        self._ordinal += 1
+        self._end = end
+
+    def ordinal_at(self, position: int) -> int:
+        if position >= self._end:
+            return self._ordinal
+        index = bisect.bisect_right(self._positions, position) - 1
+        return self._ordinals[max(index, 0)]
+
+    def count(self, start: int, end: int) -> int:
+        return max(0, self.ordinal_at(end) - self.ordinal_at(start))
+
+    def prune(self, before: int) -> None:
+        """Forget samples older than ``before`` but the last of them (it still anchors counts)."""
+        index = bisect.bisect_right(self._positions, before) - 1
+        if index > 0:
+            del self._positions[:index]
+            del self._ordinals[:index]
+
+    def __len__(self) -> int:
+        return len(self._positions)
+
+
 class Retention:
     def __init__(self, journal: Journal, quota_bytes: int) -> None:
         self._journal = journal
         self.quota_bytes = quota_bytes
         self.supervisor: Optional[Any] = None
         self._floors: Dict[str, int] = {}
-        self._counts: Dict[int, int] = {}
-        """Entries per segment start, where this collector knows them (appended since it started,
-        or found by recovery in the newest segment); segments older than this collector count 0."""
-        self._current = 0
+        self.index = EntryIndex()
         self._next_pass = 0.0
         self.deleted_bytes = 0
 
     # --- bookkeeping from the loop ------------------------------------------------------
 
-    def note_recovered(self, newest_segment_entries: int) -> None:
-        starts = self._journal.segment_starts()
-        self._current = starts[-1] if starts else 0
-        self._counts[self._current] = newest_segment_entries
+    def note_recovered(self, newest_base: int, newest_segment_entries: int) -> None:
+        self.index = EntryIndex(newest_base, newest_segment_entries, self._journal.end_position)
 
-    def note_appended(self, entries: int) -> None:
-        self._counts[self._current] = self._counts.get(self._current, 0) + entries
-
-    def note_rotated(self) -> None:
-        starts = self._journal.segment_starts()
-        self._current = starts[-1] if starts else self._journal.end_position
-        self._counts[self._current] = 1  # its snapshot
+    def note_appended(self, position: int, anchor: bool = False) -> None:
+        self.index.appended(position, self._journal.end_position, anchor)
 
     # --- queries -------------------------------------------------------------------------------
 
@@ -69,8 +116,8 @@ class Retention:
         return self._floors.get(plugin, 0)
 
     def count_between(self, start: int, end: int) -> int:
-        """Entries in the segments that begin in ``[start, end)`` (those this collector knows)."""
-        return sum(count for base, count in self._counts.items() if start <= base < end)
+        """Entries in ``[start, end)``, as far as this collector knows (see :class:`EntryIndex`)."""
+        return self.index.count(start, end)
 
     def floors(self) -> Dict[str, int]:
         return dict(self._floors)
@@ -107,6 +154,6 @@ class Retention:
         freed = self._journal.delete_before(cut)
         if freed:
             self.deleted_bytes += freed
-            # Counts of deleted segments stay (a few ints per GiB): a consumer behind them
-            # learns how many entries it lost.
+            # Samples before the oldest consumer's cursor are no longer asked about.
+            self.index.prune(min(min(supervisor.committed(p) for p in consumers), cut))
             logger.info("retention: deleted %d bytes of journal before %d", freed, self._journal.start_position)

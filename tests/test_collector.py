@@ -424,10 +424,11 @@ def test_retention_quota_poison_and_plugin_control_with_a_supervisor(tmp_path, c
 
     layout = RunLayout(str(tmp_path / "results"), "run")
     fake = FakeSupervisor()
+    hooks_seen: list = []
     collector = Collector(
         layout,
         CollectorOptions(segment_bytes=4096, quota_bytes=12 * 1024),
-        supervisor_factory=lambda address, dead_letter: fake,
+        supervisor_factory=lambda hooks: hooks_seen.append(hooks) or fake,
     )
     codes = []
     thread = threading.Thread(target=lambda: codes.append(collector.run()), daemon=True)
@@ -454,6 +455,7 @@ def test_retention_quota_poison_and_plugin_control_with_a_supervisor(tmp_path, c
         assert head - start <= 12 * 1024 + 4096
         _, entries, next_after, _, skipped = slow.fetch(0)
         assert skipped > 0 and entries and entries[0][0] >= start
+        skipped_before = skipped
         assert {c["plugin"]: c["skipped_quota"] > 0 for c in status()["consumers"]}["slow"]
         # poison: a position set aside for "fast" only
         frames = [e for e in iter_entries(layout.journal_dir) if e.type == EntryType.FRAME]
@@ -463,6 +465,9 @@ def test_retention_quota_poison_and_plugin_control_with_a_supervisor(tmp_path, c
         assert skipped == 1 and poison not in [e[0] for e in got] and got  # its summary still comes
         _, got, _, _, skipped = slow.fetch(poison)
         assert skipped == 0 and got[0][0] == poison
+        (hooks,) = hooks_seen
+        assert hooks.worker_address == layout.worker_address
+        assert hooks.count_entries(0, head) == len(list(iter_entries(layout.journal_dir, 0))) + skipped_before
         record = read_entry_record(frames[-1].payload, EntryType.FRAME)
         assert record["kind"] == "batch" and record["records"][0]["values"] == [float(v) for v in range(100)]
         # plugin control is the supervisor's
@@ -483,3 +488,24 @@ def test_retention_quota_poison_and_plugin_control_with_a_supervisor(tmp_path, c
         thread.join(timeout=30)
         for s in (t, fast, slow):
             s.close()
+
+
+def test_entry_index_counts_exactly_at_anchors_and_prunes():
+    from statbus.pipeline.retention import EntryIndex, quota_floor
+
+    index = EntryIndex()
+    position = 0
+    for n in range(5000):
+        end = position + 100
+        index.appended(position, end, anchor=(n % 1000 == 0))
+        position = end
+    assert index.count(0, position) == 5000
+    assert index.count(100_000, 300_000) == 2000  # both are anchors (entries 1000 and 3000)
+    assert 3500 <= index.count(150_000, position) <= 3500 + EntryIndex.SAMPLE_ENTRIES  # off by less than a sample
+    before = len(index)
+    index.prune(300_000)
+    assert len(index) < before and index.count(300_000, position) == 2000
+    # quota floors fall on segment starts, never into the newest segment
+    assert quota_floor(0, 1000, [0, 400, 800], 1000) == 0
+    assert quota_floor(0, 1001, [0, 400, 800], 1000) == 400
+    assert quota_floor(0, 5000, [0, 400, 800], 1000) == 800
