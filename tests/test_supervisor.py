@@ -185,6 +185,14 @@ class Harness:
         self.wait(lambda: self.status(name)["state"] == state.value, timeout, f"{name} {state.value}")
 
 
+@pytest.fixture(autouse=True)
+def no_supervisor_bugs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """The supervisor logs, and survives, exceptions around one plugin: none may happen here."""
+    yield
+    bugs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("supervising plugin")]
+    assert not bugs, bugs
+
+
 @pytest.fixture
 def make(tmp_path: Path, stub: Any) -> Iterator[Callable[..., Harness]]:
     made: List[Harness] = []
