@@ -24,9 +24,11 @@ from .wire import MAX_RECORDS_PER_FRAME, encode_frame, property_record, stat_rec
 
 BATCH_VALUES = 65536
 """Values after which a frame is closed and the sender woken (a frame stays ~512 KiB)."""
-MAX_FRAME_RECORDS = MAX_RECORDS_PER_FRAME // 2
-MAX_FRAME_PROPERTY_BYTES = 2 << 20
-"""Property bytes after which a frame is closed: far below the wire's frame limit."""
+MAX_FRAME_RECORDS = MAX_RECORDS_PER_FRAME // 4
+"""Entries after which a frame is closed (a key's entry may become a SET and an ADD record)."""
+MAX_FRAME_BYTES_SOFT = 2 << 20
+"""Estimated bytes after which a frame is closed: far below the wire's 8 MiB limit, which
+a frame must never pass (the collector would refuse it, and every frame after it would wait)."""
 MAX_MERGED_BYTES = 2 << 20
 """Stripped frames are merged only while the result stays this small."""
 FRAME_OVERHEAD = 256
@@ -82,6 +84,8 @@ class FrameBuilder:
         entry = self.stats.get((category, key))
         if entry is None:
             entry = self.stats[(category, key)] = _Entry()
+            self.nbytes += 4 * (len(category) + len(key)) + 48  # UTF-8 worst case, both records
+        self.nbytes += 8
         if aggregation is None:  # set_stat
             entry.set_value = value
             entry.values = []
@@ -129,7 +133,7 @@ def drain_events(queue: Deque[tuple], bye: Callable[[], list]) -> Iterator[Union
 
     A WRITE closes the frame it ends, so values added after a ``write_stats``
     travel in a later frame; so does a flush.  A frame is also closed at
-    ``BATCH_VALUES`` values or when its records or property bytes grow large.
+    ``BATCH_VALUES`` values, or when its records or estimated bytes grow large.
     """
     builder = FrameBuilder()
     for _ in range(len(queue)):
@@ -137,7 +141,8 @@ def drain_events(queue: Deque[tuple], bye: Callable[[], list]) -> Iterator[Union
         head = event[0]
         if type(head) is str:
             builder.add(event)
-            if builder.nvalues >= BATCH_VALUES or builder.nrecords >= MAX_FRAME_RECORDS:
+            if (builder.nvalues >= BATCH_VALUES or builder.nrecords >= MAX_FRAME_RECORDS
+                    or builder.nbytes >= MAX_FRAME_BYTES_SOFT):
                 yield builder
                 builder = FrameBuilder()
         elif head == EV_WRITE:
@@ -146,7 +151,7 @@ def drain_events(queue: Deque[tuple], bye: Callable[[], list]) -> Iterator[Union
             builder = FrameBuilder()
         elif head == EV_PROPERTY:
             builder.property(event[1], event[2], event[3], event[4])
-            if builder.nbytes >= MAX_FRAME_PROPERTY_BYTES or builder.nrecords >= MAX_FRAME_RECORDS:
+            if builder.nbytes >= MAX_FRAME_BYTES_SOFT or builder.nrecords >= MAX_FRAME_RECORDS:
                 yield builder
                 builder = FrameBuilder()
         elif head == EV_FLUSH:

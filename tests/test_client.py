@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import subprocess
@@ -15,10 +16,10 @@ import pytest
 import statbus.pipeline as sp
 from statbus.pipeline import StatsReporter, trainer_config
 from statbus.pipeline.client import MAX_PENDING_EVENTS
-from statbus.pipeline.client_frames import BATCH_VALUES, FRAME_OVERHEAD, FrameBuffer, FrameBuilder
-from statbus.pipeline.wire import Hello, decode_frame, stat_record, write_record
+from statbus.pipeline.client_frames import BATCH_VALUES, FRAME_OVERHEAD, FrameBuffer, FrameBuilder, drain_events
+from statbus.pipeline.wire import MAX_FRAME_BYTES, Hello, decode_frame, encode_frame, stat_record, write_record
 from statbus.plugins import ConfigError
-from statbus.plugins.records import pack_values
+from statbus.plugins.records import StatOp, pack_values
 
 from ackpeer import AckPeer, PeerState, wait_for
 
@@ -225,6 +226,27 @@ def test_frame_builder_groups_keys_in_first_seen_order() -> None:
     assert [r[0] for r in records] == [2, 0, 0, 3]
     assert records[1][2] == "b" and records[1][3] == agg.HISTOGRAM.value and records[2][2] == "a"
     msgpack.packb(records)
+
+
+def test_drained_frames_stay_within_the_wire_limits_whatever_the_keys() -> None:
+    agg = sp.StatsAggregationMethod.AVERAGE
+    queue = collections.deque()
+    for i in range(20_000):  # distinct 1000-character keys: ~20 MB of names
+        key = f"{i:06d}" + "k" * 994
+        queue.append(("C" * 1000, key, -1.0, agg))
+        queue.append(("C" * 1000, key, float(i), None))  # set_stat replaces the -1
+    builders = list(drain_events(queue, lambda: []))
+    assert len(builders) > 1 and not queue
+    period: Dict[str, list] = {}  # what the collector makes of them
+    for seq, builder in enumerate(builders, 1):
+        payload = encode_frame("me", seq, 1, 0, builder.records())
+        assert len(payload) < MAX_FRAME_BYTES
+        for record in decode_frame(payload).records:
+            if record.op == StatOp.SET:
+                period[record.key] = record.values
+            else:
+                period.setdefault(record.key, []).extend(record.values)
+    assert [v for values in period.values() for v in values] == [float(i) for i in range(20_000)]
 
 
 def test_config_arguments_then_environment_then_defaults(tmp_path) -> None:
