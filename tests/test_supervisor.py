@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from zoo import zoo_env, zoo_output, zoo_plugin
 from statbus.plugins import PluginInfo, RunOptions, StatsAggregationMethod, SummaryRecord
 from statbus.plugins.records import pack_values
 from statbus.workers.fetch_client import EntryKind, FetchedEntry, decode_fetch, encode_reply
-from statbus.workers.config import Config, PluginSettings, load_config
+from statbus.workers.config import Config, load_config
 from statbus.workers.policy import PolicyConfig
 from statbus.workers.statepage import StatePage
 from statbus.workers.states import WorkerState
