@@ -159,6 +159,13 @@ def current_config() -> TrainerConfig:
         return _configured
 
 
+def forget_configuration() -> None:
+    """Undo ``configure()``: the next client reads the environment again (tests, embedding)."""
+    global _configured
+    with _lock:
+        _configured = None
+
+
 def reset_for_fork() -> None:
     """In a forked child the lock may have been held by a parent thread: replace it."""
     global _lock

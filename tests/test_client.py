@@ -34,6 +34,17 @@ def mark(name):
 """
 
 
+@pytest.fixture(autouse=True)
+def _fresh_trainer_state() -> Iterator[None]:
+    """Each test starts and ends with no client and no configure() of an earlier test."""
+    sp.shutdown(0.0)
+    try:
+        yield
+    finally:
+        sp.shutdown(0.2)
+        trainer_config.forget_configuration()
+
+
 def _env(tmp_path, address: str) -> Dict[str, str]:
     env = dict(os.environ)
     env.update(
