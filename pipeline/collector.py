@@ -30,7 +30,7 @@ import zmq
 
 from ..plugins import ConfigError, StatbusError
 from .aggregator import Aggregator
-from .collector_status import RateMeter, build_status
+from .collector_control import RateMeter, answer_control
 from .control import ControlServer
 from .fetch import FetchServer
 from .intake import Intake, Verdict
@@ -128,7 +128,7 @@ class Collector:
         self.options = options
         self._supervisor_factory = supervisor_factory
         self._ready_callback = ready_callback
-        self._clock = clock
+        self.clock = clock
         self.data_address = options.bind or layout.data_address
         self.worker_address = layout.worker_address
         self.control_address = layout.control_address
@@ -146,12 +146,12 @@ class Collector:
         self.rate = RateMeter(clock)
         self.recovery: Dict[str, Any] = {}
         self.started = clock()
-        self._phase = _Phase.RUNNING
+        self.phase = _Phase.RUNNING
         self._drain_deadline = 0.0
         self._stop_graceful: Optional[bool] = None
         self._stop_timeout = options.stop_timeout
         self._sigterms = 0
-        self._summaries = 0
+        self.summaries = 0
         self._authenticators: List[Any] = []
 
     # --- public --------------------------------------------------------------------------
@@ -214,9 +214,9 @@ class Collector:
             floor=self.retention.floor,
             skip=self._skip_positions,
             count_between=self.retention.count_between,
-            clock=self._clock,
+            clock=self.clock,
         )
-        control = ControlServer(ctl, self._on_control)
+        control = ControlServer(ctl, lambda request: answer_control(self, request))
         if self._supervisor_factory is not None:
             self.supervisor = self._supervisor_factory(
                 SupervisorHooks(self.worker_address, self._dead_letter_record, self.retention.count_between)
@@ -310,9 +310,9 @@ class Collector:
         poller.register(work, zmq.POLLIN)
         poller.register(ctl, zmq.POLLIN)
         intake_open = True
-        next_tick = self._clock()
+        next_tick = self.clock()
         while True:
-            timeout_ms = max(0, int((next_tick - self._clock()) * 1000))
+            timeout_ms = max(0, int((next_tick - self.clock()) * 1000))
             events = dict(poller.poll(timeout_ms))
             if intake_open and data in events:
                 self._drain(data)
@@ -320,29 +320,29 @@ class Collector:
                 self.fetch.on_readable()
             if ctl in events:
                 control.on_readable()
-            now = self._clock()
+            now = self.clock()
             if now >= next_tick:
                 next_tick = now + TICK_SECONDS
                 self._tick()
             if self._stop_graceful is False:
                 logger.info("stopping at once")
                 return
-            if self._stop_graceful and self._phase is _Phase.RUNNING:
+            if self._stop_graceful and self.phase is _Phase.RUNNING:
                 # Stop intake first: trainers keep their unacked frames and hand
                 # them to the next collector; then let live plugins catch up.
                 logger.info("graceful stop: intake closed, plugins get %.1f s to catch up", self._stop_timeout)
                 poller.unregister(data)
                 intake_open = False
-                self._phase = _Phase.DRAINING
+                self.phase = _Phase.DRAINING
                 self._drain_deadline = now + self._stop_timeout
-            if self._phase is _Phase.DRAINING:
+            if self.phase is _Phase.DRAINING:
                 head = self.journal.end_position
                 caught_up = self.supervisor is None or self.supervisor.all_caught_up(head)
                 if caught_up or now >= self._drain_deadline:
                     if not caught_up:
                         logger.warning("graceful stop: plugins did not catch up within %.1f s", self._stop_timeout)
                     self.fetch.flush_parked()
-                    self._phase = _Phase.DONE
+                    self.phase = _Phase.DONE
                     return
 
     def _drain(self, data: zmq.Socket) -> None:
@@ -365,7 +365,7 @@ class Collector:
                 self.retention.note_appended(journal.append(EntryType.FRAME, payload))
                 for summary in aggregator.apply(decision.frame.records):
                     self.retention.note_appended(journal.append(EntryType.SUMMARY, encode_summary(summary)))
-                    self._summaries += 1
+                    self.summaries += 1
                 appended = True
                 if journal.needs_rotation():
                     # Mid-drain is fine: rotate() commits first, and the snapshot it
@@ -400,7 +400,7 @@ class Collector:
                 self.supervisor.tick(head)
             except Exception:  # noqa: BLE001 — a supervisor bug must not stop intake
                 logger.exception("supervisor tick failed")
-        self.retention.tick(self._clock())
+        self.retention.tick(self.clock())
         self.rate.sample(self.intake.accepted_values, self.intake.accepted_frames)
 
     # --- hooks for the fetch server and the supervisor -----------------------------------------
@@ -415,33 +415,6 @@ class Collector:
         if entry is None:
             return None
         return read_entry_record(entry.payload, entry.type)
-
-    # --- control ---------------------------------------------------------------------------------
-
-    def _on_control(self, request: Dict[str, Any]) -> Dict[str, Any]:
-        op = request["op"]
-        if op == "ping":
-            return {"ok": True, "pid": os.getpid(), "run_id": self.layout.run_id, "phase": self._phase.value}
-        if op == "status":
-            return build_status(self)
-        if op == "stop":
-            timeout = request.get("timeout")
-            if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
-                return {"ok": False, "error": "stop: timeout must be a non-negative number of seconds"}
-            self.request_stop(graceful=True, timeout=None if timeout is None else float(timeout))
-            return {"ok": True, "stopping": True}
-        plugin = request.get("plugin")
-        if not isinstance(plugin, str) or not plugin:
-            return {"ok": False, "error": f"{op}: a plugin name is required"}
-        if self.supervisor is None:
-            return {"ok": False, "error": "this collector runs no plugins"}
-        try:
-            getattr(self.supervisor, op)(plugin)
-        except StatbusError as exc:
-            return {"ok": False, "error": str(exc)}
-        except KeyError:
-            return {"ok": False, "error": f"no plugin {plugin!r} in this run"}
-        return {"ok": True}
 
     # --- signals ------------------------------------------------------------------------------------
 

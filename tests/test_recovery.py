@@ -6,7 +6,6 @@ import os
 import random
 import shutil
 
-import msgpack
 import pytest
 import zmq
 

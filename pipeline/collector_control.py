@@ -1,4 +1,4 @@
-"""The collector's ``status`` reply: run, trainers, intake rate, journal, plugins."""
+"""The collector's answers on its control socket: ``ping``, ``status``, ``stop`` and plugin commands."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import collections
 import os
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Tuple
 
+from ..plugins import StatbusError
 from .control import json_safe
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -39,7 +40,7 @@ class RateMeter:
 
 
 def build_status(collector: "Collector") -> Dict[str, Any]:
-    now = collector._clock()  # noqa: SLF001 — same package, the collector's injected clock
+    now = collector.clock()
     intake = collector.intake
     journal = collector.journal
     values_rate, frames_rate = collector.rate.rates()
@@ -86,7 +87,7 @@ def build_status(collector: "Collector") -> Dict[str, Any]:
         "control_address": collector.control_address,
         "pid": os.getpid(),
         "uptime": now - collector.started,
-        "phase": collector._phase.value,  # noqa: SLF001
+        "phase": collector.phase.value,
         "intake": {
             "values_per_second": values_rate,
             "frames_per_second": frames_rate,
@@ -97,7 +98,7 @@ def build_status(collector: "Collector") -> Dict[str, Any]:
             "rejected": sum(intake.rejects.values()),
             "rejects": dict(intake.rejects),
             "rejects_by_source": dict(intake.rejects_by_source.most_common(20)),
-            "summaries": collector._summaries,  # noqa: SLF001
+            "summaries": collector.summaries,
             "open_values": collector.aggregator.open_values,
             "open_categories": collector.aggregator.open_categories(),
         },
@@ -116,3 +117,30 @@ def build_status(collector: "Collector") -> Dict[str, Any]:
         "consumers": consumers,
     }
     return json_safe(status)
+
+
+def answer_control(collector: "Collector", request: Dict[str, Any]) -> Dict[str, Any]:
+    """The reply to one decoded control request (see :mod:`.control` for the protocol)."""
+    op = request["op"]
+    if op == "ping":
+        return {"ok": True, "pid": os.getpid(), "run_id": collector.layout.run_id, "phase": collector.phase.value}
+    if op == "status":
+        return build_status(collector)
+    if op == "stop":
+        timeout = request.get("timeout")
+        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
+            return {"ok": False, "error": "stop: timeout must be a non-negative number of seconds"}
+        collector.request_stop(graceful=True, timeout=None if timeout is None else float(timeout))
+        return {"ok": True, "stopping": True}
+    plugin = request.get("plugin")
+    if not isinstance(plugin, str) or not plugin:
+        return {"ok": False, "error": f"{op}: a plugin name is required"}
+    if collector.supervisor is None:
+        return {"ok": False, "error": "this collector runs no plugins"}
+    try:
+        getattr(collector.supervisor, op)(plugin)
+    except StatbusError as exc:
+        return {"ok": False, "error": str(exc)}
+    except KeyError:
+        return {"ok": False, "error": f"no plugin {plugin!r} in this run"}
+    return {"ok": True}
