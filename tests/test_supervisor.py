@@ -153,6 +153,7 @@ class Harness:
         kwargs.setdefault("policy", FAST)
         kwargs.setdefault("grace", 0.3)
         kwargs.setdefault("sample_interval", 0.1)
+        kwargs.setdefault("on_dead_letter", self._dead_letter)
         self.sup = Supervisor(
             str(self.statbus_dir),
             [plugin(p) if isinstance(p, str) else p for p in plugins],
@@ -160,7 +161,6 @@ class Harness:
             RunOptions.create("run", results_dir=str(tmp_path)),
             "ipc://" + str(tmp_path / "work"),
             spawn=spawn,
-            on_dead_letter=self._dead_letter,
             **kwargs,
         )
 
@@ -633,3 +633,26 @@ def test_kill_9_from_outside_never_fails_the_plugin(make: Callable[..., Harness]
     assert status["restarts"] == 6 and len(killed) == 6
     assert status["last_error"] == "killed by SIGKILL"
     assert h.sup.skip_positions("target") == frozenset()
+
+
+def test_poison_is_set_aside_even_when_the_record_cannot_be_read(make: Callable[..., Harness], tmp_path: Path) -> None:
+    def broken_lookup(plugin: str, position: int) -> Optional[dict]:
+        raise OSError("journal segment gone")
+
+    h = make(["victim"], config(victim={"options": {"mode": "crash", "inflight": 77}}), on_dead_letter=broken_lookup)
+    h.sup.start()
+    h.wait(lambda: h.sup.skip_positions("victim") == {77}, what="set aside")
+    entry = json.loads((h.statbus_dir / "dead-letter" / "victim.jsonl").read_text())
+    assert entry["record"] is None and entry["position"] == 77
+
+
+def test_enable_while_still_stopping_starts_again(make: Callable[..., Harness]) -> None:
+    h = make(["a"], config())
+    h.sup.start()
+    h.wait_state("a", WorkerState.READY)
+    first = h.status("a")["pid"]
+    h.sup.disable("a")
+    assert h.status("a")["state"] == "STOPPING"
+    h.sup.enable("a")
+    h.wait(lambda: h.status("a")["state"] == "READY" and h.status("a")["pid"] != first, what="running again")
+    assert not _alive(first)
