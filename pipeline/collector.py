@@ -400,7 +400,10 @@ class Collector:
                 self.supervisor.tick(head)
             except Exception:  # noqa: BLE001 — a supervisor bug must not stop intake
                 logger.exception("supervisor tick failed")
-        self.retention.tick(self.clock())
+        try:
+            self.retention.tick(self.clock())
+        except (StatbusError, KeyError, OSError):
+            logger.exception("retention pass failed; trying again at the next")
         self.rate.sample(self.intake.accepted_values, self.intake.accepted_frames)
 
     # --- hooks for the fetch server and the supervisor -----------------------------------------
@@ -408,7 +411,10 @@ class Collector:
     def _skip_positions(self, plugin: str) -> FrozenSet[int]:
         if self.supervisor is None:
             return frozenset()
-        return self.supervisor.skip_positions(plugin)
+        try:
+            return self.supervisor.skip_positions(plugin)
+        except (StatbusError, KeyError):
+            return frozenset()  # a fetch from a plugin the supervisor does not run (a tool, a test)
 
     def _dead_letter_record(self, plugin: str, position: int) -> Optional[Dict[str, Any]]:
         entry = self._reader.entry_at(position)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Callable, Dict, FrozenSet, List, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
 import msgpack
 import zmq
@@ -190,7 +190,15 @@ class FetchServer:
         self._parked = [p for p in self._parked if p.plugin != plugin]
         self._serve(envelope, plugin, after, max_bytes, park=self._clock() + PARK_SECONDS)
 
-    def _serve(
+    def _serve(self, envelope: List[bytes], plugin: str, after: int, max_bytes: int, **how: Any) -> bool:
+        try:
+            return self._answer(envelope, plugin, after, max_bytes, **how)
+        except Exception:  # noqa: BLE001 — one bad fetch must not take intake down with it
+            self.bad_requests += 1
+            logger.exception("serving a fetch of plugin %s after %d failed", plugin, after)
+            return True
+
+    def _answer(
         self,
         envelope: List[bytes],
         plugin: str,

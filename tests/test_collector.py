@@ -310,6 +310,12 @@ def test_plugins_in_workers_receive_every_summary(tmp_path, context):
         for step in range(1, 31):
             t.frame([stat("C", "k", [step, -step]), write_record("C", step)])
         settle([t])
+        # a fetch from a plugin the supervisor does not run is served, not fatal
+        probe = Worker(context, process.layout.worker_address, "not-a-plugin")
+        try:
+            assert probe.fetch(0)[0] == 2
+        finally:
+            probe.close()
         assert control_request(process.layout.control_address, {"op": "stop", "timeout": 60}, 10)["ok"]
         assert process.process.wait(timeout=90) == 0
         with open(zoo_output(results, "run", "good"), encoding="utf-8") as handle:
