@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 REJECT_LOG_INTERVAL = 10.0
 """Seconds between two log lines about rejects of one (sender, reason): a flood stays one line."""
 
+MAX_REJECT_SOURCES = 10_000
+"""Distinct rejected senders/connections counted before the table is cut to the worst tenth."""
+
 _INFO_FIELDS = ("pid", "host", "run_id", "argv0")
 
 
@@ -254,6 +257,10 @@ class Intake:
         who = exc.sender or source
         self.rejects[exc.reason.value] += 1
         self.rejects_by_source[who] += 1
+        if len(self.rejects_by_source) > MAX_REJECT_SOURCES:
+            # A peer that reconnects for every bad frame gets a new routing id each time:
+            # keep the worst offenders, not an ever-growing table.
+            self.rejects_by_source = Counter(dict(self.rejects_by_source.most_common(MAX_REJECT_SOURCES // 10)))
         now = self._clock()
         key = (who, exc.reason.value)
         last = self._last_reject_log.get(key)
