@@ -153,6 +153,8 @@ class Collector:
         self._sigterms = 0
         self.summaries = 0
         self._authenticators: List[Any] = []
+        self._data_auth: Optional[Any] = None
+        self._last_revoked_log = -1e9
 
     # --- public --------------------------------------------------------------------------
 
@@ -246,6 +248,8 @@ class Collector:
             raise StatbusError(f"cannot bind {address}: {exc}") from None
         if authenticator is not None:
             self._authenticators.append(authenticator)
+            if address == self.data_address:
+                self._data_auth = authenticator
         return socket
 
     def _announce_ready(self) -> None:
@@ -351,13 +355,18 @@ class Collector:
         appended = False
         budget = MAX_BYTES_PER_ITERATION
         journal, aggregator, intake = self.journal, self.aggregator, self.intake
+        auth = self._data_auth
         for _ in range(MAX_FRAMES_PER_ITERATION):
             try:
-                message = data.recv_multipart(zmq.NOBLOCK)
+                if auth is None:
+                    message = data.recv_multipart(zmq.NOBLOCK)
+                else:
+                    message = self._admitted(data.recv_multipart(zmq.NOBLOCK, copy=False), auth)
             except zmq.Again:
                 break
             if len(message) != 2:
-                intake.rejects["bad_message"] += 1
+                if message:
+                    intake.rejects["bad_message"] += 1
                 continue
             routing_id, payload = message
             decision = intake.receive(payload, routing_id.hex())
@@ -387,6 +396,23 @@ class Collector:
                 data.send_multipart([routing_id, encode_ack(seq)], zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass  # the trainer is gone or not reading: it re-sends and hears again
+
+    def _admitted(self, frames: List[zmq.Frame], auth: Any) -> List[bytes]:
+        """The message as bytes if its CURVE peer is still on the allow-list, else ``[]``.
+
+        ZAP checks a key once per connection; a key revoked since stays connected,
+        so every frame's ``User-Id`` is checked again here (the allow-list is
+        re-read at most once a second).
+        """
+        user = frames[-1].get("User-Id") if frames else ""
+        if not auth.is_allowed(user):
+            self.intake.rejects["revoked"] += 1
+            now = self.clock()
+            if now - self._last_revoked_log >= 10.0:
+                self._last_revoked_log = now
+                logger.warning("dropped a frame from %r: its key is no longer on the allow-list", user)
+            return []
+        return [frame.bytes for frame in frames]
 
     def _rotate(self) -> None:
         self.retention.note_appended(self.journal.rotate(encode_snapshot(self.intake, self.aggregator)), anchor=True)

@@ -105,12 +105,14 @@ class CollectorProcess:
 class RawTrainer:
     """A trainer speaking the wire by hand: keeps unacked frames and re-sends them, as the client does."""
 
-    def __init__(self, context: zmq.Context, address: str, sender: str) -> None:
+    def __init__(self, context: zmq.Context, address: str, sender: str, security=None) -> None:
+        from statbus.pipeline.security import secure_connect
+
         self.sender = sender
         self.socket = context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.IMMEDIATE, 1)
-        self.socket.connect(address)
+        secure_connect(self.socket, address, security)
         self.seq = 0
         self.acked = 0
         self.unacked: "collections.OrderedDict[int, bytes]" = collections.OrderedDict()
