@@ -338,7 +338,11 @@ def test_trainer_processes_and_a_learner_through_two_kill_9(tmp_path):
         for g, w in zip(got, want):
             assert g == w, (g[:2], {k: (len(v[1]), v[0]) for k, v in g[2].items()}, {k: (len(v[1]), v[0]) for k, v in w[2].items()})
         status = control_request(collector.layout.control_address, {"op": "status"}, timeout=10)
-        assert len(status["trainers"]) == TRAINERS + 1 and all(t["bye"] for t in status["trainers"])
+        # (BYE is best effort within the client's exit linger: not asserted here)
+        assert len(status["trainers"]) == TRAINERS + 1
+        assert sum(t["values"] for t in status["trainers"]) == sum(
+            len(v) for _, _, d in expected_trainer_run(steps) for _, v in d.values()
+        )
     finally:
         for p in processes:
             if p.poll() is None:
