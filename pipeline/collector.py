@@ -212,7 +212,7 @@ class Collector:
         self.fetch = FetchServer(
             work,
             reader,
-            head=lambda: self.journal.end_position,
+            head=lambda: self.journal.committed_position,
             floor=self.retention.floor,
             skip=self._skip_positions,
             count_between=self.retention.count_between,
@@ -292,8 +292,7 @@ class Collector:
             except Exception:  # noqa: BLE001 — the journal must still be closed
                 logger.exception("stopping the workers failed")
         try:
-            self.journal.commit()
-            self.journal.close()
+            self.journal.close()  # commits and syncs what is buffered; a no-op if it never opened
         except Exception:  # noqa: BLE001
             logger.exception("closing the journal failed")
         reader = getattr(self, "_reader", None)
