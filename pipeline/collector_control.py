@@ -115,6 +115,7 @@ def build_status(collector: "Collector") -> Dict[str, Any]:
         "trainers": trainers,
         "plugins": plugins,
         "consumers": consumers,
+        "bad_fetches": fetch.bad_requests if fetch is not None else 0,
     }
     return json_safe(status)
 

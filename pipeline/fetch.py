@@ -83,7 +83,7 @@ class ConsumerView:
 
     plugin: str
     read_to: int = 0
-    """The highest ``after`` the worker asked for: it has read (not necessarily committed) up to here."""
+    """The ``after`` of its latest fetch: it has read (not necessarily committed) up to here."""
     last_fetch: float = 0.0
     fetches: int = 0
     entries_sent: int = 0
@@ -183,7 +183,7 @@ class FetchServer:
         view = self.consumers.get(plugin)
         if view is None:
             view = self.consumers[plugin] = ConsumerView(plugin)
-        view.read_to = max(view.read_to, after)
+        view.read_to = after
         view.last_fetch = self._clock()
         view.fetches += 1
         # A worker has at most one fetch outstanding: a new one replaces a parked one.
