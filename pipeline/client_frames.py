@@ -233,7 +233,7 @@ class FrameBuffer:
         self.frames: Deque[Outgoing] = collections.deque()
         self.nbytes = 0
         self.next_seq = 1
-        self.floor = 1          # 1 + the highest seq dropped before it was acked
+        self.floor = 1          # the lowest seq this sender can still send: past acks and drops
         self.acked = 0
         self.values_dropped = 0
         self.frames_lost = 0
@@ -260,6 +260,9 @@ class FrameBuffer:
             self.nbytes -= self.frames.popleft().nbytes
             released += 1
         self.acked = acked
+        # Acked frames are never sent again either: a collector that lost its
+        # sender table (journal gone) then accepts this sender mid-stream.
+        self.floor = max(self.floor, acked + 1)
         return released
 
     def payload(self, frame: Outgoing) -> bytes:

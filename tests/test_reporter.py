@@ -214,6 +214,22 @@ def test_flush_is_true_once_acked_and_false_without_a_collector(address) -> None
         wait_for(lambda: state.values("Cat", "a") == [1.0, 2.0], what="unacked frame to arrive")
 
 
+def test_a_collector_that_lost_its_sender_table_accepts_the_trainer_mid_stream(address) -> None:
+    reporter = StatsReporter("Cat")
+    with AckPeer(address):
+        reporter.add_stat("a", 1.0)
+        assert sp.flush(30)
+    # A new peer that never heard of this sender (its journal is gone): the
+    # trainer's floor says everything below its next frame is settled.
+    fresh = PeerState()
+    with AckPeer(address, fresh):
+        reporter.add_stat("a", 2.0)
+        reporter.write_stats(2)
+        assert sp.flush(30)
+    assert fresh.values("Cat", "a") == [2.0]
+    assert fresh.gaps == 0
+
+
 def test_resend_after_the_peer_restarts_arrives_exactly_once(address) -> None:
     reporter = StatsReporter("Cat")
     state = PeerState()
