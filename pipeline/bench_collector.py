@@ -205,9 +205,14 @@ class BenchCollector:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
 
-    def close(self, grace: float = 15.0) -> None:
-        """Graceful stop (TERM), then KILL of the collector and every worker host it ever had; reaps all."""
+    def close(self, grace: float = 15.0, graceful: bool = True) -> None:
+        """Graceful stop (TERM), then KILL of the collector and every worker host it ever had; reaps all.
+
+        ``graceful=False`` skips the TERM (a stalled plugin would hold the stop up to its grace).
+        """
         try:
+            if not graceful:
+                self.kill9()
             if self.proc is not None and self.proc.poll() is None:
                 self._snapshot_children()
                 self.proc.send_signal(signal.SIGTERM)

@@ -93,6 +93,28 @@ def role_trainer(args: argparse.Namespace) -> int:
     return 0
 
 
+def role_stream(args: argparse.Namespace) -> int:
+    """Record a steady stream (12 keys x 20 values and a write_stats every 50 ms) for ``--duration`` s."""
+    from statbus.pipeline import StatsReporter, client_counters, configure, flush, shutdown
+
+    configure(args.run_id, args.results_dir, autostart=False)
+    reporter = StatsReporter(args.category)
+    emit({"ready": True})
+    deadline = time.monotonic() + args.duration
+    step = 0
+    while time.monotonic() < deadline:
+        for i in range(20):
+            for key in PPO_KEYS:
+                reporter.add_stat(key, float(i))
+        step += 1
+        reporter.write_stats(step)
+        time.sleep(0.05)
+    ok = flush(10.0)
+    emit({"summaries": step, "flushed": ok, "values_dropped": client_counters().get("values_dropped", 0)})
+    shutdown(1.0)
+    return 0
+
+
 def role_raw_push(args: argparse.Namespace) -> int:
     """Push pre-encoded frames (length-prefixed in ``--frames``) over plain PUSH as fast as zmq takes them."""
     import zmq
@@ -172,7 +194,7 @@ def role_buffer_fill(args: argparse.Namespace) -> int:
         if full_at is None and counters.get("values_dropped", 0) > 0:
             full_at = recorded
             rss_full = rss_bytes()
-        if full_at is not None and recorded >= 3 * full_at:
+        if full_at is not None and recorded >= 2 * full_at:
             break
     counters = client_counters()
     emit({"rss_base": base, "rss_full": rss_full, "rss_peak": peak, "rss_end": rss_bytes(),
@@ -215,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--write-every", type=int, default=1200)
     trainer.add_argument("--timeout", type=float, default=120.0)
     trainer.set_defaults(func=role_trainer)
+    stream = roles.add_parser("stream")
+    stream.add_argument("--run-id", required=True)
+    stream.add_argument("--results-dir", required=True)
+    stream.add_argument("--category", default="Stream")
+    stream.add_argument("--duration", type=float, default=600.0)
+    stream.set_defaults(func=role_stream)
     push = roles.add_parser("raw-push")
     push.add_argument("--address", required=True)
     push.add_argument("--frames", required=True)

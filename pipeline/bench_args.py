@@ -1,0 +1,16 @@
+"""The benchmark's command-line options, kept apart so that building ``statbus``'s parser stays cheap."""
+
+from __future__ import annotations
+
+import argparse
+
+FIGURES = ("startup", "hotpath", "throughput", "recovery", "memory")
+"""The figures of issue 7, in the order they run."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="smaller loads, fewer repetitions (under a minute)")
+    parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--json", metavar="PATH", help="also write every figure, the targets and versions as JSON")
+    parser.add_argument("--only", metavar="A,B", help=f"run only these figures ({', '.join(FIGURES)})")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary run directories")

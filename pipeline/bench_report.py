@@ -1,0 +1,167 @@
+"""The benchmark's targets (issue 7), judged against the figures, and the printed table."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, NamedTuple, Optional
+
+
+class Row(NamedTuple):
+    figure: str
+    measure: str
+    statbus: str
+    reference: str
+    target: str
+    passed: Optional[bool]  # None: reported, no target
+
+
+def _unchanged(value: float, normal: float, absolute: float) -> bool:
+    """'Unchanged within noise' on a shared 2-core machine: at most 1.5x the normal figure plus a little."""
+    return value <= normal * 1.5 + absolute
+
+
+def _us(value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if value >= 10_000:
+        return f"{value / 1000:,.1f} ms"
+    return f"{value:,.1f} µs"
+
+
+def _spread(s: Dict[str, float]) -> str:
+    return f"{_us(s['p50'])} / {_us(s['p99'])} / {_us(s['max'])}"
+
+
+def _rate(value: float) -> str:
+    return f"{value:,.0f}/s"
+
+
+def hotpath_rows(h: Dict[str, Any]) -> List[Row]:
+    rows: List[Row] = []
+    nb, ns = h["normal"]["baseline"], h["normal"]["statbus"]
+    rows.append(Row("1 hot path", "add_stat, ns/call", f"{ns['add_stat_ns']:,.0f}", f"{nb['add_stat_ns']:,.0f}",
+                    "≤ 1/2 baseline", ns["add_stat_ns"] <= nb["add_stat_ns"] / 2))
+    rows.append(Row("1 hot path", "write_stats 12 keys p50/p99/max", _spread(ns["write_stats_us"]),
+                    _spread(nb["write_stats_us"]), "p50 ≤ 1/20 baseline",
+                    ns["write_stats_us"]["p50"] <= nb["write_stats_us"]["p50"] / 20))
+    rows.append(Row("1 hot path", "other thread's add_stat max", _us(ns["other_thread_add_stat_us"]["max"]),
+                    _us(nb["other_thread_add_stat_us"]["max"]), "", None))
+    for scenario, label in (("sleepy", "+50 ms writer"), ("raising", "+raising writer"), ("down", "collector down")):
+        if scenario not in h:
+            continue
+        s = h[scenario]["statbus"]
+        b = h[scenario].get("baseline")
+        same = (_unchanged(s["add_stat_ns"], ns["add_stat_ns"], 100.0)
+                and _unchanged(s["write_stats_us"]["p50"], ns["write_stats_us"]["p50"], 5.0)
+                and s["raised_into_training"] == 0)
+        rows.append(Row("1 hot path", f"{label}: add_stat ns", f"{s['add_stat_ns']:,.0f}",
+                        f"{b['add_stat_ns']:,.0f}" if b else "-", "statbus unchanged", None))
+        rows.append(Row("1 hot path", f"{label}: write_stats p50/p99/max", _spread(s["write_stats_us"]),
+                        _spread(b["write_stats_us"]) if b else "-", "statbus unchanged", same))
+        if b:
+            rows.append(Row("1 hot path", f"{label}: other thread's add_stat max",
+                            _us(s["other_thread_add_stat_us"]["max"]), _us(b["other_thread_add_stat_us"]["max"]),
+                            "", None))
+            rows.append(Row("1 hot path", f"{label}: write_stats raised into training",
+                            f"{s['raised_into_training']} of {s['write_stats_calls']}",
+                            f"{b['raised_into_training']} of {b['write_stats_calls']}", "statbus 0",
+                            s["raised_into_training"] == 0))
+    return rows
+
+
+def throughput_rows(t: Dict[str, Any]) -> List[Row]:
+    rows: List[Row] = []
+    for n, f in t["values"].items():
+        label = f"{n} trainer{'s' if n != '1' else ''}"
+        rows.append(Row("2 throughput", f"{label}: values acked (journaled)", _rate(f["acked_values_per_s"]),
+                        _rate(f["raw_values_per_s"]) + " raw", "≥ 1,000,000/s",
+                        f["acked_values_per_s"] >= 1_000_000))
+        rows.append(Row("2 throughput", f"{label}: values delivered to 4 plugins", _rate(f["delivered_values_per_s"]),
+                        "", "≥ 1,000,000/s", f["delivered_values_per_s"] >= 1_000_000))
+        rows.append(Row("2 throughput", f"{label}: values, share of raw pyzmq", f"{f['ratio_to_raw']:.1%}",
+                        "100%", "≥ 50%", f["ratio_to_raw"] >= 0.5))
+    for n, f in t["summaries"].items():
+        label = f"{n} trainer{'s' if n != '1' else ''}"
+        rows.append(Row("2 throughput", f"{label}: summaries acked", _rate(f["acked_summaries_per_s"]),
+                        _rate(f["raw_summaries_per_s"]) + " raw", "≥ 10,000/s",
+                        f["acked_summaries_per_s"] >= 10_000))
+        rows.append(Row("2 throughput", f"{label}: summaries delivered to 4 plugins",
+                        _rate(f["delivered_summaries_per_s"]), "", "≥ 10,000/s",
+                        f["delivered_summaries_per_s"] >= 10_000))
+        rows.append(Row("2 throughput", f"{label}: summaries, share of raw pyzmq", f"{f['ratio_to_raw']:.1%}",
+                        "100%", "≥ 50%", f["ratio_to_raw"] >= 0.5))
+    return rows
+
+
+def recovery_rows(r: Dict[str, Any]) -> List[Row]:
+    w, c = r["worker_kill_to_caught_up_s"], r["collector_restart_to_caught_up_s"]
+    return [
+        Row("3 recovery", f"worker kill -9 → caught up, p50 / max ({r['worker_kills']} kills)",
+            f"{w['p50']:.2f} s / {w['max']:.2f} s", "", "p50 ≤ 1 s", w["p50"] <= 1.0),
+        Row("3 recovery", f"collector kill -9, restart → all caught up ({r['collector_kills']} kills)",
+            f"{c['p50']:.2f} s / {c['max']:.2f} s", "", "p50 ≤ 2 s", c["p50"] <= 2.0),
+        Row("3 recovery", "collector restart → answering, p50 / max",
+            f"{r['collector_restart_to_ready_s']['p50']:.2f} s / {r['collector_restart_to_ready_s']['max']:.2f} s",
+            "", "", None),
+    ]
+
+
+def trainer_bounded(t: Dict[str, Any]) -> bool:
+    """Growth of the trainer's RSS within its buffer (x1.5 for Python objects) plus 16 MiB of fixed cost."""
+    return t["overflowed"] and t["rss_growth_mb"] <= 1.5 * t["buffer_mb"] + 16.0
+
+
+def memory_rows(m: Dict[str, Any]) -> List[Row]:
+    c, t = m["collector"], m["trainer"]
+    workers = ", ".join(f"{k} {v:.0f}" for k, v in c["worker_rss_peak_mb"].items())
+    return [
+        Row("4 memory", f"collector RSS peak, {c['values']:,} values, 1 plugin stalled",
+            f"{c['collector_rss_peak_mb']:.0f} MB", f"lag {c['stalled_lag_mb']:.0f} MB on disk", "< 200 MB",
+            c["collector_rss_peak_mb"] < 200),
+        Row("4 memory", "worker RSS peaks (MB)", workers, "", "", None),
+        Row("4 memory", f"trainer RSS, collector down, {t['buffer_mb']:.0f} MiB buffer",
+            f"+{t['rss_growth_mb']:.0f} MB (peak {t['rss_peak_mb']:.0f})",
+            f"{t['values_dropped']:,} values dropped", "≤ 1.5×buffer + 16 MB", trainer_bounded(t)),
+    ]
+
+
+def startup_rows(s: Dict[str, Any]) -> List[Row]:
+    heavy = ", ".join(s["heavy_modules_imported"]) or "none"
+    return [
+        Row("5 start-up", f"collector cold start → answering", f"{s['collector_ready_s']:.2f} s", "", "", None),
+        Row("5 start-up", f"→ every worker ready ({len(s['plugins'])} plugins)", f"{s['workers_ready_s']:.2f} s",
+            "", "", None),
+        Row("5 start-up", "import statbus.pipeline: time", f"{s['import_s']:.3f} s", "", "< 0.3 s",
+            s["import_s"] < 0.3),
+        Row("5 start-up", "import statbus.pipeline: process RSS", f"{s['import_rss_mb']:.1f} MiB",
+            f"bare python {s['interpreter_rss_mb']:.1f} MiB", "< 40 MiB", s["import_rss_mb"] < 40),
+        Row("5 start-up", "writer/tensorboard modules a trainer imports", heavy, "", "none",
+            not s["heavy_modules_imported"]),
+    ]
+
+
+ROW_MAKERS = {"hotpath": hotpath_rows, "throughput": throughput_rows, "recovery": recovery_rows,
+              "memory": memory_rows, "startup": startup_rows}
+
+
+def rows_for(figures: Dict[str, Any]) -> List[Row]:
+    rows: List[Row] = []
+    for name, make in ROW_MAKERS.items():
+        if name in figures:
+            rows.extend(make(figures[name]))
+    return rows
+
+
+def format_table(rows: List[Row]) -> str:
+    header = Row("figure", "measure", "statbus", "baseline / raw", "target", None)
+    cells = [list(header[:5]) + ["pass"]]
+    for row in rows:
+        mark = "" if row.passed is None else ("PASS" if row.passed else "FAIL")
+        cells.append([row.figure, row.measure, row.statbus, row.reference, row.target, mark])
+    widths = [max(len(line[i]) for line in cells) for i in range(6)]
+    lines = []
+    for index, line in enumerate(cells):
+        lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip())
+        if index == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
