@@ -23,7 +23,7 @@ from ..plugins import StatbusError
 
 logger = logging.getLogger(__name__)
 
-COMMAND_MODULES: List[str] = ["plugins", "collector", "status", "demo", "keys"]
+COMMAND_MODULES: List[str] = ["plugins", "collector", "status", "demo", "keys", "bench"]
 """Suffixes of the ``cli_<name>`` modules that register subcommands, in help order."""
 
 EXIT_OK = 0
