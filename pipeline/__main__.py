@@ -47,6 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--set", action="append", default=[], metavar="NAME.KEY=VALUE", help="override a plugin setting"
     )
+    parser.add_argument(
+        "--on-demand", action="store_true",
+        help="started by a trainer: exit once every trainer is gone, every plugin caught up, "
+        "and nothing arrived for --idle-exit seconds",
+    )
+    parser.add_argument(
+        "--idle-exit", type=float, metavar="S", default=float(os.environ.get("STATBUS_IDLE_EXIT", "30")),
+        help="quiet seconds before an on-demand collector exits (default: $STATBUS_IDLE_EXIT, else 30)",
+    )
     parser.add_argument("--log-level", default=os.environ.get("STATBUS_LOG_LEVEL", "INFO"))
     return parser
 
@@ -107,6 +116,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             fsync_interval=args.fsync_interval,
             quota_bytes=int(args.quota_mb * (1 << 20)),
             stop_timeout=args.stop_timeout,
+            idle_exit=args.idle_exit if args.on_demand else None,
         )
         factory = None
         if not args.no_plugins:

@@ -33,6 +33,7 @@ from .aggregator import Aggregator
 from .collector_control import RateMeter, answer_control
 from .control import ControlServer
 from .fetch import FetchServer
+from .idle import IdleWatch
 from .intake import Intake, Verdict
 from .journal import EntryType, FsyncPolicy, Journal, JournalReader
 from .layout import RunLayout
@@ -104,6 +105,8 @@ class CollectorOptions:
     """Per consumer: bytes behind the head it may lag before its floor moves up."""
     stop_timeout: float = 30.0
     """Default time live plugins get to catch up on a graceful stop."""
+    idle_exit: Optional[float] = None
+    """On-demand collectors: stop once trainers are gone, plugins caught up, and this long quiet."""
 
 
 class _Phase(enum.Enum):
@@ -155,6 +158,7 @@ class Collector:
         self._authenticators: List[Any] = []
         self._data_auth: Optional[Any] = None
         self._last_revoked_log = -1e9
+        self._idle = IdleWatch(options.idle_exit) if options.idle_exit is not None else None
 
     # --- public --------------------------------------------------------------------------
 
@@ -430,6 +434,14 @@ class Collector:
         except (StatbusError, KeyError, OSError):
             logger.exception("retention pass failed; trying again at the next")
         self.rate.sample(self.intake.accepted_values, self.intake.accepted_frames)
+        if self._idle is not None and self.phase is _Phase.RUNNING and self._stop_graceful is None:
+            caught_up = self.supervisor is None or self.supervisor.all_caught_up(head)
+            if self._idle.expired(self.clock(), self.intake.senders, self.intake.accepted_frames, caught_up):
+                logger.info(
+                    "on-demand collector: every trainer is gone and every plugin caught up; "
+                    "idle for %.0f s, stopping", self._idle.idle_seconds,
+                )
+                self.request_stop(graceful=True)
 
     # --- hooks for the fetch server and the supervisor -----------------------------------------
 

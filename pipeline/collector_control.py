@@ -88,6 +88,7 @@ def build_status(collector: "Collector") -> Dict[str, Any]:
         "pid": os.getpid(),
         "uptime": now - collector.started,
         "phase": collector.phase.value,
+        "on_demand": collector.options.idle_exit is not None,
         "intake": {
             "values_per_second": values_rate,
             "frames_per_second": frames_rate,
