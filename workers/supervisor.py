@@ -9,13 +9,10 @@ shutdown, waits (bounded).
 Decisions (design §5, issue 4):
 
 * **Who decides what.**  Which state moves are legal: :mod:`.states`.  When to
-  restart, when to give up, what is poison: :mod:`.policy` (pure).  This module
-  only runs processes and reports facts to those two.
-* **Process groups.**  Every host is spawned with ``start_new_session=True``;
-  every signal goes to its whole group, and after a host exits its group is
-  killed too (nothing a plugin started outlives it).  Exits are detected with
-  ``waitid(WNOWAIT)`` first, so the group is killed while the leader is still
-  an unreaped zombie and its pid (= the group id) cannot have been reused.
+  restart, when to give up, what is poison: :mod:`.policy` (pure).  How a host
+  process is spawned, signalled (its whole process group), reaped, sampled and
+  explained: :mod:`.processes`.  This module watches the hosts and reports
+  facts to :mod:`.states` and :mod:`.policy`.
 * **Hung**: not ready ``start_timeout`` s after spawn; once ready, no
   heartbeat for ``heartbeat_timeout`` s or one writer call busy for more than
   ``call_timeout`` s.
@@ -55,52 +52,47 @@ import subprocess
 import time
 from typing import Any, Callable, Deque, Dict, FrozenSet, List, Mapping, Optional, Sequence, Set, Tuple
 
-import psutil
-
 from ..plugins.discovery import PluginInfo
 from ..plugins.errors import StatbusError
 from ..plugins.settings import RunOptions
 from .config import Config, PluginSettings
-from .host import ExitCode, parse_error_line
 from .policy import Action, PolicyConfig, RestartPolicy
 from .states import StateMachine, WorkerEvent, WorkerState
 from .statepage import NO_INFLIGHT, HostState, StatePage, StatePageError, read_state
 
+# Process handling lives in .processes; these names stay importable from here
+# (the supervisor's public API before the split).
+from .processes import (
+    DEFAULT_GRACE,
+    EXTERNAL_EXITS,
+    FATAL_EXITS,
+    LAST_OUTPUT_CHARS,
+    LOG_TAIL_BYTES,
+    NOT_A_RECORD_FAULT,
+    HostProcess,
+    ResourceSampler,
+    Spawn,
+    describe_exit,
+    host_argv,
+    last_error_line,
+    read_log_tail,
+    spawn_host,
+)
+
+__all__ = [
+    "DEFAULT_GRACE", "DISABLED", "EXTERNAL_EXITS", "FATAL_EXITS", "LAST_OUTPUT_CHARS", "LOG_TAIL_BYTES",
+    "NOT_A_RECORD_FAULT", "ResourceSampler", "Supervisor", "SupervisorError", "WorkerPaths",
+    "describe_exit", "last_error_line", "read_dead_letter_positions", "read_log_tail",
+]
+
 logger = logging.getLogger(__name__)
-
-FATAL_EXITS = frozenset({ExitCode.BAD_CONFIG, ExitCode.IMPORT_FAILURE, ExitCode.REGISTRATION_FAILURE})
-"""Exits that restarting cannot fix."""
-
-NOT_A_RECORD_FAULT = frozenset({ExitCode.LOST_PARENT, ExitCode.LOST_COLLECTOR}) | FATAL_EXITS
-"""Exits that say nothing about the record in flight (no poison strike)."""
-
-EXTERNAL_EXITS = frozenset({ExitCode.OK, ExitCode.LOST_COLLECTOR, -signal.SIGKILL})
-"""Exits of a host the supervisor was not stopping that someone else caused.
-
-A host exits OK only when told to stop (SIGTERM), LOST_COLLECTOR when this
-collector did not answer for seconds (our stall, not the plugin's), and a
-SIGKILL the supervisor did not send came from outside (an operator, a chaos
-test, the OOM killer).
-Neither is the plugin's or the record's fault: restart promptly, spending no
-budget and striking no record (see :meth:`RestartPolicy.failed`).  The
-supervisor's own kills (hang, memory cap) carry their own attribution."""
-
-DEFAULT_GRACE = 2.0
-"""Seconds between TERM and KILL."""
 
 HEAD_SAMPLE_INTERVAL = 0.5
 """Seconds between two remembered journal heads (for lag in seconds)."""
 
-LOG_TAIL_BYTES = 64 * 1024
-"""How much of a host's log is searched for its last error line."""
-
-LAST_OUTPUT_CHARS = 300
-"""Longest piece of a host's last output quoted as its last error."""
-
 DISABLED = "DISABLED"
 """What :meth:`Supervisor.status` shows as the state of a disabled plugin."""
 
-Spawn = Callable[..., "subprocess.Popen[bytes]"]
 DeadLetterSource = Callable[[str, int], Optional[Mapping[str, Any]]]
 
 
@@ -124,40 +116,6 @@ class WorkerPaths:
         return os.path.join(self.statbus_dir, "dead-letter", f"{plugin}.jsonl")
 
 
-class ResourceSampler:
-    """RSS (host plus descendants) and CPU of one host, sampled with psutil."""
-
-    def __init__(self, pid: int) -> None:
-        self.rss_mb = 0.0
-        self.cpu_percent = 0.0
-        self._next = float("-inf")
-        try:
-            self._process: Optional[psutil.Process] = psutil.Process(pid)
-            self._process.cpu_percent(None)  # the first call only sets the reference point
-        except psutil.Error:
-            self._process = None
-
-    def due(self, now: float, interval: float) -> bool:
-        return self._process is not None and now >= self._next
-
-    def sample(self, now: float, interval: float) -> None:
-        self._next = now + interval
-        process = self._process
-        if process is None:
-            return
-        try:
-            rss = process.memory_info().rss
-            self.cpu_percent = process.cpu_percent(None)
-            for child in process.children(recursive=True):
-                try:
-                    rss += child.memory_info().rss
-                except psutil.Error:
-                    pass  # a child that just ended uses nothing
-        except psutil.Error:
-            return  # the host is ending; its exit is handled by the next reap
-        self.rss_mb = rss / (1024 * 1024)
-
-
 class _Worker:
     """Everything the supervisor knows about one plugin (mutable, private)."""
 
@@ -168,10 +126,8 @@ class _Worker:
         self.machine = StateMachine(info.name)
         self.policy = policy
         self.page: Optional[StatePage] = None
-        self.proc: Optional["subprocess.Popen[bytes]"] = None
-        self.resources: Optional[ResourceSampler] = None
+        self.host: Optional[HostProcess] = None
         self.spawned_at = 0.0
-        self.log_offset = 0
         self.spawns = 0
         self.kill_at: Optional[float] = None
         self.killed = False
@@ -196,52 +152,6 @@ class _Worker:
     @property
     def state(self) -> WorkerState:
         return self.machine.state
-
-
-def describe_exit(returncode: int, error: Optional[str], last_output: Optional[str] = None) -> str:
-    """A one-line reason: the host's own error line, else the exit code or signal name.
-
-    An exit status that is none of the host's codes means the host never got
-    going (say, an interpreter without statbus installed): its last line of
-    output then tells why.
-    """
-    if error:
-        return error  # already "CODE_NAME: message"
-    if returncode < 0:
-        try:
-            return f"killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"killed by signal {-returncode}"
-    try:
-        return ExitCode(returncode).name
-    except ValueError:
-        pass
-    if last_output:
-        return f"exit status {returncode}: {last_output[:LAST_OUTPUT_CHARS]}"
-    return f"exit status {returncode}"
-
-
-def read_log_tail(path: str, since: int) -> Tuple[Optional[str], Optional[str]]:
-    """(last ``statbus-worker-error:`` message, last non-empty line) written after offset ``since``."""
-    try:
-        with open(path, "rb") as handle:
-            size = handle.seek(0, os.SEEK_END)
-            handle.seek(max(since, size - LOG_TAIL_BYTES))
-            tail = handle.read()
-    except OSError:
-        return None, None
-    lines = [raw.decode("utf-8", "replace").strip() for raw in tail.splitlines()]
-    lines = [line for line in lines if line]
-    for line in reversed(lines):
-        parsed = parse_error_line(line)
-        if parsed is not None:
-            return parsed, lines[-1]
-    return None, (lines[-1] if lines else None)
-
-
-def last_error_line(path: str, since: int) -> Optional[str]:
-    """The last ``statbus-worker-error:`` message written to ``path`` after offset ``since``."""
-    return read_log_tail(path, since)[0]
 
 
 def read_dead_letter_positions(path: str) -> Set[int]:
@@ -422,10 +332,10 @@ class Supervisor:
                 worker.machine.fire(WorkerEvent.STOP)
         killed = False
         while True:
-            running = [w for w in self._workers.values() if w.proc is not None]
+            running = [w for w in self._workers.values() if w.host is not None]
             for worker in running:
                 self._reap(worker)
-            running = [w for w in running if w.proc is not None]
+            running = [w for w in running if w.host is not None]
             if not running:
                 break
             now = time.monotonic()
@@ -439,7 +349,7 @@ class Supervisor:
                 break
             time.sleep(0.01)
         for worker in self._workers.values():
-            if worker.proc is None and worker.page is not None:
+            if worker.host is None and worker.page is not None:
                 worker.page.close()
                 worker.page = None
 
@@ -483,56 +393,37 @@ class Supervisor:
         page.busy_since = 0.0
         page.pid = 0
         page.state = HostState.STARTING
-        log_path = self.paths.log_file(worker.name)
         argv = self._argv(worker)
         try:
-            os.makedirs(os.path.dirname(log_path), exist_ok=True)
-            with open(log_path, "ab") as log:
-                stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self._wall_clock()))
-                log.write(f"--- statbus: starting worker host for {worker.name} at {stamp}\n".encode())
-                log.flush()
-                worker.log_offset = log.tell()
-                env = dict(os.environ if self._env is None else self._env)
-                env.setdefault("PYTHONUNBUFFERED", "1")
-                proc = self._spawn(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    close_fds=True,
-                    env=env,
-                )
+            host = spawn_host(
+                argv, self.paths.log_file(worker.name),
+                plugin=worker.name, spawn=self._spawn, env=self._env, wall_clock=self._wall_clock,
+            )
         except OSError as exc:
             self._fail_unstarted(worker, f"cannot start {argv[0]}: {exc}")
             return
         worker.machine.fire(WorkerEvent.START)
-        worker.proc = proc
+        worker.host = host
         worker.spawns += 1
         worker.spawned_at = self._clock()
         worker.kill_at, worker.killed, worker.restart_at = None, False, None
         worker.heartbeat_seen = worker.busy_seen = (float("nan"), worker.spawned_at)
-        worker.resources = ResourceSampler(proc.pid)
         worker.policy.started(page.committed)
-        logger.info("plugin %s: started worker host pid %d from position %d", worker.name, proc.pid, page.committed)
+        logger.info("plugin %s: started worker host pid %d from position %d", worker.name, host.pid, page.committed)
 
     def _argv(self, worker: _Worker) -> List[str]:
         info, settings = worker.info, worker.settings
-        options = self.run_options.with_plugin_options(settings.options).as_dict()
-        argv = [
-            settings.python, "-m", "statbus.workers",
-            "--plugin", info.name,
-            "--group", info.group,
-            "--target", info.target,
-            "--address", self.worker_address,
-            "--state-file", self.paths.state_file(info.name),
-            "--run-options", json.dumps(options, default=str),
-            "--call-timeout", repr(float(settings.call_timeout)),
-            "--parent-pid", str(os.getpid()),
-        ]
-        if self._log_level:
-            argv += ["--log-level", self._log_level]
-        return argv
+        return host_argv(
+            settings.python,
+            plugin=info.name,
+            group=info.group,
+            target=info.target,
+            address=self.worker_address,
+            state_file=self.paths.state_file(info.name),
+            run_options=self.run_options.with_plugin_options(settings.options).as_dict(),
+            call_timeout=settings.call_timeout,
+            log_level=self._log_level,
+        )
 
     def _fail_unstarted(self, worker: _Worker, reason: str) -> None:
         """Could not even spawn: a configuration problem, so FAILED at once."""
@@ -547,35 +438,23 @@ class Supervisor:
             worker.machine.fire(WorkerEvent.GIVE_UP)
 
     def _signal_group(self, worker: _Worker, sig: signal.Signals) -> None:
-        if worker.proc is None:
-            return
-        try:
-            os.killpg(worker.proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass  # the whole group is gone already
+        if worker.host is not None:
+            worker.host.signal_group(sig)
 
     def _reap(self, worker: _Worker) -> bool:
         """Handle the host's exit if it ended; True when it did."""
-        proc = worker.proc
-        if proc is None:
+        host = worker.host
+        if host is None:
             return False
-        try:
-            # WNOWAIT: leave the zombie in place so the group id stays ours while
-            # we kill whatever else the plugin left running in its group.
-            if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
-                return False
-            self._signal_group(worker, signal.SIGKILL)
-        except ChildProcessError:
-            pass  # not our child (a spawn stand-in) or already reaped: poll decides
-        returncode = proc.poll()
+        returncode = host.reap()
         if returncode is None:
             return False
         self._exited(worker, returncode)
         return True
 
     def _watch(self, worker: _Worker, now: float) -> None:
-        page, proc = worker.page, worker.proc
-        assert page is not None and proc is not None
+        page, host = worker.page, worker.host
+        assert page is not None and host is not None
         settings = worker.settings
         # The page's pid was zeroed before the spawn: non-zero means the new host
         # has taken the page over (it may be a child of a wrapper interpreter,
@@ -583,7 +462,7 @@ class Supervisor:
         if worker.state is WorkerState.STARTING:
             if page.pid != 0 and page.state == HostState.READY:
                 worker.machine.fire(WorkerEvent.READY)
-                logger.info("plugin %s ready (pid %d)", worker.name, proc.pid)
+                logger.info("plugin %s ready (pid %d)", worker.name, host.pid)
             elif now - worker.spawned_at > settings.start_timeout:
                 self._abort(worker, f"hung: not ready {settings.start_timeout:g} s after start", None, now)
                 return
@@ -606,8 +485,8 @@ class Supervisor:
                 )
                 return
             worker.policy.progressed(page.committed)
-        sampler = worker.resources
-        if sampler is not None and sampler.due(now, self._sample_interval):
+        sampler = host.resources
+        if sampler.due(now, self._sample_interval):
             sampler.sample(now, self._sample_interval)
             if sampler.rss_mb > settings.memory_cap_mb:
                 reason = f"memory cap: RSS {sampler.rss_mb:.0f} MB over {settings.memory_cap_mb:g} MB"
@@ -644,10 +523,11 @@ class Supervisor:
         page = worker.page
         inflight = page.inflight if page is not None else NO_INFLIGHT
         committed = page.committed if page is not None else 0
-        pid = worker.proc.pid if worker.proc is not None else 0
-        worker.proc, worker.resources, worker.kill_at = None, None, None
+        host = worker.host
+        pid = host.pid if host is not None else 0
+        worker.host, worker.kill_at = None, None
         worker.last_exit = returncode
-        described = describe_exit(returncode, *read_log_tail(self.paths.log_file(worker.name), worker.log_offset))
+        described = host.describe_exit(returncode) if host is not None else describe_exit(returncode, None)
         state = worker.state
         if state is WorkerState.STOPPING:
             worker.machine.fire(WorkerEvent.EXIT)
@@ -737,7 +617,7 @@ class Supervisor:
         now = self._clock()
         page = worker.page if worker.page is not None and not worker.page.closed else None
         committed = page.committed if page is not None else self.committed(worker.name)
-        sampler = worker.resources
+        sampler = worker.host.resources if worker.host is not None else None
         return {
             "name": worker.name,
             "group": worker.info.group,
@@ -745,12 +625,12 @@ class Supervisor:
             "enabled": worker.enabled,
             # A disabled plugin is shown as such (the state machine only knows STOPPED).
             "state": DISABLED if not worker.enabled and worker.state is WorkerState.STOPPED else worker.state.value,
-            "pid": worker.proc.pid if worker.proc is not None else None,
+            "pid": worker.host.pid if worker.host is not None else None,
             "restarts": max(0, worker.spawns - 1),
             "last_error": worker.last_error,
             "last_exit": worker.last_exit,
             "committed": committed,
-            "inflight": page.inflight if page is not None and worker.proc is not None else None,
+            "inflight": page.inflight if page is not None and worker.host is not None else None,
             "lag_bytes": max(0, self._head - committed),
             "lag_records": self._lag_records(committed),
             "lag_seconds": self._lag_seconds(committed, now),
