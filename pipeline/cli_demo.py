@@ -155,6 +155,17 @@ def _check(layout: RunLayout, expected: Dict[str, Any]) -> List[Tuple[str, bool,
     return checks
 
 
+def _console_lines(layout: RunLayout, count: int) -> List[str]:
+    """ML-Agents' progress lines as the console writer printed them in its worker."""
+    path = os.path.join(layout.statbus_dir, "logs", "console.log")
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            lines = [line.rstrip() for line in handle if "Step:" in line]
+    except OSError:
+        return []
+    return [line.split("statbus.console: ", 1)[-1] for line in lines[-count:]]
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from .control import control_request
 
@@ -195,6 +206,11 @@ def run_demo(args: argparse.Namespace) -> int:
     for what, passed, detail in checks:
         print(f"  [{'ok' if passed else 'FAILED'}] {what}: {detail}")
     complete = all(passed for _, passed, _ in checks)
+    console_lines = _console_lines(layout, 3)
+    if console_lines:
+        print("  the console plugin's last lines (its log: statbus/logs/console.log):")
+        for line in console_lines:
+            print("    " + line)
     print()
     print("nothing was lost." if complete else "DATA IS MISSING: see the checks above and the logs in " + layout.statbus_dir)
     print(f"open the curves with:  tensorboard --logdir {layout.run_dir}")
