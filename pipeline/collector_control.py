@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import collections
 import os
-from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Tuple
+from typing import Any, Callable, Deque, Dict, Tuple
 
 from ..plugins import StatbusError
 from .control import json_safe
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .collector import Collector
+# The collector is passed in, not imported: collector.py imports this module,
+# and no module imports one that imports it back.
+CollectorT = Any
 
 RATE_WINDOW = 5.0
 """Seconds over which the intake rate is averaged."""
@@ -39,7 +40,7 @@ class RateMeter:
         return (v1 - v0) / span, (f1 - f0) / span
 
 
-def build_status(collector: "Collector") -> Dict[str, Any]:
+def build_status(collector: CollectorT) -> Dict[str, Any]:
     now = collector.clock()
     intake = collector.intake
     journal = collector.journal
@@ -121,7 +122,7 @@ def build_status(collector: "Collector") -> Dict[str, Any]:
     return json_safe(status)
 
 
-def answer_control(collector: "Collector", request: Dict[str, Any]) -> Dict[str, Any]:
+def answer_control(collector: CollectorT, request: Dict[str, Any]) -> Dict[str, Any]:
     """The reply to one decoded control request (see :mod:`.control` for the protocol)."""
     op = request["op"]
     if op == "ping":
