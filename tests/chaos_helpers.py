@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import psutil
@@ -161,7 +160,7 @@ class ChaosRun:
         return dict(found)
 
     def wait_caught_up(self, names: Sequence[str], timeout: float = 60.0) -> None:
-        """Until every plugin in ``names`` has committed up to the journal head."""
+        """Until every plugin in ``names`` is READY and has committed up to the journal head."""
         last: Dict[str, Any] = {}
 
         def check() -> bool:
@@ -169,7 +168,7 @@ class ChaosRun:
             head = status["journal"]["head"]
             plugins = {p["name"]: p for p in status["plugins"]}
             last.update({n: (plugins[n]["state"], plugins[n]["committed"], head) for n in names})
-            return all(plugins[n]["committed"] >= head for n in names)
+            return all(plugins[n]["committed"] >= head and plugins[n]["state"] == "READY" for n in names)
 
         try:
             wait_for(check, timeout, interval=0.1, what="catch-up")
@@ -263,6 +262,3 @@ def chaos_run(tmp_path: Any, plugins: Sequence[str], settings: Sequence[str] = (
     finally:
         run.close()
 
-
-def monotonic_deadline(seconds: float) -> float:
-    return time.monotonic() + seconds

@@ -91,3 +91,140 @@ def test_unmodified_mlagents_style_plugins_receive_every_summary(tmp_path):
             assert line["sums"] == {"count": 1.0}  # SUM aggregation seen through mlagents' enum
         assert_exact(zoo_summaries(run.path("zoo", "good.jsonl")), want, "good")
         assert all(p["restarts"] == 0 for p in run.status()["plugins"])
+
+
+# --- 1. every failure kind contained and reported ------------------------------------------------
+
+FATAL = {
+    "import_error": ("IMPORT_FAILURE", "fails to import on purpose"),
+    "register_raises": ("REGISTRATION_FAILURE", "raises in its registration function"),
+    "not_a_writer": ("REGISTRATION_FAILURE", "not a StatsWriter"),
+}
+CRASHING = {
+    "write_raises": "WRITER_CRASH",
+    "segfault": "SIGSEGV",
+    "exit_now": "exit status 3",
+}
+
+
+def test_every_failure_kind_is_contained_and_reported(tmp_path):
+    trainers, steps, per_step = 2, 60, 5
+    want = expected_summaries(trainers, steps, per_step)
+    plugins = ["good", "leaks", *FATAL, *CRASHING]
+    settings = ["leaks.memory_cap_mb=200", "leaks.options.megabytes=60"]
+    with chaos_run(tmp_path, plugins, settings) as run:
+        run.start_trainers(trainers, steps, per_step, pause=0.02)
+        for name, (code, words) in FATAL.items():
+            status = run.wait_plugin(name, lambda p: p["state"] == "FAILED", what=f"{name} FAILED")
+            assert status["last_error"].startswith(code) and words in status["last_error"], status
+            assert status["restarts"] == 0, "a fatal exit is not retried"
+        for name, words in CRASHING.items():
+            status = run.wait_plugin(name, lambda p: p["restarts"] >= 1 and p["last_error"], what=f"{name} restarted")
+            assert words in status["last_error"], status
+        status = run.wait_plugin(
+            "leaks", lambda p: p["restarts"] >= 1 and "memory cap" in (p["last_error"] or ""),
+            what="leaks restarted for memory",
+        )
+        assert status["state"] != "FAILED", status
+        assert_trainers_never_waited(run.finish_trainers())
+        run.wait_caught_up(["good"])
+        assert_exact(zoo_summaries(run.path("zoo", "good.jsonl")), want, "good")
+        assert run.plugin("good")["restarts"] == 0 and run.plugin("good")["state"] == "READY"
+
+
+# --- 2. kill -9 of one worker every 200 ms through a run -------------------------------------------
+
+
+@pytest.mark.parametrize("victim", ["jsonl", "tensorboard"])
+def test_kill_9_of_a_worker_every_200_ms(tmp_path, victim):
+    trainers, steps, per_step = 2, 150, 5
+    want = expected_summaries(trainers, steps, per_step)
+    plugins = ["good", "example", "jsonl", "tensorboard"]
+    with chaos_run(tmp_path, plugins) as run:
+        run.wait_plugin(victim, lambda p: p["state"] == "READY", what=f"{victim} ready")
+        run.start_trainers(trainers, steps, per_step, pause=0.03)
+        killed = set()
+        while run.trainers_running():
+            pid = run.kill_worker(victim)
+            if pid is not None:
+                killed.add(pid)
+            time.sleep(0.2)
+        reports = run.finish_trainers()
+        assert killed, "the run ended before its worker could be killed"
+        # The victim is caught up from its committed cursor once the kills stop.
+        run.wait_caught_up(plugins)
+        assert_trainers_never_waited(reports)
+        status = {p["name"]: p for p in run.status()["plugins"]}
+        assert status[victim]["restarts"] >= len(killed) and status[victim]["state"] == "READY", status[victim]
+        assert status[victim]["last_error"] == "killed by SIGKILL"
+        assert all(status[n]["restarts"] == 0 for n in plugins if n != victim), status
+        # Every plugin's output complete; the built-in writers' exactly once even for the victim.
+        assert_exact(zoo_summaries(run.path("zoo", "good.jsonl")), want, "good")
+        assert sorted(example_summaries(run.path("example_plugin.txt"))) == sorted(want)
+        assert_stats_jsonl_exact(run, want)
+        assert_tensorboard_exact(run, trainers, steps)
+
+
+# --- 3. a crash-looping plugin reaches FAILED -------------------------------------------------------
+
+
+def test_a_crash_looping_plugin_fails_after_its_budget_and_the_others_carry_on(tmp_path):
+    trainers, steps, per_step = 2, 60, 5
+    want = expected_summaries(trainers, steps, per_step)
+    with chaos_run(tmp_path, ["good", "write_raises"], ["write_raises.max_restarts=2"]) as run:
+        run.start_trainers(trainers, steps, per_step, pause=0.02)
+        status = run.wait_plugin("write_raises", lambda p: p["state"] == "FAILED", what="write_raises FAILED")
+        assert status["restarts"] == 2, status
+        assert "restart budget spent" in status["last_error"] and "WRITER_CRASH" in status["last_error"], status
+        assert "write_raises raises in write_stats" in status["last_error"]
+        assert status["pid"] is None
+        assert_trainers_never_waited(run.finish_trainers())
+        run.wait_caught_up(["good"])
+        assert_exact(zoo_summaries(run.path("zoo", "good.jsonl")), want, "good")
+        assert run.plugin("write_raises")["state"] == "FAILED", "it stays FAILED: nobody restarted it"
+
+
+# --- 4. a hung plugin is detected and replaced ------------------------------------------------------
+
+
+def test_a_hung_plugin_is_detected_and_replaced(tmp_path):
+    trainers, steps, per_step = 2, 60, 5
+    want = expected_summaries(trainers, steps, per_step)
+    with chaos_run(tmp_path, ["good", "hangs"], ["hangs.call_timeout=0.5"]) as run:
+        run.start_trainers(trainers, steps, per_step, pause=0.02)
+        first = run.wait_plugin("hangs", lambda p: p["pid"], what="hangs running")["pid"]
+        status = run.wait_plugin(
+            "hangs", lambda p: p["restarts"] >= 1 and p["pid"] and p["pid"] != first, what="hangs replaced"
+        )
+        assert "hung" in status["last_error"] and "0.5 s" in status["last_error"], status
+        assert_trainers_never_waited(run.finish_trainers())
+        run.wait_caught_up(["good"])
+        assert_exact(zoo_summaries(run.path("zoo", "good.jsonl")), want, "good")
+        assert run.plugin("good")["restarts"] == 0
+
+
+# --- 5. a poison record is set aside for its plugin only ---------------------------------------------
+
+
+def test_a_poison_record_is_set_aside_for_that_plugin_only(tmp_path):
+    trainers, steps, per_step, poison_at = 2, 60, 5, 20
+    want = expected_summaries(trainers, steps, per_step)
+    with chaos_run(tmp_path, ["good", "poison"]) as run:
+        run.start_trainers(trainers, steps, per_step, pause=0.02, poison_at=poison_at)
+        assert_trainers_never_waited(run.finish_trainers())
+        run.wait_caught_up(["good", "poison"])
+        dead = read_jsonl(run.path("statbus", "dead-letter", "poison.jsonl"))
+        assert len(dead) == 1, dead
+        (letter,) = dead
+        assert letter["plugin"] == "poison" and "poison summary Poison step 20" in letter["error"], letter
+        assert letter["record"]["category"] == "Poison" and letter["record"]["step"] == poison_at, letter
+        status = run.plugin("poison")
+        # Three strikes (three crashes on it), then set aside and started once more.
+        assert status["skipped"] == 1 and status["state"] == "READY" and status["restarts"] == 3, status
+        # The plugin went on past the poison: every other summary, the ones after it included.
+        assert_at_least_once(zoo_summaries(run.path("zoo", "poison.jsonl")), want, "poison")
+        # Set aside for that plugin only: good got the Poison summary too.
+        good_want = dict(want)
+        good_want[("Poison", poison_at)] = {"bad": [float(poison_at)]}
+        assert_exact(zoo_summaries(run.path("zoo", "good.jsonl")), good_want, "good")
+        assert not read_jsonl(run.path("statbus", "dead-letter", "good.jsonl"))
