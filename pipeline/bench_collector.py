@@ -104,8 +104,9 @@ class BenchCollector:
     # --- life ----------------------------------------------------------------
 
     def command(self) -> List[str]:
+        plugins = ["--plugins", ",".join(self.plugins)] if self.plugins else ["--no-plugins"]
         return [sys.executable, "-m", "statbus.pipeline", "--run-id", self.layout.run_id,
-                "--results-dir", self.layout.results_dir, "--plugins", ",".join(self.plugins),
+                "--results-dir", self.layout.results_dir, *plugins,
                 "--config", self.config_path, "--log-level", "WARNING", *self.extra_args]
 
     def start(self) -> float:

@@ -8,6 +8,8 @@ repetition, A (baseline) then B (statbus):
   alone → µs per call (p50/p99/max over every period of every repetition);
 * meanwhile a second thread records a value every ~0.5 ms and times each
   ``add_stat``: its worst latency shows who else a slow writer stalls.
+* the CPU figure: process CPU time (every thread, zmq's too) over the timed
+  loop and until statbus's sender has taken the values, per value.
 
 Scenarios: the four built-in writers (``normal``); plus a writer sleeping 50 ms
 per ``write_stats`` (``sleepy``); plus one raising from it (``raising``); and
@@ -21,7 +23,7 @@ import dataclasses
 import os
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .bench_baseline import InProcessReporter, builtin_writers, close_writers
 from .bench_collector import BenchCollector, wait_for
@@ -69,17 +71,39 @@ class _Prober(threading.Thread):
             self.samples.append((clock() - t0) / 1000.0)
 
 
-def _time_add(reporter: Any, calls: int) -> float:
+def _drained() -> None:
+    """Wait until statbus's sender has taken every queued value (then one batch interval for the encode)."""
+    from . import client_counters
+
+    deadline = time.monotonic() + 10.0
+    while client_counters().get("values_queued", 0) and time.monotonic() < deadline:
+        time.sleep(0.002)
+    time.sleep(0.06)
+
+
+def _time_add(reporter: Any, calls: int, settle: Optional[Callable[[], None]]) -> Tuple[float, float]:
+    """(wall ns per call in the training thread, CPU ns per value of the whole process).
+
+    The CPU figure runs until ``settle`` says the background work the calls caused
+    is done, so statbus's sender thread (drain, encode, send: it shares the GIL with
+    training) is charged to the values, not hidden behind them.
+    """
     add_stat = reporter.add_stat
     keys = PPO_KEYS
     rounds = max(1, calls // len(keys))
     clock = time.perf_counter_ns
+    cpu0 = time.process_time_ns()
     t0 = clock()
     for i in range(rounds):
         value = float(i)
         for key in keys:
             add_stat(key, value)
-    return (clock() - t0) / (rounds * len(keys))
+    wall = clock() - t0
+    if settle is not None:
+        settle()
+    cpu = time.process_time_ns() - cpu0
+    n = rounds * len(keys)
+    return wall / n, cpu / n
 
 
 def _time_writes(reporter: Any, periods: int, step0: int) -> Dict[str, Any]:
@@ -101,15 +125,18 @@ def _time_writes(reporter: Any, periods: int, step0: int) -> Dict[str, Any]:
 
 def _measure(make: Callable[[str], Any], add_calls: int, periods: int, step0: int) -> Dict[str, Any]:
     reporter = make("Bench")
-    ns_add = _time_add(reporter, add_calls)
+    statbus = make is _statbus_make
+    if statbus:
+        _drained()  # start from an idle sender
     prober = _Prober(make("Env"))
     prober.start()
     try:
+        ns_add, cpu_add = _time_add(reporter, add_calls, _drained if statbus else None)
         writes = _time_writes(reporter, periods, step0)
     finally:
         prober.stop_event.set()
         prober.join()
-    return {"add_ns": ns_add, "write_us": writes["samples"], "raised": writes["raised"],
+    return {"add_ns": ns_add, "add_cpu_ns": cpu_add, "write_us": writes["samples"], "raised": writes["raised"],
             "probe_us": prober.samples}
 
 
@@ -118,6 +145,7 @@ def _summarize(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
     probes = [s for r in runs for s in r["probe_us"]]
     return {
         "add_stat_ns": median([r["add_ns"] for r in runs]),
+        "add_stat_cpu_ns": median([r["add_cpu_ns"] for r in runs]),
         "write_stats_us": spread(writes),
         "write_stats_us_median_of_reps": median([median(r["write_us"]) for r in runs]),
         "other_thread_add_stat_us": spread(probes),

@@ -138,6 +138,47 @@ def role_raw_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def role_replay(args: argparse.Namespace) -> int:
+    """Send journaled frames again to a collector, as one new sender (re-encoded before the clock
+    starts), and wait for the ack of the last: the collector's intake alone, no trainer-side Python."""
+    import uuid
+
+    import msgpack
+    import zmq
+
+    from statbus.pipeline.wire import decode_ack, encode_frame
+
+    sender = f"bench-replay:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    frames = []
+    for seq, data in enumerate(read_frames(args.frames), start=1):
+        envelope = msgpack.unpackb(data, raw=False)
+        frames.append(encode_frame(sender, seq, 1, 0, envelope[5]))
+    context = zmq.Context()
+    try:
+        with context.socket(zmq.DEALER) as sock:
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.IMMEDIATE, 1)
+            sock.setsockopt(zmq.SNDHWM, 0)  # all of them queued at once: no window to tune
+            sock.connect(args.address)
+            if not sock.poll(int(args.timeout * 1000), zmq.POLLOUT):
+                emit({"error": "no collector to connect to"})
+                return 1
+            wait_go()
+            started = time.monotonic()
+            for frame in frames:
+                sock.send(frame, copy=False)
+            acked = 0
+            while acked < len(frames):
+                if not sock.poll(int(args.timeout * 1000)):
+                    emit({"error": f"acked {acked} of {len(frames)}"})
+                    return 1
+                acked = max(acked, decode_ack(sock.recv()))
+            emit({"started": started, "done": time.monotonic(), "frames": len(frames)})
+    finally:
+        context.term()
+    return 0
+
+
 def role_raw_pull(args: argparse.Namespace) -> int:
     """Receive the warm-up message and ``--count`` frames; report when the last arrived."""
     import zmq
@@ -248,6 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--frames", required=True)
     push.add_argument("--timeout", type=float, default=60.0)
     push.set_defaults(func=role_raw_push)
+    replay = roles.add_parser("replay")
+    replay.add_argument("--address", required=True)
+    replay.add_argument("--frames", required=True)
+    replay.add_argument("--timeout", type=float, default=60.0)
+    replay.set_defaults(func=role_replay)
     pull = roles.add_parser("raw-pull")
     pull.add_argument("--address", required=True)
     pull.add_argument("--count", type=int, required=True)

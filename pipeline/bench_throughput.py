@@ -7,6 +7,9 @@ Per repetition and trainer count, A then B:
   plugin (null, jsonl, tensorboard, console) is waited on until its cursor
   passed the journal head.  "acked" rates end at the last trainer's flush,
   "delivered" rates when the last plugin caught up.
+* C (collector intake alone): the same frames, re-encoded as one new sender,
+  sent by one process to a second collector that runs no plugins; timed to
+  the ack of the last (decode, validate, dedupe, journal, aggregate, ack).
 * B (raw limit): the very frames A put in the journal, read back, pushed by one
   process over plain PUSH→PULL to another, no decoding, no collector.
 """
@@ -71,8 +74,21 @@ def _statbus_run(collector: BenchCollector, root: str, ntrainers: int, values: i
             "frames": len(frames), "frames_file": path, "all_flushed": all(r["flushed"] for r in results)}
 
 
+def _intake_run(intake: BenchCollector, frames_file: str, timeout: float) -> float:
+    with Children() as children:
+        child = children.start(["replay", "--address", intake.layout.data_address, "--frames", frames_file,
+                                "--timeout", str(timeout)])
+        children.wait_ready(timeout)
+        children.go()
+        result = child.read(timeout)
+    if "error" in result:
+        raise RuntimeError(f"replay: {result['error']}")
+    return result["done"] - result["started"]
+
+
 def _raw_run(root: str, frames_file: str, nframes: int, timeout: float) -> float:
-    address = f"ipc://{root}/raw.sock"
+    # A socket path per run: nothing of an earlier pair can ever meet this one.
+    address = f"ipc://{root}/{os.path.basename(frames_file)}.sock"
     with Children() as children:
         puller = children.start(["raw-pull", "--address", address, "--count", str(nframes),
                                  "--timeout", str(timeout)])
@@ -84,7 +100,7 @@ def _raw_run(root: str, frames_file: str, nframes: int, timeout: float) -> float
             raise RuntimeError("raw pusher not ready")
         pusher.go()
         started = pusher.read(timeout)["started"]
-        done = puller.read(timeout)
+        done = puller.read(timeout + 30.0)  # the puller reports its own timeout first
         if "error" in done:
             raise RuntimeError(f"raw puller: {done['error']}")
     os.unlink(frames_file)
@@ -94,16 +110,20 @@ def _raw_run(root: str, frames_file: str, nframes: int, timeout: float) -> float
 def run(root: str, config: ThroughputConfig) -> Dict[str, Any]:
     """Returns ``{workload: {ntrainers: figures}}`` with medians over the repetitions."""
     collector = BenchCollector(root, "thru", PLUGINS)
+    intake = BenchCollector(root, "intake", ())
     samples: Dict[str, Dict[int, List[Dict[str, float]]]] = {"values": {}, "summaries": {}}
     try:
         collector.start()
+        intake.start()
         collector.wait_ready()
+        intake.wait_ready()
         wait_for(collector.workers_ready, 60.0, "the throughput workers")
         for rep in range(config.repetitions):
             for n in config.trainers:
                 for workload, total, every in (("values", config.values, 1200),
                                                ("summaries", config.summaries * 12, 12)):
                     a = _statbus_run(collector, root, n, total, every, config.timeout, f"{workload[0]}{rep}n{n}t")
+                    alone = _intake_run(intake, a["frames_file"], config.timeout)
                     raw = _raw_run(root, a["frames_file"], a["frames"], config.timeout)
                     samples[workload].setdefault(n, []).append({
                         "acked_values_per_s": a["values"] / a["acked_s"],
@@ -114,12 +134,18 @@ def run(root: str, config: ThroughputConfig) -> Dict[str, Any]:
                         "raw_summaries_per_s": a["summaries"] / raw,
                         "raw_frames_per_s": a["frames"] / raw,
                         "ratio_to_raw": raw / a["acked_s"],
+                        "intake_values_per_s": a["values"] / alone,
+                        "intake_summaries_per_s": a["summaries"] / alone,
+                        "intake_ratio_to_raw": raw / alone,
                         "frames": a["frames"],
                         "values": a["values"],
                         "summaries": a["summaries"],
                     })
     finally:
-        collector.close()
+        try:
+            intake.close()
+        finally:
+            collector.close()
     out: Dict[str, Any] = {}
     for workload, by_n in samples.items():
         out[workload] = {
