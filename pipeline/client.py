@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any, Deque, Dict, List
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -36,6 +36,11 @@ RESEND_AFTER = 1.0
 RESEND_AFTER_MAX = 8.0
 """... doubling while acks stay away, so a slow collector is not buried under duplicates."""
 ENSURE_COLLECTOR_AFTER = 1.0
+RECONNECT_AFTER = 1.0
+"""Seconds after a refused handshake before the trainer tries again with a new socket ...
+(libzmq never retries a connection the collector turned away at the CURVE handshake) ..."""
+RECONNECT_AFTER_MAX = 30.0
+"""... doubling while it keeps being refused, so an unauthorized trainer costs the collector little."""
 SNDHWM = 32
 """Frames ZeroMQ may queue per connection; the rest wait in our own (bounded) buffer."""
 MAX_PENDING_EVENTS = 2 * BATCH_VALUES
@@ -115,7 +120,7 @@ class Client:
             "sender": self.sender, "values_recorded": 0, "frames_sent": 0, "frames_resent": 0,
             "frames_acked": 0, "values_dropped": 0, "frames_dropped": 0, "errors": 0,
             "buffer_bytes": 0, "buffer_bytes_max": 0, "buffer_frames": 0, "acked_seq": 0,
-            "last_seq": 0, "floor": 1, "events_dropped": 0,
+            "last_seq": 0, "floor": 1, "events_dropped": 0, "reconnects": 0,
         }
         self._wake_lock = threading.Lock()
         self._wake_flag = False
@@ -132,6 +137,8 @@ class Client:
         self._resend_after = RESEND_AFTER
         self._hello_sent = False
         self._ensured = False
+        self._reconnect_at: Optional[float] = None
+        self._reconnect_after = RECONNECT_AFTER
         self._tickets: List[Ticket] = []
         self._thread = threading.Thread(target=self._run, name="statbus-sender", daemon=True)
         self._thread.start()
@@ -204,18 +211,46 @@ class Client:
 
     # --- the sender thread --------------------------------------------------
 
-    def _run(self) -> None:
-        ctx = sock = mon = None
+    def _open(self, ctx: zmq.Context) -> Tuple[zmq.Socket, zmq.Socket]:
+        sock = ctx.socket(zmq.DEALER)
         try:
-            ctx = zmq.Context()
-            sock = ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.IMMEDIATE, 1)
             sock.setsockopt(zmq.SNDHWM, SNDHWM)
             sock.setsockopt(zmq.RCVHWM, 10_000)
-            mon = sock.get_monitor_socket(zmq.EVENT_CONNECTED | _HANDSHAKE_FAILED)
+            mon = sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | _HANDSHAKE_FAILED)
+        except BaseException:
+            sock.close(linger=0)
+            raise
+        try:
             _connect(sock, self.config.address)
-            self._loop(sock, mon)
+        except BaseException:
+            self._close(sock, mon)
+            raise
+        return sock, mon
+
+    @staticmethod
+    def _close(sock: zmq.Socket, mon: zmq.Socket) -> None:
+        try:
+            sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        mon.close(linger=0)
+        sock.close(linger=0)
+
+    def _run(self) -> None:
+        ctx = sock = mon = None
+        try:
+            ctx = zmq.Context()
+            sock, mon = self._open(ctx)
+            # The loop returns True when the collector refused the handshake and the
+            # backoff has passed: a new socket is the only way to be heard again.
+            while self._loop(sock, mon):
+                self._close(sock, mon)
+                sock = mon = None
+                self.counters["reconnects"] += 1
+                sock, mon = self._open(ctx)
+                self._rewind(time.monotonic())
         except Exception as exc:  # noqa: BLE001 — must never escape into the process
             self.counters["errors"] += 1
             logger.error("statbus: sender thread failed: %r; stats of this process are dropped from now on", exc)
@@ -228,13 +263,7 @@ class Client:
                 os.close(self._rfd)
                 os.close(self._wfd)
             if sock is not None and mon is not None:
-                try:
-                    sock.disable_monitor()
-                except zmq.ZMQError:
-                    pass
-            for s in (mon, sock):
-                if s is not None:
-                    s.close(linger=0)
+                self._close(sock, mon)
             if ctx is not None:
                 ctx.term()
             # Flushers still waiting on events queued after the stop must not wait forever.
@@ -245,7 +274,8 @@ class Client:
             if type(event[0]) is int and event[0] == EV_FLUSH:
                 event[1].event.set()
 
-    def _loop(self, sock: zmq.Socket, mon: zmq.Socket) -> None:
+    def _loop(self, sock: zmq.Socket, mon: zmq.Socket) -> bool:
+        """Serve until stopped (False) or until ``sock`` must be replaced (True)."""
         poller = zmq.Poller()
         poller.register(mon, zmq.POLLIN)
         poller.register(self._rfd, zmq.POLLIN)
@@ -256,7 +286,8 @@ class Client:
                 now = time.monotonic()
                 unsent = self._sent_upto < self._buffer.next_seq - 1
                 poller.register(sock, zmq.POLLIN | zmq.POLLOUT if unsent else zmq.POLLIN)
-                timeout_ms = max(0, int((next_batch - now) * 1000) + 1)
+                wake_at = next_batch if self._reconnect_at is None else min(next_batch, self._reconnect_at)
+                timeout_ms = max(0, int((wake_at - now) * 1000) + 1)
                 events = dict(poller.poll(timeout_ms))
                 woken = False
                 if self._rfd in events:
@@ -278,10 +309,14 @@ class Client:
                 self._send(sock, now)
                 self._check_stall(now)
                 self._settle_tickets()
+                if self._reconnect_at is not None and now >= self._reconnect_at:
+                    self._reconnect_at = None
+                    return True
             except Exception as exc:  # noqa: BLE001 — count, log, keep going
                 self.counters["errors"] += 1
                 _rlog.warn("loop", "statbus: sender error (carrying on): %r", exc)
                 time.sleep(0.05)
+        return False
 
     def _read_acks(self, sock: zmq.Socket, now: float) -> None:
         while True:
@@ -312,12 +347,19 @@ class Client:
             if event == zmq.EVENT_CONNECTED:
                 # A (new) collector: whatever went to the old connection may be lost.
                 self._rewind(now)
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._reconnect_after = RECONNECT_AFTER
             elif event & _HANDSHAKE_FAILED:
                 self.counters["errors"] += 1
                 from .security import handshake_failure_hint
 
                 hint = handshake_failure_hint(event, message.get("value", 0), self.config.address)
-                _rlog.warn("handshake", "statbus: %s", hint or f"handshake failed (event {event:#x})")
+                _rlog.warn("handshake", "statbus: %s (trying again in %.0f s)",
+                           hint or f"handshake failed (event {event:#x})", self._reconnect_after)
+                if self._reconnect_at is None:
+                    # e.g. a key authorized after the trainer started: try again, ever more slowly.
+                    self._reconnect_at = now + self._reconnect_after
+                    self._reconnect_after = min(self._reconnect_after * 2, RECONNECT_AFTER_MAX)
 
     def _rewind(self, now: float) -> None:
         self._sent_upto = self._buffer.acked
