@@ -87,8 +87,9 @@ def _intake_run(intake: BenchCollector, frames_file: str, timeout: float) -> flo
 
 
 def _raw_run(root: str, frames_file: str, nframes: int, timeout: float) -> float:
-    # A socket path per run: nothing of an earlier pair can ever meet this one.
-    address = f"ipc://{root}/{os.path.basename(frames_file)}.sock"
+    # A Linux abstract socket per run: no path length limit to meet in a deep temporary
+    # directory, no file left behind, and nothing of an earlier pair can meet this one.
+    address = f"ipc://@statbus-bench-{os.getpid()}-{os.path.basename(frames_file)}"
     with Children() as children:
         puller = children.start(["raw-pull", "--address", address, "--count", str(nframes),
                                  "--timeout", str(timeout)])
