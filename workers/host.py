@@ -45,6 +45,12 @@ HEARTBEAT_INTERVAL = 0.25
 COMMIT_INTERVAL = 0.1
 """Within one long fetch reply, flush and commit at least this often (seconds)."""
 
+COMMIT_ENTRIES = 32
+"""... and at least every this many delivered entries.  A restart replays what
+was not committed: with a time-only cadence, a fast plugin that crashes now and
+then re-delivers a whole catch-up backlog (hundreds of summaries in 100 ms) on
+every restart, crashes again before its first commit, and never gets past it."""
+
 CALL_TIMEOUT_GRACE = 1.0
 """The host gives up on a stuck writer call this long after ``call_timeout``:
 the supervisor, which watches ``busy_since``, normally acts first."""
@@ -357,6 +363,7 @@ class WorkerHost:
         page = self.page
         dirty = False
         last_commit = time.monotonic()
+        uncommitted = 0
         for index, entry in enumerate(entries):
             if entry.position < committed:
                 continue  # already delivered and committed: never deliver twice on purpose
@@ -373,12 +380,18 @@ class WorkerHost:
             page.delivered += 1
             page.summaries += summary
             dirty = True
-            if self.stop.requested or time.monotonic() - last_commit >= COMMIT_INTERVAL:
+            uncommitted += 1
+            if (
+                self.stop.requested
+                or uncommitted >= COMMIT_ENTRIES
+                or time.monotonic() - last_commit >= COMMIT_INTERVAL
+            ):
                 # The next entry's start is a valid cursor: whatever lies between
                 # (padding, entries set aside) is never delivered anyway.
                 upto = entries[index + 1].position if index + 1 < len(entries) else next_after
                 self._commit_or_crash(upto, dirty)
                 dirty = False
+                uncommitted = 0
                 last_commit = time.monotonic()
                 if self.stop.requested:
                     return
