@@ -41,7 +41,7 @@ from .pidfile import AlreadyRunning, PidFile
 from .recovery import encode_snapshot, encode_summary, read_entry_record, replay_newest_segment
 from .retention import Retention
 from .security import TransportSecurity, secure_bind
-from .wire import encode_ack
+from .wire import MAX_FRAME_BYTES, encode_ack
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,10 @@ MAX_FRAMES_PER_ITERATION = 1024
 MAX_BYTES_PER_ITERATION = 32 << 20
 """Intake drains at most this much before it commits and acks: acks stay prompt under load."""
 DATA_RCVHWM = 10_000
+DATA_MAXMSGSIZE = MAX_FRAME_BYTES + 4096
+"""libzmq drops the connection of a peer whose message is bigger, before buffering it: an
+oversized frame costs neither memory nor a decode (the slack lets frames just past the wire
+limit through, to be rejected and counted as ``too_large``)."""
 FAST_STOP_WORKER_TIMEOUT = 2.0
 
 
@@ -207,7 +211,9 @@ class Collector:
         reader = JournalReader(self.layout.journal_dir)
         self._reader = reader
         self.layout.ensure_socket_dir()
-        data = self._bind(context, sockets, self.data_address, self.options.security, rcvhwm=DATA_RCVHWM)
+        data = self._bind(
+            context, sockets, self.data_address, self.options.security, rcvhwm=DATA_RCVHWM, maxmsgsize=DATA_MAXMSGSIZE
+        )
         if self.data_address.startswith("tcp://"):
             # With port 0 or '*' only the bound endpoint tells trainers where to go.
             self.data_address = data.getsockopt_string(zmq.LAST_ENDPOINT) or self.data_address
@@ -240,12 +246,15 @@ class Collector:
         address: str,
         security: Optional[TransportSecurity] = None,
         rcvhwm: Optional[int] = None,
+        maxmsgsize: Optional[int] = None,
     ) -> zmq.Socket:
         socket = context.socket(zmq.ROUTER)
         sockets.append(socket)
         socket.setsockopt(zmq.LINGER, 0)
         if rcvhwm is not None:
             socket.setsockopt(zmq.RCVHWM, rcvhwm)
+        if maxmsgsize is not None:
+            socket.setsockopt(zmq.MAXMSGSIZE, maxmsgsize)
         try:
             authenticator = secure_bind(socket, address, security)
         except zmq.ZMQError as exc:

@@ -17,7 +17,7 @@ import dataclasses
 import enum
 import logging
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
 
 import msgpack
@@ -30,8 +30,18 @@ logger = logging.getLogger(__name__)
 REJECT_LOG_INTERVAL = 10.0
 """Seconds between two log lines about rejects of one (sender, reason): a flood stays one line."""
 
+REJECT_LOG_BURST = 20
+"""Reject log lines per ``REJECT_LOG_INTERVAL`` over all senders: a flood under ever new sender
+names or connections cannot fill the disk with log lines; the rest are counted in one line."""
+
 MAX_REJECT_SOURCES = 10_000
 """Distinct rejected senders/connections counted before the table is cut to the worst tenth."""
+
+MAX_SENDERS = 10_000
+"""Senders tracked at once.  Past it, accepting a frame from a new sender forgets the one
+heard from least recently (counted in ``evicted``): frames invented under ever new sender
+names cannot grow the table, the snapshot or the status without end.  A forgotten trainer
+that speaks again is accepted from its ``floor`` on, like one the collector never knew."""
 
 _INFO_FIELDS = ("pid", "host", "run_id", "argv0")
 
@@ -120,9 +130,12 @@ def _envelope_position(data: bytes) -> Tuple[Optional[int], int]:
 class Intake:
     """The sender table and the counters of everything that came in."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, max_senders: int = MAX_SENDERS) -> None:
         self._clock = clock
-        self.senders: Dict[str, SenderState] = {}
+        self.max_senders = max_senders
+        # Least recently accepted first: the sender to forget when the table is full.
+        self.senders: "OrderedDict[str, SenderState]" = OrderedDict()
+        self.evicted = 0
         self.rejects: Counter[str] = Counter()
         self.rejects_by_source: Counter[str] = Counter()
         self.duplicates = 0
@@ -130,6 +143,7 @@ class Intake:
         self.accepted_frames = 0
         self.accepted_values = 0
         self._last_reject_log: Dict[Tuple[str, str], float] = {}
+        self._log_window = (float("-inf"), 0, 0)  # (start, lines logged, lines suppressed) of this window
 
     # --- live intake ------------------------------------------------------------
 
@@ -147,7 +161,12 @@ class Intake:
         now = self._clock()
         state = self.senders.get(frame.sender)
         if state is None:
-            state = self.senders[frame.sender] = SenderState(frame.sender, first_seen=now)
+            # Only an accepted frame earns a place in the table: a stranger's frames
+            # that are refused (gaps, replays) leave nothing behind.
+            if frame.seq > max(1, frame.floor):
+                self.gaps += 1
+                return Decision(Verdict.GAP, frame, 0)
+            state = self._new_state(frame.sender, now)
         state.last_seen = now
         expected = max(state.last_seq + 1, frame.floor)
         if frame.seq < expected:
@@ -158,6 +177,7 @@ class Intake:
             state.gaps += 1
             self.gaps += 1
             return Decision(Verdict.GAP, frame, state.last_seq)
+        self.senders.move_to_end(frame.sender)
         self._account(state, frame)
         return Decision(Verdict.ACCEPT, frame, frame.seq)
 
@@ -171,7 +191,7 @@ class Intake:
         """
         state = self.senders.get(frame.sender)
         if state is None:
-            state = self.senders[frame.sender] = SenderState(frame.sender, first_seen=self._clock())
+            state = self._new_state(frame.sender, self._clock())
         if frame.seq <= state.last_seq:
             return False
         if frame.seq > max(state.last_seq + 1, frame.floor):
@@ -181,6 +201,7 @@ class Intake:
                 state.last_seq,
                 frame.seq,
             )
+        self.senders.move_to_end(frame.sender)  # the same least-recent order as live, so evictions match
         self._account(state, frame)
         return True
 
@@ -190,7 +211,7 @@ class Intake:
         return {sender: state.to_snapshot() for sender, state in self.senders.items()}
 
     def restore(self, snapshot: Any) -> None:
-        senders: Dict[str, SenderState] = {}
+        senders: "OrderedDict[str, SenderState]" = OrderedDict()
         if isinstance(snapshot, Mapping):
             now = self._clock()
             for sender, data in snapshot.items():
@@ -203,6 +224,18 @@ class Intake:
         self.senders = senders
 
     # --- internals -------------------------------------------------------------------------
+
+    def _new_state(self, sender: str, now: float) -> SenderState:
+        while len(self.senders) >= self.max_senders:
+            forgotten, _ = self.senders.popitem(last=False)
+            self.evicted += 1
+            if self.evicted == 1 or self.evicted % 1000 == 0:
+                logger.warning(
+                    "sender table full (%s senders): forgot %s, the one heard from least recently (%s forgotten so far)",
+                    self.max_senders, forgotten, self.evicted,
+                )
+        state = self.senders[sender] = SenderState(sender, first_seen=now)
+        return state
 
     def _account(self, state: SenderState, frame: Frame) -> None:
         state.last_seq = frame.seq
@@ -239,11 +272,14 @@ class Intake:
             seq, floor = _envelope_position(data)
             if seq is not None:
                 if state is None:
-                    state = self.senders[exc.sender] = SenderState(exc.sender, first_seen=self._clock())
+                    if seq != max(1, floor):
+                        return reject._replace(ack=0)  # not consumed: no place in the table either
+                    state = self._new_state(exc.sender, self._clock())
                 state.last_seen = self._clock()
                 state.rejects += 1
                 if seq == max(state.last_seq + 1, floor):
                     empty = Frame(exc.sender, seq, floor, state.dropped, ())
+                    self.senders.move_to_end(exc.sender)
                     self._account(state, empty)
                     substitute = encode_frame(exc.sender, seq, floor, state.dropped, [])
                     return Decision(Verdict.REJECT, empty, seq, exc.reason, substitute)
@@ -268,4 +304,18 @@ class Intake:
             if len(self._last_reject_log) > 10_000:
                 self._last_reject_log.clear()  # bounded, whatever a hostile peer sends
             self._last_reject_log[key] = now
-            logger.warning("rejected a frame from %s: %s (%s rejects from it so far)", who, exc, self.rejects_by_source[who])
+            if self._may_log(now):
+                logger.warning("rejected a frame from %s: %s (%s rejects from it so far)", who, exc, self.rejects_by_source[who])
+
+    def _may_log(self, now: float) -> bool:
+        start, logged, suppressed = self._log_window
+        if now - start >= REJECT_LOG_INTERVAL:
+            if suppressed:
+                logger.warning("%s more lines about rejected frames were not logged (%s per %.0f s at most)",
+                               suppressed, REJECT_LOG_BURST, REJECT_LOG_INTERVAL)
+            start, logged, suppressed = now, 0, 0
+        if logged >= REJECT_LOG_BURST:
+            self._log_window = (start, logged, suppressed + 1)
+            return False
+        self._log_window = (start, logged + 1, suppressed)
+        return True
