@@ -133,6 +133,9 @@ def role_raw_push(args: argparse.Namespace) -> int:
             for frame in frames:
                 send(frame, copy=False)
             emit({"started": started, "frames": len(frames), "bytes": sum(len(f) for f in frames)})
+            # Stay connected until the puller has everything: a PUSH that closes early can
+            # leave its last frames in flight, and the puller would never see them.
+            sys.stdin.readline()
     finally:
         context.term()
     return 0
