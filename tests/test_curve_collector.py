@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import time
 from types import SimpleNamespace
 from typing import Dict, Iterator, List
