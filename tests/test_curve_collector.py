@@ -297,3 +297,48 @@ def test_trainer_started_before_its_key_was_authorized_delivers_after_authorize(
         assert delivered(collector.journal, 4) == expected_summaries(4)
     finally:
         trainer.close()
+
+
+def test_connection_flood_on_tcp_leaves_authorized_trainers_served(tmp_path, keys, collector, context):
+    import socket as pysocket
+
+    port = int(collector.address.rsplit(":", 1)[1])
+    held: List[pysocket.socket] = []
+    strangers: List[zmq.Socket] = []
+    trainers: List[Trainer] = []
+    try:
+        # Plain connections (garbage, half a ZMTP greeting, or silence), held open ...
+        for i in range(300):
+            conn = pysocket.create_connection(("127.0.0.1", port), timeout=20)
+            if i % 3 == 0:
+                conn.sendall(os.urandom(64))
+            elif i % 3 == 1:
+                conn.sendall(b"\xff" + b"\x00" * 8 + b"\x7f\x03")
+            held.append(conn)
+        # ... and CURVE clients with keys nobody authorized, sending frames.
+        server_public = keyfiles.read_public_key(keys.server_public)
+        for i in range(30):
+            public, secret = zmq.curve_keypair()
+            dealer = context.socket(zmq.DEALER)
+            dealer.setsockopt(zmq.LINGER, 0)
+            dealer.curve_serverkey, dealer.curve_publickey, dealer.curve_secretkey = server_public, public, secret
+            dealer.connect(collector.address)
+            strangers.append(dealer)
+            for frame in intruder_frames(f"stranger-{i}"):
+                dealer.send(frame, zmq.NOBLOCK)
+        for n, name in ((1, "t1"), (2, "t2")):
+            trainers.append(Trainer(tmp_path, n, collector.address, keys.pairs[name][1], keys.server_public))
+        for trainer in trainers:
+            trainer.finish()
+        for n in (1, 2):
+            assert delivered(collector.journal, n) == expected_summaries(n)
+        assert not [s for s, _ in journal_frames(collector.journal) if s.startswith("stranger")]
+        assert collector.process.process.poll() is None
+        assert status(collector)["intake"]["values"] == 2 * VALUES
+    finally:
+        for trainer in trainers:
+            trainer.close()
+        for dealer in strangers:
+            dealer.close(linger=0)
+        for conn in held:
+            conn.close()
