@@ -54,6 +54,10 @@ from statbus.plugins.records import (
 )
 from statbus.plugins.stats import StatsAggregationMethod, StatsPropertyType
 
+# Hypothesis's pytest plugin imports a deprecated name while it reports a failing example;
+# with warnings as errors that would turn a clear failure into an INTERNALERROR.
+pytestmark = pytest.mark.filterwarnings("ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning")
+
 FUZZ = settings(
     max_examples=300,
     deadline=None,  # the machine is shared: a slow example is not a failure; a hang hits the timeout
