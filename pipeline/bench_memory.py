@@ -114,6 +114,7 @@ def _trainer_side(root: str, config: MemoryConfig) -> Dict[str, Any]:
         "buffer_bytes_max_mb": result["buffer_bytes_max"] / MIB,
         "values_recorded": result["recorded"],
         "values_dropped": result["values_dropped"],
+        "queued_events_max": result["queued_max"],
         "overflowed": result["full_at"] is not None,
     }
 

@@ -224,6 +224,7 @@ def role_buffer_fill(args: argparse.Namespace) -> int:
     recorded = 0
     full_at: Optional[int] = None
     rss_full = 0
+    queued_max = 0  # events recorded but not yet taken by the sender thread (outside the buffer)
     deadline = time.monotonic() + args.timeout
     chunk = 12_000
     while time.monotonic() < deadline:
@@ -235,6 +236,7 @@ def role_buffer_fill(args: argparse.Namespace) -> int:
         time.sleep(0.002)  # let the sender drain, as training's own pauses would
         peak = max(peak, rss_bytes())
         counters = client_counters()
+        queued_max = max(queued_max, counters.get("values_queued", 0))
         if full_at is None and counters.get("values_dropped", 0) > 0:
             full_at = recorded
             rss_full = rss_bytes()
@@ -244,7 +246,7 @@ def role_buffer_fill(args: argparse.Namespace) -> int:
     emit({"rss_base": base, "rss_full": rss_full, "rss_peak": peak, "rss_end": rss_bytes(),
           "recorded": recorded, "full_at": full_at, "buffer_bytes": args.buffer_bytes,
           "buffer_bytes_max": counters.get("buffer_bytes_max", 0),
-          "values_dropped": counters.get("values_dropped", 0)})
+          "values_dropped": counters.get("values_dropped", 0), "queued_max": queued_max})
     shutdown(0.0)
     return 0
 

@@ -130,8 +130,10 @@ def memory_rows(m: Dict[str, Any]) -> List[Row]:
             c["collector_rss_peak_mb"] < 200),
         Row("4 memory", "worker RSS peaks (MB)", workers, "", "", None),
         Row("4 memory", f"trainer RSS, collector down, {t['buffer_mb']:.0f} MiB buffer",
-            f"+{t['rss_growth_mb']:.0f} MB (peak {t['rss_peak_mb']:.0f})",
+            f"+{t['rss_growth_mb']:.0f} MB (full {t['rss_full_mb']:.0f}, peak {t['rss_peak_mb']:.0f})",
             f"{t['values_dropped']:,} values dropped", "≤ 1.5×buffer + 16 MB", trainer_bounded(t)),
+        Row("4 memory", "trainer: most events queued before the sender took them",
+            f"{t.get('queued_events_max', 0):,}", "not bounded by the buffer", "", None),
     ]
 
 
