@@ -18,7 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 from . import bench_hotpath, bench_memory, bench_recovery, bench_startup, bench_throughput
 from .bench_args import FIGURES, add_arguments

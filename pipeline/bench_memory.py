@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import psutil
 

@@ -140,7 +140,7 @@ def memory_rows(m: Dict[str, Any]) -> List[Row]:
 def startup_rows(s: Dict[str, Any]) -> List[Row]:
     heavy = ", ".join(s["heavy_modules_imported"]) or "none"
     return [
-        Row("5 start-up", f"collector cold start → answering", f"{s['collector_ready_s']:.2f} s", "", "", None),
+        Row("5 start-up", "collector cold start → answering", f"{s['collector_ready_s']:.2f} s", "", "", None),
         Row("5 start-up", f"→ every worker ready ({len(s['plugins'])} plugins)", f"{s['workers_ready_s']:.2f} s",
             "", "", None),
         Row("5 start-up", "import statbus.pipeline: time", f"{s['import_s']:.3f} s", "", "< 0.3 s",
