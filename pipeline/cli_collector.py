@@ -38,6 +38,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     start.add_argument("--config", metavar="FILE", help="TOML file with per-plugin settings")
     start.add_argument("--plugins", metavar="A,B", help="run only these plugins (comma-separated names)")
     start.add_argument("--exclude", metavar="C", help="do not run these plugins (comma-separated names)")
+    start.add_argument(
+        "--set", action="append", default=[], metavar="NAME.KEY=VALUE",
+        help="override one plugin setting of the config file, e.g. tensorboard.enabled=false or "
+        "my_plugin.options.level=2 (repeatable)",
+    )
     add_transport_security_arguments(start)
     start.add_argument("--foreground", action="store_true", help="stay attached (for systemd-like supervisors)")
     start.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for readiness (default 30)")
@@ -60,6 +65,8 @@ def _passthrough(args: argparse.Namespace) -> list:
         value = getattr(args, flag)
         if value:
             extra += [f"--{flag}", value]
+    for override in args.set:
+        extra += ["--set", override]
     return extra + transport_security_argv(args)
 
 

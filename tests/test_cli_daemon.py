@@ -126,6 +126,29 @@ def test_start_status_stop(layout) -> None:
     assert again.returncode == 0 and "no collector is running" in again.stdout
 
 
+def test_set_overrides_a_plugin_setting_and_watch_refreshes_until_interrupted(layout) -> None:
+    assert start(layout, "--set", "gauges.enabled=false").returncode == 0
+    wait_for(lambda: plugin(status(layout), "jsonl")["state"] == "READY", timeout=60, what="jsonl ready")
+    assert plugin(status(layout), "gauges")["state"] == "DISABLED"
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "statbus.pipeline.cli", "status", *run_args(layout), "--watch", "--interval", "0.1"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert watch.stdout is not None
+        seen = ""
+        while seen.count("\x1b[2J") < 3:
+            seen += watch.stdout.read(1)
+        watch.send_signal(signal.SIGINT)
+        assert watch.wait(timeout=30) == 0
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+            watch.wait()
+        watch.stdout.close()
+    assert "plugins (3)" in seen and "DISABLED" in seen
+
+
 def test_start_twice_is_refused_with_the_running_pid(layout) -> None:
     assert start(layout).returncode == 0
     pid = running_pid(layout.pid_file)
