@@ -100,37 +100,57 @@ class ConsoleWriter(StatsWriter):
     # -- replay state ---------------------------------------------------------
 
     def _load_state(self) -> None:
+        """Replay the state log of this run, then start a compacted one.
+
+        The log is one JSON object per line: a header with the run's start
+        time, then ``{"step": [category, step]}`` or ``{"property": [category,
+        digest]}`` per line printed.  Appending a line costs one ``write``
+        per summary (a rewrite-and-rename per summary cost more than the
+        line itself); a torn last line after a crash is ignored.
+        """
+        self._state_fd: Optional[int] = None
         if self._state_file is None:
             return
         try:
             with open(self._state_file, encoding="utf-8") as f:
-                state = json.load(f)
+                lines = f.read().splitlines()
         except FileNotFoundError:
-            return
+            lines = []
         except (OSError, ValueError) as exc:
             logger.warning("ignoring unreadable console writer state %s: %s", self._state_file, exc)
-            return
+            lines = []
+        entries = []
+        for line in lines:
+            try:
+                entries.append(json.loads(line))
+            except ValueError:
+                continue
         # State of another run (an earlier one in the same directory) says
         # nothing about what this run printed.
-        if not isinstance(state, dict) or state.get("start_time") != self.training_start_time:
-            return
-        self._last_step = {str(k): int(v) for k, v in state.get("last_step", {}).items()}
-        self._last_property = {str(k): str(v) for k, v in state.get("last_property", {}).items()}
-
-    def _save_state(self) -> None:
-        if self._state_file is None:
-            return
-        state = {
-            "start_time": self.training_start_time,
-            "last_step": self._last_step,
-            "last_property": self._last_property,
-        }
+        if entries and isinstance(entries[0], dict) and entries[0].get("start_time") == self.training_start_time:
+            for entry in entries[1:]:
+                if not isinstance(entry, dict):
+                    continue
+                step, prop = entry.get("step"), entry.get("property")
+                if isinstance(step, list) and len(step) == 2:
+                    self._last_step[str(step[0])] = int(step[1])
+                elif isinstance(prop, list) and len(prop) == 2:
+                    self._last_property[str(prop[0])] = str(prop[1])
         directory = os.path.dirname(self._state_file) or "."
         os.makedirs(directory, exist_ok=True)
         temporary = f"{self._state_file}.{os.getpid()}.tmp"
         with open(temporary, "w", encoding="utf-8") as f:
-            json.dump(state, f)
+            f.write(json.dumps({"start_time": self.training_start_time}) + "\n")
+            for category, step in self._last_step.items():
+                f.write(json.dumps({"step": [category, step]}) + "\n")
+            for category, digest in self._last_property.items():
+                f.write(json.dumps({"property": [category, digest]}) + "\n")
         os.replace(temporary, self._state_file)
+        self._state_fd = os.open(self._state_file, os.O_WRONLY | os.O_APPEND)
+
+    def _log_state(self, entry: Dict[str, Any]) -> None:
+        if self._state_fd is not None:
+            os.write(self._state_fd, (json.dumps(entry) + "\n").encode("utf-8"))
 
     # -- StatsWriter ------------------------------------------------------------
 
@@ -140,9 +160,9 @@ class ConsoleWriter(StatsWriter):
             return
         logger.log(self.level, self.format_line(category, values, step, time.time()))
         self._last_step[category] = step
-        # Saved after the line is out: a crash in between prints a line twice
+        # Logged after the line is out: a crash in between prints a line twice
         # rather than never.
-        self._save_state()
+        self._log_state({"step": [category, step]})
 
     def format_line(self, category: str, values: Dict[str, StatsSummary], step: int, now: float) -> str:
         """ML-Agents' progress line for one summary, as of wall-clock ``now``."""
@@ -170,7 +190,7 @@ class ConsoleWriter(StatsWriter):
                 return
             logger.log(self.level, "Hyperparameters for behavior name %s: \n%s", category, hyperparameters_to_str(value))
             self._last_property[category] = digest
-            self._save_state()
+            self._log_state({"property": [category, digest]})
         elif property_type == StatsPropertyType.SELF_PLAY:
             # ML-Agents asserts a bool; a worker must not die on a trainer's
             # sloppy value, so anything truthy counts.
@@ -182,6 +202,9 @@ class ConsoleWriter(StatsWriter):
 
     def close(self) -> None:
         self.flush()
+        if self._state_fd is not None:
+            os.close(self._state_fd)
+            self._state_fd = None
 
 
 def get_console_writer(run_options: RunOptions) -> List[StatsWriter]:
