@@ -79,10 +79,12 @@ class FrameBuilder:
     def empty(self) -> bool:
         return not (self.properties or self.stats or self.markers)
 
-    def add(self, event: tuple) -> None:
+    def add(self, event: tuple) -> bool:
+        """Add one add_stat/set_stat event; True when it opened a new (category, key) entry."""
         category, key, value, aggregation = event
         entry = self.stats.get((category, key))
-        if entry is None:
+        opened = entry is None
+        if opened:
             entry = self.stats[(category, key)] = _Entry()
             self.nbytes += 4 * (len(category) + len(key)) + 48  # UTF-8 worst case, both records
         self.nbytes += 8
@@ -94,6 +96,7 @@ class FrameBuilder:
             entry.values.append(value)
             entry.aggregation = aggregation
         self.nvalues += 1
+        return opened
 
     def property(self, category: str, property_type: str, value: Any, nbytes: int) -> None:
         self.properties.append(property_record(category, property_type, value))
@@ -140,9 +143,14 @@ def drain_events(queue: Deque[tuple], bye: Callable[[], list]) -> Iterator[Union
         event = queue.popleft()
         head = event[0]
         if type(head) is str:
-            builder.add(event)
-            if (builder.nvalues >= BATCH_VALUES or builder.nrecords >= MAX_FRAME_RECORDS
-                    or builder.nbytes >= MAX_FRAME_BYTES_SOFT):
+            # The sender's per-value path: records and bytes grow by much only
+            # when a new key opens, so only then are they checked.
+            if builder.add(event):
+                full = (builder.nvalues >= BATCH_VALUES or builder.nrecords >= MAX_FRAME_RECORDS
+                        or builder.nbytes >= MAX_FRAME_BYTES_SOFT)
+            else:
+                full = builder.nvalues >= BATCH_VALUES
+            if full:
                 yield builder
                 builder = FrameBuilder()
         elif head == EV_WRITE:
@@ -181,7 +189,10 @@ class Outgoing:
 
     @property
     def nbytes(self) -> int:
-        return len(self.payload) + FRAME_OVERHEAD
+        # The records stay beside the payload (to strip and re-encode it), and
+        # hold the same packed values again: count both, so the buffer's bound
+        # is a bound on real memory.
+        return 2 * len(self.payload) + FRAME_OVERHEAD
 
     @property
     def empty(self) -> bool:

@@ -44,6 +44,7 @@ class StatOp(IntEnum):
 
 
 _AGGREGATIONS = {m.value: m for m in StatsAggregationMethod}
+_STAT_OPS = {op.value: op for op in StatOp}  # a dict lookup: calling the enum is slow on the hot path
 _PROPERTY_TYPES = {p.value: p for p in StatsPropertyType}
 
 
@@ -157,7 +158,7 @@ def decode_stat(obj: Sequence[Any]) -> StatRecord:
     if op == StatOp.SET and len(packed) != 8:
         raise RecordError("a set stat record carries exactly one value")
     return StatRecord(
-        check_name(obj[1], "category"), check_name(obj[2], "key"), check_aggregation(obj[3]), StatOp(op), packed
+        check_name(obj[1], "category"), check_name(obj[2], "key"), check_aggregation(obj[3]), _STAT_OPS[op], packed
     )
 
 
