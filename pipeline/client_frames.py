@@ -55,29 +55,36 @@ class _Entry:
 
 
 class FrameBuilder:
-    """Collects one frame's events; record order: hello, properties, stats, writes, bye.
+    """Collects one frame's events; record order: hello, properties, then periods, bye.
 
-    Stats are grouped per (category, key) in first-seen order.  ``set_stat``
-    replaces the key's pending values with a SET record of ``[v]`` (MOST_RECENT);
-    values added after it in the same frame follow as an ADD record, so the
-    collector sees exactly what ML-Agents' reporter would have done.
+    A period is the stats recorded before a WRITE, then that WRITE: a frame may
+    carry several, in order, so the collector closes each period with exactly
+    the values added before its ``write_stats`` — and a trainer writing
+    summaries fast pays one frame for many of them.  Within a period stats are
+    grouped per (category, key) in first-seen order.  ``set_stat`` replaces the
+    key's pending values with a SET record of ``[v]`` (MOST_RECENT); values added
+    after it in the same period follow as an ADD record, so the collector sees
+    exactly what ML-Agents' reporter would have done.
     """
 
     def __init__(self) -> None:
         self.hello: Optional[list] = None
         self.properties: List[list] = []
+        self.body: List[list] = []
+        """Closed periods: their stat records, each followed by its WRITE."""
         self.stats: Dict[Tuple[str, str], _Entry] = {}
         self.markers: List[list] = []
+        """Records after every period (BYE)."""
         self.nvalues = 0
         self.nbytes = 0
 
     @property
     def nrecords(self) -> int:
-        return len(self.properties) + len(self.stats) + len(self.markers)
+        return len(self.properties) + len(self.body) + len(self.stats) + len(self.markers)
 
     @property
     def empty(self) -> bool:
-        return not (self.properties or self.stats or self.markers)
+        return not (self.properties or self.body or self.stats or self.markers)
 
     def add(self, event: tuple) -> bool:
         """Add one add_stat/set_stat event; True when it opened a new (category, key) entry."""
@@ -103,20 +110,28 @@ class FrameBuilder:
         self.nbytes += nbytes
 
     def write(self, category: str, step: int) -> None:
-        self.markers.append(write_record(category, step))
+        self.body.extend(self._stat_records())
+        self.stats = {}
+        self.body.append(write_record(category, step))
 
     def records(self) -> List[list]:
         out: List[list] = []
         if self.hello is not None:
             out.append(self.hello)
         out.extend(self.properties)
+        out.extend(self.body)
+        out.extend(self._stat_records())
+        out.extend(self.markers)
+        return out
+
+    def _stat_records(self) -> List[list]:
+        out: List[list] = []
         for (category, key), entry in self.stats.items():
             if entry.set_value is not None:
                 out.append(stat_record(category, key, _MOST_RECENT, StatOp.SET.value, pack_values((entry.set_value,))))
             if entry.values:
                 out.append(stat_record(category, key, entry.aggregation.value, StatOp.ADD.value,
                                        pack_values(entry.values)))
-        out.extend(self.markers)
         return out
 
 
@@ -134,9 +149,10 @@ class Ticket:
 def drain_events(queue: Deque[tuple], bye: Callable[[], list]) -> Iterator[Union[FrameBuilder, Ticket]]:
     """Pop the events queued now; yield closed frames and, in their place, flush tickets.
 
-    A WRITE closes the frame it ends, so values added after a ``write_stats``
-    travel in a later frame; so does a flush.  A frame is also closed at
-    ``BATCH_VALUES`` values, or when its records or estimated bytes grow large.
+    A WRITE closes a period within the frame (values added after it belong to
+    the next period); a flush closes the frame.  A frame is also closed at
+    ``BATCH_VALUES`` values, when its records or estimated bytes grow large, and
+    when the queue is empty: everything queued goes out at once.
     """
     builder = FrameBuilder()
     for _ in range(len(queue)):
@@ -155,8 +171,9 @@ def drain_events(queue: Deque[tuple], bye: Callable[[], list]) -> Iterator[Union
                 builder = FrameBuilder()
         elif head == EV_WRITE:
             builder.write(event[1], event[2])
-            yield builder
-            builder = FrameBuilder()
+            if builder.nrecords >= MAX_FRAME_RECORDS or builder.nbytes >= MAX_FRAME_BYTES_SOFT:
+                yield builder
+                builder = FrameBuilder()
         elif head == EV_PROPERTY:
             builder.property(event[1], event[2], event[3], event[4])
             if builder.nbytes >= MAX_FRAME_BYTES_SOFT or builder.nrecords >= MAX_FRAME_RECORDS:

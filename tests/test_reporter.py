@@ -105,7 +105,7 @@ def _kind(record: object) -> int:
     return {Hello: 0, PropertyRecord: 1, StatRecord: 2, WriteMarker: 3, Bye: 4}[type(record)]
 
 
-def test_frames_hold_properties_then_stats_then_the_write_that_closes_them(address) -> None:
+def test_frames_hold_properties_then_periods_each_closed_by_its_write(address) -> None:
     reporter, other = StatsReporter("Cat"), StatsReporter("Other")
     with AckPeer(address) as peer:
         for step in range(1, 21):
@@ -122,9 +122,12 @@ def test_frames_hold_properties_then_stats_then_the_write_that_closes_them(addre
     assert [f.seq for f in frames] == list(range(1, len(frames) + 1))
     for frame in frames:
         kinds = [_kind(r) for r in frame.records]
-        assert kinds == sorted(kinds), f"frame {frame.seq} out of order: {kinds}"
-        # A write closes its frame: nothing recorded after it travels with it.
-        assert kinds.count(3) <= 1
+        # Hello and properties first; then periods (stats, then the write that
+        # closes them), possibly several when writes come fast; a bye last.
+        head = [k for k in kinds if k < 2]
+        assert kinds[:len(head)] == sorted(head), f"frame {frame.seq} out of order: {kinds}"
+        assert all(k in (2, 3) for k in kinds[len(head):] if k != 4), kinds
+        assert 4 not in kinds or kinds[-1] == 4
     # Walk the stream: the values each write closes are exactly those added before it.
     pending: list = []
     closed = {}
