@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import zmq
 
 from statbus.pipeline.wire import Bye, Frame, Hello, WireError, WriteMarker, decode_frame, encode_ack
 from statbus.plugins.records import PropertyRecord, StatOp, StatRecord
+from waiting import wait_for  # noqa: F401 — re-exported for the trainer tests
 
 
 @dataclasses.dataclass
@@ -135,17 +135,6 @@ class AckPeer:
                 state.gaps += 1
             return last
 
-
-def wait_for(condition: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
-    """Poll ``condition`` until it is truthy; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def stat_ops(state: PeerState, category: str, key: str) -> List[Tuple[StatOp, int, List[float]]]:

@@ -18,19 +18,10 @@ from statbus.pipeline.journal import EntryType, iter_entries
 from statbus.pipeline.layout import RunLayout
 from statbus.pipeline.wire import decode_ack, encode_frame
 from statbus.plugins.records import decode_summary, unpack_values
+from waiting import wait_for  # noqa: F401 — re-exported for the collector tests
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
-def wait_for(condition, timeout: float = 20.0, interval: float = 0.01, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval)
 
 
 class CollectorProcess:

@@ -16,7 +16,7 @@ import tempfile
 import textwrap
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import msgpack
 import pytest
@@ -38,20 +38,11 @@ from statbus.workers.host import ExitCode, Writers, overrides, parse_error_line
 from statbus.workers.statepage import NO_INFLIGHT, HostState, StatePage
 
 from zoo import zoo_env, zoo_output, zoo_plugin
+from waiting import wait_for
 
 BATCH, SUMMARY = 0, 1
 FIRST_POSITION = 100  # as if a snapshot entry sat at 0: next_after must move past it
 
-
-def wait_for(condition: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 # --- records -------------------------------------------------------------------
