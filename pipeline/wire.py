@@ -22,8 +22,7 @@ Ack (collector → trainer, over the same ROUTER/DEALER pair)::
 from __future__ import annotations
 
 import enum
-import math
-from typing import Any, Dict, List, NamedTuple, Sequence, Tuple
+from typing import Any, Dict, NamedTuple, Sequence, Tuple
 
 import msgpack
 
