@@ -1,7 +1,9 @@
 """The trainer process's background sender: batches, frames, delivery, fork and exit.
 
-Training threads only append events to a ``deque`` (atomic under the GIL, no lock)
-and, rarely, wake the sender through a pipe.  One daemon thread per process owns
+Training threads append a value to the current per-(category, key) entry under one
+short lock (a dict get and a list append); any other call first *seals* the current
+entries into the event queue, then queues itself, so the order of calls is kept.
+Rarely, they wake the sender through a pipe.  One daemon thread per process owns
 the ZeroMQ context and its DEALER socket: it drains the queue into frames, keeps
 unacknowledged frames in a bounded buffer, re-sends them when the collector comes
 back, and answers ``flush()``/``shutdown()`` tickets.  Delivery follows
@@ -25,7 +27,7 @@ from typing import Any, Deque, Dict, List, Optional, Tuple
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from .client_frames import BATCH_VALUES, EV_BYE, EV_FLUSH, FrameBuffer, FrameBuilder, Ticket, drain_events
+from .client_frames import BATCH_VALUES, EV_BYE, EV_FLUSH, EV_STATS, FrameBuffer, FrameBuilder, Ticket, drain_events
 from .trainer_config import TrainerConfig
 from .wire import WireError, bye_record, decode_ack, hello_record
 
@@ -45,6 +47,13 @@ SNDHWM = 32
 """Frames ZeroMQ may queue per connection; the rest wait in our own (bounded) buffer."""
 MAX_PENDING_EVENTS = 2 * BATCH_VALUES
 """Events queued with no live sender past which they are dropped (a dead sender must not eat memory)."""
+ENTRY_VALUES = 1024
+"""Values of one key in the current entries past which they are sealed (a slow path every 1024 adds)."""
+MAX_CURRENT_ENTRIES = 128
+"""Keys in the current entries past which they are sealed: the current values stay ≤ 128 × 1024."""
+MAX_PENDING_VALUES = 16 * BATCH_VALUES
+"""Sealed values not yet taken by the sender past which new ones are dropped (a slow sender must
+not eat memory either; markers and properties are kept)."""
 
 LOG_EVERY = 10.0
 """Seconds between two log lines of the same kind of trouble."""
@@ -116,6 +125,11 @@ class Client:
         self.config = config
         self.sender = _make_identity()
         self.queue: Deque[tuple] = collections.deque()
+        self.lock = threading.Lock()
+        """Guards ``current``, ``queue`` and ``_queued`` (appends and the sender's take)."""
+        self.current: Dict[Tuple[str, str], list] = {}
+        """The values added since the last seal: ``(category, key) → [aggregation, v1, v2, ...]``."""
+        self._queued = 0          # sealed values + other events in ``queue``
         self.counters: Dict[str, Any] = {
             "sender": self.sender, "values_recorded": 0, "frames_sent": 0, "frames_resent": 0,
             "frames_acked": 0, "values_dropped": 0, "frames_dropped": 0, "errors": 0,
@@ -145,6 +159,51 @@ class Client:
 
     # --- called from training threads ---------------------------------------
 
+    def add_value(self, category: str, key: str, value: float, aggregation: Any) -> None:
+        """``add_stat``'s slow path: open an entry, or seal the current ones first when
+        the key's entry is full or its aggregation changed (so values stay in order)."""
+        wake = False
+        ident = (category, key)
+        with self.lock:
+            values = self.current.get(ident)
+            if values is None:
+                if len(self.current) >= MAX_CURRENT_ENTRIES:
+                    wake = self._seal_locked()
+            elif values[0] is aggregation and len(values) <= ENTRY_VALUES:
+                values.append(value)  # another thread sealed or opened it meanwhile
+                return
+            else:
+                wake = self._seal_locked()
+            self.current[ident] = [aggregation, value]
+        if wake:
+            self.wake()
+
+    def add_event(self, event: tuple, wake: bool) -> None:
+        """Queue a non-value event after the values added before it (sealed first)."""
+        with self.lock:
+            self._seal_locked()
+            self.queue.append(event)
+            self._queued += 1
+            queued = len(self.queue)
+        if wake or queued >= BATCH_VALUES:
+            self.wake()
+
+    def _seal_locked(self) -> bool:
+        """Move the current entries into the queue as one event; True: wake the sender."""
+        current = self.current
+        if not current:
+            return False
+        self.current = {}
+        nvalues = sum(map(len, current.values())) - len(current)
+        if self._queued >= MAX_PENDING_VALUES or not self._pipe_open:
+            self.counters["events_dropped"] += nvalues
+            _rlog.warn("behind", "statbus: sender is not keeping up (or not running); %d values dropped so far",
+                       self.counters["events_dropped"])
+            return True
+        self.queue.append((EV_STATS, current))
+        self._queued += nvalues
+        return self._queued >= BATCH_VALUES
+
     def wake(self) -> None:
         """Make the sender drain the queue now (a few µs; never blocks)."""
         # _pipe_open turns False as the sender thread ends; reading it takes no
@@ -164,24 +223,20 @@ class Client:
                 pass  # the pipe is full, so the sender is awake already
 
     def _discard_queue(self) -> None:
-        dropped = 0
-        while True:
-            try:
-                self.queue.popleft()
-            except IndexError:
-                break
-            dropped += 1
+        with self.lock:
+            dropped = self._queued
+            self.queue.clear()
+            self._queued = 0
         self.counters["events_dropped"] += dropped
         _rlog.warn("dead", "statbus: sender thread is not running; dropped %d queued events", dropped)
 
     def flush(self, timeout: float, bye: bool = False) -> bool:
         if not self._thread.is_alive():
-            return not self.queue and not self._buffer
+            return not self.queue and not self.current and not self._buffer
         ticket = Ticket()
         if bye:
-            self.queue.append((EV_BYE,))
-        self.queue.append((EV_FLUSH, ticket))
-        self.wake()
+            self.add_event((EV_BYE,), wake=False)
+        self.add_event((EV_FLUSH, ticket), wake=True)
         ticket.event.wait(max(0.0, timeout))
         return ticket.ok
 
@@ -197,13 +252,17 @@ class Client:
         return ok
 
     def snapshot(self) -> Dict[str, Any]:
-        snap = dict(self.counters)
-        snap["values_queued"] = len(self.queue)
+        with self.lock:
+            current = sum(map(len, self.current.values())) - len(self.current)
+            snap = dict(self.counters)
+            snap["values_queued"] = self._queued + current
         return snap
 
     def forget_in_child(self) -> None:
         """After fork, in the child: drop this (the parent's) client without touching zmq."""
+        # No lock: another thread of the parent may have held it at the fork.
         self._pipe_open = False
+        self.current = {}
         self.queue.clear()           # the parent sends these, not the child
         self._buffer.frames.clear()
         for fd in (self._rfd, self._wfd):
@@ -369,7 +428,14 @@ class Client:
         self._rewound_at = now
 
     def _drain(self) -> None:
-        for item in drain_events(self.queue, self._bye_record):
+        # Take everything at once, the current entries last: a dict swap, no per-value work.
+        with self.lock:
+            events, self.queue = self.queue, collections.deque()
+            if self.current:
+                events.append((EV_STATS, self.current))
+                self.current = {}
+            self._queued = 0
+        for item in drain_events(events, self._bye_record):
             if isinstance(item, FrameBuilder):
                 self._close_frame(item)
             else:  # a flush ticket: done once every frame closed so far is acked

@@ -4,9 +4,11 @@ Split from :mod:`.client` so that the grouping rules (what a frame holds, in
 which order) and the buffer's overflow rules can be tested without sockets or
 threads.
 
-Queue events (tuples, appended by :mod:`.reporter`; a ``deque`` append is atomic):
+Queue events (tuples, appended by :class:`.client.Client` under its lock):
 
-* ``(category, key, value, aggregation)`` — ``add_stat``; aggregation ``None`` = ``set_stat``;
+* ``(EV_STATS, sealed)`` — values of ``add_stat``: a sealed dict ``{(category, key):
+  [aggregation, v1, v2, ...]}`` (see :meth:`.client.Client.add_value`), keys in first-seen order;
+* ``(category, key, value, aggregation)`` — one value; aggregation ``None`` = ``set_stat``;
 * ``(EV_PROPERTY, category, type_value, plain_value, nbytes)``;
 * ``(EV_WRITE, category, step)``; ``(EV_FLUSH, ticket)``; ``(EV_BYE,)``.
 """
@@ -34,6 +36,7 @@ MAX_MERGED_BYTES = 2 << 20
 FRAME_OVERHEAD = 256
 """Bytes of Python objects per buffered frame, counted so the bound is about real memory."""
 
+EV_STATS = 1
 EV_PROPERTY = 2
 EV_WRITE = 3
 EV_BYE = 5
@@ -105,6 +108,19 @@ class FrameBuilder:
         self.nvalues += 1
         return opened
 
+    def add_values(self, category: str, key: str, aggregation: StatsAggregationMethod, values: List[float]) -> bool:
+        """Add a run of one key's values (a slice of a sealed entry); True when it opened a new entry."""
+        entry = self.stats.get((category, key))
+        opened = entry is None
+        if opened:
+            entry = self.stats[(category, key)] = _Entry()
+            self.nbytes += 4 * (len(category) + len(key)) + 48
+        entry.values.extend(values)
+        entry.aggregation = aggregation
+        self.nbytes += 8 * len(values)
+        self.nvalues += len(values)
+        return opened
+
     def property(self, category: str, property_type: str, value: Any, nbytes: int) -> None:
         self.properties.append(property_record(category, property_type, value))
         self.nbytes += nbytes
@@ -151,16 +167,31 @@ def drain_events(queue: Deque[tuple], bye: Callable[[], list]) -> Iterator[Union
 
     A WRITE closes a period within the frame (values added after it belong to
     the next period); a flush closes the frame.  A frame is also closed at
-    ``BATCH_VALUES`` values, when its records or estimated bytes grow large, and
-    when the queue is empty: everything queued goes out at once.
+    ``BATCH_VALUES`` values (a sealed entry's values are split across frames),
+    when its records or estimated bytes grow large, and when the queue is
+    empty: everything queued goes out at once.
     """
     builder = FrameBuilder()
     for _ in range(len(queue)):
         event = queue.popleft()
         head = event[0]
-        if type(head) is str:
-            # The sender's per-value path: records and bytes grow by much only
-            # when a new key opens, so only then are they checked.
+        if head == EV_STATS:
+            # Per key, not per value: a run of values is one list extend.
+            for (category, key), values in event[1].items():
+                aggregation = values[0]
+                start, end = 1, len(values)
+                while start < end:
+                    stop = min(end, start + BATCH_VALUES - builder.nvalues)
+                    opened = builder.add_values(category, key, aggregation, values[start:stop])
+                    start = stop
+                    if (builder.nvalues >= BATCH_VALUES
+                            or opened and (builder.nrecords >= MAX_FRAME_RECORDS
+                                           or builder.nbytes >= MAX_FRAME_BYTES_SOFT)):
+                        yield builder
+                        builder = FrameBuilder()
+        elif type(head) is str:
+            # One value (set_stat): records and bytes grow by much only when
+            # a new key opens, so only then are they checked.
             if builder.add(event):
                 full = (builder.nvalues >= BATCH_VALUES or builder.nrecords >= MAX_FRAME_RECORDS
                         or builder.nbytes >= MAX_FRAME_BYTES_SOFT)

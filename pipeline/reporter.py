@@ -1,8 +1,10 @@
 """The trainer API: ML-Agents' ``StatsReporter`` calls, sent to the collector.
 
 Each call validates its arguments (bad input raises ``TypeError``/``ValueError``
-naming the key, at the call) and appends one event to the process client's
-queue; nothing else ever raises into training or blocks it.
+naming the key, at the call) and hands its data to the process client:
+``add_stat`` appends to the key's current entry under the client's short lock,
+the other calls queue one event (see :mod:`.client`); nothing else ever raises
+into training or blocks it.
 
 Accepted values: ``int``, ``float``, ``bool`` (it is an ``int`` in Python) and
 anything ``float()`` converts that is not text (numpy scalars, 0-d tensors);
@@ -29,8 +31,8 @@ import msgpack
 from ..plugins.records import MAX_NAME_LENGTH
 from ..plugins.stats import StatsAggregationMethod, StatsPropertyType
 from . import trainer_config
-from .client import Client
-from .client_frames import BATCH_VALUES, EV_PROPERTY, EV_WRITE
+from .client import ENTRY_VALUES, Client
+from .client_frames import EV_PROPERTY, EV_WRITE
 from .wire import MAX_MAP_ENTRIES, MAX_NESTING, MAX_RECORDS_PER_FRAME, MAX_STRING_BYTES
 
 logger = logging.getLogger(__name__)
@@ -215,11 +217,18 @@ class StatsReporter:
         client = _client or _get_client()
         if client is None:
             _retired["events_dropped"] += 1
-        else:
-            queue = client.queue
-            queue.append((self.category, key, value, aggregation))
-            if len(queue) >= BATCH_VALUES:
-                client.wake()
+            return
+        # The per-value path: acquire/release (cheaper than ``with``), a dict get, a list append.
+        lock = client.lock
+        lock.acquire()
+        try:
+            values = client.current.get((self.category, key))
+            if values is not None and values[0] is aggregation and len(values) <= ENTRY_VALUES:
+                values.append(value)
+                return
+        finally:
+            lock.release()
+        client.add_value(self.category, key, value, aggregation)
 
     def set_stat(self, key: str, value: float) -> None:
         """Replace the period's values of ``key`` by ``[value]``, aggregated MOST_RECENT."""
@@ -231,10 +240,7 @@ class StatsReporter:
         if client is None:
             _retired["events_dropped"] += 1
         else:
-            queue = client.queue
-            queue.append((self.category, key, value, None))
-            if len(queue) >= BATCH_VALUES:
-                client.wake()
+            client.add_event((self.category, key, value, None), wake=False)
 
     def add_property(self, property_type: StatsPropertyType, value: Any) -> None:
         """Announce a run property (hyperparameters, ...) to every writer."""
@@ -249,8 +255,7 @@ class StatsReporter:
         if client is None:
             _retired["events_dropped"] += 1
         else:
-            client.queue.append((EV_PROPERTY, self.category, property_type.value, plain, nbytes))
-            client.wake()
+            client.add_event((EV_PROPERTY, self.category, property_type.value, plain, nbytes), wake=True)
 
     def write_stats(self, step: int) -> None:
         """Close this category's summary period (across all processes) at ``step``."""
@@ -260,8 +265,7 @@ class StatsReporter:
         if client is None:
             _retired["events_dropped"] += 1
         else:
-            client.queue.append((EV_WRITE, self.category, step))
-            client.wake()
+            client.add_event((EV_WRITE, self.category, step), wake=True)
 
 
 # --- process life: configure, exit, fork ------------------------------------

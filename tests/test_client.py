@@ -16,7 +16,8 @@ import pytest
 import statbus.pipeline as sp
 from statbus.pipeline import StatsReporter, trainer_config
 from statbus.pipeline.client import MAX_PENDING_EVENTS
-from statbus.pipeline.client_frames import BATCH_VALUES, FRAME_OVERHEAD, FrameBuffer, FrameBuilder, drain_events
+from statbus.pipeline.client_frames import (BATCH_VALUES, EV_STATS, EV_WRITE, FRAME_OVERHEAD, FrameBuffer, FrameBuilder,
+                                            drain_events)
 from statbus.pipeline.wire import MAX_FRAME_BYTES, Hello, decode_frame, encode_frame, stat_record, write_record
 from statbus.plugins import ConfigError
 from statbus.plugins.records import StatOp, pack_values
@@ -339,4 +340,56 @@ def test_a_sender_that_cannot_start_drops_stats_and_never_raises(tmp_path, monke
         assert counters["events_dropped"] >= BATCH_VALUES
         assert counters["values_queued"] <= MAX_PENDING_EVENTS + 1
     finally:
+        sp.shutdown(0.2)
+
+
+def test_sealed_entries_are_split_across_frames_in_order() -> None:
+    # One sealed dict far past a frame's values: no frame exceeds BATCH_VALUES, order holds.
+    agg = sp.StatsAggregationMethod
+    n = 3 * BATCH_VALUES + 17
+    sealed = {("C", "big"): [agg.AVERAGE] + [float(i) for i in range(n)], ("C", "small"): [agg.SUM, 1.0, 2.0]}
+    queue = collections.deque([(EV_STATS, sealed), (EV_WRITE, "C", 5), (EV_STATS, {("C", "big"): [agg.AVERAGE, -1.0]})])
+    builders = list(drain_events(queue, lambda: []))
+    assert not queue and all(b.nvalues <= BATCH_VALUES for b in builders)
+    assert sum(b.nvalues for b in builders) == n + 3
+    values, kinds = [], []
+    for seq, builder in enumerate(builders, 1):
+        for record in decode_frame(encode_frame("me", seq, 1, 0, builder.records())).records:
+            kinds.append(type(record).__name__)
+            if kinds[-1] == "StatRecord" and record.key == "big":
+                values.extend(record.values)
+    assert values == [float(i) for i in range(n)] + [-1.0]
+    # The write closes the period after every value sealed before it, and before the later one.
+    assert kinds.index("WriteMarker") == len(kinds) - 2
+
+
+def test_client_seals_keep_order_across_aggregation_changes_and_cap_memory(tmp_path, monkeypatch) -> None:
+    import statbus.pipeline.client as client_module
+
+    # A sender that never drains (a long batch interval, and never woken): the
+    # current entries and the sealed values stay bounded, the rest is counted as dropped.
+    monkeypatch.setattr(client_module, "MAX_PENDING_VALUES", 4 * client_module.ENTRY_VALUES)
+    monkeypatch.setattr(client_module.Client, "wake", lambda self: None)
+    sp.configure(run_id="t", results_dir=str(tmp_path), address=_address(tmp_path), autostart=False,
+                 linger=0.2, batch_interval=10.0)
+    agg = sp.StatsAggregationMethod
+    try:
+        reporter = StatsReporter("Cat")
+        reporter.add_stat("k", 1.0, agg.SUM)
+        reporter.add_stat("k", 2.0, agg.HISTOGRAM)   # a new aggregation seals what came before
+        reporter.add_stat("k", 3.0, agg.HISTOGRAM)
+        client = sp.reporter._client
+        with client.lock:
+            assert [list(event[1].values()) for event in client.queue] == [[[agg.SUM, 1.0]]]
+            assert list(client.current.values()) == [[agg.HISTOGRAM, 2.0, 3.0]]
+        total = 40 * client_module.ENTRY_VALUES
+        for i in range(total):
+            reporter.add_stat(f"k{i % 3}", float(i))
+        counters = sp.client_counters()
+        queued, dropped = counters["values_queued"], counters["events_dropped"]
+        assert counters["values_recorded"] == 0 and queued + dropped == total + 3
+        assert queued <= client_module.MAX_PENDING_VALUES + 3 * (client_module.ENTRY_VALUES + 1) + 3
+        assert dropped >= total - queued > 0
+    finally:
+        monkeypatch.undo()  # a sender that can be woken again, to stop
         sp.shutdown(0.2)
