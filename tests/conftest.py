@@ -11,3 +11,17 @@ from statbus.plugins import RunOptions
 def run_options(tmp_path) -> RunOptions:
     """Run options of a fresh run whose results directory is ``tmp_path``."""
     return RunOptions.create("run", results_dir=str(tmp_path))
+
+
+@pytest.fixture
+def fresh_trainer_state():
+    """The test starts and ends with no trainer client and no configure() of an earlier test."""
+    import statbus.pipeline as sp
+    from statbus.pipeline import trainer_config
+
+    sp.shutdown(0.0)
+    try:
+        yield
+    finally:
+        sp.shutdown(0.2)
+        trainer_config.forget_configuration()

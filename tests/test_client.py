@@ -35,15 +35,8 @@ def mark(name):
 """
 
 
-@pytest.fixture(autouse=True)
-def _fresh_trainer_state() -> Iterator[None]:
-    """Each test starts and ends with no client and no configure() of an earlier test."""
-    sp.shutdown(0.0)
-    try:
-        yield
-    finally:
-        sp.shutdown(0.2)
-        trainer_config.forget_configuration()
+# Each test starts and ends with no client and no configure() of an earlier test.
+pytestmark = pytest.mark.usefixtures("fresh_trainer_state")
 
 
 def _env(tmp_path, address: str) -> Dict[str, str]:

@@ -11,22 +11,15 @@ import pytest
 
 import statbus.pipeline as sp
 from statbus.pipeline import StatsAggregationMethod as Agg
-from statbus.pipeline import StatsPropertyType, StatsReporter, trainer_config
+from statbus.pipeline import StatsPropertyType, StatsReporter
 from statbus.pipeline.wire import Bye, Hello, WriteMarker
 from statbus.plugins.records import PropertyRecord, StatOp, StatRecord
 
 from ackpeer import AckPeer, PeerState, stat_ops, wait_for
 
 
-@pytest.fixture(autouse=True)
-def _fresh_trainer_state() -> Iterator[None]:
-    """Each test starts and ends with no client and no configure() of an earlier test."""
-    sp.shutdown(0.0)
-    try:
-        yield
-    finally:
-        sp.shutdown(0.2)
-        trainer_config.forget_configuration()
+# Each test starts and ends with no client and no configure() of an earlier test.
+pytestmark = pytest.mark.usefixtures("fresh_trainer_state")
 
 
 @pytest.fixture
