@@ -49,6 +49,10 @@ TICK_SECONDS = 0.1
 MAX_FRAMES_PER_ITERATION = 1024
 MAX_BYTES_PER_ITERATION = 32 << 20
 """Intake drains at most this much before it commits and acks: acks stay prompt under load."""
+MAX_DRAIN_SECONDS = 0.05
+"""...and for at most this long: a burst of big frames (each ~100 ms to decode and aggregate)
+would otherwise keep worker fetches and control requests unanswered for seconds, and the
+workers would take the collector for lost."""
 DATA_RCVHWM = 10_000
 DATA_MAXMSGSIZE = MAX_FRAME_BYTES + 4096
 """libzmq drops the connection of a peer whose message is bigger, before buffering it: an
@@ -368,6 +372,8 @@ class Collector:
         budget = MAX_BYTES_PER_ITERATION
         journal, aggregator, intake = self.journal, self.aggregator, self.intake
         auth = self._data_auth
+        clock = self.clock
+        deadline = clock() + MAX_DRAIN_SECONDS
         for _ in range(MAX_FRAMES_PER_ITERATION):
             try:
                 if auth is None:
@@ -398,7 +404,7 @@ class Collector:
             if decision.ack is not None:
                 acks[routing_id] = decision.ack
             budget -= len(payload)
-            if budget <= 0:
+            if budget <= 0 or clock() >= deadline:
                 break
         if appended:
             journal.commit()
