@@ -234,7 +234,7 @@ def decode_frame(data: bytes) -> Frame:
     if not isinstance(records, list):
         raise WireError(RejectReason.BAD_ENVELOPE, "records must be an array", sender)
     try:
-        decoded = tuple(_decode_wire_record(r) for r in records)
+        decoded = tuple([_decode_wire_record(r) for r in records])
     except (RecordError, RecursionError) as exc:
         raise WireError(RejectReason.BAD_RECORD, str(exc), sender) from None
     return Frame(sender, seq, floor, dropped, decoded)

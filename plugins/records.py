@@ -91,7 +91,13 @@ class SummaryRecord(NamedTuple):
     """(key, aggregation, packed values), keys in first-seen order."""
 
     def summaries(self) -> Dict[str, StatsSummary]:
-        return {key: StatsSummary(unpack_values(packed), agg) for key, agg, packed in self.entries}
+        # tuple.__new__ skips the NamedTuple's Python-level __new__ (a third of the cost per key).
+        new, little = tuple.__new__, sys.byteorder == "little"
+        out: Dict[str, StatsSummary] = {}
+        for key, agg, packed in self.entries:
+            values = array.array("d", packed) if little else array.array("d", unpack_values(packed))
+            out[key] = new(StatsSummary, (values.tolist(), agg))
+        return out
 
     def to_msgpack(self) -> list:
         return [
@@ -149,7 +155,31 @@ def _check_arity(obj: Sequence[Any], arity: int, kind: str) -> None:
         raise RecordError(f"{kind} record must have {arity} fields, got {len(obj)}")
 
 
+_ADD = StatOp.ADD
+_SET = StatOp.SET
+_new_tuple = tuple.__new__
+_MAX_RECORD_KIND = int(max(RecordKind))
+
+
 def decode_stat(obj: Sequence[Any]) -> StatRecord:
+    # Stat records are nearly every record there is: a well-formed one passes on a few
+    # type and length comparisons (no enum attribute, no NamedTuple __new__); anything
+    # else takes the checked path, whose error names what is wrong.
+    if len(obj) == 6:
+        _, category, key, agg, op, packed = obj
+        if (type(category) is str and type(key) is str and type(packed) is bytes and type(agg) is int
+                and type(op) is int and 0 < len(category) <= MAX_NAME_LENGTH and 0 < len(key) <= MAX_NAME_LENGTH
+                and not len(packed) & 7):
+            aggregation = _AGGREGATIONS.get(agg)
+            if aggregation is not None:
+                if op == 0:
+                    return _new_tuple(StatRecord, (category, key, aggregation, _ADD, packed))
+                if op == 1 and len(packed) == 8:
+                    return _new_tuple(StatRecord, (category, key, aggregation, _SET, packed))
+    return _decode_stat_checked(obj)
+
+
+def _decode_stat_checked(obj: Sequence[Any]) -> StatRecord:
     _check_arity(obj, 6, "stat")
     op = obj[4]
     if type(op) is not int or op not in (StatOp.ADD, StatOp.SET):
@@ -168,10 +198,19 @@ def decode_summary(obj: Sequence[Any]) -> SummaryRecord:
     if not isinstance(entries, (list, tuple)):
         raise RecordError("summary entries must be an array")
     checked = []
+    append = checked.append
+    aggregations = _AGGREGATIONS
     for entry in entries:
+        # The common case on a few comparisons; anything odd gets the checks that name the fault.
+        if type(entry) is list and len(entry) == 3:
+            key, agg, packed = entry
+            if (type(key) is str and 0 < len(key) <= MAX_NAME_LENGTH and type(agg) is int and agg in aggregations
+                    and type(packed) is bytes and not len(packed) & 7):
+                append((key, aggregations[agg], packed))
+                continue
         if not isinstance(entry, (list, tuple)) or len(entry) != 3:
             raise RecordError("summary entry must be [key, aggregation, values]")
-        checked.append((check_name(entry[0], "key"), check_aggregation(entry[1]), check_packed(entry[2], "values")))
+        append((check_name(entry[0], "key"), check_aggregation(entry[1]), check_packed(entry[2], "values")))
     return SummaryRecord(check_name(obj[1], "category"), check_step(obj[2]), tuple(checked))
 
 
@@ -197,11 +236,13 @@ def decode_record(obj: Any) -> WriterRecord:
     return decoder(obj)
 
 
-def decode_batch(data: bytes) -> List[StatRecord | PropertyRecord]:
+def decode_batch(data: bytes, stats: bool = True) -> List[StatRecord | PropertyRecord]:
     """The writer records of a journaled batch (the ``records`` array of a frame).
 
     Kinds above :class:`RecordKind`'s are the pipeline's markers (write, hello,
-    bye): a consumer of writer records skips them.
+    bye): a consumer of writer records skips them.  With ``stats=False`` stat
+    records are skipped unchecked too (a consumer that only wants properties
+    pays for the msgpack parse, not for validating every value).
     """
     try:
         items = msgpack.unpackb(data, raw=False, strict_map_key=True)
@@ -210,13 +251,21 @@ def decode_batch(data: bytes) -> List[StatRecord | PropertyRecord]:
     if not isinstance(items, list):
         raise RecordError("a batch must be an array of records")
     records: List[StatRecord | PropertyRecord] = []
+    append = records.append
     for item in items:
-        if isinstance(item, list) and item and type(item[0]) is int and item[0] > max(RecordKind):
-            continue
+        if type(item) is list and item and type(item[0]) is int:
+            kind = item[0]
+            if kind == 0:
+                if stats:
+                    append(decode_stat(item))
+                continue
+            if kind > _MAX_RECORD_KIND:
+                continue
         record = decode_record(item)
         if isinstance(record, SummaryRecord):
             raise RecordError("a batch cannot hold a summary record")
-        records.append(record)
+        if stats or type(record) is not StatRecord:
+            append(record)
     return records
 
 

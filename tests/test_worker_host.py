@@ -540,3 +540,27 @@ def test_on_add_stat_is_skipped_for_writers_that_do_not_override_it(tmp_path):
     with StatePage(str(tmp_path / "p.state"), create=True) as page:
         assert not Writers([_SummariesOnly(), _DuckTyped()], page).needs_batches
         assert Writers([_SummariesOnly(), _PerValue()], page).needs_batches
+
+
+class _PropertiesOnly(_SummariesOnly):
+    def __init__(self) -> None:
+        self.properties: List[Tuple[str, object, object]] = []
+
+    def add_property(self, category, property_type, value):
+        self.properties.append((category, property_type, value))
+
+
+def test_a_writer_without_on_add_stat_gets_every_property_of_a_batch(tmp_path):
+    from statbus.workers.fetch_client import EntryKind, FetchedEntry
+
+    writer = _PropertiesOnly()
+    batch = msgpack.packb(
+        [[0, "c", "k", 0, 0, pack_values([1.0, 2.0])], [2, "c", "hyperparameters", {"lr": 1}], [3, "c", 4],
+         [2, "c", "selfplay", True]],
+        use_bin_type=True,
+    )
+    with StatePage(str(tmp_path / "p.state"), create=True) as page:
+        writers = Writers([writer], page)
+        assert writers.needs_batches
+        assert writers.deliver(FetchedEntry(10, EntryKind.BATCH, batch)) is False
+    assert writer.properties == [("c", StatsPropertyType.HYPERPARAMETERS, {"lr": 1}), ("c", StatsPropertyType.SELF_PLAY, True)]

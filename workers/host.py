@@ -186,7 +186,9 @@ class Writers:
             self._deliver_summary(record)
             return True
         if self.needs_batches:
-            self._deliver_batch(decode_batch(entry.data))
+            # Writers without on_add_stat only need the batch's properties: its stat
+            # records (nearly all of it) are then neither validated nor unpacked.
+            self._deliver_batch(decode_batch(entry.data, stats=bool(self._add_stat)))
         return False
 
     def _deliver_summary(self, record: SummaryRecord) -> None:
