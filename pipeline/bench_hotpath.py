@@ -9,7 +9,9 @@ repetition, A (baseline) then B (statbus):
 * meanwhile a second thread records a value every ~0.5 ms and times each
   ``add_stat``: its worst latency shows who else a slow writer stalls.
 * the CPU figure: process CPU time (every thread, zmq's too) over the timed
-  loop and until statbus's sender has taken the values, per value.
+  loop and until statbus's sender has taken the values, per value — less the
+  probing thread's own CPU, which is the benchmark's instrument, not either
+  system (it runs longer on statbus's side, while the sender settles).
 
 Scenarios: the four built-in writers (``normal``); plus a writer sleeping 50 ms
 per ``write_stats`` (``sleepy``); plus one raising from it (``raising``); and
@@ -61,8 +63,20 @@ class _Prober(threading.Thread):
         self.reporter = reporter
         self.samples: List[float] = []
         self.stop_event = threading.Event()
+        self._started = threading.Event()
+        self._cpu_clock = 0
+
+    def start(self) -> None:
+        super().start()
+        self._started.wait()
+
+    def cpu_ns(self) -> int:
+        """CPU time this thread has used so far (Linux per-thread clock)."""
+        return time.clock_gettime_ns(self._cpu_clock)
 
     def run(self) -> None:
+        self._cpu_clock = time.pthread_getcpuclockid(threading.get_ident())
+        self._started.set()
         add_stat = self.reporter.add_stat
         clock = time.perf_counter_ns
         while not self.stop_event.wait(0.0005):
@@ -81,7 +95,8 @@ def _drained() -> None:
     time.sleep(0.06)
 
 
-def _time_add(reporter: Any, calls: int, settle: Optional[Callable[[], None]]) -> Tuple[float, float]:
+def _time_add(reporter: Any, calls: int, settle: Optional[Callable[[], None]],
+              instrument_cpu_ns: Callable[[], int]) -> Tuple[float, float]:
     """(wall ns per call in the training thread, CPU ns per value of the whole process).
 
     The CPU figure runs until ``settle`` says the background work the calls caused
@@ -92,7 +107,7 @@ def _time_add(reporter: Any, calls: int, settle: Optional[Callable[[], None]]) -
     keys = PPO_KEYS
     rounds = max(1, calls // len(keys))
     clock = time.perf_counter_ns
-    cpu0 = time.process_time_ns()
+    cpu0 = time.process_time_ns() - instrument_cpu_ns()
     t0 = clock()
     for i in range(rounds):
         value = float(i)
@@ -101,7 +116,7 @@ def _time_add(reporter: Any, calls: int, settle: Optional[Callable[[], None]]) -
     wall = clock() - t0
     if settle is not None:
         settle()
-    cpu = time.process_time_ns() - cpu0
+    cpu = time.process_time_ns() - instrument_cpu_ns() - cpu0
     n = rounds * len(keys)
     return wall / n, cpu / n
 
@@ -131,7 +146,7 @@ def _measure(make: Callable[[str], Any], add_calls: int, periods: int, step0: in
     prober = _Prober(make("Env"))
     prober.start()
     try:
-        ns_add, cpu_add = _time_add(reporter, add_calls, _drained if statbus else None)
+        ns_add, cpu_add = _time_add(reporter, add_calls, _drained if statbus else None, prober.cpu_ns)
         writes = _time_writes(reporter, periods, step0)
     finally:
         prober.stop_event.set()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import array
 import math
+import struct
 import sys
 from enum import IntEnum
 from typing import Any, Dict, Iterable, List, NamedTuple, Sequence, Tuple
@@ -48,12 +49,24 @@ _STAT_OPS = {op.value: op for op in StatOp}  # a dict lookup: calling the enum i
 _PROPERTY_TYPES = {p.value: p for p in StatsPropertyType}
 
 
-def pack_values(values: Iterable[float]) -> bytes:
+_PACKERS: Dict[int, Any] = {}
+_MAX_PACKERS = 4096
+
+
+def pack_values(values: Sequence[float]) -> bytes:
     """Pack floats as little-endian float64."""
-    packed = array.array("d", values)
-    if sys.byteorder != "little":
-        packed.byteswap()
-    return packed.tobytes()
+    # A compiled struct per length packs a list of Python floats ~2x faster than
+    # array("d", ...) does, and "<" fixes the byte order on any host.
+    count = len(values)
+    packer = _PACKERS.get(count)
+    if packer is None:
+        if len(_PACKERS) >= _MAX_PACKERS:
+            packed = array.array("d", values)
+            if sys.byteorder != "little":
+                packed.byteswap()
+            return packed.tobytes()
+        packer = _PACKERS[count] = struct.Struct(f"<{count}d").pack
+    return packer(*values)
 
 
 def unpack_values(packed: bytes) -> List[float]:
