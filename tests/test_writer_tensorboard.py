@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 import time
 
 import pytest
@@ -139,16 +140,92 @@ def test_flushed_on_flush_not_per_key(tmp_path):
         writer.close()
 
 
-def test_flushed_within_flush_secs_without_a_flush_call(tmp_path):
+def test_flushed_at_a_write_once_flush_secs_passed(tmp_path):
+    # No thread: a write after flush_secs flushes itself and what came before.
     writer = TensorboardWriter(str(tmp_path), flush_secs=0.2)
     try:
         writer.write_stats("c", {"k": StatsSummary([1.0], A.AVERAGE)}, 1)
-        deadline = time.monotonic() + 30
-        while "k" not in accumulator(tmp_path / "c").Tags()["scalars"]:
-            assert time.monotonic() < deadline, "the event writer never flushed on its own"
-            time.sleep(0.05)
+        time.sleep(0.3)
+        writer.write_stats("c", {"k": StatsSummary([2.0], A.AVERAGE)}, 2)
+        assert scalars(accumulator(tmp_path / "c"), "k") == [(1, 1.0), (2, 2.0)]
     finally:
         writer.close()
+
+
+def test_not_flushed_per_write_but_visible_after_flush_without_close(tmp_path):
+    writer = TensorboardWriter(str(tmp_path), flush_secs=3600)
+    try:
+        for step in range(1, 4):
+            writer.write_stats("c", {"k": StatsSummary([float(step)], A.AVERAGE)}, step)
+        assert accumulator(tmp_path / "c").Tags()["scalars"] == []  # still buffered
+        writer.flush()
+        assert scalars(accumulator(tmp_path / "c"), "k") == [(1, 1.0), (2, 2.0), (3, 3.0)]
+        writer.write_stats("c", {"k": StatsSummary([4.0], A.AVERAGE)}, 4)
+        writer.flush()
+        assert scalars(accumulator(tmp_path / "c"), "k")[-1] == (4, 4.0)
+    finally:
+        writer.close()
+
+
+def _float32(value):
+    # simple_value is a float in the proto: TensorBoard reads back its float32 rounding.
+    return struct.unpack("<f", struct.pack("<f", value))[0]
+
+
+def test_many_writes_read_back_exactly(tmp_path):
+    summaries = {}
+    writer = TensorboardWriter(str(tmp_path), clear_past_data=True, flush_secs=3600)
+    try:
+        for step in range(1, 1001):
+            values = {
+                "Policy/Entropy": StatsSummary([step * 0.001, step * 0.003], A.AVERAGE),
+                "Env/Count": StatsSummary([step, 1e-3, -0.0], A.SUM),
+                "Env/Last": StatsSummary([-step / 7.0], A.MOST_RECENT),
+                "Env/Empty": StatsSummary([], A.AVERAGE),
+                "Step": StatsSummary([float(step)], A.AVERAGE),  # hidden
+            }
+            summaries[step] = values
+            writer.write_stats("c", values, step)
+    finally:
+        writer.close()
+    acc = accumulator(tmp_path / "c")
+    assert sorted(acc.Tags()["scalars"]) == ["Env/Count", "Env/Empty", "Env/Last", "Policy/Entropy"]
+    for tag in ("Policy/Entropy", "Env/Count", "Env/Last"):
+        expected = [(step, _float32(float(v[tag].aggregated_value))) for step, v in summaries.items()]
+        assert scalars(acc, tag) == expected
+    empty = scalars(acc, "Env/Empty")
+    assert [s for s, _ in empty] == list(range(1, 1001)) and all(math.isnan(v) for _, v in empty)
+
+
+def test_torn_last_record_keeps_earlier_events_readable(tmp_path):
+    writer = TensorboardWriter(str(tmp_path))
+    for step in range(1, 11):
+        writer.write_stats("c", {"k": StatsSummary([float(step)], A.AVERAGE)}, step)
+    writer.close()
+    [name] = event_files(tmp_path / "c")
+    path = tmp_path / "c" / name
+    os.truncate(path, os.path.getsize(path) - 3)  # a crash mid-record
+    assert scalars(accumulator(tmp_path / "c"), "k") == [(s, float(s)) for s in range(1, 10)]
+
+    # A restarted worker of the run reads back step 9 and goes on in a new file.
+    restarted = TensorboardWriter(str(tmp_path), start_time=time.time() - 60)
+    restarted.write_stats("c", {"k": StatsSummary([9.5], A.AVERAGE)}, 9)  # replayed: dropped
+    restarted.write_stats("c", {"k": StatsSummary([11.0], A.AVERAGE)}, 11)
+    restarted.close()
+    assert len(event_files(tmp_path / "c")) == 2
+    assert scalars(accumulator(tmp_path / "c"), "k")[-2:] == [(9, 9.0), (11, 11.0)]
+
+
+def test_two_writers_in_one_second_get_distinct_files(tmp_path):
+    values = {"k": StatsSummary([1.0], A.AVERAGE)}
+    first, second = TensorboardWriter(str(tmp_path)), TensorboardWriter(str(tmp_path))
+    first.write_stats("c", values, 1)
+    second.write_stats("c", values, 2)
+    first.close()
+    second.close()
+    names = event_files(tmp_path / "c")
+    assert len(names) == 2
+    assert sorted(s for s, _ in scalars(accumulator(tmp_path / "c"), "k")) == [1, 2]
 
 
 def test_idempotent_per_step_across_restart(tmp_path):
