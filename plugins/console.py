@@ -27,7 +27,8 @@ from typing import Any, Dict, List, Optional, Union
 
 from .errors import ConfigError
 from .settings import RunOptions
-from .stats import StatsPropertyType, StatsSummary, StatsWriter
+from .jsonl import summarize
+from .stats import StatsAggregationMethod, StatsPropertyType, StatsSummary, StatsWriter
 
 logger = logging.getLogger("statbus.console")
 
@@ -38,6 +39,9 @@ IS_TRAINING_KEY = "Is Training"
 
 STATE_FILE_NAME = "console_writer.json"
 """Name of the console writer's replay state in the run's ``run_logs`` dir."""
+
+_MAX_ENCODED = 4096
+"""Bound of the cache of JSON-encoded category names (plugins can invent many)."""
 
 
 def hyperparameters_to_str(params: Any, depth: int = 0) -> str:
@@ -83,6 +87,7 @@ class ConsoleWriter(StatsWriter):
         self._state_file = state_file
         self._last_step: Dict[str, int] = {}
         self._last_property: Dict[str, str] = {}
+        self._encoded: Dict[str, str] = {}
         self._ensure_visible()
         self._load_state()
 
@@ -152,36 +157,67 @@ class ConsoleWriter(StatsWriter):
         if self._state_fd is not None:
             os.write(self._state_fd, (json.dumps(entry) + "\n").encode("utf-8"))
 
+    def _log_step(self, category: str, step: int) -> None:
+        """``_log_state({"step": [category, step]})``, the same bytes, without ``json.dumps`` per summary."""
+        if self._state_fd is None:
+            return
+        if type(category) is not str or type(step) is not int:
+            self._log_state({"step": [category, step]})
+            return
+        name = self._encoded.get(category)
+        if name is None:
+            # The JSON text of a name, once: json.dumps' default escaping
+            # (ensure_ascii), so the line is pure ASCII like before.
+            if len(self._encoded) >= _MAX_ENCODED:
+                self._encoded.clear()
+            name = self._encoded[category] = json.dumps(category)
+        os.write(self._state_fd, f'{{"step": [{name}, {step}]}}\n'.encode("ascii"))
+
     # -- StatsWriter ------------------------------------------------------------
 
     def write_stats(self, category: str, values: Dict[str, StatsSummary], step: int) -> None:
         if step <= self._last_step.get(category, -1):
             logger.debug("console: dropping replayed summary %s step %s", category, step)
             return
-        logger.log(self.level, self.format_line(category, values, step, time.time()))
+        # Not even formatted when nobody would see it.
+        if logger.isEnabledFor(self.level):
+            logger.log(self.level, self.format_line(category, values, step, time.time()))
         self._last_step[category] = step
         # Logged after the line is out: a crash in between prints a line twice
         # rather than never.
-        self._log_state({"step": [category, step]})
+        self._log_step(category, step)
 
     def format_line(self, category: str, values: Dict[str, StatsSummary], step: int, now: float) -> str:
         """ML-Agents' progress line for one summary, as of wall-clock ``now``."""
         training = "Not Training"
-        if IS_TRAINING_KEY in values and values[IS_TRAINING_KEY].aggregated_value > 0.0:
-            training = "Training"
-        parts: List[str] = [category, f"Step: {step}", f"Time Elapsed: {now - self.training_start_time:0.3f} s"]
-        if REWARD_KEY in values:
-            parts.append(f"Mean Reward: {values[REWARD_KEY].mean:0.3f}")
-            if GROUP_REWARD_KEY in values:
-                parts.append(f"Mean Group Reward: {values[GROUP_REWARD_KEY].mean:0.3f}")
+        is_training = values.get(IS_TRAINING_KEY)
+        if is_training is not None:
+            full_dist = is_training.full_dist
+            if len(full_dist) == 1 and type(full_dist[0]) is float:
+                # One value: its sum and its mean are the value itself.
+                aggregated = full_dist[0]
             else:
-                parts.append(f"Std of Reward: {values[REWARD_KEY].std:0.3f}")
-            parts.append(training)
-            if self.self_play and ELO_KEY in values:
-                parts.append(f"ELO: {values[ELO_KEY].mean:0.3f}")
+                _, total, mean, _, _, _ = summarize(full_dist)
+                aggregated = total if is_training.aggregation_method is StatsAggregationMethod.SUM else mean
+            if aggregated > 0.0:
+                training = "Training"
+        elapsed = now - self.training_start_time
+        reward = values.get(REWARD_KEY)
+        if reward is None:
+            return f"{category}. Step: {step}. Time Elapsed: {elapsed:0.3f} s. No episode was completed since last summary. {training}."
+        # Mean and std as StatsSummary computes them, each once.
+        _, _, mean, std, _, _ = summarize(reward.full_dist)
+        group = values.get(GROUP_REWARD_KEY)
+        head = f"{category}. Step: {step}. Time Elapsed: {elapsed:0.3f} s. Mean Reward: {mean:0.3f}"
+        if group is None:
+            line = f"{head}. Std of Reward: {std:0.3f}. {training}."
         else:
-            parts += ["No episode was completed since last summary", training]
-        return ". ".join(parts) + "."
+            line = f"{head}. Mean Group Reward: {summarize(group.full_dist)[2]:0.3f}. {training}."
+        if self.self_play:
+            elo = values.get(ELO_KEY)
+            if elo is not None:
+                line = f"{line} ELO: {summarize(elo.full_dist)[2]:0.3f}."
+        return line
 
     def add_property(self, category: str, property_type: StatsPropertyType, value: Any) -> None:
         if property_type == StatsPropertyType.HYPERPARAMETERS:

@@ -148,3 +148,109 @@ def test_bad_log_level_is_a_config_error():
 
     with pytest.raises(ConfigError):
         ConsoleWriter(log_level="LOUD")
+
+
+# -- the cheaper write_stats path ---------------------------------------------------
+
+import json  # noqa: E402
+import math  # noqa: E402
+
+
+def reference_line(category, values, step, now=NOW, start=START, self_play=False) -> str:
+    """The line as format_line built it from StatsSummary's properties."""
+    training = "Not Training"
+    if "Is Training" in values and values["Is Training"].aggregated_value > 0.0:
+        training = "Training"
+    parts = [category, f"Step: {step}", f"Time Elapsed: {now - start:0.3f} s"]
+    if "Environment/Cumulative Reward" in values:
+        parts.append(f"Mean Reward: {values['Environment/Cumulative Reward'].mean:0.3f}")
+        if "Environment/Group Cumulative Reward" in values:
+            parts.append(f"Mean Group Reward: {values['Environment/Group Cumulative Reward'].mean:0.3f}")
+        else:
+            parts.append(f"Std of Reward: {values['Environment/Cumulative Reward'].std:0.3f}")
+        parts.append(training)
+        if self_play and "Self-play/ELO" in values:
+            parts.append(f"ELO: {values['Self-play/ELO'].mean:0.3f}")
+    else:
+        parts += ["No episode was completed since last summary", training]
+    return ". ".join(parts) + "."
+
+
+REWARDS = [[], [1.0], [-0.0], [-0.0, -0.0], [0.5, -0.5], [1.0, 2.0, 4.0], [math.nan], [math.inf], [-math.inf, 1.0], [3, 4], [1e300]]
+TRAINING = [
+    None, s(1.0), s(0.0), s(-0.0), s(math.nan), s(-1.0, 2.0), s(0.25, -0.5, method=StatsAggregationMethod.SUM),
+    s(-1.0, 1.0, method=StatsAggregationMethod.SUM), s(3), s(True, method=StatsAggregationMethod.MOST_RECENT),
+]
+
+
+@pytest.mark.parametrize("reward", REWARDS, ids=repr)
+def test_line_matches_the_stats_summary_reference(reward):
+    writer = ConsoleWriter(start_time=START)
+    writer.self_play = True
+    for training in TRAINING:
+        for extra in ({}, {"Environment/Group Cumulative Reward": s(*reward)}, {"Self-play/ELO": s(*reward, 7.0)}):
+            values = {"Environment/Cumulative Reward": s(*reward), **extra}
+            if training is not None:
+                values["Is Training"] = training
+            assert writer.format_line("c", values, 9, NOW) == reference_line("c", values, 9, self_play=True)
+            values.pop("Environment/Cumulative Reward")
+            assert writer.format_line("c", values, 9, NOW) == reference_line("c", values, 9, self_play=True)
+
+
+def test_huge_rewards_do_not_crash(caplog):
+    # StatsSummary.mean raises OverflowError here (math.fsum); the line is printed all the same.
+    caplog.set_level(logging.INFO, logger="statbus.console")
+    ConsoleWriter(start_time=START).write_stats("c", {"Environment/Cumulative Reward": s(1e308, 1e308)}, 1)
+    assert lines(caplog) == [f"c. Step: 1. Time Elapsed: 42.250 s. Mean Reward: {1e308:0.3f}. Std of Reward: 0.000. Not Training."]
+
+
+NAMES = ['quote"d', "back\\slash", "new\nline\x00", "caf\u00e9", "emoji \U0001f3af", ""]
+
+
+def test_state_log_lines_are_json_dumps_bytes_and_recover(caplog, tmp_path):
+    caplog.set_level(logging.INFO, logger="statbus.console")
+    state = tmp_path / "console.json"
+    writer = ConsoleWriter(start_time=START, state_file=str(state))
+    for step, name in enumerate(NAMES, 1):
+        writer.write_stats(name, {}, step)
+        writer.write_stats(name, {}, step + 10)
+    writer.close()
+    logged = state.read_bytes().decode("ascii").splitlines()
+    assert logged[0] == json.dumps({"start_time": START})
+    expected = []
+    for step, name in enumerate(NAMES, 1):
+        expected += [json.dumps({"step": [name, step]}), json.dumps({"step": [name, step + 10]})]
+    assert logged[1:] == expected
+
+    # A restarted worker knows every category's last step, whatever its name.
+    printed = len(lines(caplog))
+    restarted = ConsoleWriter(start_time=START, state_file=str(state))
+    for step, name in enumerate(NAMES, 1):
+        restarted.write_stats(name, {}, step + 10)
+    assert len(lines(caplog)) == printed
+    restarted.write_stats(NAMES[0], {}, 100)
+    restarted.close()
+    assert lines(caplog)[-1].startswith(f"{NAMES[0]}. Step: 100.")
+
+
+def test_disabled_level_skips_formatting_but_still_records_the_step(caplog, tmp_path, monkeypatch):
+    caplog.set_level(logging.WARNING, logger="statbus.console")
+    state = str(tmp_path / "console.json")
+    writer = ConsoleWriter(start_time=START, state_file=state)
+    # The writer lowered the level to its own; the host's config raises it again.
+    caplog.set_level(logging.WARNING, logger="statbus.console")
+
+    def fail(*args):
+        raise AssertionError("formatted a line nobody sees")
+
+    monkeypatch.setattr(writer, "format_line", fail)
+    writer.write_stats("c", {}, 5)
+    writer.close()
+    assert lines(caplog) == []
+    monkeypatch.undo()
+    caplog.set_level(logging.INFO, logger="statbus.console")
+    restarted = ConsoleWriter(start_time=START, state_file=state)
+    restarted.write_stats("c", {}, 5)
+    restarted.write_stats("c", {}, 6)
+    restarted.close()
+    assert [line.split(". Time")[0] for line in lines(caplog)] == ["c. Step: 6"]
