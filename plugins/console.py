@@ -27,8 +27,7 @@ from typing import Any, Dict, List, Optional, Union
 
 from .errors import ConfigError
 from .settings import RunOptions
-from .jsonl import summarize
-from .stats import StatsAggregationMethod, StatsPropertyType, StatsSummary, StatsWriter
+from .stats import StatsAggregationMethod, StatsPropertyType, StatsSummary, StatsWriter, summarize
 
 logger = logging.getLogger("statbus.console")
 

@@ -26,12 +26,11 @@ import logging
 import math
 import os
 import time
-from fractions import Fraction
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .records import finite_or_none
 from .settings import RunOptions
-from .stats import StatsAggregationMethod, StatsPropertyType, StatsSummary, StatsWriter
+from .stats import StatsAggregationMethod, StatsPropertyType, StatsSummary, StatsWriter, summarize
 
 logger = logging.getLogger(__name__)
 
@@ -55,76 +54,6 @@ def to_json_value(value: Any) -> Any:
         return to_json_value(float(value))
     except (TypeError, ValueError):
         return repr(value)
-
-
-def summarize(full_dist: Sequence[float]) -> Tuple[int, float, float, float, Optional[float], Optional[float]]:
-    """``(num, sum, mean, std, min, max)`` of one key's values, each reduction done once.
-
-    ``sum``, ``mean`` and ``std`` are the floats ``StatsSummary.sum``, ``.mean``
-    and ``.std`` compute (the same expressions, so the same roundings); ``min``
-    and ``max`` are over the finite values, ``None`` when there is none.  Where
-    ``StatsSummary`` would raise (``math.fsum`` overflows on huge finite values
-    such as ``[1e308, 1e308]``, ``(v - mean) ** 2`` overflows for ``|v - mean|``
-    past ~1.3e154, ``fsum`` refuses ``inf + -inf``), the result is what exact
-    arithmetic rounds to instead (``inf``/``nan`` where IEEE sums give them), so
-    one extreme value cannot crash a writer.
-    """
-    num = len(full_dist)
-    if not num:
-        return 0, 0.0, math.nan, math.nan, None, None
-    try:
-        total = math.fsum(full_dist)
-        mean = total / num
-    except (OverflowError, ValueError):
-        total, mean = _exact_sum_and_mean(full_dist)
-    if not math.isfinite(mean):
-        # Some value is NaN or infinite (fsum propagates them); the std is then
-        # NaN whichever way it is computed, and min/max skip those values.
-        finite = [v for v in full_dist if math.isfinite(v)]
-        if finite:
-            return num, total, mean, math.nan, min(finite), max(finite)
-        return num, total, mean, math.nan, None, None
-    # A finite mean means every value is finite.
-    if num == 1:
-        # (v - mean) is 0 exactly, so the population std is 0.0 exactly.
-        value = full_dist[0]
-        return 1, total, mean, 0.0, value, value
-    try:
-        std = math.sqrt(math.fsum([(v - mean) ** 2 for v in full_dist]) / num)
-    except OverflowError:
-        std = math.inf
-    if std == math.inf:
-        std = _scaled_std(full_dist, mean)
-    return num, total, mean, std, min(full_dist), max(full_dist)
-
-
-def _exact_sum_and_mean(full_dist: Sequence[float]) -> Tuple[float, float]:
-    """Sum and mean where ``math.fsum`` gave up: IEEE for non-finite values, else exact."""
-    non_finite = [float(v) for v in full_dist if not math.isfinite(v)]
-    if non_finite:
-        # inf + -inf is NaN here, as in numpy, rather than fsum's ValueError.
-        total = sum(non_finite)
-        return total, total / len(full_dist)
-    # Only finite values: fsum overflowed on a partial sum.  Rational
-    # arithmetic is exact; only the rounding to float can overflow.
-    exact = sum((Fraction(float(v)) for v in full_dist), Fraction(0))
-    try:
-        total = float(exact)
-    except OverflowError:
-        total = math.inf if exact > 0 else -math.inf
-    # The mean of finite floats is within their range, so it is finite.
-    return total, float(exact / len(full_dist))
-
-
-def _scaled_std(full_dist: Sequence[float], mean: float) -> float:
-    """Population std without overflow: deviations are halved, then scaled to at most 1."""
-    deviations = [v * 0.5 - mean * 0.5 for v in full_dist]
-    largest = max(abs(d) for d in deviations)
-    if largest == 0.0:
-        return 0.0
-    # Scaled back last: the std never exceeds the largest deviation, so only a
-    # std past the float range overflows.
-    return 2.0 * (largest * math.sqrt(math.fsum([(d / largest) ** 2 for d in deviations]) / len(full_dist)))
 
 
 def summary_to_dict(summary: StatsSummary) -> Dict[str, Any]:

@@ -167,3 +167,26 @@ def test_builtin_registration_functions_return_one_writer(run_options, module, f
     finally:
         for writer in writers:
             writer.close()
+
+
+@pytest.mark.parametrize(
+    "values, total, mean, std",
+    [
+        ([1e308, 1e308], math.inf, 1e308, 0.0),  # fsum's partial sum overflows; the mean does not
+        ([1e308, 1e308, -1e308], 1e308, 1e308 / 3, None),
+        ([1e200, -1e200], 0.0, 0.0, 1e200),  # (v - mean) ** 2 overflows; the std does not
+        ([math.inf, -math.inf], math.nan, math.nan, math.nan),  # fsum refuses inf + -inf
+        ([math.inf, 1e308, 1e308], math.inf, math.inf, math.nan),
+    ],
+)
+def test_reductions_of_extreme_values_never_raise(values, total, mean, std) -> None:
+    summary = StatsSummary(values, StatsAggregationMethod.AVERAGE)
+
+    def same(a: float, b: float) -> bool:
+        return (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-12)
+
+    assert same(summary.sum, total) and same(summary.mean, mean)
+    if std is not None:
+        assert same(summary.std, std)
+    assert same(summary.aggregated_value, mean)
+    assert same(StatsSummary(values, StatsAggregationMethod.SUM).aggregated_value, total)

@@ -108,6 +108,26 @@ def test_nan_and_empty_histograms_do_not_crash(tmp_path, writer):
     assert math.isnan(acc.Scalars("all_nan")[0].value)
 
 
+def test_values_past_the_float_range_of_a_sum_do_not_crash(tmp_path, writer):
+    # math.fsum raises on these; one extreme value must not crash the plugin.
+    writer.write_stats(
+        "c",
+        {
+            "huge": StatsSummary([1e308, 1e308], A.HISTOGRAM),
+            "opposed": StatsSummary([math.inf, -math.inf], A.AVERAGE),
+            "total": StatsSummary([1e308, 1e308], A.SUM),
+        },
+        1,
+    )
+    writer.close()
+    acc = accumulator(tmp_path / "c")
+    assert math.isinf(acc.Scalars("huge")[0].value)  # 1e308 is past float32, the scalar's type
+    assert math.isnan(acc.Scalars("opposed")[0].value)
+    assert acc.Scalars("total")[0].value == math.inf
+    histogram = acc.Histograms("huge_hist")[0].histogram_value
+    assert (histogram.num, histogram.min, histogram.max, histogram.sum) == (2, 1e308, 1e308, math.inf)
+
+
 def test_histogram_proto_edges():
     proto, dropped = histogram_proto([2.0, 2.0, 2.0])
     assert dropped == 0 and list(proto.bucket_limit) == [2.0] and list(proto.bucket) == [3.0]
