@@ -26,7 +26,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, List, Mapping, NoReturn, Optional, Sequence
+from typing import Any, Callable, List, Mapping, NoReturn, Optional, Sequence, Tuple
 
 import msgpack
 import zmq
@@ -152,6 +152,9 @@ def overrides(writer: Any, method: str) -> bool:
     return False
 
 
+_SUMMARY = EntryKind.SUMMARY  # an enum attribute look-up per entry costs ~0.1 µs
+
+
 def _describe(writer: Any) -> str:
     return type(writer).__qualname__
 
@@ -166,8 +169,9 @@ class Writers:
     def __init__(self, writers: Sequence[Any], page: StatePage) -> None:
         self.writers = list(writers)
         self._page = page
-        self.current_call = ""
-        """What the main thread is in now, for the call-timeout message."""
+        self._call: Tuple[Any, ...] = ("",)
+        """What the main thread is in now: a message, or (writer, category, step) of a
+        write_stats — formatted only when asked, not once per summary and writer."""
         # Most writers only care about summaries; skipping the per-value
         # on_add_stat calls (and the batch decoding when nobody needs it) is
         # where a worker's throughput comes from.
@@ -177,9 +181,18 @@ class Writers:
         self._close = [(w, w.close) for w in self.writers if callable(getattr(w, "close", None))]
         self.needs_batches = bool(self._add_stat or self._add_property)
 
+    @property
+    def current_call(self) -> str:
+        """What the main thread is in now, for the call-timeout and crash messages."""
+        call = self._call
+        if len(call) == 1:
+            return call[0]
+        writer, category, step = call
+        return f"{_describe(writer)}.write_stats({category!r}, step={step})"
+
     def deliver(self, entry: FetchedEntry) -> bool:
         """Deliver one entry to every writer; True if it was a summary."""
-        if entry.kind == EntryKind.SUMMARY:
+        if entry.kind == _SUMMARY:
             record = decode_record(_unpack_summary(entry.data))
             if not isinstance(record, SummaryRecord):
                 raise RecordError(f"entry at {entry.position} is not a summary")
@@ -194,11 +207,12 @@ class Writers:
     def _deliver_summary(self, record: SummaryRecord) -> None:
         values = record.summaries()
         page = self._page
+        category, step = record.category, record.step
         for writer in self.writers:
-            self.current_call = f"{_describe(writer)}.write_stats({record.category!r}, step={record.step})"
+            self._call = (writer, category, step)
             page.busy_since = time.time()
             try:
-                writer.write_stats(record.category, values, record.step)
+                writer.write_stats(category, values, step)
             except (Exception, SystemExit) as exc:
                 raise WriterCrash(f"{self.current_call} raised {exc!r}") from exc
         page.busy_since = 0.0
@@ -206,7 +220,7 @@ class Writers:
     def _deliver_batch(self, records: List[StatRecord | PropertyRecord]) -> None:
         # One busy_since for the whole batch: per-value bookkeeping would cost
         # more than the on_add_stat calls themselves.
-        self.current_call = "on_add_stat/add_property of a batch"
+        self._call = ("on_add_stat/add_property of a batch",)
         self._page.busy_since = time.time()
         add_stat = self._add_stat
         method: Optional[Callable[..., Any]] = None
@@ -236,7 +250,7 @@ class Writers:
 
     def flush(self) -> None:
         for writer, flush in self._flush:
-            self.current_call = f"{_describe(writer)}.flush()"
+            self._call = (f"{_describe(writer)}.flush()",)
             self._page.busy_since = time.time()
             try:
                 flush()

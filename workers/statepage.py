@@ -57,6 +57,9 @@ _STATE = 48
 _DELIVERED = 56
 _SUMMARIES = 64
 
+# Fields are read and written as whole 8-byte slices (one aligned memcpy), never with
+# pack_into/unpack_from: those go byte by byte, and the other process then reads torn
+# values (test_another_process_reads_whole_fields_while_they_change catches it).
 _U64 = struct.Struct("<Q")
 _I64 = struct.Struct("<q")
 _F64 = struct.Struct("<d")
