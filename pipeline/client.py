@@ -159,24 +159,22 @@ class Client:
 
     # --- called from training threads ---------------------------------------
 
-    def add_value(self, category: str, key: str, value: float, aggregation: Any) -> None:
-        """``add_stat``'s slow path: open an entry, or seal the current ones first when
-        the key's entry is full or its aggregation changed (so values stay in order)."""
+    def open_entry_locked(self, ident: Tuple[str, str], value: float, aggregation: Any) -> bool:
+        """``add_stat``'s slow path, with ``self.lock`` held by the caller: open an entry, or
+        seal the current ones first when the key's entry is full or its aggregation changed
+        (so values stay in order).  True: call :meth:`wake` once the lock is released."""
         wake = False
-        ident = (category, key)
-        with self.lock:
-            values = self.current.get(ident)
-            if values is None:
-                if len(self.current) >= MAX_CURRENT_ENTRIES:
-                    wake = self._seal_locked()
-            elif values[0] is aggregation and len(values) <= ENTRY_VALUES:
-                values.append(value)  # another thread sealed or opened it meanwhile
-                return
-            else:
+        values = self.current.get(ident)
+        if values is None:
+            if len(self.current) >= MAX_CURRENT_ENTRIES:
                 wake = self._seal_locked()
-            self.current[ident] = [aggregation, value]
-        if wake:
-            self.wake()
+        elif values[0] is aggregation and len(values) <= ENTRY_VALUES:
+            values.append(value)  # another thread sealed or opened it meanwhile
+            return False
+        else:
+            wake = self._seal_locked()
+        self.current[ident] = [aggregation, value]
+        return wake
 
     def add_event(self, event: tuple, wake: bool) -> None:
         """Queue a non-value event after the values added before it (sealed first)."""

@@ -7,7 +7,7 @@ threads.
 Queue events (tuples, appended by :class:`.client.Client` under its lock):
 
 * ``(EV_STATS, sealed)`` — values of ``add_stat``: a sealed dict ``{(category, key):
-  [aggregation, v1, v2, ...]}`` (see :meth:`.client.Client.add_value`), keys in first-seen order;
+  [aggregation, v1, v2, ...]}`` (see :meth:`.client.Client.open_entry_locked`), keys in first-seen order;
 * ``(category, key, value, aggregation)`` — one value; aggregation ``None`` = ``set_stat``;
 * ``(EV_PROPERTY, category, type_value, plain_value, nbytes)``;
 * ``(EV_WRITE, category, step)``; ``(EV_FLUSH, ticket)``; ``(EV_BYE,)``.

@@ -219,16 +219,21 @@ class StatsReporter:
             _retired["events_dropped"] += 1
             return
         # The per-value path: acquire/release (cheaper than ``with``), a dict get, a list append.
+        # A new entry (the first value of a key after a write_stats sealed it) is opened
+        # under the same acquisition: a summary-heavy trainer takes that path for every value.
+        ident = (self.category, key)
         lock = client.lock
         lock.acquire()
         try:
-            values = client.current.get((self.category, key))
+            values = client.current.get(ident)
             if values is not None and values[0] is aggregation and len(values) <= ENTRY_VALUES:
                 values.append(value)
                 return
+            wake = client.open_entry_locked(ident, value, aggregation)
         finally:
             lock.release()
-        client.add_value(self.category, key, value, aggregation)
+        if wake:
+            client.wake()
 
     def set_stat(self, key: str, value: float) -> None:
         """Replace the period's values of ``key`` by ``[value]``, aggregated MOST_RECENT."""
