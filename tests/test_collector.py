@@ -200,6 +200,30 @@ def test_malformed_frames_are_rejected_while_good_traffic_continues(collector, c
         evil.close()
 
 
+def test_a_burst_of_heavy_frames_does_not_hold_worker_fetches_until_it_is_all_in(collector, context):
+    # Each frame below costs tens of ms to decode and aggregate.  A drain bounded only by
+    # bytes (32 MiB) took the whole burst before serving a fetch — seconds, with real
+    # trainers — and every worker gave the collector up for lost (LOST_COLLECTOR).
+    layout = collector.layout
+    t = RawTrainer(context, layout.data_address, "t")
+    worker = Worker(context, layout.worker_address, "probe")
+    try:
+        t.frame([stat("C", "k", [0.0])])
+        settle([t])
+        start = worker.fetch(0)[3]
+        records = [stat("C", f"k{i % 12}", [float(i)]) for i in range(15_000)]
+        for _ in range(20):
+            t.frame(records)
+        worker.request(start)
+        head_when_served = worker.reply(timeout=60)[3]
+        settle([t], timeout=120)
+        head_after_burst = worker.fetch(start, max_bytes=1)[3]
+        assert start < head_when_served < head_after_burst
+    finally:
+        t.close()
+        worker.close()
+
+
 def test_fetch_round_trip_parks_and_wakes(collector, context):
     layout = collector.layout
     t = RawTrainer(context, layout.data_address, "t")
