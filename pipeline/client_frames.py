@@ -27,7 +27,8 @@ from .wire import MAX_RECORDS_PER_FRAME, encode_frame, property_record, write_re
 BATCH_VALUES = 65536
 """Values after which a frame is closed and the sender woken (a frame stays ~512 KiB)."""
 MAX_FRAME_RECORDS = MAX_RECORDS_PER_FRAME // 4
-"""Entries after which a frame is closed (a key's entry may become a SET and an ADD record)."""
+"""Entries, writes, properties and markers after which a frame is closed (a key's entry may
+become a SET and an ADD record: the margin to the wire's limit covers it)."""
 MAX_FRAME_BYTES_SOFT = 2 << 20
 """Estimated bytes after which a frame is closed: far below the wire's 8 MiB limit, which
 a frame must never pass (the collector would refuse it, and every frame after it would wait)."""
@@ -47,9 +48,9 @@ _STAT = 0
 _ADD = StatOp.ADD.value
 _SET = StatOp.SET.value
 _WRITE = write_record("", 0)[0]
-# Enum attribute and .value look-ups cost ~0.1 µs each on Python 3.11; a frame of a
-# summary-heavy trainer does a few per record, so they are looked up once here.
-_AGGREGATION_VALUE = {method: method.value for method in StatsAggregationMethod}
+# Enum attribute and .value look-ups cost ~0.1 µs each on Python 3.11 (and hashing a
+# member runs Python code); a frame of a summary-heavy trainer does a few per record, so
+# constants are looked up once here and a member's wire value is read as ``_value_``.
 
 # An entry of one (category, key) within one frame: [aggregation, set_value or None, values].
 _AGG, _SET_VALUE, _VALUES = 0, 1, 2
@@ -78,10 +79,9 @@ class FrameBuilder:
         """Records after every period (BYE)."""
         self.nvalues = 0
         self.nbytes = 0
-
-    @property
-    def nrecords(self) -> int:
-        return len(self.properties) + len(self.body) + len(self.stats) + len(self.markers)
+        self.nrecords = 0
+        """Entries opened, writes, properties and markers so far: counted as they come,
+        not recounted per check (a summary-heavy trainer checks on every key)."""
 
     @property
     def empty(self) -> bool:
@@ -95,6 +95,7 @@ class FrameBuilder:
         if opened:
             entry = self.stats[(category, key)] = [None, None, []]
             self.nbytes += 4 * (len(category) + len(key)) + 48  # UTF-8 worst case, both records
+            self.nrecords += 1
         self.nbytes += 8
         if aggregation is None:  # set_stat
             entry[_SET_VALUE] = value
@@ -114,6 +115,7 @@ class FrameBuilder:
             self.stats[ident] = [aggregation, None, values]
             self.nbytes += 4 * (len(category) + len(key)) + 48 + 8 * len(values)
             self.nvalues += len(values)
+            self.nrecords += 1
             return True
         entry[_VALUES].extend(values)
         entry[_AGG] = aggregation
@@ -124,6 +126,7 @@ class FrameBuilder:
     def property(self, category: str, property_type: str, value: Any, nbytes: int) -> None:
         self.properties.append(property_record(category, property_type, value))
         self.nbytes += nbytes
+        self.nrecords += 1
 
     def write(self, category: str, step: int) -> None:
         body = self.body
@@ -131,6 +134,7 @@ class FrameBuilder:
             self._stat_records(body)
             self.stats = {}
         body.append([_WRITE, category, step])
+        self.nrecords += 1
 
     def records(self) -> List[list]:
         out: List[list] = []
@@ -148,7 +152,7 @@ class FrameBuilder:
             if set_value is not None:
                 append([_STAT, category, key, _MOST_RECENT, _SET, pack_values((set_value,))])
             if values:
-                append([_STAT, category, key, _AGGREGATION_VALUE[aggregation], _ADD, pack_values(values)])
+                append([_STAT, category, key, aggregation._value_, _ADD, pack_values(values)])
 
 
 class Ticket:
@@ -224,6 +228,7 @@ def drain_events(queue: Deque[tuple], bye: Callable[[], list]) -> Iterator[Union
             yield event[1]
         elif head == EV_BYE:
             builder.markers.append(bye())
+            builder.nrecords += 1
     if not builder.empty:
         yield builder
 
