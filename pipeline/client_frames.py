@@ -20,6 +20,8 @@ import threading
 import time
 from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple, Union
 
+import msgpack
+
 from ..plugins.records import StatOp, pack_values
 from ..plugins.stats import StatsAggregationMethod
 from .wire import MAX_RECORDS_PER_FRAME, encode_frame, property_record, write_record
@@ -234,13 +236,20 @@ def drain_events(queue: Deque[tuple], bye: Callable[[], list]) -> Iterator[Union
 
 
 class Outgoing:
-    """A sealed frame in the trainer's buffer, until the collector acks it."""
+    """A sealed frame in the trainer's buffer, until the collector acks it.
 
-    __slots__ = ("seq", "records", "nvalues", "payload", "floor", "created", "first_sent")
+    Only the encoded bytes are kept.  Holding the records too (lists of lists,
+    hundreds of thousands while the collector lags) made every run of the
+    training process's cyclic garbage collector walk them: 4x the cost of a
+    summary-heavy trainer's add_stat.  The rare paths that need the records
+    (re-encoding when the floor moved, stripping stats, merging) decode them again.
+    """
 
-    def __init__(self, seq: int, records: List[list], nvalues: int) -> None:
+    __slots__ = ("seq", "nrecords", "nvalues", "payload", "floor", "created", "first_sent")
+
+    def __init__(self, seq: int, nvalues: int) -> None:
         self.seq = seq
-        self.records = records
+        self.nrecords = 0
         self.nvalues = nvalues
         self.payload = b""
         self.floor = 0
@@ -249,31 +258,36 @@ class Outgoing:
 
     @property
     def nbytes(self) -> int:
-        # The records stay beside the payload (to strip and re-encode it), and
-        # hold the same packed values again: count both, so the buffer's bound
-        # is a bound on real memory.
-        return 2 * len(self.payload) + FRAME_OVERHEAD
+        return len(self.payload) + FRAME_OVERHEAD
 
     @property
     def empty(self) -> bool:
-        return not self.records
+        return not self.nrecords
 
     @property
     def has_stats(self) -> bool:
         return self.nvalues > 0
 
-    def encode(self, sender: str, floor: int, dropped: int) -> None:
+    @property
+    def records(self) -> List[list]:
+        """The frame's records, decoded from its payload."""
+        return list(msgpack.unpackb(self.payload, raw=False)[5])
+
+    def encode(self, sender: str, floor: int, dropped: int, records: Optional[List[list]] = None) -> None:
         # The floor goes into the payload, so a frame is re-encoded when it moves.
-        self.payload = encode_frame(sender, self.seq, floor, dropped, self.records)
+        if records is None:
+            records = self.records
+        self.payload = encode_frame(sender, self.seq, floor, dropped, records)
+        self.nrecords = len(records)
         self.floor = floor
 
-    def strip_stats(self) -> int:
-        """Drop the stat records (markers and properties stay); returns the values lost."""
+    def strip_stats(self, sender: str, floor: int, dropped_before: int) -> int:
+        """Drop the stat records (markers and properties stay), re-encoded; returns the values lost."""
         dropped = self.nvalues
-        self.records = [record for record in self.records if record[0] != _STAT]
+        kept = [record for record in self.records if record[0] != _STAT]
         self.nvalues = 0
+        self.encode(sender, floor, dropped_before + dropped, kept)
         return dropped
-
 
 
 def _mergeable(lower: Outgoing, upper: Outgoing) -> bool:
@@ -281,7 +295,7 @@ def _mergeable(lower: Outgoing, upper: Outgoing) -> bool:
     return (
         lower.first_sent is None and upper.first_sent is None
         and not lower.has_stats and not upper.has_stats
-        and len(lower.records) + len(upper.records) <= MAX_FRAME_RECORDS
+        and lower.nrecords + upper.nrecords <= MAX_FRAME_RECORDS
         and lower.nbytes + upper.nbytes <= MAX_MERGED_BYTES
     )
 
@@ -314,9 +328,9 @@ class FrameBuffer:
         return len(self.frames)
 
     def add(self, records: List[list], nvalues: int) -> Outgoing:
-        frame = Outgoing(self.next_seq, records, nvalues)
+        frame = Outgoing(self.next_seq, nvalues)
         self.next_seq += 1
-        frame.encode(self.sender, self.floor, self.values_dropped)
+        frame.encode(self.sender, self.floor, self.values_dropped, records)
         self.frames.append(frame)
         self.nbytes += frame.nbytes
         return frame
@@ -347,8 +361,7 @@ class FrameBuffer:
     def _merge_up(self, lower: Outgoing, upper: Outgoing) -> None:
         # Markers keep their order relative to every stat: neither frame has stats left.
         before = upper.nbytes
-        upper.records = lower.records + upper.records
-        upper.encode(self.sender, self.floor, self.values_dropped)
+        upper.encode(self.sender, self.floor, self.values_dropped, lower.records + upper.records)
         self.nbytes += upper.nbytes - before
 
     def enforce(self) -> Tuple[int, int]:
@@ -363,8 +376,7 @@ class FrameBuffer:
                 self._stripped_upto = frame.seq
                 if frame.has_stats:
                     before = frame.nbytes
-                    self.values_dropped += frame.strip_stats()
-                    frame.encode(self.sender, self.floor, self.values_dropped)
+                    self.values_dropped += frame.strip_stats(self.sender, self.floor, self.values_dropped)
                     self.nbytes += frame.nbytes - before
         while self.frames:
             bottom = self.frames[0]

@@ -197,6 +197,25 @@ def test_frame_buffer_strips_oldest_stats_keeps_markers_and_raises_the_floor() -
     assert buffer.ack(1) == 0 and buffer.ack(99) == 1 and not buffer.frames
 
 
+def test_a_full_frame_buffer_leaves_nothing_for_the_garbage_collector_to_walk() -> None:
+    # Buffered records as Python lists made every collection in the training process walk
+    # them (millions in a full buffer): the buffer keeps encoded bytes only.
+    import gc
+
+    buffer = FrameBuffer("me", limit=1 << 30)
+    records = [[0, "Cat", f"k{i}", 0, 0, pack_values([float(i)])] for i in range(1000)]
+    gc.collect()
+    tracked_before = len(gc.get_objects())
+    for _ in range(200):
+        buffer.add([list(r) for r in records] + [write_record("Cat", 1)], 1000)
+    del records
+    gc.collect()
+    assert len(buffer.frames) == 200
+    assert len(gc.get_objects()) - tracked_before < 200 + 50  # the 200 Outgoing slots objects, not 200,000 records
+    first = buffer.frames[0]
+    assert len(first.records) == 1001 and first.nrecords == 1001  # decoded again on demand
+
+
 def test_frame_buffer_merges_unsent_marker_frames_under_pressure() -> None:
     buffer = FrameBuffer("me", limit=1 << 20)
     for step in range(50):
