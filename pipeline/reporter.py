@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Mapping
 from enum import Enum
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import msgpack
 
@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 MAX_PROPERTY_BYTES = 1 << 20
 """Largest encoded property value accepted (a frame holds at most 8 MiB)."""
+MAX_CACHED_KEYS = 4096
+"""Keys per reporter whose checked ``(category, key)`` is kept for the next ``add_stat``."""
 _MAX_STEP = 2**63
 _AVERAGE = StatsAggregationMethod.AVERAGE
 _AGGREGATIONS = {m.value: m for m in StatsAggregationMethod}
@@ -201,15 +203,18 @@ def client_counters() -> Dict[str, Any]:
 class StatsReporter:
     """ML-Agents' ``StatsReporter(category)``; every process's values of a category meet at the collector."""
 
-    __slots__ = ("category",)
+    __slots__ = ("category", "_idents")
 
     def __init__(self, category: str) -> None:
         self.category = _check_name(category, "category")
+        self._idents: Dict[str, Tuple[str, str]] = {}
+        """key → ``(category, key)``: a key is checked once, and no tuple is built per value."""
 
     def add_stat(self, key: str, value: float, aggregation: StatsAggregationMethod = _AVERAGE) -> None:
         """Record one value of ``key``; the collector reduces the period's values by ``aggregation``."""
-        if type(key) is not str or not key or len(key) > MAX_NAME_LENGTH:
-            _check_name(key, "stat key")
+        ident = self._idents.get(key) if type(key) is str else None
+        if ident is None:
+            ident = self._new_ident(key)
         if type(value) is not float:
             value = float(value) if type(value) is int else _to_float(key, value)
         if type(aggregation) is not StatsAggregationMethod:
@@ -221,7 +226,6 @@ class StatsReporter:
         # The per-value path: acquire/release (cheaper than ``with``), a dict get, a list append.
         # A new entry (the first value of a key after a write_stats sealed it) is opened
         # under the same acquisition: a summary-heavy trainer takes that path for every value.
-        ident = (self.category, key)
         lock = client.lock
         lock.acquire()
         try:
@@ -234,6 +238,12 @@ class StatsReporter:
             lock.release()
         if wake:
             client.wake()
+
+    def _new_ident(self, key: Any) -> Tuple[str, str]:
+        ident = (self.category, _check_name(key, "stat key"))
+        if len(self._idents) < MAX_CACHED_KEYS:  # a trainer inventing keys without end gets no cache
+            self._idents[key] = ident
+        return ident
 
     def set_stat(self, key: str, value: float) -> None:
         """Replace the period's values of ``key`` by ``[value]``, aggregated MOST_RECENT."""

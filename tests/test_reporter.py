@@ -377,3 +377,23 @@ def test_dropped_frames_raise_the_floor_and_the_peer_accepts_what_follows(tmp_pa
             assert peer.state.frames()[0].floor == counters["floor"] > 1
     finally:
         sp.shutdown(0.5)
+
+
+def test_a_checked_key_is_remembered_but_bad_keys_are_refused_every_time(address) -> None:
+    from statbus.pipeline import reporter as reporter_module
+
+    reporter = StatsReporter("Cat")
+    for _ in range(2):  # the second time from the cache of checked keys
+        with pytest.raises(TypeError, match="stat key must be a str"):
+            reporter.add_stat(["not", "a", "key"], 1.0)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="stat key '' must have 1 to"):
+            reporter.add_stat("", 1.0)
+        with pytest.raises(ValueError, match="must have 1 to"):
+            reporter.add_stat("k" * 1025, 1.0)
+    reporter.add_stat("good", 1.0)
+    reporter.add_stat("good", 2.0)
+    assert reporter._idents == {"good": ("Cat", "good")}
+    many = StatsReporter("Many")
+    for i in range(reporter_module.MAX_CACHED_KEYS + 10):
+        many.add_stat(f"k{i}", 1.0)
+    assert len(many._idents) == reporter_module.MAX_CACHED_KEYS
