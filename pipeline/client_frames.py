@@ -16,8 +16,10 @@ Queue events (tuples, appended by :class:`.client.Client` under its lock):
 from __future__ import annotations
 
 import collections
+import struct
 import threading
 import time
+from itertools import chain
 from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple, Union
 
 import msgpack
@@ -50,13 +52,10 @@ _STAT = 0
 _ADD = StatOp.ADD.value
 _SET = StatOp.SET.value
 _WRITE = write_record("", 0)[0]
+_pack_one = struct.Struct("<d").pack
 # Enum attribute and .value look-ups cost ~0.1 µs each on Python 3.11 (and hashing a
 # member runs Python code); a frame of a summary-heavy trainer does a few per record, so
 # constants are looked up once here and a member's wire value is read as ``_value_``.
-
-# An entry of one (category, key) within one frame: [aggregation, set_value or None, values].
-_AGG, _SET_VALUE, _VALUES = 0, 1, 2
-
 
 class FrameBuilder:
     """Collects one frame's events; record order: hello, properties, then periods, bye.
@@ -69,6 +68,10 @@ class FrameBuilder:
     key's pending values with a SET record of ``[v]`` (MOST_RECENT); values added
     after it in the same period follow as an ADD record, so the collector sees
     exactly what ML-Agents' reporter would have done.
+
+    An entry is laid out as the trainer's sealed entries are, ``[aggregation, v1,
+    v2, ...]``, so that a sealed dict arriving while no period is open becomes
+    the frame's open period as it is, with no per-key work.
     """
 
     def __init__(self) -> None:
@@ -77,6 +80,9 @@ class FrameBuilder:
         self.body: List[list] = []
         """Closed periods: their stat records, each followed by its WRITE."""
         self.stats: Dict[Tuple[str, str], list] = {}
+        """The open period: (category, key) → ``[aggregation, values...]``, first-seen order."""
+        self.set_values: Dict[Tuple[str, str], float] = {}
+        """``set_stat`` values of the open period (its SET record goes before the key's ADD)."""
         self.markers: List[list] = []
         """Records after every period (BYE)."""
         self.nvalues = 0
@@ -92,38 +98,46 @@ class FrameBuilder:
     def add(self, event: tuple) -> bool:
         """Add one add_stat/set_stat event; True when it opened a new (category, key) entry."""
         category, key, value, aggregation = event
-        entry = self.stats.get((category, key))
+        ident = (category, key)
+        entry = self.stats.get(ident)
         opened = entry is None
         if opened:
-            entry = self.stats[(category, key)] = [None, None, []]
             self.nbytes += 4 * (len(category) + len(key)) + 48  # UTF-8 worst case, both records
             self.nrecords += 1
         self.nbytes += 8
-        if aggregation is None:  # set_stat
-            entry[_SET_VALUE] = value
-            entry[_VALUES] = []
-            entry[_AGG] = StatsAggregationMethod.MOST_RECENT
+        if aggregation is None:  # set_stat: the key's pending values are replaced
+            self.set_values[ident] = value
+            self.stats[ident] = [StatsAggregationMethod.MOST_RECENT]
+        elif opened:
+            self.stats[ident] = [aggregation, value]
         else:
-            entry[_VALUES].append(value)
-            entry[_AGG] = aggregation
+            entry.append(value)
+            entry[0] = aggregation
         self.nvalues += 1
         return opened
 
-    def add_values(self, category: str, key: str, aggregation: StatsAggregationMethod, values: List[float]) -> bool:
-        """Add a run of one key's values (a slice of a sealed entry, owned from now on); True when it opened a new entry."""
+    def add_values(self, category: str, key: str, entry: list) -> bool:
+        """Add a sealed entry ``[aggregation, values...]`` (owned from now on); True when it opened a new entry."""
         ident = (category, key)
-        entry = self.stats.get(ident)
-        if entry is None:
-            self.stats[ident] = [aggregation, None, values]
-            self.nbytes += 4 * (len(category) + len(key)) + 48 + 8 * len(values)
-            self.nvalues += len(values)
+        held = self.stats.get(ident)
+        count = len(entry) - 1
+        self.nvalues += count
+        if held is None:
+            self.stats[ident] = entry
+            self.nbytes += 4 * (len(category) + len(key)) + 48 + 8 * count
             self.nrecords += 1
             return True
-        entry[_VALUES].extend(values)
-        entry[_AGG] = aggregation
-        self.nbytes += 8 * len(values)
-        self.nvalues += len(values)
+        held[0] = entry[0]
+        held += entry[1:]
+        self.nbytes += 8 * count
         return False
+
+    def adopt(self, sealed: Dict[Tuple[str, str], list], nvalues: int, nbytes: int) -> None:
+        """Make ``sealed`` the open period as it is (no period may be open)."""
+        self.stats = sealed
+        self.nvalues += nvalues
+        self.nbytes += nbytes
+        self.nrecords += len(sealed)
 
     def property(self, category: str, property_type: str, value: Any, nbytes: int) -> None:
         self.properties.append(property_record(category, property_type, value))
@@ -135,6 +149,8 @@ class FrameBuilder:
         if self.stats:
             self._stat_records(body)
             self.stats = {}
+            if self.set_values:
+                self.set_values = {}
         body.append([_WRITE, category, step])
         self.nrecords += 1
 
@@ -150,11 +166,16 @@ class FrameBuilder:
 
     def _stat_records(self, out: List[list]) -> None:
         append = out.append
-        for (category, key), (aggregation, set_value, values) in self.stats.items():
-            if set_value is not None:
-                append([_STAT, category, key, _MOST_RECENT, _SET, pack_values((set_value,))])
-            if values:
-                append([_STAT, category, key, aggregation._value_, _ADD, pack_values(values)])
+        set_values = self.set_values
+        for ident, entry in self.stats.items():
+            category, key = ident
+            if set_values and ident in set_values:
+                append([_STAT, category, key, _MOST_RECENT, _SET, pack_values((set_values[ident],))])
+            count = len(entry)
+            if count == 2:  # one value, the common case of a summary-heavy trainer
+                append([_STAT, category, key, entry[0]._value_, _ADD, _pack_one(entry[1])])
+            elif count > 2:
+                append([_STAT, category, key, entry[0]._value_, _ADD, pack_values(entry[1:])])
 
 
 class Ticket:
@@ -182,20 +203,30 @@ def drain_events(queue: Deque[tuple], bye: Callable[[], list]) -> Iterator[Union
         event = queue.popleft()
         head = event[0]
         if head == EV_STATS:
+            sealed = event[1]
+            if not builder.stats:
+                # No period open: the sealed dict becomes it as it is, when it fits.
+                nvalues = sum(map(len, sealed.values())) - len(sealed)
+                nbytes = 4 * sum(map(len, chain.from_iterable(sealed))) + 48 * len(sealed) + 8 * nvalues
+                if (builder.nvalues + nvalues < BATCH_VALUES
+                        and builder.nrecords + len(sealed) < MAX_FRAME_RECORDS
+                        and builder.nbytes + nbytes < MAX_FRAME_BYTES_SOFT):
+                    builder.adopt(sealed, nvalues, nbytes)
+                    continue
             # Per key, not per value: a run of values is one list extend.
-            for (category, key), values in event[1].items():
-                aggregation = values[0]
-                start, end = 1, len(values)
+            for (category, key), entry in sealed.items():
+                start, end = 1, len(entry)
                 if end - 1 + builder.nvalues < BATCH_VALUES:
-                    # The common case: the whole entry fits; one slice, no loop.
-                    opened = builder.add_values(category, key, aggregation, values[1:])
+                    # The whole entry fits.
+                    opened = builder.add_values(category, key, entry)
                     if opened and (builder.nrecords >= MAX_FRAME_RECORDS or builder.nbytes >= MAX_FRAME_BYTES_SOFT):
                         yield builder
                         builder = FrameBuilder()
                     continue
+                aggregation = entry[0]
                 while start < end:
                     stop = min(end, start + BATCH_VALUES - builder.nvalues)
-                    opened = builder.add_values(category, key, aggregation, values[start:stop])
+                    opened = builder.add_values(category, key, [aggregation, *entry[start:stop]])
                     start = stop
                     if (builder.nvalues >= BATCH_VALUES
                             or opened and (builder.nrecords >= MAX_FRAME_RECORDS
