@@ -62,7 +62,7 @@ def _statbus_run(collector: BenchCollector, root: str, ntrainers: int, values: i
     started = min(r["started"] for r in results)
     acked = max(r["done"] for r in results) - started
     head = collector.status()["journal"]["head"]
-    wait_for(lambda: collector.caught_up(PLUGINS, head=head), timeout, "every plugin to catch up", 0.01)
+    wait_for(lambda: collector.committed_past(PLUGINS, head), timeout, "every plugin to catch up", 0.005)
     delivered = time.monotonic() - started
     frames = [e.payload for e in iter_entries(layout.journal_dir, after=head_go)
               if e.type == EntryType.FRAME and e.position < head]
