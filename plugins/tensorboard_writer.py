@@ -25,9 +25,10 @@ read back at first use of a category, so a restarted worker that is caught
 up drops summaries for steps already written, and an already written
 Hyperparameters text.
 
-``tensorboard`` is imported lazily, once (:func:`_protos`): importing
-``statbus.plugins`` must stay cheap for trainers, and a per-call import
-would cost every summary.
+``tensorboard`` is imported when a writer is made (:func:`_protos`), not
+when this module is: importing ``statbus.plugins`` must stay cheap for
+trainers; and not at the first summary either, where its ~1 s of imports
+would hold up delivery instead of the worker's start.
 """
 
 from __future__ import annotations
@@ -161,6 +162,7 @@ class TensorboardWriter(StatsWriter):
         self.summary_writers: Dict[str, EventFile] = {}
         self._last_step: Dict[str, int] = {}
         self._last_text: Dict[str, str] = {}
+        _protos()
 
     # -- per-category event writers ---------------------------------------------
 
