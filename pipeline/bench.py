@@ -40,7 +40,7 @@ class BenchConfig:
 MODES: Dict[str, BenchConfig] = {
     "default": BenchConfig(
         bench_hotpath.HotPathConfig(add_calls=120_000, periods=40, slow_periods=6, repetitions=5),
-        bench_throughput.ThroughputConfig(trainers=(1, 4, 8), values=600_000, summaries=3_000, repetitions=5),
+        bench_throughput.ThroughputConfig(trainers=(1, 4, 8), values=2_400_000, summaries=12_000, repetitions=5),
         bench_recovery.RecoveryConfig(worker_kills=5, collector_kills=5),
         bench_memory.MemoryConfig(values=10_000_000, trainers=2, buffer_bytes=16 << 20),
         bench_startup.StartupConfig(collector_starts=5, imports=5),
