@@ -377,24 +377,23 @@ class WorkerHost:
 
     def _deliver_reply(self, entries: List[FetchedEntry], next_after: int, committed: int) -> None:
         page = self.page
+        deliver = self.writers.deliver
         dirty = False
         last_commit = time.monotonic()
         uncommitted = 0
+        summaries = 0  # the page's counters move at commits: two fewer page writes per entry
         for index, entry in enumerate(entries):
             if entry.position < committed:
                 continue  # already delivered and committed: never deliver twice on purpose
             page.inflight = entry.position
             try:
-                summary = self.writers.deliver(entry)
+                summaries += deliver(entry)
             except WriterCrash as exc:
                 raise HostExit(ExitCode.WRITER_CRASH, f"{exc} (entry at position {entry.position})") from exc
             except RecordError as exc:
                 # Not the writer's fault, and it would fail the same way forever.
                 logger.error("skipping malformed entry at %d: %s", entry.position, exc)
-                summary = False
             page.inflight = NO_INFLIGHT
-            page.delivered += 1
-            page.summaries += summary
             dirty = True
             uncommitted += 1
             if (
@@ -405,13 +404,20 @@ class WorkerHost:
                 # The next entry's start is a valid cursor: whatever lies between
                 # (padding, entries set aside) is never delivered anyway.
                 upto = entries[index + 1].position if index + 1 < len(entries) else next_after
+                self._count(uncommitted, summaries)
                 self._commit_or_crash(upto, dirty)
                 dirty = False
-                uncommitted = 0
+                uncommitted = summaries = 0
                 last_commit = time.monotonic()
                 if self.stop.requested:
                     return
+        self._count(uncommitted, summaries)
         self._commit_or_crash(next_after, dirty)
+
+    def _count(self, delivered: int, summaries: int) -> None:
+        if delivered:
+            self.page.delivered += delivered
+            self.page.summaries += summaries
 
     def _commit_or_crash(self, position: int, flush: bool) -> None:
         """Flush the writers (if they got anything), then move the cursor; never backwards."""
