@@ -23,10 +23,9 @@ from __future__ import annotations
 import enum
 import json
 import logging
-import math
 import os
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .records import finite_or_none
 from .settings import RunOptions

@@ -18,7 +18,7 @@ import math
 import struct
 import sys
 from enum import IntEnum
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import msgpack
 
