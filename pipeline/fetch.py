@@ -14,6 +14,7 @@ set aside); both are counted in ``skipped``.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import time
@@ -38,6 +39,9 @@ MAX_FETCH_BYTES = 16 << 20
 """Cap on ``max_bytes`` whatever the worker asks: one reply stays a bounded message."""
 MAX_FETCH_ENTRIES = 10_000
 MAX_REQUEST_BYTES = 4096
+MAX_CACHED_READS = 8
+MAX_CACHED_READ_BYTES = 2 << 20
+"""Reads kept for plugins asking for the same positions: at most 8 of at most 2 MiB each."""
 MAX_PLUGIN_NAME = 256
 
 
@@ -123,6 +127,7 @@ class FetchServer:
         self._count_between = count_between
         self._clock = clock
         self._parked: List[_Parked] = []
+        self._recent: "collections.OrderedDict[Tuple[int, int], Tuple[List[list], int]]" = collections.OrderedDict()
         self.consumers: Dict[str, ConsumerView] = {}
         self.bad_requests = 0
 
@@ -168,6 +173,38 @@ class FetchServer:
             self._serve(p.envelope, p.plugin, p.after, p.max_bytes, park=None, force=True)
 
     # --- internals ------------------------------------------------------------------------
+
+    def _readable(self, start: int, max_bytes: int, head: int) -> Tuple[List[list], int]:
+        """The sendable entries ``[position, kind, data]`` from ``start`` and where the next read starts.
+
+        Plugins catching up ask for the same positions one after the other (their
+        cursors move by whole replies); a journaled entry never changes, so a read
+        that stopped at its limits, not at the head, is kept for the next asker:
+        one file read, CRC check and batch slicing per position, not one per plugin.
+        """
+        key = (start, max_bytes)
+        cached = self._recent.get(key)
+        if cached is not None:
+            self._recent.move_to_end(key)
+            return cached
+        raw, next_after = self._reader.read(start, max_bytes=max_bytes, max_entries=MAX_FETCH_ENTRIES)
+        readable: List[list] = []
+        nbytes = 0
+        for entry in raw:
+            if entry.type == EntryType.FRAME:
+                data = batch_slice(entry.payload)
+                readable.append([entry.position, KIND_BATCH, data])
+            elif entry.type == EntryType.SUMMARY:
+                data = entry.payload
+                readable.append([entry.position, KIND_SUMMARY, data])
+            else:
+                continue  # PAD and SNAPSHOT: never sent, next_after moves past them
+            nbytes += len(data)
+        if next_after < head and nbytes <= MAX_CACHED_READ_BYTES:
+            self._recent[key] = (readable, next_after)
+            while len(self._recent) > MAX_CACHED_READS:
+                self._recent.popitem(last=False)
+        return readable, next_after
 
     def _handle(self, message: List[bytes]) -> None:
         if len(message) < 2:
@@ -232,19 +269,16 @@ class FetchServer:
         next_after = start
         if start < head:
             poison = self._skip(plugin)
-            raw, next_after = self._reader.read(start, max_bytes=max_bytes, max_entries=MAX_FETCH_ENTRIES)
-            for entry in raw:
-                if entry.type == EntryType.FRAME:
-                    kind, data = KIND_BATCH, batch_slice(entry.payload)
-                elif entry.type == EntryType.SUMMARY:
-                    kind, data = KIND_SUMMARY, entry.payload
-                else:
-                    continue  # PAD and SNAPSHOT: never sent, next_after moves past them
-                if entry.position in poison:
-                    skipped += 1
-                    view.skipped_poison += 1
-                    continue
-                entries.append([entry.position, kind, data])
+            readable, next_after = self._readable(start, max_bytes, head)
+            if poison:
+                for entry in readable:
+                    if entry[0] in poison:
+                        skipped += 1
+                        view.skipped_poison += 1
+                    else:
+                        entries.append(entry)
+            else:
+                entries = readable
             next_after = max(next_after, start)
         if not entries and not skipped and next_after == after and park is not None and not force:
             self._parked.append(_Parked(envelope, plugin, after, max_bytes, park))

@@ -11,7 +11,8 @@ import zmq
 
 from collector_helpers import CollectorProcess, RawTrainer, Worker, journal_frames, journal_summaries, settle, wait_for
 from statbus.pipeline.control import ControlError, control_request
-from statbus.pipeline.fetch import FetchError, batch_slice, decode_request
+from statbus.pipeline.fetch import FetchError, FetchServer, batch_slice, decode_request
+from statbus.pipeline.journal import EntryType, Journal, JournalReader
 from statbus.pipeline.intake import Intake, Verdict
 from statbus.pipeline.wire import (
     encode_frame,
@@ -644,3 +645,56 @@ def test_delivery_rule_over_a_lossy_reordering_network():
         assert intake.accepted_values == sent
 
     run()
+
+
+class _CountingReader(JournalReader):
+    """A real reader that counts its reads (to see which fetches were served from memory)."""
+
+    reads = 0
+
+    def read(self, after, max_bytes=1 << 20, max_entries=10_000):
+        self.reads += 1
+        return super().read(after, max_bytes, max_entries)
+
+
+def test_plugins_asking_for_the_same_positions_share_one_read_with_their_own_skips(tmp_path, context):
+    journal = Journal(str(tmp_path / "journal"))
+    journal.open()
+    journal.rotate(b"snapshot")
+    positions = [journal.append(EntryType.SUMMARY, msgpack.packb([1, "C", step, []])) for step in range(40)]
+    journal.commit()
+    reader = _CountingReader(str(tmp_path / "journal"))
+    router = context.socket(zmq.ROUTER)
+    address = "ipc://" + str(tmp_path / "work")
+    router.bind(address)
+    poison = {"b": frozenset({positions[1]})}
+    server = FetchServer(router, reader, head=lambda: journal.end_position,
+                         skip=lambda plugin: poison.get(plugin, frozenset()))
+    a, b = Worker(context, address, "a"), Worker(context, address, "b")
+
+    def fetch(worker, after, max_bytes):
+        worker.request(after, max_bytes)
+        assert router.poll(10_000)
+        server.on_readable()
+        return worker.reply()
+
+    try:
+        _, got_a, next_a, head, skipped_a = fetch(a, positions[0], 200)
+        _, got_b, next_b, _, skipped_b = fetch(b, positions[0], 200)
+        assert reader.reads == 1  # stopped at its byte limit, short of the head: kept for b
+        assert next_a == next_b < head and len(got_a) > 2
+        assert (skipped_a, skipped_b) == (0, 1)
+        assert got_b == [e for e in got_a if e[0] != positions[1]]
+        # A read that reached the head is not kept: what is appended later is served.
+        _, rest, end, _, _ = fetch(a, next_a, 1 << 20)
+        assert end == head and rest[-1][0] == positions[-1]
+        more = journal.append(EntryType.SUMMARY, msgpack.packb([1, "C", 99, []]))
+        journal.commit()
+        _, again, _, _, _ = fetch(a, next_a, 1 << 20)
+        assert [e[0] for e in again] == [e[0] for e in rest] + [more]
+    finally:
+        a.close()
+        b.close()
+        router.close(linger=0)
+        reader.close()
+        journal.close()
