@@ -121,7 +121,7 @@ class SummaryRecord(NamedTuple):
             RecordKind.SUMMARY,
             self.category,
             self.step,
-            [[key, agg.value, packed] for key, agg, packed in self.entries],
+            [[key, agg._value_, packed] for key, agg, packed in self.entries],  # _value_: no enum property call
         ]
 
 
