@@ -1,8 +1,10 @@
 """The trainer process's background sender: batches, frames, delivery, fork and exit.
 
-Training threads append a value to the current per-(category, key) entry under one
-short lock (a dict get and a list append); any other call first *seals* the current
-entries into the event queue, then queues itself, so the order of calls is kept.
+Training threads append a value to the current per-(category, key) entry without a
+lock (a dict get and a list append, each atomic under the GIL; see
+:meth:`Client.settle_late` for the one race and how it is settled); any other call
+first *seals* the current entries into the event queue under a short lock, then
+queues itself, so the order of calls is kept.
 Rarely, they wake the sender through a pipe.  One daemon thread per process owns
 the ZeroMQ context and its DEALER socket: it drains the queue into frames, keeps
 unacknowledged frames in a bounded buffer, re-sends them when the collector comes
@@ -54,6 +56,20 @@ MAX_CURRENT_ENTRIES = 128
 MAX_PENDING_VALUES = 16 * BATCH_VALUES
 """Sealed values not yet taken by the sender past which new ones are dropped (a slow sender must
 not eat memory either; markers and properties are kept)."""
+TAKEN = object()
+"""Key under which a sealed dict holds ``{ident: length}`` of the copy the sender took (see Client.settle_late)."""
+_CLAIMS = object()
+
+
+def _take(event: tuple) -> tuple:
+    """The sender's copy of a sealed dict's event; the dict is marked with the lengths it
+    was copied at (the client's lock held).  Lengths, not the copies: the sender goes
+    on to merge into its copies."""
+    sealed = event[1]
+    taken = {ident: entry[:] for ident, entry in sealed.items()}
+    sealed[TAKEN] = {ident: len(entry) for ident, entry in taken.items()}
+    return (EV_STATS, taken)
+
 
 LOG_EVERY = 10.0
 """Seconds between two log lines of the same kind of trouble."""
@@ -126,7 +142,8 @@ class Client:
         self.sender = _make_identity()
         self.queue: Deque[tuple] = collections.deque()
         self.lock = threading.Lock()
-        """Guards ``current``, ``queue`` and ``_queued`` (appends and the sender's take)."""
+        """Guards replacing ``current``, ``queue`` and ``_queued``, and the sender's take.
+        ``add_stat``'s append to an existing entry does not take it."""
         self.current: Dict[Tuple[str, str], list] = {}
         """The values added since the last seal: ``(category, key) → [aggregation, v1, v2, ...]``."""
         self._queued = 0          # sealed values + other events in ``queue``
@@ -175,6 +192,30 @@ class Client:
             wake = self._seal_locked()
         self.current[ident] = [aggregation, value]
         return wake
+
+    def settle_late(self, sealed: Dict[Any, Any], ident: Tuple[str, str]) -> None:
+        """Called by an ``add_stat`` that appended to an entry of ``sealed`` after it stopped being current.
+
+        Its value is in the entry's list; the sender has it if it copied the list
+        after the append.  Under the lock: no copy yet means the sender will copy
+        it with the value.  Otherwise the list's values past the copy were missed:
+        each late caller re-adds one of them (whichever is next unclaimed, so
+        every missed value is re-added exactly once, whoever appended it).
+        """
+        with self.lock:
+            taken = sealed.get(TAKEN)
+            if taken is None:
+                return
+            entry = sealed[ident]
+            claims = sealed.setdefault(_CLAIMS, {})
+            claimed = claims.get(ident, 0)
+            index = taken[ident] + claimed
+            if index >= len(entry):
+                return  # every late value of this entry is claimed already
+            claims[ident] = claimed + 1
+            wake = self.open_entry_locked(ident, entry[index], entry[0])
+        if wake:
+            self.wake()
 
     def add_event(self, event: tuple, wake: bool) -> None:
         """Queue a non-value event after the values added before it (sealed first)."""
@@ -426,13 +467,17 @@ class Client:
         self._rewound_at = now
 
     def _drain(self) -> None:
-        # Take everything at once, the current entries last: a dict swap, no per-value work.
+        # Take everything at once, the current entries last.  Each sealed dict is copied
+        # (a list slice per key) and marked with its copy, under the lock, so that an
+        # add_stat that appended to it after the copy finds its value missing and
+        # re-adds it (settle_late); the sender works on the copies only.
         with self.lock:
             events, self.queue = self.queue, collections.deque()
             if self.current:
                 events.append((EV_STATS, self.current))
                 self.current = {}
             self._queued = 0
+            events = collections.deque([_take(event) if event[0] == EV_STATS else event for event in events])
         for item in drain_events(events, self._bye_record):
             if isinstance(item, FrameBuilder):
                 self._close_frame(item)

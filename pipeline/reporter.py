@@ -2,7 +2,7 @@
 
 Each call validates its arguments (bad input raises ``TypeError``/``ValueError``
 naming the key, at the call) and hands its data to the process client:
-``add_stat`` appends to the key's current entry under the client's short lock,
+``add_stat`` appends to the key's current entry (without a lock: see :mod:`.client`),
 the other calls queue one event (see :mod:`.client`); nothing else ever raises
 into training or blocks it.
 
@@ -223,16 +223,19 @@ class StatsReporter:
         if client is None:
             _retired["events_dropped"] += 1
             return
-        # The per-value path: acquire/release (cheaper than ``with``), a dict get, a list append.
-        # A new entry (the first value of a key after a write_stats sealed it) is opened
-        # under the same acquisition: a summary-heavy trainer takes that path for every value.
+        # The per-value path takes no lock: a dict get and a list append are each atomic
+        # under the GIL.  If the entries were sealed meanwhile, the sender may have
+        # copied this list before the append: settle_late re-adds what it missed.
+        current = client.current
+        values = current.get(ident)
+        if values is not None and values[0] is aggregation and len(values) <= ENTRY_VALUES:
+            values.append(value)
+            if client.current is not current:
+                client.settle_late(current, ident)
+            return
         lock = client.lock
         lock.acquire()
         try:
-            values = client.current.get(ident)
-            if values is not None and values[0] is aggregation and len(values) <= ENTRY_VALUES:
-                values.append(value)
-                return
             wake = client.open_entry_locked(ident, value, aggregation)
         finally:
             lock.release()

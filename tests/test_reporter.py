@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Iterator
+from typing import Iterator, List
 
 import numpy as np
 import pytest
@@ -397,3 +397,88 @@ def test_a_checked_key_is_remembered_but_bad_keys_are_refused_every_time(address
     for i in range(reporter_module.MAX_CACHED_KEYS + 10):
         many.add_stat(f"k{i}", 1.0)
     assert len(many._idents) == reporter_module.MAX_CACHED_KEYS
+
+
+def _periods(peer, category: str, key: str) -> List[List[float]]:
+    """The values of ``key`` per period, in order (a period ends at each WriteMarker)."""
+    periods: List[List[float]] = [[]]
+    for _, record in peer.state.records():
+        if isinstance(record, WriteMarker) and record.category == category:
+            periods.append([])
+        elif getattr(record, "category", None) == category and getattr(record, "key", None) == key:
+            periods[-1].extend(record.values)
+    return periods
+
+
+def test_a_value_appended_after_the_sender_copied_its_entry_is_re_added_once(address) -> None:
+    # The lock-free add_stat's one race, replayed step by step: a thread holds an entry's
+    # list, the entries are sealed and taken by the sender, then the thread appends.
+    reporter = StatsReporter("Cat")
+    ident = ("Cat", "k")
+    with AckPeer(address) as peer:
+        reporter.add_stat("k", 1.0)
+        client = sp.reporter._client
+        sealed = client.current
+        held = sealed[ident]
+        reporter.write_stats(1)
+        assert sp.flush(30)  # sealed, copied and sent without what follows
+        held.append(2.0)  # three late appends, by "three threads"
+        held.append(3.0)
+        held.append(4.0)
+        for _ in range(4):  # one more settle than late values: it must find nothing left
+            client.settle_late(sealed, ident)
+        # Not yet copied when the late thread settles: the sender's copy will hold the value.
+        reporter.add_stat("k", 5.0)
+        later = client.current
+        with client.lock:
+            client._seal_locked()
+            later[ident].append(6.0)
+        client.settle_late(later, ident)
+        reporter.write_stats(2)
+        assert sp.flush(30)
+        assert _periods(peer, "Cat", "k") == [[1.0], [2.0, 3.0, 4.0, 5.0, 6.0], []]
+
+
+def test_threads_racing_write_stats_lose_and_double_nothing(address) -> None:
+    # Switch threads as often as the interpreter allows, so that appends land between
+    # the sender's copies and the seals as often as they ever will.
+    import sys
+
+    reporter = StatsReporter("Race")
+    per_thread, nthreads = 20_000, 6
+    start = threading.Barrier(nthreads + 1)
+    done = threading.Event()
+
+    def add(n: int) -> None:
+        start.wait()
+        for i in range(per_thread):
+            reporter.add_stat("shared", float(n * per_thread + i), Agg.SUM)
+
+    def write() -> None:
+        start.wait()
+        step = 0
+        while not done.is_set():
+            step += 1
+            reporter.write_stats(step)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        with AckPeer(address) as peer:
+            adders = [threading.Thread(target=add, args=(n,)) for n in range(nthreads)]
+            writer = threading.Thread(target=write)
+            for thread in [*adders, writer]:
+                thread.start()
+            for thread in adders:
+                thread.join()
+            done.set()
+            writer.join()
+            reporter.write_stats(10**9)
+            assert sp.flush(60)
+            got = peer.state.values("Race", "shared")
+            counters = sp.reporter._client.snapshot()  # this client's own, not earlier tests' retired ones
+    finally:
+        sys.setswitchinterval(interval)
+    assert len(got) == nthreads * per_thread
+    assert sorted(got) == [float(i) for i in range(nthreads * per_thread)]
+    assert counters["values_dropped"] == 0 and counters["events_dropped"] == 0
