@@ -468,9 +468,9 @@ class Client:
 
     def _drain(self) -> None:
         # Take everything at once, the current entries last.  Each sealed dict is copied
-        # (a list slice per key) and marked with its copy, under the lock, so that an
-        # add_stat that appended to it after the copy finds its value missing and
-        # re-adds it (settle_late); the sender works on the copies only.
+        # (a list slice per key) and marked with the copied lengths, under the lock, so
+        # that an add_stat that appended to it after the copy finds its value missing
+        # and re-adds it (settle_late); the sender works on the copies only.
         with self.lock:
             events, self.queue = self.queue, collections.deque()
             if self.current:
