@@ -47,15 +47,16 @@ EV_WRITE = 3
 EV_BYE = 5
 EV_FLUSH = 10
 
+# Enum attribute and .value look-ups cost ~0.1 µs each on Python 3.11 (and hashing a
+# member runs Python code); a frame of a summary-heavy trainer does a few per record, so
+# constants are looked up once here and a member's wire value is read as ``_value_``.
 _MOST_RECENT = StatsAggregationMethod.MOST_RECENT.value
 _STAT = 0
 _ADD = StatOp.ADD.value
 _SET = StatOp.SET.value
 _WRITE = write_record("", 0)[0]
 _pack_one = struct.Struct("<d").pack
-# Enum attribute and .value look-ups cost ~0.1 µs each on Python 3.11 (and hashing a
-# member runs Python code); a frame of a summary-heavy trainer does a few per record, so
-# constants are looked up once here and a member's wire value is read as ``_value_``.
+
 
 class FrameBuilder:
     """Collects one frame's events; record order: hello, properties, then periods, bye.
@@ -302,7 +303,7 @@ class Outgoing:
     @property
     def records(self) -> List[list]:
         """The frame's records, decoded from its payload."""
-        return list(msgpack.unpackb(self.payload, raw=False)[5])
+        return msgpack.unpackb(self.payload, raw=False)[5]
 
     def encode(self, sender: str, floor: int, dropped: int, records: Optional[List[list]] = None) -> None:
         # The floor goes into the payload, so a frame is re-encoded when it moves.

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional, Union
 
 from .errors import ConfigError
 from .settings import RunOptions
-from .stats import StatsAggregationMethod, StatsPropertyType, StatsSummary, StatsWriter, summarize
+from .stats import StatsAggregationMethod, StatsPropertyType, StatsSummary, StatsWriter, sum_and_mean, summarize
 
 logger = logging.getLogger("statbus.console")
 
@@ -191,13 +191,8 @@ class ConsoleWriter(StatsWriter):
         training = "Not Training"
         is_training = values.get(IS_TRAINING_KEY)
         if is_training is not None:
-            full_dist = is_training.full_dist
-            if len(full_dist) == 1 and type(full_dist[0]) is float:
-                # One value: its sum and its mean are the value itself.
-                aggregated = full_dist[0]
-            else:
-                _, total, mean, _, _, _ = summarize(full_dist)
-                aggregated = total if is_training.aggregation_method is StatsAggregationMethod.SUM else mean
+            total, mean = sum_and_mean(is_training.full_dist)
+            aggregated = total if is_training.aggregation_method is StatsAggregationMethod.SUM else mean
             if aggregated > 0.0:
                 training = "Training"
         elapsed = now - self.training_start_time

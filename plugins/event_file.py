@@ -23,7 +23,7 @@ import os
 import socket
 import struct
 import time
-from typing import BinaryIO, Optional, Tuple
+from typing import BinaryIO, Callable, Optional, Tuple
 
 import google_crc32c
 
@@ -74,9 +74,10 @@ def _file_version_event(wall_time: float) -> bytes:
 class EventFile:
     """A new event file in ``directory``; ``write`` appends one serialized ``Event``."""
 
-    def __init__(self, directory: str, flush_secs: float) -> None:
+    def __init__(self, directory: str, flush_secs: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.flush_secs = flush_secs
-        self._last_flush = time.monotonic()
+        self._clock = clock
+        self._last_flush = clock()
         header = frame_record(_file_version_event(time.time()))  # before the file: a failure leaves none
         self.path, file = self._create(directory)
         self._file: Optional[BinaryIO] = file
@@ -104,14 +105,14 @@ class EventFile:
         if self._file is None:
             raise ValueError(f"event file {self.path} is closed")
         self._file.write(frame_record(event))
-        if time.monotonic() - self._last_flush > self.flush_secs:
+        if self._clock() - self._last_flush > self.flush_secs:
             self.flush()
 
     def flush(self) -> None:
         """Hand everything written so far to the OS (no fsync, as tensorboard's writer)."""
         if self._file is not None:
             self._file.flush()
-        self._last_flush = time.monotonic()
+        self._last_flush = self._clock()
 
     def close(self) -> None:
         if self._file is None:

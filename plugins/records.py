@@ -278,11 +278,10 @@ def decode_batch(data: bytes, stats: bool = True) -> List[StatRecord | PropertyR
                 continue
             if kind > _MAX_RECORD_KIND:
                 continue
-        record = decode_record(item)
+        record = decode_record(item)  # a property, or a malformed item that raises here
         if isinstance(record, SummaryRecord):
             raise RecordError("a batch cannot hold a summary record")
-        if stats or type(record) is not StatRecord:
-            append(record)
+        append(record)
     return records
 
 

@@ -40,7 +40,7 @@ import math
 import os
 import time
 import types
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from .event_file import EVENT_FILE_PREFIX, EventFile
 from .settings import RunOptions
@@ -61,7 +61,7 @@ MTIME_MARGIN_SECS = 1.0
 
 @functools.lru_cache(maxsize=None)
 def _protos() -> types.SimpleNamespace:
-    """tensorboard's proto modules, imported on first use only."""
+    """tensorboard's proto modules, imported once (when the first writer is made)."""
     from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, types_pb2
 
     return types.SimpleNamespace(event_pb2=event_pb2, summary_pb2=summary_pb2, tensor_pb2=tensor_pb2, types_pb2=types_pb2)
@@ -149,8 +149,10 @@ class TensorboardWriter(StatsWriter):
         hidden_keys: Optional[Iterable[str]] = None,
         flush_secs: float = DEFAULT_FLUSH_SECS,
         start_time: Optional[float] = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.base_dir = base_dir
+        self._clock = clock  # for flush_secs (injectable, for tests)
         self.clear_past_data = clear_past_data
         if isinstance(hidden_keys, str):  # one key, not its characters
             hidden_keys = [hidden_keys]
@@ -177,7 +179,7 @@ class TensorboardWriter(StatsWriter):
             if self.clear_past_data:
                 self._delete_past_event_files(directory)
             self._recover(category, directory)
-            writer = EventFile(directory, flush_secs=self.flush_secs)
+            writer = EventFile(directory, flush_secs=self.flush_secs, clock=self._clock)
             self.summary_writers[category] = writer
         return writer
 

@@ -162,10 +162,11 @@ def test_flushed_on_flush_not_per_key(tmp_path):
 
 def test_flushed_at_a_write_once_flush_secs_passed(tmp_path):
     # No thread: a write after flush_secs flushes itself and what came before.
-    writer = TensorboardWriter(str(tmp_path), flush_secs=0.2)
+    now = [0.0]
+    writer = TensorboardWriter(str(tmp_path), flush_secs=0.2, clock=lambda: now[0])
     try:
         writer.write_stats("c", {"k": StatsSummary([1.0], A.AVERAGE)}, 1)
-        time.sleep(0.3)
+        now[0] += 0.3
         writer.write_stats("c", {"k": StatsSummary([2.0], A.AVERAGE)}, 2)
         assert scalars(accumulator(tmp_path / "c"), "k") == [(1, 1.0), (2, 2.0)]
     finally:
