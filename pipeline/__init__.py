@@ -5,8 +5,8 @@ below, zmq and msgpack): no collector, no plugin writers, no tensorboard.
 """
 
 from ..plugins.stats import StatsAggregationMethod, StatsPropertyType, StatsSummary
-from .reporter import StatsReporter, client_counters, flush, shutdown
-from .trainer_config import TrainerConfig, configure
+from .trainer.config import TrainerConfig, configure
+from .trainer.reporter import StatsReporter, client_counters, flush, shutdown
 
 __all__ = [
     "StatsAggregationMethod",

@@ -18,9 +18,10 @@ from typing import List, Optional, Sequence
 from ..plugins import ConfigError, StatbusError
 from ..plugins.discovery import PluginInfo, discover_plugins
 from ..plugins.settings import RunOptions
-from .cli_keys import add_transport_security_arguments, transport_security_from_args
-from .collector import Collector, CollectorOptions, ExitCode, SupervisorFactory, SupervisorHooks
-from .journal import FsyncPolicy
+from ..workers.exits import ExitCode
+from .cli.keys import add_transport_security_arguments, transport_security_from_args
+from .collector.loop import Collector, CollectorOptions, SupervisorFactory, SupervisorHooks
+from .journal.writer import FsyncPolicy
 from .layout import RunLayout
 
 logger = logging.getLogger("statbus.pipeline.collector")
@@ -78,8 +79,8 @@ def select_plugins(found: Sequence[PluginInfo], only: List[str], exclude: List[s
 
 
 def supervisor_factory(layout: RunLayout, plugins: List[PluginInfo], args: argparse.Namespace) -> SupervisorFactory:
-    from ..workers.config import load_config, parse_overrides
-    from ..workers.supervisor import Supervisor
+    from ..workers.supervision.config import load_config, parse_overrides
+    from ..workers.supervision.supervisor import Supervisor
 
     config = load_config(args.config, parse_overrides(args.set))
     run_options = RunOptions.create(layout.run_id, layout.results_dir)

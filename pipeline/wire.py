@@ -27,14 +27,7 @@ from typing import Any, Dict, NamedTuple, Sequence, Tuple
 import msgpack
 
 from ..plugins import RecordError, StatbusError
-from ..plugins.records import (
-    PropertyRecord,
-    StatRecord,
-    check_name,
-    check_step,
-    decode_property,
-    decode_stat,
-)
+from ..plugins.records import PropertyRecord, StatRecord, check_name, check_step, decode_property, decode_stat
 
 WIRE_VERSION = 1
 

@@ -6,14 +6,7 @@ contract stays cheap (a trainer never pays for tensorboard).
 """
 
 from .discovery import PluginInfo, discover_plugins, find_plugin
-from .errors import (
-    ConfigError,
-    PluginError,
-    PluginImportError,
-    PluginRegistrationError,
-    RecordError,
-    StatbusError,
-)
+from .errors import ConfigError, PluginError, PluginImportError, PluginRegistrationError, RecordError, StatbusError
 from .groups import ML_AGENTS_STATS_WRITER, STATBUS_STATS_WRITER, STATS_WRITER_GROUPS
 from .records import PropertyRecord, RecordKind, StatOp, StatRecord, SummaryRecord
 from .settings import CheckpointSettings, RunOptions

@@ -6,7 +6,7 @@ The code lives in ``statbus.pipeline.bench``; this script is only its front door
 
 import sys
 
-from statbus.pipeline.bench import main
+from statbus.pipeline.bench.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import msgpack
 import zmq
 
-from statbus.pipeline.journal import EntryType, iter_entries
+from statbus.pipeline.journal.writer import EntryType, iter_entries
 from statbus.pipeline.layout import RunLayout
 from statbus.pipeline.wire import decode_ack, encode_frame
 from statbus.plugins.records import decode_summary, unpack_values
@@ -97,7 +97,7 @@ class RawTrainer:
     """A trainer speaking the wire by hand: keeps unacked frames and re-sends them, as the client does."""
 
     def __init__(self, context: zmq.Context, address: str, sender: str, security=None) -> None:
-        from statbus.pipeline.security import secure_connect
+        from statbus.pipeline.security.curve import secure_connect
 
         self.sender = sender
         self.socket = context.socket(zmq.DEALER)

@@ -17,7 +17,7 @@ def run_options(tmp_path) -> RunOptions:
 def fresh_trainer_state():
     """The test starts and ends with no trainer client and no configure() of an earlier test."""
     import statbus.pipeline as sp
-    from statbus.pipeline import trainer_config
+    from statbus.pipeline.trainer import config as trainer_config
 
     sp.shutdown(0.0)
     try:

@@ -6,7 +6,7 @@
 
 ``--run-options`` is ``RunOptions.as_dict()`` as JSON (the plugin's own options
 in ``plugin_options``), or ``@path`` of a file holding that JSON.  Exit codes:
-:class:`statbus.workers.host.ExitCode`.
+:class:`statbus.workers.exits.ExitCode`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import os
 import sys
 from typing import Any, List, NoReturn, Optional
 
-from .host import ExitCode, HostConfig, HostExit, report_error, run_host
+from .exits import ExitCode, HostExit, report_error
+from .host.loop import HostConfig, run_host
 
 
 class _Parser(argparse.ArgumentParser):

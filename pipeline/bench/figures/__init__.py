@@ -1,0 +1,1 @@
+"""One module per figure of ``statbus bench``: startup, hotpath, throughput, recovery, memory."""

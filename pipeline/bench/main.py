@@ -1,0 +1,176 @@
+"""``statbus bench`` / ``scripts/bench.py``: every figure of issue 7 in one run, table and JSON.
+
+Modes: default (about 3-4 minutes on 2 cores; 5 repetitions, A/B alternated,
+medians), ``--quick`` (under a minute: smaller loads, fewer repetitions) and
+a hidden ``--smoke`` (the smallest configuration, for the test suite).  Every
+run works in a temporary directory, removed at the end unless ``--keep``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Dict, Optional, Sequence
+
+from .args import FIGURES, add_arguments
+from .figures import hotpath, memory, recovery, startup, throughput
+from .report import format_table, rows_for
+
+logger = logging.getLogger(__name__)
+
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    hotpath: hotpath.HotPathConfig
+    throughput: throughput.ThroughputConfig
+    recovery: recovery.RecoveryConfig
+    memory: memory.MemoryConfig
+    startup: startup.StartupConfig
+
+
+MODES: Dict[str, BenchConfig] = {
+    "default": BenchConfig(
+        hotpath.HotPathConfig(add_calls=120_000, periods=40, slow_periods=6, repetitions=5),
+        throughput.ThroughputConfig(trainers=(1, 4, 8), values=2_400_000, summaries=12_000, repetitions=5),
+        recovery.RecoveryConfig(worker_kills=5, collector_kills=5),
+        memory.MemoryConfig(values=10_000_000, trainers=2, buffer_bytes=16 << 20),
+        startup.StartupConfig(collector_starts=5, imports=5),
+    ),
+    "quick": BenchConfig(
+        hotpath.HotPathConfig(add_calls=48_000, periods=20, slow_periods=3, repetitions=3),
+        throughput.ThroughputConfig(trainers=(1, 4, 8), values=240_000, summaries=600, repetitions=2),
+        recovery.RecoveryConfig(worker_kills=3, collector_kills=2),
+        memory.MemoryConfig(values=1_000_000, trainers=2, buffer_bytes=4 << 20),
+        startup.StartupConfig(collector_starts=2, imports=3),
+    ),
+    "smoke": BenchConfig(
+        hotpath.HotPathConfig(add_calls=6_000, periods=3, slow_periods=1, repetitions=1),
+        throughput.ThroughputConfig(trainers=(1,), values=12_000, summaries=50, repetitions=1),
+        recovery.RecoveryConfig(worker_kills=1, collector_kills=1),
+        memory.MemoryConfig(values=60_000, trainers=1, buffer_bytes=1 << 20),
+        startup.StartupConfig(collector_starts=1, imports=1),
+    ),
+}
+
+RUNNERS: Dict[str, Callable[[str, Any], Dict[str, Any]]] = {
+    "startup": startup.run,
+    "hotpath": hotpath.run,
+    "throughput": throughput.run,
+    "recovery": recovery.run,
+    "memory": memory.run,
+}
+
+
+def _version(distribution: str) -> Optional[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def environment() -> Dict[str, Any]:
+    """Machine, Python and package versions recorded next to the figures."""
+    import psutil
+    import zmq
+
+    return {
+        "machine": {"platform": platform.platform(), "cpu": _cpu_model(), "logical_cpus": os.cpu_count(),
+                    "memory_gb": round(psutil.virtual_memory().total / (1 << 30), 1),
+                    "load_average": list(os.getloadavg())},
+        "python": {"version": sys.version.split()[0], "implementation": platform.python_implementation(),
+                   "executable": sys.executable},
+        "packages": {"statbus": _version("statbus"), "pyzmq": zmq.pyzmq_version(), "libzmq": zmq.zmq_version(),
+                     "msgpack": _version("msgpack"), "psutil": _version("psutil"),
+                     "tensorboard": _version("tensorboard")},
+    }
+
+
+def run_bench(mode: str, figures: Sequence[str], root: str,
+              progress: Callable[[str], None] = lambda text: None) -> Dict[str, Any]:
+    """Run ``figures`` in ``mode`` under ``root``; returns the JSON document (figures, targets, environment)."""
+    config = MODES[mode]
+    started = time.time()
+    clock = time.monotonic()
+    results: Dict[str, Any] = {}
+    durations: Dict[str, float] = {}
+    for name in figures:
+        progress(f"figure {name} ...")
+        t0 = time.monotonic()
+        figure_root = os.path.join(root, name[:4])
+        os.makedirs(figure_root, exist_ok=True)
+        results[name] = RUNNERS[name](figure_root, getattr(config, name))
+        durations[name] = time.monotonic() - t0
+        progress(f"figure {name} done in {durations[name]:.1f} s")
+    rows = rows_for(results)
+    document = {
+        "mode": mode,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "duration_s": time.monotonic() - clock,
+        "figure_durations_s": durations,
+        **environment(),
+        "config": {name: dataclasses.asdict(getattr(config, name)) for name in figures},
+        "figures": results,
+        "targets": [row._asdict() for row in rows],
+    }
+    return document
+
+
+def run(args: argparse.Namespace) -> int:
+    mode = "smoke" if args.smoke else "quick" if args.quick else "default"
+    figures = [f.strip() for f in (args.only or ",".join(FIGURES)).split(",") if f.strip()]
+    unknown = [f for f in figures if f not in FIGURES]
+    if unknown:
+        print(f"statbus bench: unknown figures {unknown}; choose from {', '.join(FIGURES)}", file=sys.stderr)
+        return 2
+    root = tempfile.mkdtemp(prefix="sbbench-")
+    print(f"statbus bench ({mode} mode) in {root}", file=sys.stderr)
+    try:
+        document = run_bench(mode, figures, root, lambda text: print(f"  {text}", file=sys.stderr, flush=True))
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    machine = document["machine"]
+    print(f"statbus bench — {mode} mode, {document['duration_s']:.0f} s; {machine['cpu']}, "
+          f"{machine['logical_cpus']} CPUs; Python {document['python']['version']}; "
+          f"pyzmq {document['packages']['pyzmq']} (libzmq {document['packages']['libzmq']}), "
+          f"msgpack {document['packages']['msgpack']}")
+    print(format_table(rows_for(document["figures"])))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(document, handle, indent=1, default=str)
+        print(f"figures written to {args.json}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.py", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The ``statbus`` command: ``main`` builds the parser; one module per subcommand."""

@@ -1,0 +1,111 @@
+"""``statbus collector start|stop`` — run a collector as a daemon or in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ...plugins import StatbusError
+from ..collector.daemon import collector_command, default_layout, start_detached, wait_for_exit
+from ..collector.pidfile import AlreadyRunning, running_pid
+from .keys import add_transport_security_arguments, transport_security_argv
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--run-id", help="the run's id (default: $STATBUS_RUN_ID, else 'ppo')"
+    )
+    parser.add_argument(
+        "--results-dir", help="results directory (default: $STATBUS_RESULTS_DIR, else ./results)"
+    )
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("collector", help="start or stop a run's collector daemon")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    start = actions.add_parser(
+        "start",
+        help="start the collector (detached unless --foreground)",
+        description="Start the run's collector. Without --foreground it detaches, waits until it is "
+        "ready, prints the run, address and pid, and exits 0; its log is "
+        "<results-dir>/<run-id>/statbus/collector.log. It exits non-zero with the reason if it "
+        "cannot start (already running, address in use, bad config, no plugins).",
+    )
+    add_run_arguments(start)
+    start.add_argument("--bind", metavar="ADDR", help="trainer address to bind (default: a private ipc:// socket)")
+    start.add_argument("--config", metavar="FILE", help="TOML file with per-plugin settings")
+    start.add_argument("--plugins", metavar="A,B", help="run only these plugins (comma-separated names)")
+    start.add_argument("--exclude", metavar="C", help="do not run these plugins (comma-separated names)")
+    start.add_argument(
+        "--set", action="append", default=[], metavar="NAME.KEY=VALUE",
+        help="override one plugin setting of the config file, e.g. tensorboard.enabled=false or "
+        "my_plugin.options.level=2 (repeatable)",
+    )
+    add_transport_security_arguments(start)
+    start.add_argument("--foreground", action="store_true", help="stay attached (for systemd-like supervisors)")
+    start.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for readiness (default 30)")
+    start.set_defaults(func=run_start)
+
+    stop = actions.add_parser(
+        "stop",
+        help="stop the collector gracefully",
+        description="Stop intake, let every live plugin catch up (bounded by --timeout), stop the "
+        "workers and exit. Exits 0 when the collector is gone or was not running.",
+    )
+    add_run_arguments(stop)
+    stop.add_argument("--timeout", type=float, default=30.0, help="seconds plugins get to catch up (default 30)")
+    stop.set_defaults(func=run_stop)
+
+
+def _passthrough(args: argparse.Namespace) -> list:
+    extra = []
+    for flag in ("bind", "config", "plugins", "exclude"):
+        value = getattr(args, flag)
+        if value:
+            extra += [f"--{flag}", value]
+    for override in args.set:
+        extra += ["--set", override]
+    return extra + transport_security_argv(args)
+
+
+def run_start(args: argparse.Namespace) -> int:
+    layout = default_layout(args.run_id, args.results_dir)
+    command = collector_command(layout, _passthrough(args))
+    if args.foreground:
+        sys.stdout.flush()
+        os.execv(command[0], command)
+    try:
+        started = start_detached(layout, _passthrough(args), timeout=args.timeout)
+    except AlreadyRunning as exc:
+        print(f"statbus: {exc}", file=sys.stderr)
+        return 1
+    except StatbusError as exc:
+        print(f"statbus: cannot start the collector: {exc}", file=sys.stderr)
+        return 1
+    print(f"collector for run {layout.run_id!r} is ready")
+    print(f"  address: {started.address}")
+    print(f"  pid:     {started.pid}")
+    print(f"  log:     {layout.log_file}")
+    return 0
+
+
+def run_stop(args: argparse.Namespace) -> int:
+    from ..control import control_request
+
+    layout = default_layout(args.run_id, args.results_dir)
+    pid = running_pid(layout.pid_file)
+    if pid is None:
+        print(f"no collector is running for run {layout.run_id!r}")
+        return 0
+    try:
+        control_request(layout.control_address, {"op": "stop", "timeout": args.timeout}, timeout=5.0)
+    except StatbusError as exc:
+        print(f"statbus: the collector (pid {pid}) did not take the stop request ({exc}); sending SIGTERM")
+        os.kill(pid, 15)
+    if wait_for_exit(pid, args.timeout + 15.0):
+        print(f"collector for run {layout.run_id!r} stopped (pid {pid})")
+        return 0
+    print(f"statbus: the collector (pid {pid}) is still running after {args.timeout + 15:.0f} s", file=sys.stderr)
+    return 1

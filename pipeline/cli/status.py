@@ -1,0 +1,145 @@
+"""``statbus status`` and the per-plugin commands ``restart``, ``enable``, ``disable``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any, Dict, List
+
+from ...plugins import StatbusError
+from ..collector.daemon import default_layout
+from .collector import add_run_arguments
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    status = subparsers.add_parser(
+        "status",
+        help="show a running collector's trainers, intake, journal and plugins",
+        description="Show the run, address and uptime; connected trainers; intake rate; journal "
+        "size; and per plugin its state, pid, restarts, last error, lag, RSS and CPU.",
+    )
+    add_run_arguments(status)
+    status.add_argument("--json", action="store_true", help="print the status as one JSON object")
+    status.add_argument("--watch", action="store_true", help="refresh in place until interrupted (like top)")
+    status.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes with --watch")
+    status.set_defaults(func=run_status)
+
+    for op, text in (
+        ("restart", "restart one plugin's worker (e.g. after upgrading it); others are untouched"),
+        ("enable", "enable a plugin and start its worker"),
+        ("disable", "stop a plugin's worker and keep it stopped"),
+    ):
+        parser = subparsers.add_parser(op, help=text, description=text[0].upper() + text[1:] + ".")
+        parser.add_argument("plugin", metavar="PLUGIN", help="plugin name, as `statbus status` shows it")
+        add_run_arguments(parser)
+        parser.set_defaults(func=run_plugin_op, op=op)
+
+
+def _request(args: argparse.Namespace, request: Dict[str, Any]) -> Dict[str, Any]:
+    from ..control import control_request
+
+    layout = default_layout(args.run_id, args.results_dir)
+    return control_request(layout.control_address, request, timeout=5.0)
+
+
+def _age(seconds: Any) -> str:
+    if not isinstance(seconds, (int, float)):
+        return "-"
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
+
+
+def _table(rows: List[List[str]]) -> List[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+
+
+def _fmt(value: Any, spec: str = "") -> str:
+    if value is None:
+        return "-"
+    if spec and isinstance(value, (int, float)):
+        return format(value, spec)
+    return str(value)
+
+
+def format_status(status: Dict[str, Any]) -> str:
+    lines = [
+        f"run {status.get('run_id')}  address {status.get('address')}  pid {status.get('pid')}  "
+        f"uptime {_age(status.get('uptime'))}",
+    ]
+    intake = status.get("intake", {})
+    journal = status.get("journal", {})
+    lines.append(
+        f"intake {_fmt(intake.get('values_per_second'), '.0f')} values/s, "
+        f"{_fmt(intake.get('frames_per_second'), '.1f')} frames/s; "
+        f"rejected {_fmt(intake.get('rejected'))}; "
+        f"journal {_fmt((journal.get('size_bytes') or 0) / 2**20, '.1f')} MiB"
+    )
+    trainers = status.get("trainers", [])
+    lines.append("")
+    lines.append(f"trainers ({len(trainers)})")
+    if trainers:
+        rows = [["HOST", "PID", "LAST SEEN", "VALUES", "FRAMES", "REJECTS", "DROPS", "STATE"]]
+        for t in trainers:
+            rows.append([
+                _fmt(t.get("host")), _fmt(t.get("pid")), _age(t.get("last_seen_ago")) + " ago",
+                _fmt(t.get("values")), _fmt(t.get("frames")), _fmt(t.get("rejects")),
+                _fmt(t.get("dropped")), "gone" if t.get("bye") else "connected",
+            ])
+        lines += ["  " + line for line in _table(rows)]
+    plugins = status.get("plugins", [])
+    lines.append("")
+    lines.append(f"plugins ({len(plugins)})")
+    if plugins:
+        rows = [["PLUGIN", "STATE", "PID", "RESTARTS", "LAG", "LAG S", "RSS MB", "CPU %", "LAST ERROR"]]
+        for p in plugins:
+            rows.append([
+                _fmt(p.get("name")), _fmt(p.get("state")), _fmt(p.get("pid")), _fmt(p.get("restarts")),
+                _fmt(p.get("lag_records")), _fmt(p.get("lag_seconds"), ".1f"), _fmt(p.get("rss_mb"), ".0f"),
+                _fmt(p.get("cpu_percent"), ".0f"), (p.get("last_error") or "")[:60],
+            ])
+        lines += ["  " + line for line in _table(rows)]
+    return "\n".join(lines)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    try:
+        while True:
+            try:
+                status = _request(args, {"op": "status"})
+            except StatbusError as exc:
+                layout = default_layout(args.run_id, args.results_dir)
+                print(f"statbus: no collector answers for run {layout.run_id!r} ({exc})", file=sys.stderr)
+                return 1
+            if args.json:
+                text = json.dumps(status, indent=2, sort_keys=True)
+            else:
+                text = format_status(status)
+            if args.watch:
+                sys.stdout.write("\x1b[H\x1b[2J" + text + "\n")
+                sys.stdout.flush()
+                time.sleep(args.interval)
+            else:
+                print(text)
+                return 0
+    except KeyboardInterrupt:
+        return 0
+
+
+def run_plugin_op(args: argparse.Namespace) -> int:
+    try:
+        reply = _request(args, {"op": args.op, "plugin": args.plugin})
+    except StatbusError as exc:
+        print(f"statbus: {args.op} {args.plugin}: {exc}", file=sys.stderr)
+        return 1
+    if not reply.get("ok"):
+        print(f"statbus: {args.op} {args.plugin}: {reply.get('error', 'refused')}", file=sys.stderr)
+        return 1
+    print(f"{args.op}: {args.plugin}: done")
+    return 0

@@ -1,0 +1,3 @@
+"""The collector daemon: the event loop (``loop``), trainer intake (``intake``), aggregation
+(``aggregator``), the workers' fetch server (``fetch_server``), control requests (``control``),
+the idle exit (``idle``), the run's pidfile (``pidfile``) and starting it detached (``daemon``)."""

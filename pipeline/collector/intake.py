@@ -1,0 +1,321 @@
+"""Intake: decode trainer frames, apply the delivery rule, keep the sender table.
+
+The delivery rule (docs/internals.md, "Wire"), per sender::
+
+    expected = max(last_seq + 1, floor)
+    seq == expected  → accept (journal, aggregate, then ack seq)
+    seq <  expected  → duplicate: drop, count, ack last_seq again
+    seq >  expected  → gap: drop, ack last_seq (the trainer re-sends from its oldest unacked)
+
+Everything here is bookkeeping with no I/O, so the live loop and the journal
+replay at recovery share it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import time
+from collections import Counter, OrderedDict
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
+
+import msgpack
+
+from ...plugins.records import StatRecord
+from ..wire import Bye, Frame, Hello, RejectReason, WireError, decode_frame, encode_frame
+
+logger = logging.getLogger(__name__)
+
+REJECT_LOG_INTERVAL = 10.0
+"""Seconds between two log lines about rejects of one (sender, reason): a flood stays one line."""
+
+REJECT_LOG_BURST = 20
+"""Reject log lines per ``REJECT_LOG_INTERVAL`` over all senders: a flood under ever new sender
+names or connections cannot fill the disk with log lines; the rest are counted in one line."""
+
+MAX_REJECT_SOURCES = 10_000
+"""Distinct rejected senders/connections counted before the table is cut to the worst tenth."""
+
+MAX_SENDERS = 10_000
+"""Senders tracked at once.  Past it, accepting a frame from a new sender forgets the one
+heard from least recently (counted in ``evicted``): frames invented under ever new sender
+names cannot grow the table, the snapshot or the status without end.  A forgotten trainer
+that speaks again is accepted from its ``floor`` on, like one the collector never knew."""
+
+_INFO_FIELDS = ("pid", "host", "run_id", "argv0")
+
+
+class Verdict(enum.Enum):
+    ACCEPT = "accept"
+    DUPLICATE = "duplicate"
+    GAP = "gap"
+    REJECT = "reject"
+
+
+@dataclasses.dataclass
+class SenderState:
+    """What the collector knows of one trainer process (mutable: the loop updates it)."""
+
+    sender: str
+    last_seq: int = 0
+    info: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+    frames: int = 0
+    values: int = 0
+    duplicates: int = 0
+    gaps: int = 0
+    rejects: int = 0
+    dropped: int = 0
+    """Values the trainer's own buffer dropped (from its envelope)."""
+    bye: bool = False
+
+    def to_snapshot(self) -> Dict[str, Any]:
+        """The journal snapshot form: ``seq`` is what recovery needs, the rest is for status."""
+        return {
+            "seq": self.last_seq,
+            "info": {k: v for k, v in self.info.items() if k in _INFO_FIELDS},
+            "frames": self.frames,
+            "values": self.values,
+            "dropped": self.dropped,
+            "bye": self.bye,
+        }
+
+    @classmethod
+    def from_snapshot(cls, sender: str, data: Mapping[str, Any]) -> "SenderState":
+        def count(name: str) -> int:
+            value = data.get(name, 0)
+            return value if type(value) is int and value >= 0 else 0
+
+        info = data.get("info")
+        return cls(
+            sender=sender,
+            last_seq=count("seq"),
+            info=dict(info) if isinstance(info, Mapping) else {},
+            frames=count("frames"),
+            values=count("values"),
+            dropped=count("dropped"),
+            bye=data.get("bye") is True,
+        )
+
+
+class Decision(NamedTuple):
+    verdict: Verdict
+    frame: Optional[Frame]
+    ack: Optional[int]
+    """Seq to acknowledge to the sender (None: nothing, e.g. an undecodable frame)."""
+    reason: Optional[RejectReason] = None
+    substitute: Optional[bytes] = None
+    """For a refused frame that was consumed: an empty frame with its seq, to journal in its place."""
+
+
+def _envelope_position(data: bytes) -> Tuple[Optional[int], int]:
+    """``(seq, floor)`` of a frame whose envelope is valid but whose records are not."""
+    try:
+        unpacker = msgpack.Unpacker(max_buffer_size=len(data) + 1)
+        unpacker.feed(data)
+        unpacker.read_array_header()
+        unpacker.skip()  # version
+        unpacker.skip()  # sender
+        seq = unpacker.unpack()
+        floor = unpacker.unpack()
+    except Exception:  # noqa: BLE001 — the frame is already known to be bad
+        return None, 0
+    if type(seq) is not int or type(floor) is not int:
+        return None, 0
+    return seq, floor
+
+
+class Intake:
+    """The sender table and the counters of everything that came in."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, max_senders: int = MAX_SENDERS) -> None:
+        self._clock = clock
+        self.max_senders = max_senders
+        # Least recently accepted first: the sender to forget when the table is full.
+        self.senders: "OrderedDict[str, SenderState]" = OrderedDict()
+        self.evicted = 0
+        self.rejects: Counter[str] = Counter()
+        self.rejects_by_source: Counter[str] = Counter()
+        self.duplicates = 0
+        self.gaps = 0
+        self.accepted_frames = 0
+        self.accepted_values = 0
+        self._last_reject_log: Dict[Tuple[str, str], float] = {}
+        self._log_window = (float("-inf"), 0, 0)  # (start, lines logged, lines suppressed) of this window
+
+    # --- live intake ------------------------------------------------------------
+
+    def receive(self, data: bytes, source: str) -> Decision:
+        """Decode and judge one frame; ``source`` names the connection in logs when the sender cannot be read."""
+        try:
+            frame = decode_frame(data)
+        except WireError as exc:
+            self._count_reject(exc, source)
+            return self._refuse(exc, data)
+        return self.judge(frame)
+
+    def judge(self, frame: Frame) -> Decision:
+        """Apply the delivery rule; on accept the sender's ``last_seq`` moves to ``frame.seq``."""
+        now = self._clock()
+        state = self.senders.get(frame.sender)
+        if state is None:
+            # Only an accepted frame earns a place in the table: a stranger's frames
+            # that are refused (gaps, replays) leave nothing behind.
+            if frame.seq > max(1, frame.floor):
+                self.gaps += 1
+                return Decision(Verdict.GAP, frame, 0)
+            state = self._new_state(frame.sender, now)
+        state.last_seen = now
+        expected = max(state.last_seq + 1, frame.floor)
+        if frame.seq < expected:
+            state.duplicates += 1
+            self.duplicates += 1
+            return Decision(Verdict.DUPLICATE, frame, state.last_seq)
+        if frame.seq > expected:
+            state.gaps += 1
+            self.gaps += 1
+            return Decision(Verdict.GAP, frame, state.last_seq)
+        self.senders.move_to_end(frame.sender)
+        self._account(state, frame)
+        return Decision(Verdict.ACCEPT, frame, frame.seq)
+
+    # --- recovery replay ------------------------------------------------------------
+
+    def replay(self, frame: Frame) -> bool:
+        """A journaled frame, seen again at recovery: True if it must be re-applied.
+
+        It was accepted once, so a gap here means a frame in between was lost to
+        corruption (its region is padded now): apply this one anyway, and say so.
+        """
+        state = self.senders.get(frame.sender)
+        if state is None:
+            state = self._new_state(frame.sender, self._clock())
+        if frame.seq <= state.last_seq:
+            return False
+        if frame.seq > max(state.last_seq + 1, frame.floor):
+            logger.warning(
+                "recovery: sender %s jumps from seq %s to %s in the journal (a damaged entry was set aside)",
+                frame.sender,
+                state.last_seq,
+                frame.seq,
+            )
+        self.senders.move_to_end(frame.sender)  # the same least-recent order as live, so evictions match
+        self._account(state, frame)
+        return True
+
+    # --- snapshot ----------------------------------------------------------------------
+
+    def snapshot(self) -> Dict[str, Dict[str, Any]]:
+        return {sender: state.to_snapshot() for sender, state in self.senders.items()}
+
+    def restore(self, snapshot: Any) -> None:
+        senders: "OrderedDict[str, SenderState]" = OrderedDict()
+        if isinstance(snapshot, Mapping):
+            now = self._clock()
+            for sender, data in snapshot.items():
+                if isinstance(sender, str) and isinstance(data, Mapping):
+                    state = SenderState.from_snapshot(sender, data)
+                    state.first_seen = state.last_seen = now
+                    senders[sender] = state
+        else:
+            logger.error("journal snapshot has no usable sender table; starting with an empty one")
+        self.senders = senders
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _new_state(self, sender: str, now: float) -> SenderState:
+        while len(self.senders) >= self.max_senders:
+            forgotten, _ = self.senders.popitem(last=False)
+            self.evicted += 1
+            if self.evicted == 1 or self.evicted % 1000 == 0:
+                logger.warning(
+                    "sender table full (%s senders): forgot %s, the one heard from least recently (%s forgotten so far)",
+                    self.max_senders, forgotten, self.evicted,
+                )
+        state = self.senders[sender] = SenderState(sender, first_seen=now)
+        return state
+
+    def _account(self, state: SenderState, frame: Frame) -> None:
+        state.last_seq = frame.seq
+        state.frames += 1
+        state.dropped = max(state.dropped, frame.dropped)
+        values = 0
+        for record in frame.records:
+            kind = type(record)
+            if kind is StatRecord:
+                values += len(record.packed) >> 3
+            elif kind is Hello:
+                state.info.update({k: v for k, v in record.info.items() if k in _INFO_FIELDS})
+            elif kind is Bye:
+                state.bye = True
+        state.values += values
+        self.accepted_frames += 1
+        self.accepted_values += values
+
+    def _refuse(self, exc: WireError, data: bytes) -> Decision:
+        """The decision on a refused frame whose envelope might still be read.
+
+        A frame with a bad record would come back forever if it were not
+        acknowledged, and hold up everything its sender sends after it; so when
+        it is the sender's next expected frame it is consumed: an empty frame
+        with its seq is journaled in its place (so that a replay moves past it
+        too), it is acked, and the sender's traffic goes on.  Otherwise the
+        sender hears where it stands.
+        """
+        reject = Decision(Verdict.REJECT, None, None, exc.reason)
+        if exc.sender is None:
+            return reject
+        state = self.senders.get(exc.sender)
+        if exc.reason is RejectReason.BAD_RECORD:
+            seq, floor = _envelope_position(data)
+            if seq is not None:
+                if state is None:
+                    if seq != max(1, floor):
+                        return reject._replace(ack=0)  # not consumed: no place in the table either
+                    state = self._new_state(exc.sender, self._clock())
+                state.last_seen = self._clock()
+                state.rejects += 1
+                if seq == max(state.last_seq + 1, floor):
+                    empty = Frame(exc.sender, seq, floor, state.dropped, ())
+                    self.senders.move_to_end(exc.sender)
+                    self._account(state, empty)
+                    substitute = encode_frame(exc.sender, seq, floor, state.dropped, [])
+                    return Decision(Verdict.REJECT, empty, seq, exc.reason, substitute)
+                return reject._replace(ack=state.last_seq)
+        if state is not None:
+            state.rejects += 1
+            return reject._replace(ack=state.last_seq)
+        return reject
+
+    def _count_reject(self, exc: WireError, source: str) -> None:
+        who = exc.sender or source
+        self.rejects[exc.reason.value] += 1
+        self.rejects_by_source[who] += 1
+        if len(self.rejects_by_source) > MAX_REJECT_SOURCES:
+            # A peer that reconnects for every bad frame gets a new routing id each time:
+            # keep the worst offenders, not an ever-growing table.
+            self.rejects_by_source = Counter(dict(self.rejects_by_source.most_common(MAX_REJECT_SOURCES // 10)))
+        now = self._clock()
+        key = (who, exc.reason.value)
+        last = self._last_reject_log.get(key)
+        if last is None or now - last >= REJECT_LOG_INTERVAL:
+            if len(self._last_reject_log) > 10_000:
+                self._last_reject_log.clear()  # bounded, whatever a hostile peer sends
+            self._last_reject_log[key] = now
+            if self._may_log(now):
+                logger.warning("rejected a frame from %s: %s (%s rejects from it so far)", who, exc, self.rejects_by_source[who])
+
+    def _may_log(self, now: float) -> bool:
+        start, logged, suppressed = self._log_window
+        if now - start >= REJECT_LOG_INTERVAL:
+            if suppressed:
+                logger.warning("%s more lines about rejected frames were not logged (%s per %.0f s at most)",
+                               suppressed, REJECT_LOG_BURST, REJECT_LOG_INTERVAL)
+            start, logged, suppressed = now, 0, 0
+        if logged >= REJECT_LOG_BURST:
+            self._log_window = (start, logged, suppressed + 1)
+            return False
+        self._log_window = (start, logged + 1, suppressed)
+        return True

@@ -1,0 +1,490 @@
+"""The collector: one event loop that takes trainer frames in, journals, aggregates, acks and serves.
+
+One thread, one :class:`zmq.Poller`, three ROUTER sockets:
+
+* ``data`` — trainer frames (:mod:`.intake`): decoded, judged by the delivery
+  rule, appended to the journal with the summaries they close, committed,
+  *then* acked;
+* ``work`` — worker fetches (:mod:`.fetch_server`);
+* ``ctl``  — control requests (:mod:`.control`, protocol in :mod:`..control`).
+
+A tick every ~100 ms syncs the journal per its fsync policy, answers parked
+fetches, lets the supervisor watch its workers, and applies retention.  Signal
+handlers only set flags; the loop acts on them (SIGTERM: graceful stop;
+a second SIGTERM or SIGINT: stop at once, journal committed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Protocol
+
+import zmq
+
+from ...plugins import ConfigError, StatbusError
+from ...workers.exits import ExitCode
+from ..control import ControlServer
+from ..journal.recovery import encode_snapshot, encode_summary, read_entry_record, replay_newest_segment
+from ..journal.retention import Retention
+from ..journal.writer import EntryType, FsyncPolicy, Journal, JournalReader
+from ..layout import RunLayout
+from ..security.curve import TransportSecurity, secure_bind
+from ..wire import MAX_FRAME_BYTES, encode_ack
+from .aggregator import Aggregator
+from .control import RateMeter, answer_control
+from .fetch_server import FetchServer
+from .idle import IdleWatch
+from .intake import Intake, Verdict
+from .pidfile import AlreadyRunning, PidFile
+
+logger = logging.getLogger(__name__)
+
+TICK_SECONDS = 0.1
+MAX_FRAMES_PER_ITERATION = 1024
+MAX_BYTES_PER_ITERATION = 32 << 20
+"""Intake drains at most this much before it commits and acks: acks stay prompt under load."""
+MAX_DRAIN_SECONDS = 0.05
+"""...and for at most this long: a burst of big frames (each ~100 ms to decode and aggregate)
+would otherwise keep worker fetches and control requests unanswered for seconds, and the
+workers would take the collector for lost."""
+DATA_RCVHWM = 10_000
+DATA_MAXMSGSIZE = MAX_FRAME_BYTES + 4096
+"""libzmq drops the connection of a peer whose message is bigger, before buffering it: an
+oversized frame costs neither memory nor a decode (the slack lets frames just past the wire
+limit through, to be rejected and counted as ``too_large``)."""
+FAST_STOP_WORKER_TIMEOUT = 2.0
+
+
+class SupervisorLike(Protocol):
+    """What the collector needs of :class:`statbus.workers.supervision.supervisor.Supervisor`."""
+
+    def start(self, head_position: int = 0) -> None: ...
+    def tick(self, head_position: int) -> None: ...
+    def committed(self, plugin: str) -> int: ...
+    def skip_positions(self, plugin: str) -> FrozenSet[int]: ...
+    def consumers(self) -> List[str]: ...
+    def status(self) -> List[Dict[str, Any]]: ...
+    def restart(self, name: str) -> None: ...
+    def enable(self, name: str) -> None: ...
+    def disable(self, name: str) -> None: ...
+    def all_caught_up(self, head_position: int) -> bool: ...
+    def stop(self, timeout: float) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class SupervisorHooks:
+    """What the collector hands the supervisor it creates."""
+
+    worker_address: str
+    on_dead_letter: Callable[[str, int], Optional[Dict[str, Any]]]
+    """``(plugin, position) -> record``: the journal entry at ``position``, JSON-safe, for the dead-letter file."""
+    count_entries: Callable[[int, int], Optional[int]]
+    """``(start, end) -> entries`` between two positions (a plugin's lag in records)."""
+
+
+SupervisorFactory = Callable[[SupervisorHooks], SupervisorLike]
+"""``factory(hooks) -> supervisor``; called once the sockets are bound and the journal recovered."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CollectorOptions:
+    bind: Optional[str] = None
+    """Trainer address; default: the run's private ``ipc://`` socket."""
+    security: TransportSecurity = TransportSecurity()
+    """CURVE keys / allow-list for a ``tcp://`` data address; plain tcp only when ``insecure`` (design §6)."""
+    segment_bytes: int = 64 << 20
+    fsync: FsyncPolicy = FsyncPolicy.INTERVAL
+    fsync_interval: float = 1.0
+    quota_bytes: int = 1 << 30
+    """Per consumer: bytes behind the head it may lag before its floor moves up."""
+    stop_timeout: float = 30.0
+    """Default time live plugins get to catch up on a graceful stop."""
+    idle_exit: Optional[float] = None
+    """On-demand collectors: stop once trainers are gone, plugins caught up, and this long quiet."""
+
+
+class _Phase(enum.Enum):
+    RUNNING = "running"
+    DRAINING = "draining"
+    DONE = "done"
+
+
+class Collector:
+    """One per run.  ``run()`` blocks until stopped and returns an :class:`ExitCode`."""
+
+    def __init__(
+        self,
+        layout: RunLayout,
+        options: CollectorOptions = CollectorOptions(),
+        *,
+        supervisor_factory: Optional[SupervisorFactory] = None,
+        ready_callback: Optional[Callable[["Collector"], None]] = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.layout = layout
+        self.options = options
+        self._supervisor_factory = supervisor_factory
+        self._ready_callback = ready_callback
+        self.clock = clock
+        self.data_address = options.bind or layout.data_address
+        self.worker_address = layout.worker_address
+        self.control_address = layout.control_address
+        self.intake = Intake(clock)
+        self.aggregator = Aggregator()
+        self.journal = Journal(
+            layout.journal_dir,
+            segment_bytes=options.segment_bytes,
+            fsync=options.fsync,
+            fsync_interval=options.fsync_interval,
+            clock=clock,
+        )
+        self.supervisor: Optional[SupervisorLike] = None
+        self.retention = Retention(self.journal, options.quota_bytes)
+        self.rate = RateMeter(clock)
+        self.recovery: Dict[str, Any] = {}
+        self.started = clock()
+        self.phase = _Phase.RUNNING
+        self._drain_deadline = 0.0
+        self._stop_graceful: Optional[bool] = None
+        self._stop_timeout = options.stop_timeout
+        self._sigterms = 0
+        self.summaries = 0
+        self._authenticators: List[Any] = []
+        self._data_auth: Optional[Any] = None
+        self._last_revoked_log = -1e9
+        self._idle = IdleWatch(options.idle_exit) if options.idle_exit is not None else None
+
+    # --- public --------------------------------------------------------------------------
+
+    def request_stop(self, graceful: bool = True, timeout: Optional[float] = None) -> None:
+        """Ask the loop to stop (safe from a signal handler: it only sets flags)."""
+        if timeout is not None:
+            self._stop_timeout = timeout
+        if not graceful or self._stop_graceful is None:
+            self._stop_graceful = graceful
+
+    def run(self) -> int:
+        pidfile = PidFile(self.layout.pid_file)
+        try:
+            pidfile.acquire()
+        except AlreadyRunning as exc:
+            logger.error("%s", exc)
+            return ExitCode.ALREADY_RUNNING
+        previous = self._install_signals()
+        context = zmq.Context()
+        sockets: List[zmq.Socket] = []
+        try:
+            return self._run(context, sockets)
+        except ConfigError as exc:
+            logger.error("statbus collector cannot start: %s", exc)
+            return ExitCode.BAD_CONFIG
+        except (StatbusError, zmq.ZMQError, OSError) as exc:
+            logger.error("statbus collector failed: %s", exc)
+            return ExitCode.ERROR
+        except Exception:  # noqa: BLE001 — a bug: say where, and still close the journal cleanly
+            logger.exception("statbus collector crashed")
+            return ExitCode.ERROR
+        finally:
+            self._shutdown(context, sockets)
+            self._restore_signals(previous)
+            pidfile.release()
+
+    # --- setup and teardown ----------------------------------------------------------------
+
+    def _run(self, context: zmq.Context, sockets: List[zmq.Socket]) -> int:
+        report = self.journal.open()
+        self.recovery["journal"] = dataclasses.asdict(report) if dataclasses.is_dataclass(report) else repr(report)
+        replay = replay_newest_segment(self.journal, self.intake, self.aggregator)
+        self.recovery["replay"] = replay.as_dict()
+        self.journal.commit()
+        self.retention.note_recovered(report.newest_base, replay.entries_per_segment + replay.summaries_reemitted)
+        reader = JournalReader(self.layout.journal_dir)
+        self._reader = reader
+        self.layout.ensure_socket_dir()
+        data = self._bind(
+            context, sockets, self.data_address, self.options.security, rcvhwm=DATA_RCVHWM, maxmsgsize=DATA_MAXMSGSIZE
+        )
+        if self.data_address.startswith("tcp://"):
+            # With port 0 or '*' only the bound endpoint tells trainers where to go.
+            self.data_address = data.getsockopt_string(zmq.LAST_ENDPOINT) or self.data_address
+        work = self._bind(context, sockets, self.worker_address)
+        ctl = self._bind(context, sockets, self.control_address)
+        self.fetch = FetchServer(
+            work,
+            reader,
+            head=lambda: self.journal.committed_position,
+            floor=self.retention.floor,
+            skip=self._skip_positions,
+            count_between=self.retention.count_between,
+            clock=self.clock,
+        )
+        control = ControlServer(ctl, lambda request: answer_control(self, request))
+        if self._supervisor_factory is not None:
+            self.supervisor = self._supervisor_factory(
+                SupervisorHooks(self.worker_address, self._dead_letter_record, self.retention.count_between)
+            )
+            self.retention.supervisor = self.supervisor
+            self.supervisor.start(self.journal.end_position)
+        self._announce_ready()
+        self._loop(data, work, ctl, control)
+        return ExitCode.OK
+
+    def _bind(
+        self,
+        context: zmq.Context,
+        sockets: List[zmq.Socket],
+        address: str,
+        security: Optional[TransportSecurity] = None,
+        rcvhwm: Optional[int] = None,
+        maxmsgsize: Optional[int] = None,
+    ) -> zmq.Socket:
+        socket = context.socket(zmq.ROUTER)
+        sockets.append(socket)
+        socket.setsockopt(zmq.LINGER, 0)
+        if rcvhwm is not None:
+            socket.setsockopt(zmq.RCVHWM, rcvhwm)
+        if maxmsgsize is not None:
+            socket.setsockopt(zmq.MAXMSGSIZE, maxmsgsize)
+        try:
+            authenticator = secure_bind(socket, address, security)
+        except zmq.ZMQError as exc:
+            raise StatbusError(f"cannot bind {address}: {exc}") from None
+        if authenticator is not None:
+            self._authenticators.append(authenticator)
+            if address == self.data_address:
+                self._data_auth = authenticator
+        return socket
+
+    def _announce_ready(self) -> None:
+        info = {
+            "pid": os.getpid(),
+            "run_id": self.layout.run_id,
+            "data": self.data_address,
+            "work": self.worker_address,
+            "ctl": self.control_address,
+            "head": self.journal.end_position,
+        }
+        path = self.ready_file
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(info, handle)
+        os.replace(tmp, path)
+        logger.info(
+            "statbus collector ready run=%s pid=%s data=%s head=%s",
+            self.layout.run_id,
+            info["pid"],
+            self.data_address,
+            info["head"],
+        )
+        if self._ready_callback is not None:
+            self._ready_callback(self)
+
+    @property
+    def ready_file(self) -> str:
+        return os.path.join(self.layout.statbus_dir, "collector.ready")
+
+    def _shutdown(self, context: zmq.Context, sockets: List[zmq.Socket]) -> None:
+        try:
+            os.unlink(self.ready_file)
+        except FileNotFoundError:
+            pass
+        if self.supervisor is not None:
+            timeout = self._stop_timeout if self._stop_graceful is not False else FAST_STOP_WORKER_TIMEOUT
+            try:
+                self.supervisor.stop(min(timeout, 10.0))
+            except Exception:  # noqa: BLE001 — the journal must still be closed
+                logger.exception("stopping the workers failed")
+        try:
+            self.journal.close()  # commits and syncs what is buffered; a no-op if it never opened
+        except Exception:  # noqa: BLE001
+            logger.exception("closing the journal failed")
+        reader = getattr(self, "_reader", None)
+        if reader is not None:
+            reader.close()
+        for socket in sockets:
+            socket.close(linger=0)
+        for authenticator in self._authenticators:
+            authenticator.stop()
+        context.term()
+        logger.info("statbus collector stopped (head %s)", self.journal.end_position)
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def _loop(self, data: zmq.Socket, work: zmq.Socket, ctl: zmq.Socket, control: ControlServer) -> None:
+        poller = zmq.Poller()
+        poller.register(data, zmq.POLLIN)
+        poller.register(work, zmq.POLLIN)
+        poller.register(ctl, zmq.POLLIN)
+        intake_open = True
+        next_tick = self.clock()
+        while True:
+            timeout_ms = max(0, int((next_tick - self.clock()) * 1000))
+            events = dict(poller.poll(timeout_ms))
+            if intake_open and data in events:
+                self._drain(data)
+            if work in events:
+                self.fetch.on_readable()
+            if ctl in events:
+                control.on_readable()
+            now = self.clock()
+            if now >= next_tick:
+                next_tick = now + TICK_SECONDS
+                self._tick()
+            if self._stop_graceful is False:
+                logger.info("stopping at once")
+                return
+            if self._stop_graceful and self.phase is _Phase.RUNNING:
+                # Stop intake first: trainers keep their unacked frames and hand
+                # them to the next collector; then let live plugins catch up.
+                logger.info("graceful stop: intake closed, plugins get %.1f s to catch up", self._stop_timeout)
+                poller.unregister(data)
+                intake_open = False
+                self.phase = _Phase.DRAINING
+                self._drain_deadline = now + self._stop_timeout
+            if self.phase is _Phase.DRAINING:
+                head = self.journal.end_position
+                caught_up = self.supervisor is None or self.supervisor.all_caught_up(head)
+                if caught_up or now >= self._drain_deadline:
+                    if not caught_up:
+                        logger.warning("graceful stop: plugins did not catch up within %.1f s", self._stop_timeout)
+                    self.fetch.flush_parked()
+                    self.phase = _Phase.DONE
+                    return
+
+    def _drain(self, data: zmq.Socket) -> None:
+        """Take up to a bounded batch of frames, journal them, commit, then ack."""
+        acks: Dict[bytes, int] = {}
+        appended = False
+        budget = MAX_BYTES_PER_ITERATION
+        journal, aggregator, intake = self.journal, self.aggregator, self.intake
+        auth = self._data_auth
+        clock = self.clock
+        deadline = clock() + MAX_DRAIN_SECONDS
+        for _ in range(MAX_FRAMES_PER_ITERATION):
+            try:
+                if auth is None:
+                    message = data.recv_multipart(zmq.NOBLOCK)
+                else:
+                    message = self._admitted(data.recv_multipart(zmq.NOBLOCK, copy=False), auth)
+            except zmq.Again:
+                break
+            if len(message) != 2:
+                if message:
+                    intake.rejects["bad_message"] += 1
+                continue
+            routing_id, payload = message
+            decision = intake.receive(payload, routing_id.hex())
+            if decision.verdict is Verdict.ACCEPT:
+                self.retention.note_appended(journal.append(EntryType.FRAME, payload))
+                for summary in aggregator.apply(decision.frame.records):
+                    self.retention.note_appended(journal.append(EntryType.SUMMARY, encode_summary(summary)))
+                    self.summaries += 1
+                appended = True
+                if journal.needs_rotation():
+                    # Mid-drain is fine: rotate() commits first, and the snapshot it
+                    # writes is the state after every entry appended so far.
+                    self._rotate()
+            elif decision.substitute is not None:
+                self.retention.note_appended(journal.append(EntryType.FRAME, decision.substitute))
+                appended = True
+            if decision.ack is not None:
+                acks[routing_id] = decision.ack
+            budget -= len(payload)
+            if budget <= 0 or clock() >= deadline:
+                break
+        if appended:
+            journal.commit()
+            self.fetch.on_committed()
+        for routing_id, seq in acks.items():
+            try:
+                data.send_multipart([routing_id, encode_ack(seq)], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass  # the trainer is gone or not reading: it re-sends and hears again
+
+    def _admitted(self, frames: List[zmq.Frame], auth: Any) -> List[bytes]:
+        """The message as bytes if its CURVE peer is still on the allow-list, else ``[]``.
+
+        ZAP checks a key once per connection; a key revoked since stays connected,
+        so every frame's ``User-Id`` is checked again here (the allow-list is
+        re-read at most once a second).
+        """
+        user = frames[-1].get("User-Id") if frames else ""
+        if not auth.is_allowed(user):
+            self.intake.rejects["revoked"] += 1
+            now = self.clock()
+            if now - self._last_revoked_log >= 10.0:
+                self._last_revoked_log = now
+                logger.warning("dropped a frame from %r: its key is no longer on the allow-list", user)
+            return []
+        return [frame.bytes for frame in frames]
+
+    def _rotate(self) -> None:
+        self.retention.note_appended(self.journal.rotate(encode_snapshot(self.intake, self.aggregator)), anchor=True)
+
+    def _tick(self) -> None:
+        self.journal.tick()
+        self.fetch.tick()
+        head = self.journal.end_position
+        if self.supervisor is not None:
+            try:
+                self.supervisor.tick(head)
+            except Exception:  # noqa: BLE001 — a supervisor bug must not stop intake
+                logger.exception("supervisor tick failed")
+        try:
+            self.retention.tick(self.clock())
+        except (StatbusError, KeyError, OSError):
+            logger.exception("retention pass failed; trying again at the next")
+        self.rate.sample(self.intake.accepted_values, self.intake.accepted_frames)
+        if self._idle is not None and self.phase is _Phase.RUNNING and self._stop_graceful is None:
+            caught_up = self.supervisor is None or self.supervisor.all_caught_up(head)
+            if self._idle.expired(self.clock(), self.intake.senders, self.intake.accepted_frames, caught_up):
+                logger.info(
+                    "on-demand collector: every trainer is gone and every plugin caught up; "
+                    "idle for %.0f s, stopping", self._idle.idle_seconds,
+                )
+                self.request_stop(graceful=True)
+
+    # --- hooks for the fetch server and the supervisor -----------------------------------------
+
+    def _skip_positions(self, plugin: str) -> FrozenSet[int]:
+        if self.supervisor is None:
+            return frozenset()
+        try:
+            return self.supervisor.skip_positions(plugin)
+        except (StatbusError, KeyError):
+            return frozenset()  # a fetch from a plugin the supervisor does not run (a tool, a test)
+
+    def _dead_letter_record(self, plugin: str, position: int) -> Optional[Dict[str, Any]]:
+        entry = self._reader.entry_at(position)
+        if entry is None:
+            return None
+        return read_entry_record(entry.payload, entry.type)
+
+    # --- signals ------------------------------------------------------------------------------------
+
+    def _install_signals(self) -> Dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+        for signum, handler in ((signal.SIGTERM, self._on_sigterm), (signal.SIGINT, self._on_sigint)):
+            previous[signum] = signal.signal(signum, handler)
+        return previous
+
+    @staticmethod
+    def _restore_signals(previous: Dict[int, Any]) -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self._sigterms += 1
+        self.request_stop(graceful=self._sigterms == 1)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        self.request_stop(graceful=False)

@@ -1,0 +1,88 @@
+"""The collector's pidfile, held with a lock for the collector's whole life.
+
+The lock, not the file's existence, says whether a collector runs: after a
+``kill -9`` the file stays but the lock is gone, so the next start proceeds.
+A collector takes the lock *before* binding its sockets, which is what makes
+many trainers starting collectors at once end up with exactly one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from typing import Optional
+
+from ...plugins import StatbusError
+
+
+class AlreadyRunning(StatbusError):
+    def __init__(self, path: str, pid: Optional[int]) -> None:
+        who = f"pid {pid}" if pid else "another process"
+        super().__init__(f"a collector is already running for this run ({who}; pidfile {path})")
+        self.pid = pid
+
+
+def read_pid(path: str) -> Optional[int]:
+    try:
+        with open(path, encoding="ascii") as handle:
+            text = handle.read().strip()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def is_locked(path: str) -> bool:
+    """True while some process holds the pidfile's lock (a collector is alive)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def running_pid(path: str) -> Optional[int]:
+    """The pid of the live collector, or None when none holds the lock."""
+    return read_pid(path) if is_locked(path) else None
+
+
+class PidFile:
+    """Exclusive lock on ``path`` holding this process's pid; released at exit."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: Optional[int] = None
+
+    def acquire(self) -> None:
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise AlreadyRunning(self.path, read_pid(self.path)) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> "PidFile":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -1,0 +1,172 @@
+"""Trainer-side configuration: ``configure()`` and the environment variables.
+
+A launcher configures child processes it does not own through the environment
+(``STATBUS_RUN_ID``, ``STATBUS_RESULTS_DIR``, ``STATBUS_ADDRESS``,
+``STATBUS_BUFFER_BYTES``, ``STATBUS_AUTOSTART``); an explicit ``configure()``
+call overrides them.  A process that never calls ``configure()`` gets the
+environment's settings (or the defaults) lazily, on its first stat.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+from typing import Callable, List, Mapping, Optional
+
+from ...plugins import ConfigError
+from ..layout import RunLayout
+
+logger = logging.getLogger(__name__)
+
+ENV_RUN_ID = "STATBUS_RUN_ID"
+ENV_RESULTS_DIR = "STATBUS_RESULTS_DIR"
+ENV_ADDRESS = "STATBUS_ADDRESS"
+ENV_BUFFER_BYTES = "STATBUS_BUFFER_BYTES"
+ENV_AUTOSTART = "STATBUS_AUTOSTART"
+
+DEFAULT_RUN_ID = "ppo"
+DEFAULT_RESULTS_DIR = "results"
+DEFAULT_BUFFER_BYTES = 64 << 20
+DEFAULT_BATCH_INTERVAL = 0.05
+DEFAULT_LINGER = 2.0
+
+# A buffer smaller than this could not hold even one ordinary frame.
+MIN_BUFFER_BYTES = 4096
+_ADDRESS_SCHEMES = ("ipc://", "tcp://", "inproc://")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerConfig:
+    """Everything the trainer client needs; frozen, so a running client's view never changes."""
+
+    run_id: str = DEFAULT_RUN_ID
+    results_dir: str = DEFAULT_RESULTS_DIR
+    address: str = ""
+    buffer_bytes: int = DEFAULT_BUFFER_BYTES
+    batch_interval: float = DEFAULT_BATCH_INTERVAL
+    linger: float = DEFAULT_LINGER
+    autostart: bool = True
+
+    def __post_init__(self) -> None:
+        layout = RunLayout(self.results_dir, self.run_id)  # validates run_id
+        if not self.address:
+            object.__setattr__(self, "address", layout.data_address)
+        if not self.address.startswith(_ADDRESS_SCHEMES):
+            raise ConfigError(f"address {self.address!r} must start with one of {', '.join(_ADDRESS_SCHEMES)}")
+        if type(self.buffer_bytes) is not int or self.buffer_bytes < MIN_BUFFER_BYTES:
+            raise ConfigError(f"buffer_bytes must be an integer >= {MIN_BUFFER_BYTES}, got {self.buffer_bytes!r}")
+        if not 0.001 <= float(self.batch_interval) <= 10.0:
+            raise ConfigError(f"batch_interval must be between 0.001 and 10 seconds, got {self.batch_interval!r}")
+        if not 0.0 <= float(self.linger) <= 3600.0:
+            raise ConfigError(f"linger must be between 0 and 3600 seconds, got {self.linger!r}")
+
+
+def _env_autostart(environ: Mapping[str, str]) -> bool:
+    # Only an explicit "0" (or false/no/off) disables: an unset variable means "on".
+    return environ.get(ENV_AUTOSTART, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _env_buffer_bytes(environ: Mapping[str, str]) -> int:
+    raw = environ.get(ENV_BUFFER_BYTES)
+    if raw is None or not raw.strip():
+        return DEFAULT_BUFFER_BYTES
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{ENV_BUFFER_BYTES}={raw!r} is not an integer") from None
+
+
+def build_config(
+    run_id: Optional[str] = None,
+    results_dir: Optional[str] = None,
+    address: Optional[str] = None,
+    *,
+    buffer_bytes: Optional[int] = None,
+    batch_interval: float = DEFAULT_BATCH_INTERVAL,
+    linger: float = DEFAULT_LINGER,
+    autostart: Optional[bool] = None,
+    environ: Optional[Mapping[str, str]] = None,
+) -> TrainerConfig:
+    """Arguments first, then the environment, then the defaults; raises ConfigError."""
+    env = os.environ if environ is None else environ
+    return TrainerConfig(
+        run_id=run_id or env.get(ENV_RUN_ID) or DEFAULT_RUN_ID,
+        results_dir=results_dir or env.get(ENV_RESULTS_DIR) or DEFAULT_RESULTS_DIR,
+        address=address or env.get(ENV_ADDRESS) or "",
+        buffer_bytes=_env_buffer_bytes(env) if buffer_bytes is None else buffer_bytes,
+        batch_interval=batch_interval,
+        linger=linger,
+        autostart=_env_autostart(env) if autostart is None else bool(autostart),
+    )
+
+
+_lock = threading.Lock()
+_configured: Optional[TrainerConfig] = None
+_listeners: List[Callable[[TrainerConfig], None]] = []
+
+
+def on_configure(listener: Callable[[TrainerConfig], None]) -> None:
+    """Called with the new config after each ``configure()`` (the client restarts itself)."""
+    _listeners.append(listener)
+
+
+def configure(
+    run_id: Optional[str] = None,
+    results_dir: Optional[str] = None,
+    address: Optional[str] = None,
+    *,
+    buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+    batch_interval: float = DEFAULT_BATCH_INTERVAL,
+    linger: float = DEFAULT_LINGER,
+    autostart: Optional[bool] = None,
+) -> None:
+    """Set this process's statbus settings; arguments left ``None`` come from the environment.
+
+    ``buffer_bytes`` left at its default still yields to ``STATBUS_BUFFER_BYTES``.
+    Calling it after stats were recorded shuts the running client down (sending
+    what it holds, bounded by its linger) and the next stat starts a new one.
+    Raises :class:`~statbus.plugins.ConfigError` on a bad setting.
+    """
+    global _configured
+    config = build_config(
+        run_id,
+        results_dir,
+        address,
+        buffer_bytes=None if buffer_bytes == DEFAULT_BUFFER_BYTES else buffer_bytes,
+        batch_interval=batch_interval,
+        linger=linger,
+        autostart=autostart,
+    )
+    with _lock:
+        _configured = config
+    for listener in list(_listeners):
+        listener(config)
+
+
+def current_config() -> TrainerConfig:
+    """The configured settings, or the environment's; never raises (bad env → defaults, logged)."""
+    global _configured
+    with _lock:
+        if _configured is not None:
+            return _configured
+        try:
+            _configured = build_config()
+        except ConfigError as exc:
+            logger.error("statbus: bad environment settings (%s); using the defaults", exc)
+            _configured = build_config(environ={})
+        return _configured
+
+
+def forget_configuration() -> None:
+    """Undo ``configure()``: the next client reads the environment again (tests, embedding)."""
+    global _configured
+    with _lock:
+        _configured = None
+
+
+def reset_for_fork() -> None:
+    """In a forked child the lock may have been held by a parent thread: replace it."""
+    global _lock
+    _lock = threading.Lock()

@@ -1,0 +1,323 @@
+"""The trainer API: ML-Agents' ``StatsReporter`` calls, sent to the collector.
+
+Each call validates its arguments (bad input raises ``TypeError``/``ValueError``
+naming the key, at the call) and hands its data to the process client:
+``add_stat`` appends to the key's current entry (without a lock: see :mod:`.handoff`),
+the other calls queue one event (see :mod:`.handoff`); nothing else ever raises
+into training or blocks it.
+
+Accepted values: ``int``, ``float``, ``bool`` (it is an ``int`` in Python) and
+anything ``float()`` converts that is not text (numpy scalars, 0-d tensors);
+refused: ``str``, ``bytes``, ``None``, and what ``float()`` refuses.  NaN and
+infinities are passed through, as ML-Agents does.  Steps are non-negative
+integers (``bool`` and ``float`` refused).  Property values are made
+msgpack-safe: unknown objects become ``str(obj)``, over-long strings are cut.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping
+from enum import Enum
+from typing import Any, Dict, List, Optional, Tuple
+
+import msgpack
+
+from ...plugins.records import MAX_NAME_LENGTH
+from ...plugins.stats import StatsAggregationMethod, StatsPropertyType
+from ..wire import MAX_MAP_ENTRIES, MAX_NESTING, MAX_RECORDS_PER_FRAME, MAX_STRING_BYTES
+from . import config as trainer_config
+from .framing import EV_PROPERTY, EV_WRITE
+from .handoff import ENTRY_VALUES
+from .sender import Client
+
+logger = logging.getLogger(__name__)
+
+MAX_PROPERTY_BYTES = 1 << 20
+"""Largest encoded property value accepted (a frame holds at most 8 MiB)."""
+MAX_CACHED_KEYS = 4096
+"""Keys per reporter whose checked ``(category, key)`` is kept for the next ``add_stat``."""
+_MAX_STEP = 2**63
+_AVERAGE = StatsAggregationMethod.AVERAGE
+_AGGREGATIONS = {m.value: m for m in StatsAggregationMethod}
+_PROPERTY_TYPES = {p.value: p for p in StatsPropertyType}
+
+
+# --- validation (the slow paths; the fast ones are inline in the methods) ---
+
+def _check_name(name: Any, what: str) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"statbus: {what} must be a str, got {type(name).__name__} ({name!r:.80})")
+    if not name or len(name) > MAX_NAME_LENGTH:
+        raise ValueError(f"statbus: {what} {name!r:.80} must have 1 to {MAX_NAME_LENGTH} characters")
+    return name
+
+
+def _to_float(key: str, value: Any) -> float:
+    if value is None or isinstance(value, (str, bytes, bytearray, memoryview)):
+        raise TypeError(f"statbus: value of stat {key!r} must be a number, got {type(value).__name__} {value!r:.80}")
+    try:
+        return float(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"statbus: value of stat {key!r} must be a number, got {type(value).__name__}: {exc}") from None
+
+
+def _to_aggregation(key: str, aggregation: Any) -> StatsAggregationMethod:
+    # An enum of the same name and values (mlagents' own, when installed) is accepted too.
+    if isinstance(aggregation, Enum) and type(aggregation).__name__ == "StatsAggregationMethod":
+        found = _AGGREGATIONS.get(aggregation.value)
+        if found is not None and found.name == aggregation.name:
+            return found
+    raise ValueError(
+        f"statbus: unknown aggregation {aggregation!r} for stat {key!r}; "
+        f"use StatsAggregationMethod.{{{', '.join(m.name for m in StatsAggregationMethod)}}}"
+    )
+
+
+def _to_step(category: str, step: Any) -> int:
+    if isinstance(step, bool) or not hasattr(step, "__index__"):
+        raise TypeError(f"statbus: step of write_stats({category!r}) must be an int, got {type(step).__name__}")
+    step = step.__index__()
+    if not 0 <= step < _MAX_STEP:
+        raise ValueError(f"statbus: step of write_stats({category!r}) must be >= 0 and < 2**63, got {step}")
+    return step
+
+
+def _to_property_type(property_type: Any) -> StatsPropertyType:
+    if isinstance(property_type, Enum) and type(property_type).__name__ == "StatsPropertyType":
+        found = _PROPERTY_TYPES.get(property_type.value)
+        if found is not None:
+            return found
+    raise ValueError(f"statbus: unknown property type {property_type!r}; use StatsPropertyType.*")
+
+
+def _cut(text: str) -> str:
+    if len(text) * 4 <= MAX_STRING_BYTES:
+        return text
+    return text.encode("utf-8")[: MAX_STRING_BYTES - 4].decode("utf-8", "ignore")
+
+
+def _text(value: Any) -> str:
+    try:
+        return _cut(str(value))
+    except Exception:  # noqa: BLE001 — a broken __str__ must not raise into training
+        return f"<{type(value).__name__}>"
+
+
+def plain_value(value: Any, depth: int = 0) -> Any:
+    """A msgpack-safe copy the collector's limits accept: unknown objects become ``str``."""
+    if value is None or isinstance(value, (bool, float)):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**64 else str(value)
+    if isinstance(value, str):
+        return _cut(value)
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if depth >= MAX_NESTING - 1:
+        return _text(value)
+    if isinstance(value, Mapping):
+        if len(value) > MAX_MAP_ENTRIES:
+            raise ValueError(f"statbus: a property map has {len(value)} entries, at most {MAX_MAP_ENTRIES} allowed")
+        return {_text(k): plain_value(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        if len(value) > MAX_RECORDS_PER_FRAME:
+            raise ValueError(f"statbus: a property list has {len(value)} items, at most {MAX_RECORDS_PER_FRAME}")
+        return [plain_value(v, depth + 1) for v in value]
+    ndim = getattr(value, "ndim", None)  # numpy scalars and arrays
+    if type(ndim) is int:
+        try:
+            return plain_value(value.item() if ndim == 0 else value.tolist(), depth + 1)
+        except Exception:  # noqa: BLE001 — fall back to its text
+            pass
+    return _text(value)
+
+
+# --- the process's client ---------------------------------------------------
+
+_client: Optional[Client] = None
+_lock = threading.Lock()
+_exiting = False
+_failed_at = -1e9
+_orphans: List[Client] = []  # a forked child keeps its parent's client, untouched, forever
+_retired: Dict[str, int] = collections.Counter()
+_CUMULATIVE = ("values_recorded", "values_dropped", "frames_sent", "frames_resent", "frames_acked",
+               "frames_dropped", "errors", "events_dropped")
+
+
+def _get_client() -> Optional[Client]:
+    """This process's client, started on first use; None at exit or while starting fails."""
+    global _client, _failed_at
+    with _lock:
+        if _client is not None:
+            return _client
+        if _exiting or time.monotonic() - _failed_at < 10.0:
+            return None
+        try:
+            _client = Client(trainer_config.current_config())
+        except Exception as exc:  # noqa: BLE001 — e.g. no new threads at interpreter shutdown
+            _failed_at = time.monotonic()
+            logger.error("statbus: cannot start the trainer client: %r; stats are dropped", exc)
+            return None
+        return _client
+
+
+def flush(timeout: float = 10.0) -> bool:
+    """True once everything recorded before this call is acked by the collector, False at timeout."""
+    client = _client
+    if client is None:
+        return True
+    return client.flush(timeout)
+
+
+def shutdown(timeout: Optional[float] = None) -> None:
+    """Send what is pending and a goodbye, wait ≤ ``timeout`` (default: linger) for acks, close.
+
+    A stat recorded afterwards starts a new client (with a new sender identity).
+    """
+    global _client
+    with _lock:
+        client, _client = _client, None
+    if client is None:
+        return
+    client.close(client.config.linger if timeout is None else max(0.0, timeout))
+    snapshot = client.snapshot()
+    for key in _CUMULATIVE:
+        _retired[key] += snapshot[key]
+    _retired["events_dropped"] += snapshot["values_queued"]  # left behind by a sender that died
+
+
+def client_counters() -> Dict[str, Any]:
+    """Counters of this process: values recorded, frames sent/acked/resent, drops, errors, buffer."""
+    client = _client
+    snap: Dict[str, Any] = client.snapshot() if client is not None else {}
+    for key, value in _retired.items():
+        snap[key] = snap.get(key, 0) + value
+    return snap
+
+
+class StatsReporter:
+    """ML-Agents' ``StatsReporter(category)``; every process's values of a category meet at the collector."""
+
+    __slots__ = ("category", "_idents")
+
+    def __init__(self, category: str) -> None:
+        self.category = _check_name(category, "category")
+        self._idents: Dict[str, Tuple[str, str]] = {}
+        """key → ``(category, key)``: a key is checked once, and no tuple is built per value."""
+
+    def add_stat(self, key: str, value: float, aggregation: StatsAggregationMethod = _AVERAGE) -> None:
+        """Record one value of ``key``; the collector reduces the period's values by ``aggregation``."""
+        ident = self._idents.get(key) if type(key) is str else None
+        if ident is None:
+            ident = self._new_ident(key)
+        if type(value) is not float:
+            value = float(value) if type(value) is int else _to_float(key, value)
+        if type(aggregation) is not StatsAggregationMethod:
+            aggregation = _to_aggregation(key, aggregation)
+        client = _client or _get_client()
+        if client is None:
+            _retired["events_dropped"] += 1
+            return
+        # The per-value path takes no lock: a dict get and a list append are each atomic
+        # under the GIL.  If the entries were sealed meanwhile, the sender may have
+        # copied this list before the append: settle_late re-adds what it missed.
+        current = client.current
+        values = current.get(ident)
+        if values is not None and values[0] is aggregation and len(values) <= ENTRY_VALUES:
+            values.append(value)
+            if client.current is not current:
+                client.settle_late(current, ident)
+            return
+        lock = client.lock
+        lock.acquire()
+        try:
+            wake = client.open_entry_locked(ident, value, aggregation)
+        finally:
+            lock.release()
+        if wake:
+            client.wake()
+
+    def _new_ident(self, key: Any) -> Tuple[str, str]:
+        ident = (self.category, _check_name(key, "stat key"))
+        if len(self._idents) < MAX_CACHED_KEYS:  # a trainer inventing keys without end gets no cache
+            self._idents[key] = ident
+        return ident
+
+    def set_stat(self, key: str, value: float) -> None:
+        """Replace the period's values of ``key`` by ``[value]``, aggregated MOST_RECENT."""
+        if type(key) is not str or not key or len(key) > MAX_NAME_LENGTH:
+            _check_name(key, "stat key")
+        if type(value) is not float:
+            value = float(value) if type(value) is int else _to_float(key, value)
+        client = _client or _get_client()
+        if client is None:
+            _retired["events_dropped"] += 1
+        else:
+            client.add_event((self.category, key, value, None), wake=False)
+
+    def add_property(self, property_type: StatsPropertyType, value: Any) -> None:
+        """Announce a run property (hyperparameters, ...) to every writer."""
+        if type(property_type) is not StatsPropertyType:
+            property_type = _to_property_type(property_type)
+        plain = plain_value(value)
+        nbytes = len(msgpack.packb(plain, use_bin_type=True))
+        if nbytes > MAX_PROPERTY_BYTES:
+            raise ValueError(f"statbus: property {property_type.value!r} is {nbytes} bytes, at most "
+                             f"{MAX_PROPERTY_BYTES} allowed")
+        client = _client or _get_client()
+        if client is None:
+            _retired["events_dropped"] += 1
+        else:
+            client.add_event((EV_PROPERTY, self.category, property_type.value, plain, nbytes), wake=True)
+
+    def write_stats(self, step: int) -> None:
+        """Close this category's summary period (across all processes) at ``step``."""
+        if type(step) is not int or step < 0 or step >= _MAX_STEP:
+            step = _to_step(self.category, step)
+        client = _client or _get_client()
+        if client is None:
+            _retired["events_dropped"] += 1
+        else:
+            client.add_event((EV_WRITE, self.category, step), wake=True)
+
+
+# --- process life: configure, exit, fork ------------------------------------
+
+def _on_configure(config: trainer_config.TrainerConfig) -> None:
+    client = _client
+    if client is not None and client.config != config:
+        shutdown()
+
+
+def _at_exit() -> None:
+    global _exiting
+    _exiting = True
+    try:
+        shutdown()
+    except Exception as exc:  # noqa: BLE001 — never fail the interpreter's exit
+        logger.error("statbus: error while closing at exit: %r", exc)
+
+
+def _after_fork_in_child() -> None:
+    # The child starts with no client: the parent's socket, context and thread are
+    # the parent's, and so is its pending data.  A new client starts lazily.
+    global _client, _lock, _retired, _failed_at
+    if _client is not None:
+        _client.forget_in_child()
+        _orphans.append(_client)
+    _client = None
+    _lock = threading.Lock()
+    _retired = collections.Counter()
+    _failed_at = -1e9
+    trainer_config.reset_for_fork()
+
+
+trainer_config.on_configure(_on_configure)
+atexit.register(_at_exit)
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,181 @@
+"""Trainer side: the bounded buffer of frames the collector has not acknowledged yet.
+
+Frames built by :mod:`.framing` wait here, oldest first, until a cumulative ack
+releases them; the sender (:mod:`.sender`) re-sends them from here when the
+collector comes back.  The overflow rules are tested without sockets or threads.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from typing import Deque, List, Optional, Tuple
+
+import msgpack
+
+from ..wire import encode_frame
+from .framing import MAX_FRAME_RECORDS, STAT_KIND
+
+MAX_MERGED_BYTES = 2 << 20
+"""Stripped frames are merged only while the result stays this small."""
+FRAME_OVERHEAD = 256
+"""Bytes of Python objects per buffered frame, counted so the bound is about real memory."""
+
+
+class Outgoing:
+    """A sealed frame in the trainer's buffer, until the collector acks it.
+
+    Only the encoded bytes are kept.  Holding the records too (lists of lists,
+    hundreds of thousands while the collector lags) made every run of the
+    training process's cyclic garbage collector walk them: 4x the cost of a
+    summary-heavy trainer's add_stat.  The rare paths that need the records
+    (re-encoding when the floor moved, stripping stats, merging) decode them again.
+    """
+
+    __slots__ = ("seq", "nrecords", "nvalues", "payload", "floor", "created", "first_sent")
+
+    def __init__(self, seq: int, nvalues: int) -> None:
+        self.seq = seq
+        self.nrecords = 0
+        self.nvalues = nvalues
+        self.payload = b""
+        self.floor = 0
+        self.created = time.monotonic()
+        self.first_sent: Optional[float] = None
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.payload) + FRAME_OVERHEAD
+
+    @property
+    def empty(self) -> bool:
+        return not self.nrecords
+
+    @property
+    def has_stats(self) -> bool:
+        return self.nvalues > 0
+
+    @property
+    def records(self) -> List[list]:
+        """The frame's records, decoded from its payload."""
+        return msgpack.unpackb(self.payload, raw=False)[5]
+
+    def encode(self, sender: str, floor: int, dropped: int, records: Optional[List[list]] = None) -> None:
+        # The floor goes into the payload, so a frame is re-encoded when it moves.
+        if records is None:
+            records = self.records
+        self.payload = encode_frame(sender, self.seq, floor, dropped, records)
+        self.nrecords = len(records)
+        self.floor = floor
+
+    def strip_stats(self, sender: str, floor: int, dropped_before: int) -> int:
+        """Drop the stat records (markers and properties stay), re-encoded; returns the values lost."""
+        dropped = self.nvalues
+        kept = [record for record in self.records if record[0] != STAT_KIND]
+        self.nvalues = 0
+        self.encode(sender, floor, dropped_before + dropped, kept)
+        return dropped
+
+
+def _mergeable(lower: Outgoing, upper: Outgoing) -> bool:
+    """Two stats-less frames, never sent (so the collector cannot hold the lower one), small enough."""
+    return (
+        lower.first_sent is None and upper.first_sent is None
+        and not lower.has_stats and not upper.has_stats
+        and lower.nrecords + upper.nrecords <= MAX_FRAME_RECORDS
+        and lower.nbytes + upper.nbytes <= MAX_MERGED_BYTES
+    )
+
+
+class FrameBuffer:
+    """Unacknowledged frames, oldest first, bounded by ``limit`` bytes (docs/internals.md "Wire").
+
+    Over the limit, stat records are stripped from the oldest frames (same seq,
+    re-encoded); frames left empty at the bottom are dropped and ``floor`` moves
+    past them.  A stripped bottom frame that was never sent is merged into the
+    next one when that is stripped and unsent too (so a HELLO or a run of WRITE
+    markers does not pin the floor, and costs bytes, not frames).  Only if
+    markers and properties alone overflow the buffer are whole frames dropped
+    (``frames_lost``): memory stays bounded whatever happens.
+    """
+
+    def __init__(self, sender: str, limit: int) -> None:
+        self.sender = sender
+        self.limit = limit
+        self.frames: Deque[Outgoing] = collections.deque()
+        self.nbytes = 0
+        self.next_seq = 1
+        self.floor = 1          # the lowest seq this sender can still send: past acks and drops
+        self.acked = 0
+        self.values_dropped = 0
+        self.frames_lost = 0
+        self._stripped_upto = 0  # frames up to this seq hold no stat records
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def add(self, records: List[list], nvalues: int) -> Outgoing:
+        frame = Outgoing(self.next_seq, nvalues)
+        self.next_seq += 1
+        frame.encode(self.sender, self.floor, self.values_dropped, records)
+        self.frames.append(frame)
+        self.nbytes += frame.nbytes
+        return frame
+
+    def ack(self, acked: int) -> int:
+        """Apply a cumulative ack; returns how many frames it released."""
+        acked = min(acked, self.next_seq - 1)
+        if acked <= self.acked:
+            return 0
+        released = 0
+        while self.frames and self.frames[0].seq <= acked:
+            self.nbytes -= self.frames.popleft().nbytes
+            released += 1
+        self.acked = acked
+        # Acked frames are never sent again either: a collector that lost its
+        # sender table (journal gone) then accepts this sender mid-stream.
+        self.floor = max(self.floor, acked + 1)
+        return released
+
+    def payload(self, frame: Outgoing) -> bytes:
+        """The frame's bytes, re-encoded first if the floor moved since."""
+        if frame.floor != self.floor:
+            before = frame.nbytes
+            frame.encode(self.sender, self.floor, self.values_dropped)
+            self.nbytes += frame.nbytes - before
+        return frame.payload
+
+    def _merge_up(self, lower: Outgoing, upper: Outgoing) -> None:
+        # Markers keep their order relative to every stat: neither frame has stats left.
+        before = upper.nbytes
+        upper.encode(self.sender, self.floor, self.values_dropped, lower.records + upper.records)
+        self.nbytes += upper.nbytes - before
+
+    def enforce(self) -> Tuple[int, int]:
+        """Bring the buffer under its limit; returns (values dropped, frames lost) by this call."""
+        values_before, lost_before = self.values_dropped, self.frames_lost
+        if self.nbytes > self.limit and self.frames:
+            first = self.frames[0].seq
+            for index in range(max(0, self._stripped_upto + 1 - first), len(self.frames)):
+                if self.nbytes <= self.limit:
+                    break
+                frame = self.frames[index]
+                self._stripped_upto = frame.seq
+                if frame.has_stats:
+                    before = frame.nbytes
+                    self.values_dropped += frame.strip_stats(self.sender, self.floor, self.values_dropped)
+                    self.nbytes += frame.nbytes - before
+        while self.frames:
+            bottom = self.frames[0]
+            if not bottom.empty:
+                # Merging needs no pressure: unsent stats-less neighbours are one frame's worth.
+                if len(self.frames) > 1 and _mergeable(bottom, self.frames[1]):
+                    self._merge_up(bottom, self.frames[1])
+                elif self.nbytes > self.limit and len(self.frames) > 1:
+                    self.frames_lost += 1
+                else:
+                    break
+            self.frames.popleft()
+            self.nbytes -= bottom.nbytes
+            self.floor = bottom.seq + 1
+        return self.values_dropped - values_before, self.frames_lost - lost_before

@@ -1,0 +1,377 @@
+"""The trainer process's background sender: batches, frames, delivery, fork and exit.
+
+Training threads hand their values over through :mod:`.handoff`.  One daemon
+thread per process owns the ZeroMQ context and its DEALER socket: it drains the
+hand-off into frames (:mod:`.framing`), keeps unacknowledged frames in a bounded
+buffer (:mod:`.resend_buffer`), re-sends them when the collector comes back, and
+answers ``flush()``/``shutdown()`` tickets.  Delivery follows docs/internals.md "Wire".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from typing import Any, Dict, List, Optional, Tuple
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from ..wire import WireError, bye_record, decode_ack, hello_record
+from .config import TrainerConfig
+from .framing import EV_BYE, EV_FLUSH, FrameBuilder, Ticket, drain_events
+from .handoff import Handoff
+from .rate_log import RateLimitedLog
+from .resend_buffer import FrameBuffer
+
+logger = logging.getLogger(__name__)
+
+RESEND_AFTER = 1.0
+"""Seconds without ack progress after which every unacked frame is sent again ..."""
+RESEND_AFTER_MAX = 8.0
+"""... doubling while acks stay away, so a slow collector is not buried under duplicates."""
+ENSURE_COLLECTOR_AFTER = 1.0
+RECONNECT_AFTER = 1.0
+"""Seconds after a refused handshake before the trainer tries again with a new socket ...
+(libzmq never retries a connection the collector turned away at the CURVE handshake) ..."""
+RECONNECT_AFTER_MAX = 30.0
+"""... doubling while it keeps being refused, so an unauthorized trainer costs the collector little."""
+SNDHWM = 32
+"""Frames ZeroMQ may queue per connection; the rest wait in our own (bounded) buffer."""
+_rlog = RateLimitedLog(logger)
+
+
+def _ensure_collector(config: TrainerConfig) -> None:
+    """HOOK for the on-demand collector (issue 5): called once per client by the
+    sender thread when frames wait and nothing has acked them for ~1 s."""
+    if not config.autostart:
+        return
+    try:
+        from .autostart import ensure_collector
+    except ImportError as exc:
+        logger.info("statbus: no on-demand collector available (%s)", exc)
+        return
+    ensure_collector(config)
+
+
+_HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
+
+
+def _connect(sock: zmq.Socket, address: str) -> None:
+    if address.startswith("tcp://"):
+        # CURVE keys from STATBUS_CLIENT_KEY / STATBUS_SERVER_KEY; imported only here,
+        # so that an ipc trainer never loads the key-handling code.
+        from ..security.curve import client_security_from_env, secure_connect
+
+        secure_connect(sock, address, client_security_from_env())
+    else:
+        sock.connect(address)
+
+
+def _make_identity() -> str:
+    host = socket.gethostname()[:64] or "localhost"
+    return f"{host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Client(Handoff):
+    """The per-process sender.  Only the sender thread touches ``_sock``."""
+
+    def __init__(self, config: TrainerConfig) -> None:
+        self.config = config
+        self.sender = _make_identity()
+        super().__init__({
+            "sender": self.sender, "values_recorded": 0, "frames_sent": 0, "frames_resent": 0,
+            "frames_acked": 0, "values_dropped": 0, "frames_dropped": 0, "errors": 0,
+            "buffer_bytes": 0, "buffer_bytes_max": 0, "buffer_frames": 0, "acked_seq": 0,
+            "last_seq": 0, "floor": 1, "events_dropped": 0, "reconnects": 0,
+        })
+        self._stopping = False
+        # sender-thread state
+        self._buffer = FrameBuffer(self.sender, config.buffer_bytes)
+        self._sent_upto = 0       # highest seq handed to zmq in this round
+        self._max_sent = 0
+        self._acked_at = self._rewound_at = time.monotonic()
+        self._resend_after = RESEND_AFTER
+        self._hello_sent = False
+        self._ensured = False
+        self._reconnect_at: Optional[float] = None
+        self._reconnect_after = RECONNECT_AFTER
+        self._tickets: List[Ticket] = []
+        self._thread = threading.Thread(target=self._run, name="statbus-sender", daemon=True)
+        self._thread.start()
+
+    def flush(self, timeout: float, bye: bool = False) -> bool:
+        if not self._thread.is_alive():
+            return not self.queue and not self.current and not self._buffer
+        ticket = Ticket()
+        if bye:
+            self.add_event((EV_BYE,), wake=False)
+        self.add_event((EV_FLUSH, ticket), wake=True)
+        ticket.event.wait(max(0.0, timeout))
+        return ticket.ok
+
+    def close(self, timeout: float) -> bool:
+        """Send what is pending plus BYE, wait ≤ ``timeout`` for acks, stop the thread."""
+        ok = self.flush(timeout, bye=True)
+        self._stopping = True
+        self.wake()
+        # Short: the loop wakes at once; only a hook stuck in starting a collector takes longer.
+        self._thread.join(timeout=1.0)
+        if self._thread.is_alive():
+            _rlog.warn("join", "statbus: sender thread did not stop in time; leaving it (daemon)")
+        return ok
+
+    def forget_in_child(self) -> None:
+        """After fork, in the child: drop this (the parent's) client without touching zmq."""
+        super().forget_in_child()
+        self._buffer.frames.clear()
+
+    # --- the sender thread --------------------------------------------------
+
+    def _open(self, ctx: zmq.Context) -> Tuple[zmq.Socket, zmq.Socket]:
+        sock = ctx.socket(zmq.DEALER)
+        try:
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.IMMEDIATE, 1)
+            sock.setsockopt(zmq.SNDHWM, SNDHWM)
+            sock.setsockopt(zmq.RCVHWM, 10_000)
+            mon = sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | _HANDSHAKE_FAILED)
+        except BaseException:
+            sock.close(linger=0)
+            raise
+        try:
+            _connect(sock, self.config.address)
+        except BaseException:
+            self._close(sock, mon)
+            raise
+        return sock, mon
+
+    @staticmethod
+    def _close(sock: zmq.Socket, mon: zmq.Socket) -> None:
+        try:
+            sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        mon.close(linger=0)
+        sock.close(linger=0)
+
+    def _run(self) -> None:
+        ctx = sock = mon = None
+        try:
+            ctx = zmq.Context()
+            sock, mon = self._open(ctx)
+            # The loop returns True when the collector refused the handshake and the
+            # backoff has passed: a new socket is the only way to be heard again.
+            while self._loop(sock, mon):
+                self._close(sock, mon)
+                sock = mon = None
+                self.counters["reconnects"] += 1
+                sock, mon = self._open(ctx)
+                self._rewind(time.monotonic())
+        except Exception as exc:  # noqa: BLE001 — must never escape into the process
+            self.counters["errors"] += 1
+            logger.error("statbus: sender thread failed: %r; stats of this process are dropped from now on", exc)
+        finally:
+            for ticket in self._tickets:
+                ticket.event.set()
+            self._tickets.clear()
+            self.close_pipe()
+            if sock is not None and mon is not None:
+                self._close(sock, mon)
+            if ctx is not None:
+                ctx.term()
+            # Flushers still waiting on events queued after the stop must not wait forever.
+            self._release_late_tickets()
+
+    def _release_late_tickets(self) -> None:
+        for event in list(self.queue):
+            if type(event[0]) is int and event[0] == EV_FLUSH:
+                event[1].event.set()
+
+    def _loop(self, sock: zmq.Socket, mon: zmq.Socket) -> bool:
+        """Serve until stopped (False) or until ``sock`` must be replaced (True)."""
+        poller = zmq.Poller()
+        poller.register(mon, zmq.POLLIN)
+        poller.register(self.wake_fd, zmq.POLLIN)
+        interval = float(self.config.batch_interval)
+        next_batch = time.monotonic() + interval
+        while not self._stopping:
+            try:
+                now = time.monotonic()
+                unsent = self._sent_upto < self._buffer.next_seq - 1
+                poller.register(sock, zmq.POLLIN | zmq.POLLOUT if unsent else zmq.POLLIN)
+                wake_at = next_batch if self._reconnect_at is None else min(next_batch, self._reconnect_at)
+                timeout_ms = max(0, int((wake_at - now) * 1000) + 1)
+                events = dict(poller.poll(timeout_ms))
+                woken = False
+                if self.wake_fd in events:
+                    self.consume_wake()
+                    woken = True
+                now = time.monotonic()
+                if events.get(sock, 0) & zmq.POLLIN:
+                    self._read_acks(sock, now)
+                if mon in events:
+                    self._read_monitor(mon, now)
+                if woken or now >= next_batch:
+                    self._drain()
+                    next_batch = now + interval
+                self._enforce_buffer()
+                self._send(sock, now)
+                self._check_stall(now)
+                self._settle_tickets()
+                if self._reconnect_at is not None and now >= self._reconnect_at:
+                    self._reconnect_at = None
+                    return True
+            except Exception as exc:  # noqa: BLE001 — count, log, keep going
+                self.counters["errors"] += 1
+                _rlog.warn("loop", "statbus: sender error (carrying on): %r", exc)
+                time.sleep(0.05)
+        return False
+
+    def _read_acks(self, sock: zmq.Socket, now: float) -> None:
+        while True:
+            try:
+                data = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                acked = decode_ack(data)
+            except WireError as exc:
+                self.counters["errors"] += 1
+                _rlog.warn("ack", "statbus: bad ack from the collector: %s", exc)
+                continue
+            released = self._buffer.ack(acked)
+            if released:
+                self._acked_at = now
+                self._resend_after = RESEND_AFTER
+                self.counters["frames_acked"] += released
+                self._update_buffer_counters()
+
+    def _read_monitor(self, mon: zmq.Socket, now: float) -> None:
+        while True:
+            try:
+                message = recv_monitor_message(mon, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            event = message.get("event", 0)
+            if event == zmq.EVENT_CONNECTED:
+                # A (new) collector: whatever went to the old connection may be lost.
+                self._rewind(now)
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._reconnect_after = RECONNECT_AFTER
+            elif event & _HANDSHAKE_FAILED:
+                self.counters["errors"] += 1
+                from ..security.curve import handshake_failure_hint
+
+                hint = handshake_failure_hint(event, message.get("value", 0), self.config.address)
+                _rlog.warn("handshake", "statbus: %s (trying again in %.0f s)",
+                           hint or f"handshake failed (event {event:#x})", self._reconnect_after)
+                if self._reconnect_at is None:
+                    # e.g. a key authorized after the trainer started: try again, ever more slowly.
+                    self._reconnect_at = now + self._reconnect_after
+                    self._reconnect_after = min(self._reconnect_after * 2, RECONNECT_AFTER_MAX)
+
+    def _rewind(self, now: float) -> None:
+        self._sent_upto = self._buffer.acked
+        self._rewound_at = now
+
+    def _drain(self) -> None:
+        events = self.take_all()
+        for item in drain_events(events, self._bye_record):
+            if isinstance(item, FrameBuilder):
+                self._close_frame(item)
+            else:  # a flush ticket: done once every frame closed so far is acked
+                item.target = self._buffer.next_seq - 1
+                self._tickets.append(item)
+
+    def _close_frame(self, builder: FrameBuilder) -> None:
+        self.counters["values_recorded"] += builder.nvalues
+        if not self._hello_sent:
+            builder.hello = hello_record(self._hello_info())
+            self._hello_sent = True
+        frame = self._buffer.add(builder.records(), builder.nvalues)
+        self.counters["last_seq"] = frame.seq
+
+    def _hello_info(self) -> Dict[str, Any]:
+        argv0 = sys.argv[0] if sys.argv else ""
+        return {"pid": os.getpid(), "host": socket.gethostname()[:255], "run_id": self.config.run_id,
+                "argv0": str(argv0)[:1024], "sender": self.sender}
+
+    def _bye_record(self) -> list:
+        return bye_record({"pid": os.getpid(), "values_dropped": self._buffer.values_dropped})
+
+    def _enforce_buffer(self) -> None:
+        dropped, lost = self._buffer.enforce()
+        if dropped:
+            _rlog.warn("full", "statbus: trainer buffer full (%d bytes, collector unreachable?); "
+                       "%d values dropped so far", self._buffer.limit, self._buffer.values_dropped)
+        if lost:
+            _rlog.warn("lost", "statbus: markers and properties alone overflow the buffer; "
+                       "%d whole frames dropped so far", self._buffer.frames_lost)
+        self._update_buffer_counters()
+
+    def _update_buffer_counters(self) -> None:
+        c, buffer = self.counters, self._buffer
+        c["buffer_bytes"] = buffer.nbytes
+        c["buffer_frames"] = len(buffer)
+        c["floor"] = buffer.floor
+        c["acked_seq"] = buffer.acked
+        c["values_dropped"] = buffer.values_dropped
+        c["frames_dropped"] = buffer.frames_lost
+        c["buffer_bytes_max"] = max(c["buffer_bytes_max"], buffer.nbytes)
+
+    def _send(self, sock: zmq.Socket, now: float) -> None:
+        frames = self._buffer.frames
+        if not frames:
+            return
+        first = frames[0].seq
+        index = max(self._sent_upto + 1, first) - first
+        while index < len(frames):
+            frame = frames[index]
+            try:
+                sock.send(self._buffer.payload(frame), zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return  # no collector connected, or its queue is full: the frame waits here
+            if frame.seq > self._max_sent:
+                self._max_sent = frame.seq
+                self.counters["frames_sent"] += 1
+            else:
+                self.counters["frames_resent"] += 1
+            if frame.first_sent is None:
+                frame.first_sent = now
+            self._sent_upto = frame.seq
+            index += 1
+
+    def _check_stall(self, now: float) -> None:
+        if not self._buffer.frames:
+            return
+        oldest = self._buffer.frames[0]
+        if oldest.first_sent is not None and self._sent_upto >= oldest.seq:
+            if now - max(self._acked_at, self._rewound_at, oldest.first_sent) >= self._resend_after:
+                self._rewind(now)
+                self._resend_after = min(self._resend_after * 2, RESEND_AFTER_MAX)
+        if not self._ensured and now - max(self._acked_at, oldest.created) >= ENSURE_COLLECTOR_AFTER:
+            self._ensured = True
+            try:
+                _ensure_collector(self.config)
+            except Exception as exc:  # noqa: BLE001 — the hook must not stop the sender
+                self.counters["errors"] += 1
+                logger.warning("statbus: starting a collector on demand failed: %r", exc)
+
+    def _settle_tickets(self) -> None:
+        if not self._tickets:
+            return
+        waiting = []
+        for ticket in self._tickets:
+            if ticket.target is not None and ticket.target <= self._buffer.acked:
+                ticket.ok = True
+                ticket.event.set()
+            else:
+                waiting.append(ticket)
+        self._tickets = waiting

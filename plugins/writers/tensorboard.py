@@ -1,0 +1,302 @@
+"""The ``tensorboard`` writer: event files TensorBoard reads, without torch or tensorflow.
+
+Event files go to ``<base_dir>/<category>/`` (``base_dir`` is the run's
+``<results_dir>/<run_id>``), built from the ``tensorboard`` package's own
+summary protos and appended by :mod:`.event_file` (TFRecord framing with a C
+CRC32C, no thread):
+
+* one scalar per key, ``aggregated_value`` at ``step``;
+* a ``{key}_hist`` histogram for keys aggregated as HISTOGRAM, built from the
+  finite values only (non-finite ones are left out and counted in
+  ``nonfinite_dropped``; a histogram with no finite value is skipped);
+* hyperparameters as a text summary tagged ``Hyperparameters`` (a markdown
+  table);
+* hidden keys (default exactly ``Is Training`` and ``Step``) matched exactly.
+
+Data reach the OS on ``flush()`` (the worker host calls it before every
+cursor commit) and ``close()``, and at a write once more than ``flush_secs``
+passed since the last flush — never once per key.  There is no background
+thread: a writer left idle keeps unflushed summaries buffered until its next
+write, ``flush()`` or ``close()``.
+
+Event files left over from an earlier run (last modified over a second before
+this run started) are deleted unless the run resumes.  What this run already wrote is
+read back at first use of a category, so a restarted worker that is caught
+up drops summaries for steps already written, and an already written
+Hyperparameters text.
+
+``tensorboard`` is imported when a writer is made (:func:`_protos`), not
+when this module is: importing ``statbus.plugins`` must stay cheap for
+trainers; and not at the first summary either, where its ~1 s of imports
+would hold up delivery instead of the worker's start.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import math
+import os
+import time
+import types
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+from ..settings import RunOptions
+from ..stats import StatsAggregationMethod, StatsPropertyType, StatsSummary, StatsWriter, sum_and_mean
+from .event_file import EVENT_FILE_PREFIX, EventFile
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_HIDDEN_KEYS = frozenset({"Is Training", "Step"})
+DEFAULT_FLUSH_SECS = 5.0
+HYPERPARAMETERS_TAG = "Hyperparameters"
+HISTOGRAM_SUFFIX = "_hist"
+MAX_HISTOGRAM_BUCKETS = 30
+MTIME_MARGIN_SECS = 1.0
+
+
+@functools.lru_cache(maxsize=None)
+def _protos() -> types.SimpleNamespace:
+    """tensorboard's proto modules, imported once (when the first writer is made)."""
+    from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, types_pb2
+
+    return types.SimpleNamespace(event_pb2=event_pb2, summary_pb2=summary_pb2, tensor_pb2=tensor_pb2, types_pb2=types_pb2)
+
+
+def histogram_proto(values: Iterable[float]) -> Tuple[Optional[Any], int]:
+    """A ``HistogramProto`` of the finite ``values`` and the number left out.
+
+    Returns ``(None, dropped)`` when no finite value is left: TensorBoard
+    cannot show an empty histogram, and an empty one is no information.
+    Buckets are equal-width between min and max; each bucket's limit is its
+    right edge, as TensorBoard expects.
+    """
+    all_values = list(values)
+    finite = sorted(v for v in all_values if math.isfinite(v))
+    dropped = len(all_values) - len(finite)
+    if not finite:
+        return None, dropped
+    low, high = finite[0], finite[-1]
+    count = min(MAX_HISTOGRAM_BUCKETS, len(set(finite)))
+    if high == low:
+        limits = [high]
+    else:
+        width = (high - low) / count
+        limits = [low + width * (i + 1) for i in range(count - 1)] + [high]
+    buckets = [0.0] * len(limits)
+    index = 0
+    for value in finite:  # sorted, so one pass over the limits
+        while value > limits[index] and index < len(limits) - 1:
+            index += 1
+        buckets[index] += 1
+    proto = _protos().summary_pb2.HistogramProto(
+        min=low,
+        max=high,
+        num=len(finite),
+        sum=sum_and_mean(finite)[0],
+        sum_squares=sum_and_mean([v * v for v in finite])[0],
+        bucket_limit=limits,
+        bucket=buckets,
+    )
+    return proto, dropped
+
+
+def _markdown_cell(text: str) -> str:
+    # A "|" inside a cell would end it; markdown's escape keeps the table whole.
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def hyperparameters_markdown(params: Any) -> str:
+    """A two-column markdown table of the (flattened) hyperparameters."""
+    rows: List[Tuple[str, str]] = []
+
+    def flatten(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for key, inner in value.items():
+                flatten(f"{prefix}.{key}" if prefix else str(key), inner)
+        else:
+            rows.append((prefix, str(value)))
+
+    flatten("", params)
+    lines = ["| Hyperparameter | Value |", "|---|---|"]
+    lines += [f"| {_markdown_cell(key)} | {_markdown_cell(value)} |" for key, value in rows]
+    return "\n".join(lines)
+
+
+def _text_summary(tag: str, text: str) -> "Summary":
+    pb = _protos()
+    summary_pb2, tensor_pb2, types_pb2 = pb.summary_pb2, pb.tensor_pb2, pb.types_pb2
+    metadata = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="text"))
+    tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[text.encode("utf-8")])
+    return summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, metadata=metadata, tensor=tensor)])
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class TensorboardWriter(StatsWriter):
+    """Writes scalars, histograms and hyperparameters as TensorBoard event files."""
+
+    def __init__(
+        self,
+        base_dir: str,
+        clear_past_data: bool = False,
+        hidden_keys: Optional[Iterable[str]] = None,
+        flush_secs: float = DEFAULT_FLUSH_SECS,
+        start_time: Optional[float] = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.base_dir = base_dir
+        self._clock = clock  # for flush_secs (injectable, for tests)
+        self.clear_past_data = clear_past_data
+        if isinstance(hidden_keys, str):  # one key, not its characters
+            hidden_keys = [hidden_keys]
+        self.hidden_keys = frozenset(DEFAULT_HIDDEN_KEYS if hidden_keys is None else hidden_keys)
+        self.flush_secs = flush_secs
+        self.start_time = time.time() if start_time is None else start_time
+        self.nonfinite_dropped = 0
+        """Non-finite values left out of histograms so far."""
+        self.summary_writers: Dict[str, EventFile] = {}
+        self._last_step: Dict[str, int] = {}
+        self._last_text: Dict[str, str] = {}
+        _protos()
+
+    # -- per-category event writers ---------------------------------------------
+
+    def category_dir(self, category: str) -> str:
+        return os.path.join(self.base_dir, category)
+
+    def _writer(self, category: str) -> EventFile:
+        writer = self.summary_writers.get(category)
+        if writer is None:
+            directory = self.category_dir(category)
+            os.makedirs(directory, exist_ok=True)
+            if self.clear_past_data:
+                self._delete_past_event_files(directory)
+            self._recover(category, directory)
+            writer = EventFile(directory, flush_secs=self.flush_secs, clock=self._clock)
+            self.summary_writers[category] = writer
+        return writer
+
+    def _event_files(self, directory: str) -> List[str]:
+        return sorted(
+            os.path.join(directory, name) for name in os.listdir(directory) if name.startswith(EVENT_FILE_PREFIX)
+        )
+
+    def _older_than_run(self, path: str) -> bool:
+        # File timestamps come from a coarse kernel clock that can lag
+        # time.time() by milliseconds; a second of margin keeps a file this
+        # run just created from looking older than the run.
+        return os.path.getmtime(path) < self.start_time - MTIME_MARGIN_SECS
+
+    def _delete_past_event_files(self, directory: str) -> None:
+        # Only files of earlier runs: a restarted worker of this run must keep
+        # what its predecessor wrote (it is not written again).
+        for path in self._event_files(directory):
+            try:
+                if not self._older_than_run(path):
+                    continue
+                logger.warning("Deleting TensorBoard data %s that was left over from a previous run.", path)
+                os.remove(path)
+            except OSError as exc:
+                logger.error("%s was left over from a previous run and not deleted: %s", path, exc)
+
+    def _recover(self, category: str, directory: str) -> None:
+        """Read back the last step and hyperparameters this run wrote for ``category``."""
+        from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+
+        last_step = self._last_step.get(category, -1)
+        for path in self._event_files(directory):
+            try:
+                if self._older_than_run(path):
+                    continue  # an earlier run's file (kept on resume) holds nothing of this run
+                for event in LegacyEventFileLoader(path).Load():
+                    if event.wall_time < self.start_time or not event.HasField("summary"):
+                        continue
+                    for value in event.summary.value:
+                        if value.tag == HYPERPARAMETERS_TAG and value.HasField("tensor"):
+                            self._last_text[category] = _digest(b"".join(value.tensor.string_val).decode("utf-8"))
+                        else:
+                            last_step = max(last_step, event.step)
+            except Exception as exc:  # noqa: BLE001 — a damaged file must not stop the writer
+                logger.warning("tensorboard: could not read back %s: %r", path, exc)
+        if last_step >= 0:
+            self._last_step[category] = last_step
+
+    # -- StatsWriter --------------------------------------------------------------
+
+    def write_stats(self, category: str, values: Dict[str, StatsSummary], step: int) -> None:
+        writer = self._writer(category)
+        if step <= self._last_step.get(category, -1):
+            logger.debug("tensorboard: dropping replayed summary %s step %s", category, step)
+            return
+        # The values are added to the Event's own summary (no separate
+        # Summary copied in): the cheapest way through the protobuf API.
+        event = _protos().event_pb2.Event(wall_time=time.time(), step=step)
+        add_value = event.summary.value.add
+        hidden = self.hidden_keys
+        for key, stats in values.items():
+            if key in hidden:
+                continue
+            # StatsSummary.aggregated_value, inlined: through its property
+            # chain it cost ~1 µs a key.
+            method = stats.aggregation_method
+            total, mean = sum_and_mean(stats.full_dist)
+            value = total if method is StatsAggregationMethod.SUM else mean
+            add_value(tag=key, simple_value=value)
+            if method is StatsAggregationMethod.HISTOGRAM:
+                histogram, dropped = histogram_proto(stats.full_dist)
+                self.nonfinite_dropped += dropped
+                if dropped:
+                    logger.debug("tensorboard: %d non-finite value(s) left out of %s%s", dropped, key, HISTOGRAM_SUFFIX)
+                if histogram is not None:
+                    add_value(tag=f"{key}{HISTOGRAM_SUFFIX}", histo=histogram)
+        # One event per summary, flushed by time or flush(), never per key.
+        # A summary of hidden keys only leaves nothing to show.
+        if event.summary.value:
+            writer.write(event.SerializeToString())
+        self._last_step[category] = step
+
+    def add_property(self, category: str, property_type: StatsPropertyType, value: Any) -> None:
+        if property_type != StatsPropertyType.HYPERPARAMETERS:
+            return
+        text = hyperparameters_markdown(value)
+        writer = self._writer(category)
+        if self._last_text.get(category) == _digest(text):
+            return
+        event = _protos().event_pb2.Event(wall_time=time.time(), step=0, summary=_text_summary(HYPERPARAMETERS_TAG, text))
+        writer.write(event.SerializeToString())
+        self._last_text[category] = _digest(text)
+
+    def flush(self) -> None:
+        for writer in self.summary_writers.values():
+            writer.flush()
+
+    def close(self) -> None:
+        for writer in self.summary_writers.values():
+            writer.close()
+        self.summary_writers.clear()
+
+
+def get_tensorboard_writer(run_options: RunOptions) -> List[StatsWriter]:
+    """Registration function of the ``tensorboard`` plugin.
+
+    Plugin options: ``hidden_keys`` (list of exact key names, default
+    ``["Is Training", "Step"]``) and ``flush_secs`` (default 5).
+    """
+    options = run_options.plugin_options
+    hidden = options.get("hidden_keys")
+    return [
+        TensorboardWriter(
+            run_options.checkpoint_settings.write_path,
+            clear_past_data=not run_options.resume,
+            hidden_keys=None if hidden is None else [str(key) for key in hidden],
+            flush_secs=float(options.get("flush_secs", DEFAULT_FLUSH_SECS)),
+            start_time=run_options.start_time,
+        )
+    ]

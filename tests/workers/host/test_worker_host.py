@@ -1,0 +1,566 @@
+"""The worker host as a real process, against a minimal fetch server in the test.
+
+The server is a real zmq ROUTER (in a thread of the test) serving entries from
+a list per the fetch protocol and recording every FETCH's ``after``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from typing import Dict, List, Optional, Tuple
+
+import msgpack
+import pytest
+import zmq
+
+from statbus.plugins import (
+    PluginInfo,
+    PropertyRecord,
+    RunOptions,
+    StatOp,
+    StatRecord,
+    StatsAggregationMethod,
+    StatsPropertyType,
+    StatsWriter,
+    SummaryRecord,
+)
+from statbus.plugins.records import pack_values
+from statbus.workers.exits import ExitCode, parse_error_line
+from statbus.workers.host.dispatch import Writers, overrides
+from statbus.workers.statepage import NO_INFLIGHT, HostState, StatePage
+from waiting import wait_for
+from zoo import zoo_env, zoo_output, zoo_plugin
+
+BATCH, SUMMARY = 0, 1
+FIRST_POSITION = 100  # as if a snapshot entry sat at 0: next_after must move past it
+
+
+
+# --- records -------------------------------------------------------------------
+
+def stat(category: str, key: str, values: List[float], agg=StatsAggregationMethod.AVERAGE) -> list:
+    return StatRecord(category, key, agg, StatOp.ADD, pack_values(values)).to_msgpack()
+
+
+def prop(category: str, value: object) -> list:
+    return PropertyRecord(category, StatsPropertyType.HYPERPARAMETERS, value).to_msgpack()
+
+
+def batch(*records: list) -> Tuple[int, bytes]:
+    return BATCH, msgpack.packb(list(records), use_bin_type=True)
+
+
+def summary(category: str, step: int, **values: List[float]) -> Tuple[int, bytes]:
+    entries = tuple((key, StatsAggregationMethod.AVERAGE, pack_values(v)) for key, v in values.items())
+    return SUMMARY, msgpack.packb(SummaryRecord(category, step, entries).to_msgpack(), use_bin_type=True)
+
+
+# --- the fetch server ------------------------------------------------------------
+
+class FakeCollector:
+    """Serves ``[position, kind, data]`` entries after the asked position; parks empty fetches."""
+
+    PARK = 0.2
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.entries: List[Tuple[int, int, bytes]] = []
+        self.end = FIRST_POSITION
+        self.fetches: List[int] = []
+        self.serving = True
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._bound = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fake-collector", daemon=True)
+
+    def add(self, kind: int, data: bytes) -> int:
+        with self._lock:
+            position = self.end
+            self.entries.append((position, kind, data))
+            self.end = position + 9 + len(data)  # a journal header is 9 bytes
+            return position
+
+    def __enter__(self) -> "FakeCollector":
+        self._thread.start()
+        assert self._bound.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _reply(self, after: int) -> Optional[bytes]:
+        with self._lock:
+            entries = [list(e) for e in self.entries if e[0] >= after]
+            next_after = max(after, self.end)
+        if not entries and next_after == after:
+            return None
+        return msgpack.packb([2, entries, next_after, self.end, 0], use_bin_type=True)
+
+    def _run(self) -> None:
+        context = zmq.Context()
+        try:
+            with context.socket(zmq.ROUTER) as sock:
+                sock.setsockopt(zmq.LINGER, 0)
+                sock.bind(self.address)
+                self._bound.set()
+                parked: List[Tuple[List[bytes], int, float]] = []
+                while not self._stop.is_set():
+                    if sock.poll(20):
+                        *envelope, data = sock.recv_multipart()
+                        kind, _plugin, after, _max_bytes = msgpack.unpackb(data, raw=False)
+                        assert kind == 1
+                        with self._lock:
+                            self.fetches.append(after)
+                        parked.append((envelope, after, time.monotonic() + self.PARK))
+                    if not self.serving:
+                        parked.clear()  # a dead collector: requests vanish
+                        continue
+                    still = []
+                    for envelope, after, deadline in parked:
+                        reply = self._reply(after)
+                        if reply is None and time.monotonic() >= deadline:
+                            reply = msgpack.packb([2, [], after, self.end, 0])
+                        if reply is None:
+                            still.append((envelope, after, deadline))
+                        else:
+                            sock.send_multipart([*envelope, reply])
+                    parked = still
+        finally:
+            context.term()
+
+
+@pytest.fixture
+def short_dir():
+    # AF_UNIX paths are limited to 107 bytes; pytest's tmp_path can be longer.
+    path = tempfile.mkdtemp(prefix="sbw")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def collector(short_dir):
+    with FakeCollector(f"ipc://{short_dir}/work") as server:
+        yield server
+
+
+# --- the host process --------------------------------------------------------------
+
+class Host:
+    def __init__(self, tmp_path, plugin: PluginInfo, address: str, options: Optional[Dict] = None,
+                 extra_args: Tuple[str, ...] = (), state_file: Optional[str] = None) -> None:
+        os.makedirs(tmp_path, exist_ok=True)
+        self.results = str(tmp_path / "results")
+        self.state_file = state_file or str(tmp_path / "consumers" / f"{plugin.name}.state")
+        self.stderr_path = str(tmp_path / f"{plugin.name}.{time.monotonic_ns()}.log")
+        run_options = RunOptions.create("run1", results_dir=self.results).with_plugin_options(options or {})
+        self.args = [
+            sys.executable, "-m", "statbus.workers",
+            "--plugin", plugin.name, "--group", plugin.group, "--target", plugin.target,
+            "--address", address, "--state-file", self.state_file,
+            "--run-options", json.dumps(run_options.as_dict()), *extra_args,
+        ]
+        self.proc: Optional[subprocess.Popen] = None
+        self._page: Optional[StatePage] = None
+
+    def start(self) -> "Host":
+        with open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(self.args, env=zoo_env(), stdout=err, stderr=err)
+        return self
+
+    @property
+    def page(self) -> StatePage:
+        if self._page is None:
+            wait_for(lambda: os.path.exists(self.state_file), what="the state page")
+            self._page = StatePage(self.state_file, readonly=True)
+        return self._page
+
+    def wait_ready(self) -> None:
+        wait_for(lambda: self.page.pid == self.proc.pid and self.page.state == HostState.READY
+                 or self.proc.poll() is not None, what="READY")
+        assert self.proc.poll() is None, self.log()
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def log(self) -> str:
+        with open(self.stderr_path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+
+    def last_error(self) -> Optional[str]:
+        lines = [line for line in self.log().splitlines() if line.strip()]
+        return parse_error_line(lines[-1]) if lines else None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+        if self.proc is not None:
+            self.proc.wait()
+        if self._page is not None:
+            self._page.close()
+
+
+@pytest.fixture
+def hosts():
+    started: List[Host] = []
+    try:
+        yield started
+    finally:
+        for host in started:
+            host.stop()
+
+
+def start(hosts: List[Host], *args, **kwargs) -> Host:
+    host = Host(*args, **kwargs).start()
+    hosts.append(host)
+    return host
+
+
+def read_lines(path: str) -> List[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+# --- delivery -------------------------------------------------------------------------
+
+def test_delivery_order_commit_and_graceful_stop(tmp_path, collector, hosts):
+    collector.add(*batch(
+        stat("A", "x", [1.0, 2.0]),
+        prop("A", {"lr": 0.1}),
+        [4, {"pid": 1}],  # a pipeline marker (hello) inside the batch: not for writers
+        stat("A", "y", [3.0], StatsAggregationMethod.SUM),
+    ))
+    collector.add(BATCH, b"\xc1 not msgpack")  # malformed: skipped, not fatal
+    summary_position = collector.add(*summary("A", 10, x=[1.0, 2.0], y=[3.0]))
+    host = start(hosts, tmp_path, zoo_plugin("recorder"), collector.address, options={"writers": 2})
+    host.wait_ready()
+    wait_for(lambda: host.page.committed == collector.end, what="commit of everything")
+    snap = host.page.snapshot()
+    assert snap.delivered == 3 and snap.summaries == 1 and snap.inflight == NO_INFLIGHT
+    assert collector.fetches[0] == 0
+    wait_for(lambda: collector.fetches[-1] == collector.end, what="the next fetch after the commit")
+
+    host.proc.send_signal(signal.SIGTERM)
+    assert host.wait_exit() == ExitCode.OK, host.log()
+    assert host.page.state == HostState.STOPPING
+    calls = [c for c in read_lines(zoo_output(host.results, "run1", "recorder"))]
+    delivered = [c for c in calls if c["call"] not in ("flush", "close")]
+    assert [(c["call"], c["writer"], c.get("key"), c.get("value")) for c in delivered] == [
+        ("on_add_stat", 0, "x", 1.0), ("on_add_stat", 1, "x", 1.0),
+        ("on_add_stat", 0, "x", 2.0), ("on_add_stat", 1, "x", 2.0),
+        ("add_property", 0, None, {"lr": 0.1}), ("add_property", 1, None, {"lr": 0.1}),
+        ("on_add_stat", 0, "y", 3.0), ("on_add_stat", 1, "y", 3.0),
+        ("write_stats", 0, None, None), ("write_stats", 1, None, None),
+    ]
+    assert delivered[-1]["values"] == {"x": [1.0, 2.0], "y": [3.0]} and delivered[-1]["step"] == 10
+    assert delivered[0]["aggregation"] == "AVERAGE" and delivered[6]["aggregation"] == "SUM"
+    # flush() after the deliveries, close() at the end, each writer.
+    last_write = max(i for i, c in enumerate(calls) if c["call"] == "write_stats")
+    assert {c["writer"] for c in calls[last_write:] if c["call"] == "flush"} == {0, 1}
+    assert [c["call"] for c in calls[-2:]] == ["close", "close"]
+    assert "skipping malformed entry" in host.log()
+    assert summary_position < collector.end
+
+
+def test_committed_advances_only_after_writers_return_and_restart_resumes(tmp_path, collector, hosts):
+    gate = tmp_path / "gate"
+    first = collector.add(*summary("A", 1, x=[1.0]))
+    collector.add(*summary("A", 2, x=[2.0]))
+    host = start(hosts, tmp_path, zoo_plugin("recorder"), collector.address, options={"block_on": str(gate)})
+    host.wait_ready()
+    wait_for(lambda: host.page.inflight == first and host.page.busy_since > 0, what="the blocked write")
+    heartbeat = host.page.heartbeat
+    wait_for(lambda: host.page.heartbeat > heartbeat, what="heartbeats while a writer is busy")
+    assert host.page.committed == 0
+    assert set(collector.fetches) == {0}
+    gate.touch()
+    wait_for(lambda: host.page.committed == collector.end, what="the commit")
+    end_one = collector.end
+    host.proc.send_signal(signal.SIGTERM)
+    assert host.wait_exit() == ExitCode.OK, host.log()
+
+    # A new host on the same page resumes after the committed cursor.
+    third = collector.add(*summary("A", 3, x=[3.0]))
+    fetches_before = len(collector.fetches)
+    again = start(hosts, tmp_path, zoo_plugin("recorder"), collector.address, options={"block_on": str(gate)},
+                  state_file=host.state_file)
+    again.wait_ready()
+    wait_for(lambda: again.page.committed == collector.end, what="the resumed commit")
+    assert collector.fetches[fetches_before] == end_one
+    steps = [c["step"] for c in read_lines(zoo_output(host.results, "run1", "recorder")) if c["call"] == "write_stats"]
+    assert steps == [1, 2, 3]
+    assert third == end_one
+
+
+def test_hung_writer_shows_inflight_and_busy_since(tmp_path, collector, hosts):
+    position = collector.add(*summary("A", 1, x=[1.0]))
+    host = start(hosts, tmp_path, zoo_plugin("hangs"), collector.address)
+    host.wait_ready()
+    wait_for(lambda: host.page.inflight == position, what="inflight")
+    busy = host.page.busy_since
+    assert busy > 0
+    heartbeat = host.page.heartbeat
+    wait_for(lambda: host.page.heartbeat > heartbeat, what="heartbeats from a host whose writer hangs")
+    assert host.page.busy_since == busy and host.page.committed == 0
+    assert host.proc.poll() is None
+
+
+def test_call_timeout_ends_a_stuck_host(tmp_path, collector, hosts):
+    position = collector.add(*summary("A", 1, x=[1.0]))
+    host = start(hosts, tmp_path, zoo_plugin("hangs"), collector.address, extra_args=("--call-timeout", "0.3"))
+    assert host.wait_exit() == ExitCode.WRITER_CRASH
+    assert "did not return within 0.3 s" in host.last_error()
+    assert host.page.inflight == position
+
+
+def test_sigterm_finishes_the_current_entry_commits_and_exits_0(tmp_path, collector, hosts):
+    gate = tmp_path / "gate"
+    first = collector.add(*summary("A", 1, x=[1.0]))
+    second = collector.add(*summary("A", 2, x=[2.0]))
+    host = start(hosts, tmp_path, zoo_plugin("recorder"), collector.address, options={"block_on": str(gate)})
+    host.wait_ready()
+    wait_for(lambda: host.page.inflight == first, what="the blocked write")
+    host.proc.send_signal(signal.SIGTERM)
+    assert host.proc.poll() is None
+    gate.touch()
+    assert host.wait_exit() == ExitCode.OK, host.log()
+    # The entry in hand was finished, flushed and committed; the next one was left for later.
+    assert host.page.committed == second and host.page.inflight == NO_INFLIGHT
+    calls = read_lines(zoo_output(host.results, "run1", "recorder"))
+    assert [c["call"] for c in calls] == ["write_stats", "flush", "close"]
+
+
+# --- failures and their exit codes -------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "plugin, code, message",
+    [
+        ("import_error", ExitCode.IMPORT_FAILURE, "fails to import on purpose"),
+        ("register_raises", ExitCode.REGISTRATION_FAILURE, "raises in its registration function"),
+        ("not_a_writer", ExitCode.REGISTRATION_FAILURE, "not a StatsWriter"),
+        ("write_raises", ExitCode.WRITER_CRASH, "raises in write_stats"),
+    ],
+)
+def test_failures_exit_with_their_code_and_error_line(tmp_path, collector, hosts, plugin, code, message):
+    collector.add(*batch(stat("A", "x", [1.0])))
+    position = collector.add(*summary("A", 1, x=[1.0]))
+    host = start(hosts, tmp_path, zoo_plugin(plugin), collector.address)
+    assert host.wait_exit() == code, host.log()
+    error = host.last_error()
+    assert error is not None and error.startswith(f"{code.name}: ") and message in error, host.log()
+    if code == ExitCode.WRITER_CRASH:
+        assert host.page.inflight == position
+        assert f"position {position}" in error
+        assert "Traceback" in host.log()
+
+
+@pytest.mark.parametrize("plugin, returncode", [("segfault", -signal.SIGSEGV), ("exit_now", 3)])
+def test_hard_deaths_leave_the_inflight_position(tmp_path, collector, hosts, plugin, returncode):
+    position = collector.add(*summary("A", 1, x=[1.0]))
+    host = start(hosts, tmp_path, zoo_plugin(plugin), collector.address)
+    assert host.wait_exit() == returncode, host.log()
+    assert host.page.inflight == position and host.page.committed == 0
+
+
+def test_poison_record_kills_at_its_position(tmp_path, collector, hosts):
+    collector.add(*summary("Good", 1, x=[1.0]))
+    poison = collector.add(*summary("Poison", 2, x=[2.0]))
+    host = start(hosts, tmp_path, zoo_plugin("poison"), collector.address)
+    assert host.wait_exit() == ExitCode.WRITER_CRASH, host.log()
+    assert host.page.inflight == poison
+    assert [c["category"] for c in read_lines(zoo_output(host.results, "run1", "poison"))] == ["Good"]
+
+
+def test_flaky_writes_every_summary_before_it_crashes(tmp_path, collector, hosts):
+    collector.add(*summary("A", 7, x=[1.0]))
+    host = start(hosts, tmp_path, zoo_plugin("flaky"), collector.address, options={"one_in": 1, "seed": 3})
+    assert host.wait_exit() in (ExitCode.WRITER_CRASH, 1, -signal.SIGKILL), host.log()
+    assert [c["step"] for c in read_lines(zoo_output(host.results, "run1", "flaky"))] == [7]
+
+
+@pytest.mark.parametrize("args", [["--run-options", "{not json"], ["--run-options", '{"nope": 1}'], ["--bogus"]])
+def test_bad_config_exits_64(tmp_path, collector, hosts, args):
+    host = Host(tmp_path, zoo_plugin("good"), collector.address)
+    index = host.args.index("--run-options")
+    host.args = host.args[:index] + args
+    if "--run-options" not in args:
+        host.args += ["--run-options", "{}"]
+    host.start()
+    hosts.append(host)
+    assert host.wait_exit() == ExitCode.BAD_CONFIG
+    assert host.last_error().startswith("BAD_CONFIG: ")
+
+
+def test_lost_collector_exits_68(tmp_path, collector, hosts):
+    collector.add(*summary("A", 1, x=[1.0]))
+    host = start(hosts, tmp_path, zoo_plugin("good"), collector.address)
+    host.wait_ready()
+    wait_for(lambda: host.page.committed == collector.end, what="the first commit")
+    collector.serving = False
+    assert host.wait_exit(timeout=60) == ExitCode.LOST_COLLECTOR, host.log()
+    assert host.last_error().startswith("LOST_COLLECTOR: ")
+
+
+def test_a_gone_parent_pid_exits_67(tmp_path, collector, hosts):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # reaped: its pid names no process (short of pid reuse within seconds)
+    host = start(hosts, tmp_path, zoo_plugin("good"), collector.address, extra_args=("--parent-pid", str(gone.pid)))
+    assert host.wait_exit() == ExitCode.LOST_PARENT
+    assert (host.last_error() or "").startswith("LOST_PARENT: "), host.log()
+
+
+ORPHANER = textwrap.dedent(
+    """
+    import ctypes, os, subprocess, sys, time
+    PR_SET_CHILD_SUBREAPER = 36
+    assert ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    # parent: a process that starts the host and then dies, orphaning it.
+    parent = subprocess.Popen(
+        [sys.executable, "-c",
+         "import subprocess, sys; p = subprocess.Popen(sys.argv[1:]); print(p.pid, flush=True); sys.stdin.read()",
+         *sys.argv[1:]],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    host = int(parent.stdout.readline())
+    print(host, flush=True)
+    sys.stdin.readline()          # the test says: the host is ready
+    parent.kill(); parent.wait()  # the host is now our (the subreaper's) child
+    deadline = time.monotonic() + 60
+    while True:
+        pid, status = os.waitpid(host, os.WNOHANG)
+        if pid:
+            print(os.waitstatus_to_exitcode(status), flush=True)
+            break
+        if time.monotonic() > deadline:
+            os.kill(host, 9); os.waitpid(host, 0)
+            print("timeout", flush=True)
+            break
+        time.sleep(0.02)
+    """
+)
+
+
+def test_lost_parent_exits_67(tmp_path, collector, hosts):
+    host = Host(tmp_path, zoo_plugin("good"), collector.address)
+    helper = subprocess.Popen(
+        [sys.executable, "-c", ORPHANER, *host.args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True, env=zoo_env(),
+    )
+    try:
+        host_pid = int(helper.stdout.readline())
+        with StatePage(wait_for(lambda: os.path.exists(host.state_file) and host.state_file), readonly=True) as page:
+            wait_for(lambda: page.pid == host_pid and page.state == HostState.READY, what="READY")
+        helper.stdin.write("go\n")
+        helper.stdin.flush()
+        assert helper.stdout.readline().strip() == str(int(ExitCode.LOST_PARENT))
+    finally:
+        helper.kill()
+        helper.wait()
+        helper.stdin.close()
+        helper.stdout.close()
+
+
+def test_sigterm_while_waiting_for_data_exits_0(tmp_path, collector, hosts):
+    host = start(hosts, tmp_path, zoo_plugin("good"), collector.address)
+    host.wait_ready()
+    wait_for(lambda: len(collector.fetches) >= 2, what="parked fetches")
+    host.proc.send_signal(signal.SIGTERM)
+    assert host.wait_exit() == ExitCode.OK, host.log()
+
+
+# --- ML-Agents-style plugins, unmodified ---------------------------------------------------
+
+def test_mlagents_style_plugins_run_unmodified(tmp_path, collector, hosts):
+    from statbus.plugins import find_plugin
+
+    collector.add(*batch(prop("Env", {"lr": 0.5})))
+    collector.add(*summary("Env", 5, reward=[1.0, 3.0]))
+    collector.add(*summary("Env", 6, reward=[4.0]))
+    zoo_host = start(hosts, tmp_path / "zoo", zoo_plugin("mlagents_style"), collector.address)
+    try:
+        example = find_plugin("example", "mlagents.stats_writer")
+    except Exception:  # noqa: BLE001 — the example distribution is installed by another part of the project
+        example = None
+    example_host = start(hosts, tmp_path / "example", example, collector.address) if example else None
+    for host in filter(None, (zoo_host, example_host)):
+        host.wait_ready()
+        wait_for(lambda: host.page.committed == collector.end, what="everything committed")
+        host.proc.send_signal(signal.SIGTERM)
+        assert host.wait_exit() == ExitCode.OK, host.log()
+    lines = read_lines(zoo_output(zoo_host.results, "run1", "mlagents_style"))
+    assert lines == [
+        {"category": "Env", "property": "hyperparameters"},
+        {"category": "Env", "step": 5, "means": {"reward": 2.0}, "sums": {}},
+        {"category": "Env", "step": 6, "means": {"reward": 4.0}, "sums": {}},
+    ]
+    if example_host is None:
+        pytest.skip("the example plugin distribution is not installed")
+    with open(os.path.join(example_host.results, "run1", "example_plugin.txt"), encoding="utf-8") as handle:
+        text = handle.read().splitlines()
+    # Every summary, once; whether it also logs properties is the example's own business.
+    assert [line for line in text if " property " not in line] == ["Env 5 reward=2", "Env 6 reward=4"]
+
+
+# --- in-process: what the host skips for speed -------------------------------------------------
+
+class _SummariesOnly(StatsWriter):
+    def write_stats(self, category, values, step):
+        pass
+
+
+class _PerValue(_SummariesOnly):
+    def on_add_stat(self, category, key, value, aggregation=StatsAggregationMethod.AVERAGE):
+        pass
+
+
+class _DuckTyped:
+    def write_stats(self, category, values, step):
+        pass
+
+
+def test_on_add_stat_is_skipped_for_writers_that_do_not_override_it(tmp_path):
+    patched = _SummariesOnly()
+    patched.on_add_stat = lambda *args: None
+    assert not overrides(_SummariesOnly(), "on_add_stat")
+    assert overrides(_PerValue(), "on_add_stat")
+    assert not overrides(_DuckTyped(), "on_add_stat")
+    assert overrides(patched, "on_add_stat")
+    with StatePage(str(tmp_path / "p.state"), create=True) as page:
+        assert not Writers([_SummariesOnly(), _DuckTyped()], page).needs_batches
+        assert Writers([_SummariesOnly(), _PerValue()], page).needs_batches
+
+
+class _PropertiesOnly(_SummariesOnly):
+    def __init__(self) -> None:
+        self.properties: List[Tuple[str, object, object]] = []
+
+    def add_property(self, category, property_type, value):
+        self.properties.append((category, property_type, value))
+
+
+def test_a_writer_without_on_add_stat_gets_every_property_of_a_batch(tmp_path):
+    from statbus.workers.host.fetch_client import EntryKind, FetchedEntry
+
+    writer = _PropertiesOnly()
+    batch = msgpack.packb(
+        [[0, "c", "k", 0, 0, pack_values([1.0, 2.0])], [2, "c", "hyperparameters", {"lr": 1}], [3, "c", 4],
+         [2, "c", "selfplay", True]],
+        use_bin_type=True,
+    )
+    with StatePage(str(tmp_path / "p.state"), create=True) as page:
+        writers = Writers([writer], page)
+        assert writers.needs_batches
+        assert writers.deliver(FetchedEntry(10, EntryKind.BATCH, batch)) is False
+    assert writer.properties == [("c", StatsPropertyType.HYPERPARAMETERS, {"lr": 1}), ("c", StatsPropertyType.SELF_PLAY, True)]
