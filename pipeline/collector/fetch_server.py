@@ -1,7 +1,8 @@
 """Serving worker fetches from the journal (docs/internals.md, "Worker fetch protocol").
 
 A worker host asks ``[1, plugin, after, max_bytes]`` on the collector's ``work``
-ROUTER and gets ``[2, entries, next_after, head, skipped]`` back, where an entry is
+ROUTER and gets ``[2, entries, next_after, head, skipped]`` back (the messages and
+their codec: :mod:`statbus.workers.fetch_protocol`), where an entry is
 ``[position, kind, data]``: kind 0 = BATCH (the ``records`` array of a journaled
 frame, sliced out of the raw frame without decoding it), kind 1 = SUMMARY.  A
 fetch with nothing new is parked up to :data:`PARK_SECONDS` and answered as
@@ -23,30 +24,20 @@ from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 import msgpack
 import zmq
 
-from ...plugins import StatbusError
+from ...workers.fetch_protocol import EntryKind, FetchProtocolError, decode_fetch, encode_reply
 from ..journal.writer import EntryType, JournalReader
 
 logger = logging.getLogger(__name__)
 
-FETCH = 1
-REPLY = 2
-KIND_BATCH = 0
-KIND_SUMMARY = 1
+_BATCH = EntryKind.BATCH.value
+_SUMMARY = EntryKind.SUMMARY.value
 
 PARK_SECONDS = 0.5
 """Longest a fetch with nothing new waits before an empty reply (the worker's liveness signal)."""
-MAX_FETCH_BYTES = 16 << 20
-"""Cap on ``max_bytes`` whatever the worker asks: one reply stays a bounded message."""
 MAX_FETCH_ENTRIES = 10_000
-MAX_REQUEST_BYTES = 4096
 MAX_CACHED_READS = 8
 MAX_CACHED_READ_BYTES = 2 << 20
 """Reads kept for plugins asking for the same positions: at most 8 of at most 2 MiB each."""
-MAX_PLUGIN_NAME = 256
-
-
-class FetchError(StatbusError):
-    """A fetch request that does not follow the protocol."""
 
 
 def batch_slice(frame: bytes) -> bytes:
@@ -61,24 +52,6 @@ def batch_slice(frame: bytes) -> bytes:
     for _ in range(5):
         unpacker.skip()
     return frame[unpacker.tell():]
-
-
-def decode_request(data: bytes) -> Tuple[str, int, int]:
-    """``(plugin, after, max_bytes)`` of a FETCH; raises :class:`FetchError`."""
-    if len(data) > MAX_REQUEST_BYTES:
-        raise FetchError(f"fetch request of {len(data)} bytes")
-    try:
-        request = msgpack.unpackb(data, raw=False, max_array_len=8, max_map_len=0, max_str_len=MAX_PLUGIN_NAME)
-    except Exception as exc:  # noqa: BLE001 — msgpack raises many types for bad input
-        raise FetchError(f"fetch is not msgpack: {exc!r}") from None
-    if not isinstance(request, list) or len(request) != 4 or request[0] != FETCH:
-        raise FetchError("fetch must be [1, plugin, after, max_bytes]")
-    _, plugin, after, max_bytes = request
-    if not isinstance(plugin, str) or not plugin:
-        raise FetchError("fetch: plugin must be a non-empty string")
-    if type(after) is not int or after < 0 or type(max_bytes) is not int or max_bytes <= 0:
-        raise FetchError("fetch: after and max_bytes must be non-negative integers")
-    return plugin, after, min(max_bytes, MAX_FETCH_BYTES)
 
 
 @dataclasses.dataclass
@@ -193,10 +166,10 @@ class FetchServer:
         for entry in raw:
             if entry.type == EntryType.FRAME:
                 data = batch_slice(entry.payload)
-                readable.append([entry.position, KIND_BATCH, data])
+                readable.append([entry.position, _BATCH, data])
             elif entry.type == EntryType.SUMMARY:
                 data = entry.payload
-                readable.append([entry.position, KIND_SUMMARY, data])
+                readable.append([entry.position, _SUMMARY, data])
             else:
                 continue  # PAD and SNAPSHOT: never sent, next_after moves past them
             nbytes += len(data)
@@ -212,8 +185,8 @@ class FetchServer:
             return
         envelope, data = message[:-1], message[-1]
         try:
-            plugin, after, max_bytes = decode_request(data)
-        except FetchError as exc:
+            plugin, after, max_bytes = decode_fetch(data)
+        except FetchProtocolError as exc:
             self.bad_requests += 1
             logger.warning("bad fetch request from %s: %s", envelope[0].hex(), exc)
             return
@@ -284,7 +257,7 @@ class FetchServer:
             self._parked.append(_Parked(envelope, plugin, after, max_bytes, park))
             return False
         view.entries_sent += len(entries)
-        reply = msgpack.packb([REPLY, entries, next_after, head, skipped], use_bin_type=True)
+        reply = encode_reply(entries, next_after, head, skipped)
         try:
             self._socket.send_multipart([*envelope, reply], zmq.NOBLOCK)
         except zmq.Again:

@@ -16,7 +16,7 @@ import msgpack
 from ...plugins.errors import RecordError, StatbusError
 from ...plugins.records import PropertyRecord, StatRecord, SummaryRecord, decode_batch, decode_record, unpack_values
 from ..statepage import StatePage
-from .fetch_client import EntryKind, FetchedEntry
+from ..fetch_protocol import EntryKind, FetchedEntry
 
 logger = logging.getLogger(__name__)
 

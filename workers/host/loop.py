@@ -32,7 +32,8 @@ from ...plugins.errors import RecordError, StatbusError
 from ..exits import ExitCode, HostExit, report_error
 from ..statepage import NO_INFLIGHT, HostState, StatePage
 from .dispatch import WriterCrash, Writers
-from .fetch_client import DEFAULT_MAX_BYTES, FetchClient, FetchedEntry, FetchProtocolError, LostCollector
+from ..fetch_protocol import DEFAULT_MAX_BYTES, FetchedEntry, FetchProtocolError
+from .fetch_client import FetchClient, LostCollector
 from .heartbeat import Heartbeat
 from .loading import load_plugin
 

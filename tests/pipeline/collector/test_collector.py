@@ -10,7 +10,8 @@ import pytest
 import zmq
 
 from collector_helpers import CollectorProcess, RawTrainer, Worker, journal_frames, journal_summaries, settle, wait_for
-from statbus.pipeline.collector.fetch_server import FetchError, FetchServer, batch_slice, decode_request
+from statbus.pipeline.collector.fetch_server import FetchServer, batch_slice
+from statbus.workers.fetch_protocol import MAX_FETCH_BYTES, FetchProtocolError, decode_fetch, encode_fetch
 from statbus.pipeline.collector.intake import Intake, Verdict
 from statbus.pipeline.control import ControlError, control_request
 from statbus.pipeline.journal.writer import EntryType, Journal, JournalReader
@@ -73,10 +74,20 @@ def test_batch_slice_is_the_records_array():
     assert [type(r) for r in decoded] == [PropertyRecord, StatRecord]
 
 
-@pytest.mark.parametrize("bad", [b"", msgpack.packb([1, "p", -1, 5]), msgpack.packb([2, "p", 0, 5]), msgpack.packb({})])
+@pytest.mark.parametrize("bad", [
+    b"", msgpack.packb([1, "p", -1, 5]), msgpack.packb([2, "p", 0, 5]), msgpack.packb({}),
+    msgpack.packb([1, "p", 0, 0]), msgpack.packb([1, "p", 0, 2**63]), msgpack.packb([1, "", 0, 5]),
+    msgpack.packb([1, "p" * 300, 0, 5]), msgpack.packb([1, "p", 0, 5]) + b"\x00" * 5000,
+])
 def test_bad_fetch_requests_are_refused(bad):
-    with pytest.raises(FetchError):
-        decode_request(bad)
+    with pytest.raises(FetchProtocolError):
+        decode_fetch(bad)
+
+
+def test_a_fetch_asking_for_too_much_is_capped():
+    # One rule for both ends: any 1 <= max_bytes < 2**63 is valid, and the reply stays bounded.
+    assert decode_fetch(encode_fetch("p", 7, 2**63 - 1)) == ("p", 7, MAX_FETCH_BYTES)
+    assert decode_fetch(encode_fetch("p", 7, 1)) == ("p", 7, 1)
 
 
 def test_control_request_without_a_collector_times_out(tmp_path):

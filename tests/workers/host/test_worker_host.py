@@ -35,6 +35,7 @@ from statbus.plugins import (
 )
 from statbus.plugins.records import pack_values
 from statbus.workers.exits import ExitCode, parse_error_line
+from statbus.workers.fetch_protocol import decode_fetch, encode_reply
 from statbus.workers.host.dispatch import Writers, overrides
 from statbus.workers.statepage import NO_INFLIGHT, HostState, StatePage
 from waiting import wait_for
@@ -104,7 +105,7 @@ class FakeCollector:
             next_after = max(after, self.end)
         if not entries and next_after == after:
             return None
-        return msgpack.packb([2, entries, next_after, self.end, 0], use_bin_type=True)
+        return encode_reply(entries, next_after, self.end, 0)
 
     def _run(self) -> None:
         context = zmq.Context()
@@ -117,8 +118,7 @@ class FakeCollector:
                 while not self._stop.is_set():
                     if sock.poll(20):
                         *envelope, data = sock.recv_multipart()
-                        kind, _plugin, after, _max_bytes = msgpack.unpackb(data, raw=False)
-                        assert kind == 1
+                        after = decode_fetch(data).after
                         with self._lock:
                             self.fetches.append(after)
                         parked.append((envelope, after, time.monotonic() + self.PARK))
@@ -129,7 +129,7 @@ class FakeCollector:
                     for envelope, after, deadline in parked:
                         reply = self._reply(after)
                         if reply is None and time.monotonic() >= deadline:
-                            reply = msgpack.packb([2, [], after, self.end, 0])
+                            reply = encode_reply([], after, self.end, 0)
                         if reply is None:
                             still.append((envelope, after, deadline))
                         else:
@@ -551,7 +551,7 @@ class _PropertiesOnly(_SummariesOnly):
 
 
 def test_a_writer_without_on_add_stat_gets_every_property_of_a_batch(tmp_path):
-    from statbus.workers.host.fetch_client import EntryKind, FetchedEntry
+    from statbus.workers.fetch_protocol import EntryKind, FetchedEntry
 
     writer = _PropertiesOnly()
     batch = msgpack.packb(

@@ -26,7 +26,7 @@ import zmq
 
 from statbus.plugins import PluginInfo, RunOptions, StatsAggregationMethod, SummaryRecord
 from statbus.plugins.records import pack_values
-from statbus.workers.host.fetch_client import EntryKind, FetchedEntry, decode_fetch, encode_reply
+from statbus.workers.fetch_protocol import EntryKind, FetchedEntry, decode_fetch, encode_reply
 from statbus.workers.statepage import StatePage
 from statbus.workers.supervision.config import Config, load_config
 from statbus.workers.supervision.policy import PolicyConfig
