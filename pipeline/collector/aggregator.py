@@ -14,7 +14,7 @@ keep up with millions of values per second.
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Iterable, List, Mapping, Tuple
+from typing import Any, Dict, Iterable, List, Mapping
 
 from ...plugins import StatbusError
 from ...plugins.records import PropertyRecord, StatOp, StatRecord, SummaryRecord, check_name, check_packed
@@ -118,9 +118,9 @@ class Aggregator:
     def open_categories(self) -> List[str]:
         return list(self._periods)
 
-    def peek(self, category: str) -> Dict[str, Tuple[StatsAggregationMethod, bytes]]:
-        """A copy of one open period (tests, status)."""
-        return {key: (slot[0], bytes(slot[1])) for key, slot in self._periods.get(category, {}).items()}
+    def status(self) -> Dict[str, Any]:
+        """The aggregator's part of the ``intake`` section of ``statbus status``."""
+        return {"open_values": self._values, "open_categories": self.open_categories()}
 
     # --- snapshot / restore -------------------------------------------------------
 

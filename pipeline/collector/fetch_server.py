@@ -145,6 +145,23 @@ class FetchServer:
         for p in parked:
             self._serve(p.envelope, p.plugin, p.after, p.max_bytes, park=None, force=True)
 
+    def status(self, now: float) -> Dict[str, Any]:
+        """The ``consumers`` section of ``statbus status`` (one entry per plugin that fetched) and bad fetches."""
+        consumers = [
+            {
+                "plugin": view.plugin,
+                "read_to": view.read_to,
+                "last_fetch_ago": max(0.0, now - view.last_fetch) if view.last_fetch else None,
+                "fetches": view.fetches,
+                "entries_sent": view.entries_sent,
+                "skipped_quota": view.skipped_quota,
+                "skipped_poison": view.skipped_poison,
+                "floor": self._floor(view.plugin),
+            }
+            for view in self.consumers.values()
+        ]
+        return {"consumers": consumers, "bad_fetches": self.bad_requests}
+
     # --- internals ------------------------------------------------------------------------
 
     def _readable(self, start: int, max_bytes: int, head: int) -> Tuple[List[list], int]:

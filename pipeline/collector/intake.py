@@ -18,7 +18,7 @@ import enum
 import logging
 import time
 from collections import Counter, OrderedDict
-from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 import msgpack
 
@@ -206,6 +206,38 @@ class Intake:
         return True
 
     # --- snapshot ----------------------------------------------------------------------
+
+    def status(self) -> Dict[str, Any]:
+        """Intake's part of the ``intake`` section of ``statbus status``."""
+        return {
+            "values": self.accepted_values,
+            "frames": self.accepted_frames,
+            "duplicates": self.duplicates,
+            "gaps": self.gaps,
+            "rejected": sum(self.rejects.values()),
+            "rejects": dict(self.rejects),
+            "rejects_by_source": dict(self.rejects_by_source.most_common(20)),
+        }
+
+    def trainers_status(self, now: float) -> List[Dict[str, Any]]:
+        """The ``trainers`` section of ``statbus status``: one entry per known sender."""
+        return [
+            {
+                "sender": state.sender,
+                "host": state.info.get("host"),
+                "pid": state.info.get("pid"),
+                "last_seq": state.last_seq,
+                "last_seen_ago": max(0.0, now - state.last_seen),
+                "values": state.values,
+                "frames": state.frames,
+                "duplicates": state.duplicates,
+                "gaps": state.gaps,
+                "rejects": state.rejects,
+                "dropped": state.dropped,
+                "bye": state.bye,
+            }
+            for state in self.senders.values()
+        ]
 
     def snapshot(self) -> Dict[str, Dict[str, Any]]:
         return {sender: state.to_snapshot() for sender, state in self.senders.items()}

@@ -38,11 +38,12 @@ from ..layout import RunLayout
 from ..security.curve import TransportSecurity, secure_bind
 from ..wire import MAX_FRAME_BYTES, encode_ack
 from .aggregator import Aggregator
-from .control import RateMeter, answer_control
+from .control import answer_control
 from .fetch_server import FetchServer
 from .idle import IdleWatch
 from .intake import Intake, Verdict
 from .pidfile import AlreadyRunning, PidFile
+from .status import RateMeter
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +147,8 @@ class Collector:
             clock=clock,
         )
         self.supervisor: Optional[SupervisorLike] = None
+        self.fetch: Optional[FetchServer] = None
+        """Serves worker fetches once the sockets are bound (in :meth:`run`)."""
         self.retention = Retention(self.journal, options.quota_bytes)
         self.rate = RateMeter(clock)
         self.recovery: Dict[str, Any] = {}

@@ -35,7 +35,7 @@ import logging
 import os
 import time
 import zlib
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from .reader import JournalReader, iter_entries
 from .segments import (
@@ -336,20 +336,16 @@ class Journal:
             fsync_directory(self._dir)
         return freed
 
-    def quota_floor(self, cursor: int, quota_bytes: int) -> int:
-        """Where a consumer at ``cursor`` resumes so that it is at most ``quota_bytes`` behind.
-
-        ``cursor`` itself when within quota; otherwise the oldest segment start that
-        brings it under quota — the newest segment's start at worst, since a
-        consumer never skips into the middle of a segment.  What lies between is
-        lost for that consumer only (the caller counts it).
-        """
-        if self._end - cursor <= quota_bytes or not self._bases:
-            return cursor
-        for base in self._bases:
-            if base > cursor and self._end - base <= quota_bytes:
-                return base
-        return max(cursor, self._bases[-1])
+    def status(self) -> Dict[str, Any]:
+        """The journal's part of the ``journal`` section of ``statbus status``."""
+        return {
+            "directory": self._dir,
+            "start": self.start_position,
+            "head": self.end_position,
+            "size_bytes": self.size_bytes(),
+            "segments": len(self._bases),
+            "fsync": self._policy.value,
+        }
 
     def segment_starts(self) -> List[int]:
         return list(self._bases)

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from statbus.pipeline.journal.retention import quota_floor
 from statbus.pipeline.journal.segments import encode_entry, pad_entries, segment_path
 from statbus.pipeline.journal.writer import (
     HEADER_SIZE,
@@ -242,17 +243,15 @@ def test_quota_floor_moves_a_lagging_consumer_to_a_segment_start(tmp_path: Path)
         fill(journal, random.Random(11), 150)
         starts, head = journal.segment_starts(), journal.end_position
         assert len(starts) >= 5
-        assert journal.quota_floor(starts[1] + 3, head) == starts[1] + 3  # within quota: unchanged
+        assert quota_floor(starts[1] + 3, head, starts, head) == 0  # within quota: no floor
         quota = head - starts[2] + 1
-        assert journal.quota_floor(0, quota) == starts[2]
-        assert journal.quota_floor(starts[2] + 1, quota) == starts[2] + 1
-        assert journal.quota_floor(0, head - starts[3]) == starts[3]
+        assert quota_floor(0, head, starts, quota) == starts[2]
+        assert quota_floor(starts[2] + 1, head, starts, quota) == 0
+        assert quota_floor(0, head, starts, head - starts[3]) == starts[3]
         # A quota smaller than the newest segment: its start, never into its middle.
-        assert journal.quota_floor(0, 1) == starts[-1]
-        assert journal.quota_floor(starts[-1] + 5, 1) == starts[-1] + 5
+        assert quota_floor(0, head, starts, 1) == starts[-1]
     finally:
         journal.close()
-
 
 def test_reader_jumps_past_deleted_segments(tmp_path: Path) -> None:
     directory = tmp_path / "j"
