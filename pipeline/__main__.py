@@ -20,7 +20,8 @@ from ..plugins.discovery import PluginInfo, discover_plugins
 from ..plugins.settings import RunOptions
 from ..workers.exits import ExitCode
 from .cli.keys import add_transport_security_arguments, transport_security_from_args
-from .collector.loop import Collector, CollectorOptions, SupervisorFactory, SupervisorHooks
+from .collector.loop import Collector
+from .collector.options import CollectorOptions, SupervisorFactory, SupervisorHooks
 from .journal.writer import FsyncPolicy
 from .layout import RunLayout
 

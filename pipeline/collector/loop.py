@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 import logging
 import os
 import signal
 import threading
 import time
-from typing import Any, Callable, Dict, FrozenSet, List, Optional, Protocol
+from typing import Any, Callable, Dict, FrozenSet, List, Optional
 
 import zmq
 
@@ -33,7 +32,7 @@ from ...workers.exits import ExitCode
 from ..control import ControlServer
 from ..journal.recovery import encode_snapshot, encode_summary, read_entry_record, replay_newest_segment
 from ..journal.retention import Retention
-from ..journal.writer import EntryType, FsyncPolicy, Journal, JournalReader
+from ..journal.writer import EntryType, Journal, JournalReader
 from ..layout import RunLayout
 from ..security.curve import TransportSecurity, secure_bind
 from ..wire import MAX_FRAME_BYTES, encode_ack
@@ -42,7 +41,9 @@ from .control import answer_control
 from .fetch_server import FetchServer
 from .idle import IdleWatch
 from .intake import Intake, Verdict
+from .options import CollectorOptions, SupervisorFactory, SupervisorHooks, SupervisorLike
 from .pidfile import AlreadyRunning, PidFile
+from .ready import ready_path, remove_ready, write_ready
 from .status import RateMeter
 
 logger = logging.getLogger(__name__)
@@ -61,54 +62,6 @@ DATA_MAXMSGSIZE = MAX_FRAME_BYTES + 4096
 oversized frame costs neither memory nor a decode (the slack lets frames just past the wire
 limit through, to be rejected and counted as ``too_large``)."""
 FAST_STOP_WORKER_TIMEOUT = 2.0
-
-
-class SupervisorLike(Protocol):
-    """What the collector needs of :class:`statbus.workers.supervision.supervisor.Supervisor`."""
-
-    def start(self, head_position: int = 0) -> None: ...
-    def tick(self, head_position: int) -> None: ...
-    def committed(self, plugin: str) -> int: ...
-    def skip_positions(self, plugin: str) -> FrozenSet[int]: ...
-    def consumers(self) -> List[str]: ...
-    def status(self) -> List[Dict[str, Any]]: ...
-    def restart(self, name: str) -> None: ...
-    def enable(self, name: str) -> None: ...
-    def disable(self, name: str) -> None: ...
-    def all_caught_up(self, head_position: int) -> bool: ...
-    def stop(self, timeout: float) -> None: ...
-
-
-@dataclasses.dataclass(frozen=True)
-class SupervisorHooks:
-    """What the collector hands the supervisor it creates."""
-
-    worker_address: str
-    on_dead_letter: Callable[[str, int], Optional[Dict[str, Any]]]
-    """``(plugin, position) -> record``: the journal entry at ``position``, JSON-safe, for the dead-letter file."""
-    count_entries: Callable[[int, int], Optional[int]]
-    """``(start, end) -> entries`` between two positions (a plugin's lag in records)."""
-
-
-SupervisorFactory = Callable[[SupervisorHooks], SupervisorLike]
-"""``factory(hooks) -> supervisor``; called once the sockets are bound and the journal recovered."""
-
-
-@dataclasses.dataclass(frozen=True)
-class CollectorOptions:
-    bind: Optional[str] = None
-    """Trainer address; default: the run's private ``ipc://`` socket."""
-    security: TransportSecurity = TransportSecurity()
-    """CURVE keys / allow-list for a ``tcp://`` data address; plain tcp only when ``insecure`` (design §6)."""
-    segment_bytes: int = 64 << 20
-    fsync: FsyncPolicy = FsyncPolicy.INTERVAL
-    fsync_interval: float = 1.0
-    quota_bytes: int = 1 << 30
-    """Per consumer: bytes behind the head it may lag before its floor moves up."""
-    stop_timeout: float = 30.0
-    """Default time live plugins get to catch up on a graceful stop."""
-    idle_exit: Optional[float] = None
-    """On-demand collectors: stop once trainers are gone, plugins caught up, and this long quiet."""
 
 
 class _Phase(enum.Enum):
@@ -274,11 +227,7 @@ class Collector:
             "ctl": self.control_address,
             "head": self.journal.end_position,
         }
-        path = self.ready_file
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(info, handle)
-        os.replace(tmp, path)
+        write_ready(self.ready_file, info)
         logger.info(
             "statbus collector ready run=%s pid=%s data=%s head=%s",
             self.layout.run_id,
@@ -291,13 +240,10 @@ class Collector:
 
     @property
     def ready_file(self) -> str:
-        return os.path.join(self.layout.statbus_dir, "collector.ready")
+        return ready_path(self.layout.statbus_dir)
 
     def _shutdown(self, context: zmq.Context, sockets: List[zmq.Socket]) -> None:
-        try:
-            os.unlink(self.ready_file)
-        except FileNotFoundError:
-            pass
+        remove_ready(self.ready_file)
         if self.supervisor is not None:
             timeout = self._stop_timeout if self._stop_graceful is not False else FAST_STOP_WORKER_TIMEOUT
             try:

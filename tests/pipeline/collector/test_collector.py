@@ -509,7 +509,8 @@ class FakeSupervisor:
 def test_retention_quota_poison_and_plugin_control_with_a_supervisor(tmp_path, context):
     import threading
 
-    from statbus.pipeline.collector.loop import Collector, CollectorOptions
+    from statbus.pipeline.collector.loop import Collector
+    from statbus.pipeline.collector.options import CollectorOptions
     from statbus.pipeline.journal.recovery import read_entry_record
     from statbus.pipeline.journal.writer import EntryType, iter_entries
     from statbus.pipeline.layout import RunLayout

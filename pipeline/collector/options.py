@@ -1,0 +1,61 @@
+"""What a collector is built from: its options, and the supervisor it drives (as a protocol).
+
+The collector never imports the supervisor (``statbus.workers.supervision``):
+``python -m statbus.pipeline`` hands it a factory, and tests hand it fakes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Protocol
+
+from ..journal.writer import FsyncPolicy
+from ..security.curve import TransportSecurity
+
+
+class SupervisorLike(Protocol):
+    """What the collector needs of :class:`statbus.workers.supervision.supervisor.Supervisor`."""
+
+    def start(self, head_position: int = 0) -> None: ...
+    def tick(self, head_position: int) -> None: ...
+    def committed(self, plugin: str) -> int: ...
+    def skip_positions(self, plugin: str) -> FrozenSet[int]: ...
+    def consumers(self) -> List[str]: ...
+    def status(self) -> List[Dict[str, Any]]: ...
+    def restart(self, name: str) -> None: ...
+    def enable(self, name: str) -> None: ...
+    def disable(self, name: str) -> None: ...
+    def all_caught_up(self, head_position: int) -> bool: ...
+    def stop(self, timeout: float) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class SupervisorHooks:
+    """What the collector hands the supervisor it creates."""
+
+    worker_address: str
+    on_dead_letter: Callable[[str, int], Optional[Dict[str, Any]]]
+    """``(plugin, position) -> record``: the journal entry at ``position``, JSON-safe, for the dead-letter file."""
+    count_entries: Callable[[int, int], Optional[int]]
+    """``(start, end) -> entries`` between two positions (a plugin's lag in records)."""
+
+
+SupervisorFactory = Callable[[SupervisorHooks], SupervisorLike]
+"""``factory(hooks) -> supervisor``; called once the sockets are bound and the journal recovered."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CollectorOptions:
+    bind: Optional[str] = None
+    """Trainer address; default: the run's private ``ipc://`` socket."""
+    security: TransportSecurity = TransportSecurity()
+    """CURVE keys / allow-list for a ``tcp://`` data address; plain tcp only when ``insecure`` (design §6)."""
+    segment_bytes: int = 64 << 20
+    fsync: FsyncPolicy = FsyncPolicy.INTERVAL
+    fsync_interval: float = 1.0
+    quota_bytes: int = 1 << 30
+    """Per consumer: bytes behind the head it may lag before its floor moves up."""
+    stop_timeout: float = 30.0
+    """Default time live plugins get to catch up on a graceful stop."""
+    idle_exit: Optional[float] = None
+    """On-demand collectors: stop once trainers are gone, plugins caught up, and this long quiet."""
