@@ -3,13 +3,8 @@
 Apart from the sender (:mod:`.sender`) so that the grouping rules can be tested
 without sockets or threads; the frames then wait in :mod:`.resend_buffer`.
 
-Queue events (tuples, appended by :class:`.handoff.Handoff` under its lock):
-
-* ``(EV_STATS, sealed)`` — values of ``add_stat``: a sealed dict ``{(category, key):
-  [aggregation, v1, v2, ...]}`` (see :meth:`.handoff.Handoff.open_entry_locked`), keys in first-seen order;
-* ``(category, key, value, aggregation)`` — one value; aggregation ``None`` = ``set_stat``;
-* ``(EV_PROPERTY, category, type_value, plain_value, nbytes)``;
-* ``(EV_WRITE, category, step)``; ``(EV_FLUSH, ticket)``; ``(EV_BYE,)``.
+The queue's events are the NamedTuples below (:data:`Event`), appended by
+:class:`.handoff.Handoff` under its lock.
 """
 
 from __future__ import annotations
@@ -17,7 +12,7 @@ from __future__ import annotations
 import struct
 import threading
 from itertools import chain
-from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Deque, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 from ...plugins.records import StatOp, pack_values
 from ...plugins.stats import StatsAggregationMethod
@@ -32,11 +27,63 @@ MAX_FRAME_BYTES_SOFT = 2 << 20
 """Estimated bytes after which a frame is closed: far below the wire's 8 MiB limit, which
 a frame must never pass (the collector would refuse it, and every frame after it would wait)."""
 
-EV_STATS = 1
-EV_PROPERTY = 2
-EV_WRITE = 3
-EV_BYE = 5
-EV_FLUSH = 10
+
+
+class Ticket:
+    """One ``flush()``: done once every frame up to ``target`` is acked (``ok``) or the sender stops."""
+
+    __slots__ = ("event", "target", "ok")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.target: Optional[int] = None
+        self.ok = False
+
+
+class StatsEvent(NamedTuple):
+    """Values of ``add_stat``, sealed: ``{(category, key): [aggregation, v1, v2, ...]}``, keys in
+    first-seen order (see :meth:`.handoff.Handoff.open_entry_locked`)."""
+
+    sealed: Dict[Tuple[str, str], list]
+
+
+class SetStatEvent(NamedTuple):
+    """``set_stat``: the period's values of the key become ``[value]`` (MOST_RECENT)."""
+
+    category: str
+    key: str
+    value: float
+
+
+class PropertyEvent(NamedTuple):
+    """``add_property``: ``value`` already made msgpack-safe, ``nbytes`` its packed size."""
+
+    category: str
+    property_type: str
+    value: Any
+    nbytes: int
+
+
+class WriteEvent(NamedTuple):
+    """``write_stats(step)``: closes the category's period."""
+
+    category: str
+    step: int
+
+
+class FlushEvent(NamedTuple):
+    """``flush()``/``shutdown()``: the ticket is settled once every frame before it is acked."""
+
+    ticket: Ticket
+
+
+class ByeEvent(NamedTuple):
+    """The process says goodbye (``shutdown()``): a BYE record after everything else."""
+
+
+BYE = ByeEvent()
+
+Event = Union[StatsEvent, SetStatEvent, PropertyEvent, WriteEvent, FlushEvent, ByeEvent]
 
 # Enum attribute and .value look-ups cost ~0.1 µs each on Python 3.11 (and hashing a
 # member runs Python code); a frame of a summary-heavy trainer does a few per record, so
@@ -88,9 +135,8 @@ class FrameBuilder:
     def empty(self) -> bool:
         return not (self.properties or self.body or self.stats or self.markers)
 
-    def add(self, event: tuple) -> bool:
-        """Add one add_stat/set_stat event; True when it opened a new (category, key) entry."""
-        category, key, value, aggregation = event
+    def add(self, category: str, key: str, value: float, aggregation: Optional[StatsAggregationMethod]) -> bool:
+        """Add one value (aggregation ``None``: ``set_stat``); True when it opened a new (category, key) entry."""
         ident = (category, key)
         entry = self.stats.get(ident)
         opened = entry is None
@@ -171,18 +217,7 @@ class FrameBuilder:
                 append([STAT_KIND, category, key, entry[0]._value_, _ADD, pack_values(entry[1:])])
 
 
-class Ticket:
-    """One ``flush()``: done once every frame up to ``target`` is acked (``ok``) or the sender stops."""
-
-    __slots__ = ("event", "target", "ok")
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.target: Optional[int] = None
-        self.ok = False
-
-
-def drain_events(queue: Deque[tuple], bye: Callable[[], list]) -> Iterator[Union[FrameBuilder, Ticket]]:
+def drain_events(queue: Deque[Event], bye: Callable[[], list]) -> Iterator[Union[FrameBuilder, Ticket]]:
     """Pop the events queued now; yield closed frames and, in their place, flush tickets.
 
     A WRITE closes a period within the frame (values added after it belong to
@@ -194,9 +229,9 @@ def drain_events(queue: Deque[tuple], bye: Callable[[], list]) -> Iterator[Union
     builder = FrameBuilder()
     for _ in range(len(queue)):
         event = queue.popleft()
-        head = event[0]
-        if head == EV_STATS:
-            sealed = event[1]
+        kind = type(event)
+        if kind is StatsEvent:
+            sealed = event.sealed
             if not builder.stats:
                 # No period open: the sealed dict becomes it as it is, when it fits.
                 nvalues = sum(map(len, sealed.values())) - len(sealed)
@@ -226,10 +261,10 @@ def drain_events(queue: Deque[tuple], bye: Callable[[], list]) -> Iterator[Union
                                            or builder.nbytes >= MAX_FRAME_BYTES_SOFT)):
                         yield builder
                         builder = FrameBuilder()
-        elif type(head) is str:
-            # One value (set_stat): records and bytes grow by much only when
-            # a new key opens, so only then are they checked.
-            if builder.add(event):
+        elif kind is SetStatEvent:
+            # One value: records and bytes grow by much only when a new key
+            # opens, so only then are they checked.
+            if builder.add(event.category, event.key, event.value, None):
                 full = (builder.nvalues >= BATCH_VALUES or builder.nrecords >= MAX_FRAME_RECORDS
                         or builder.nbytes >= MAX_FRAME_BYTES_SOFT)
             else:
@@ -237,22 +272,22 @@ def drain_events(queue: Deque[tuple], bye: Callable[[], list]) -> Iterator[Union
             if full:
                 yield builder
                 builder = FrameBuilder()
-        elif head == EV_WRITE:
-            builder.write(event[1], event[2])
+        elif kind is WriteEvent:
+            builder.write(event.category, event.step)
             if builder.nrecords >= MAX_FRAME_RECORDS or builder.nbytes >= MAX_FRAME_BYTES_SOFT:
                 yield builder
                 builder = FrameBuilder()
-        elif head == EV_PROPERTY:
-            builder.property(event[1], event[2], event[3], event[4])
+        elif kind is PropertyEvent:
+            builder.property(event.category, event.property_type, event.value, event.nbytes)
             if builder.nbytes >= MAX_FRAME_BYTES_SOFT or builder.nrecords >= MAX_FRAME_RECORDS:
                 yield builder
                 builder = FrameBuilder()
-        elif head == EV_FLUSH:
+        elif kind is FlushEvent:
             if not builder.empty:
                 yield builder
                 builder = FrameBuilder()
-            yield event[1]
-        elif head == EV_BYE:
+            yield event.ticket
+        elif kind is ByeEvent:
             builder.markers.append(bye())
             builder.nrecords += 1
     if not builder.empty:

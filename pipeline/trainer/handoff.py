@@ -19,7 +19,7 @@ import os
 import threading
 from typing import Any, Deque, Dict, Tuple
 
-from .framing import BATCH_VALUES, EV_STATS
+from .framing import BATCH_VALUES, Event, StatsEvent
 from .rate_log import RateLimitedLog
 
 logger = logging.getLogger(__name__)
@@ -39,14 +39,14 @@ TAKEN = object()
 _CLAIMS = object()
 
 
-def _take(event: tuple) -> tuple:
+def _take(event: StatsEvent) -> StatsEvent:
     """The sender's copy of a sealed dict's event; the dict is marked with the lengths it
     was copied at (the client's lock held).  Lengths, not the copies: the sender goes
     on to merge into its copies."""
-    sealed = event[1]
+    sealed = event.sealed
     taken = {ident: entry[:] for ident, entry in sealed.items()}
     sealed[TAKEN] = {ident: len(entry) for ident, entry in taken.items()}
-    return (EV_STATS, taken)
+    return StatsEvent(taken)
 
 
 class Handoff:
@@ -54,7 +54,7 @@ class Handoff:
 
     def __init__(self, counters: Dict[str, Any]) -> None:
         self.counters = counters
-        self.queue: Deque[tuple] = collections.deque()
+        self.queue: Deque[Event] = collections.deque()
         self.lock = threading.Lock()
         """Guards replacing ``current``, ``queue`` and ``_queued``, and the sender's take.
         ``add_stat``'s append to an existing entry does not take it."""
@@ -111,7 +111,7 @@ class Handoff:
         if wake:
             self.wake()
 
-    def add_event(self, event: tuple, wake: bool) -> None:
+    def add_event(self, event: Event, wake: bool) -> None:
         """Queue a non-value event after the values added before it (sealed first)."""
         with self.lock:
             self._seal_locked()
@@ -133,7 +133,7 @@ class Handoff:
             _rlog.warn("behind", "statbus: sender is not keeping up (or not running); %d values dropped so far",
                        self.counters["events_dropped"])
             return True
-        self.queue.append((EV_STATS, current))
+        self.queue.append(StatsEvent(current))
         self._queued += nvalues
         return self._queued >= BATCH_VALUES
 
@@ -185,7 +185,7 @@ class Handoff:
             pass
         self._wake_flag = False
 
-    def take_all(self) -> Deque[tuple]:
+    def take_all(self) -> Deque[Event]:
         """Everything queued so far, the current entries last, each sealed dict replaced by the sender's copy.
 
         Each sealed dict is copied (a list slice per key) and marked with the copied
@@ -196,10 +196,10 @@ class Handoff:
         with self.lock:
             events, self.queue = self.queue, collections.deque()
             if self.current:
-                events.append((EV_STATS, self.current))
+                events.append(StatsEvent(self.current))
                 self.current = {}
             self._queued = 0
-            return collections.deque([_take(event) if event[0] == EV_STATS else event for event in events])
+            return collections.deque([_take(event) if type(event) is StatsEvent else event for event in events])
 
     def close_pipe(self) -> None:
         """The sender is ending: no training thread writes to the pipe from now on."""

@@ -32,7 +32,7 @@ from ...plugins.records import MAX_NAME_LENGTH
 from ...plugins.stats import StatsAggregationMethod, StatsPropertyType
 from ..wire import MAX_MAP_ENTRIES, MAX_NESTING, MAX_RECORDS_PER_FRAME, MAX_STRING_BYTES
 from . import config as trainer_config
-from .framing import EV_PROPERTY, EV_WRITE
+from .framing import PropertyEvent, SetStatEvent, WriteEvent
 from .handoff import ENTRY_VALUES
 from .sender import Client
 
@@ -259,7 +259,7 @@ class StatsReporter:
         if client is None:
             _retired["events_dropped"] += 1
         else:
-            client.add_event((self.category, key, value, None), wake=False)
+            client.add_event(SetStatEvent(self.category, key, value), wake=False)
 
     def add_property(self, property_type: StatsPropertyType, value: Any) -> None:
         """Announce a run property (hyperparameters, ...) to every writer."""
@@ -274,7 +274,7 @@ class StatsReporter:
         if client is None:
             _retired["events_dropped"] += 1
         else:
-            client.add_event((EV_PROPERTY, self.category, property_type.value, plain, nbytes), wake=True)
+            client.add_event(PropertyEvent(self.category, property_type.value, plain, nbytes), wake=True)
 
     def write_stats(self, step: int) -> None:
         """Close this category's summary period (across all processes) at ``step``."""
@@ -284,7 +284,7 @@ class StatsReporter:
         if client is None:
             _retired["events_dropped"] += 1
         else:
-            client.add_event((EV_WRITE, self.category, step), wake=True)
+            client.add_event(WriteEvent(self.category, step), wake=True)
 
 
 # --- process life: configure, exit, fork ------------------------------------

@@ -23,7 +23,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from ..wire import WireError, bye_record, decode_ack, hello_record
 from .config import TrainerConfig
-from .framing import EV_BYE, EV_FLUSH, FrameBuilder, Ticket, drain_events
+from .framing import BYE, FlushEvent, FrameBuilder, Ticket, drain_events
 from .handoff import Handoff
 from .rate_log import RateLimitedLog
 from .resend_buffer import FrameBuffer
@@ -111,8 +111,8 @@ class Client(Handoff):
             return not self.queue and not self.current and not self._buffer
         ticket = Ticket()
         if bye:
-            self.add_event((EV_BYE,), wake=False)
-        self.add_event((EV_FLUSH, ticket), wake=True)
+            self.add_event(BYE, wake=False)
+        self.add_event(FlushEvent(ticket), wake=True)
         ticket.event.wait(max(0.0, timeout))
         return ticket.ok
 
@@ -191,8 +191,8 @@ class Client(Handoff):
 
     def _release_late_tickets(self) -> None:
         for event in list(self.queue):
-            if type(event[0]) is int and event[0] == EV_FLUSH:
-                event[1].event.set()
+            if type(event) is FlushEvent:
+                event.ticket.event.set()
 
     def _loop(self, sock: zmq.Socket, mon: zmq.Socket) -> bool:
         """Serve until stopped (False) or until ``sock`` must be replaced (True)."""

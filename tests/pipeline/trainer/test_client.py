@@ -17,7 +17,14 @@ import statbus.pipeline as sp
 from ackpeer import AckPeer, PeerState, wait_for
 from statbus.pipeline import StatsReporter
 from statbus.pipeline.trainer import config as trainer_config
-from statbus.pipeline.trainer.framing import BATCH_VALUES, EV_STATS, EV_WRITE, FrameBuilder, drain_events
+from statbus.pipeline.trainer.framing import (
+    BATCH_VALUES,
+    FrameBuilder,
+    SetStatEvent,
+    StatsEvent,
+    WriteEvent,
+    drain_events,
+)
 from statbus.pipeline.trainer.handoff import MAX_PENDING_EVENTS
 from statbus.pipeline.trainer.resend_buffer import FRAME_OVERHEAD, FrameBuffer
 from statbus.pipeline.wire import MAX_FRAME_BYTES, Hello, decode_frame, encode_frame, stat_record, write_record
@@ -243,7 +250,7 @@ def test_frame_builder_groups_keys_in_first_seen_order() -> None:
     agg = sp.StatsAggregationMethod
     builder = FrameBuilder()
     for event in [("C", "b", 1.0, agg.AVERAGE), ("C", "a", 2.0, agg.SUM), ("C", "b", 3.0, agg.HISTOGRAM)]:
-        builder.add(event)
+        builder.add(*event)
     builder.property("C", "selfplay", {"x": 1}, 10)
     builder.write("C", 4)
     records = builder.records()
@@ -257,8 +264,8 @@ def test_drained_frames_stay_within_the_wire_limits_whatever_the_keys() -> None:
     queue = collections.deque()
     for i in range(20_000):  # distinct 1000-character keys: ~20 MB of names
         key = f"{i:06d}" + "k" * 994
-        queue.append(("C" * 1000, key, -1.0, agg))
-        queue.append(("C" * 1000, key, float(i), None))  # set_stat replaces the -1
+        queue.append(StatsEvent({("C" * 1000, key): [agg, -1.0]}))
+        queue.append(SetStatEvent("C" * 1000, key, float(i)))  # set_stat replaces the -1
     builders = list(drain_events(queue, lambda: []))
     assert len(builders) > 1 and not queue
     period: Dict[str, list] = {}  # what the collector makes of them
@@ -360,7 +367,7 @@ def test_sealed_entries_are_split_across_frames_in_order() -> None:
     agg = sp.StatsAggregationMethod
     n = 3 * BATCH_VALUES + 17
     sealed = {("C", "big"): [agg.AVERAGE] + [float(i) for i in range(n)], ("C", "small"): [agg.SUM, 1.0, 2.0]}
-    queue = collections.deque([(EV_STATS, sealed), (EV_WRITE, "C", 5), (EV_STATS, {("C", "big"): [agg.AVERAGE, -1.0]})])
+    queue = collections.deque([StatsEvent(sealed), WriteEvent("C", 5), StatsEvent({("C", "big"): [agg.AVERAGE, -1.0]})])
     builders = list(drain_events(queue, lambda: []))
     assert not queue and all(b.nvalues <= BATCH_VALUES for b in builders)
     assert sum(b.nvalues for b in builders) == n + 3
@@ -392,7 +399,7 @@ def test_client_seals_keep_order_across_aggregation_changes_and_cap_memory(tmp_p
         reporter.add_stat("k", 3.0, agg.HISTOGRAM)
         client = sp.trainer.reporter._client
         with client.lock:
-            assert [list(event[1].values()) for event in client.queue] == [[[agg.SUM, 1.0]]]
+            assert [list(event.sealed.values()) for event in client.queue] == [[[agg.SUM, 1.0]]]
             assert list(client.current.values()) == [[agg.HISTOGRAM, 2.0, 3.0]]
         total = 40 * handoff_module.ENTRY_VALUES
         for i in range(total):
