@@ -30,13 +30,13 @@ import zmq
 from ...plugins import ConfigError, StatbusError
 from ...workers.exits import ExitCode
 from ..control import ControlServer
-from ..journal.recovery import encode_snapshot, encode_summary, read_entry_record, replay_newest_segment
+from ..journal.recovery import encode_snapshot, read_entry_record, replay_newest_segment
 from ..journal.retention import Retention
 from ..journal.writer import EntryType, Journal, JournalReader
 from ..layout import RunLayout
 from ..security.curve import TransportSecurity, secure_bind
 from ..wire import MAX_FRAME_BYTES, encode_ack
-from .aggregator import Aggregator
+from .aggregator import Aggregator, encode_summary
 from .control import answer_control
 from .fetch_server import FetchServer
 from .idle import IdleWatch

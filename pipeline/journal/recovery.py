@@ -18,18 +18,12 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import msgpack
 
-from ...plugins.records import SummaryRecord
-from ..collector.aggregator import Aggregator, SnapshotError
+from ..collector.aggregator import Aggregator, SnapshotError, encode_summary
 from ..collector.intake import Intake
 from ..wire import WireError, decode_frame
 from .writer import EntryType, Journal
 
 logger = logging.getLogger(__name__)
-
-
-def encode_summary(summary: SummaryRecord) -> bytes:
-    """A SUMMARY entry's payload; deterministic, so replayed summaries compare byte for byte."""
-    return msgpack.packb(summary.to_msgpack(), use_bin_type=True)
 
 
 def encode_snapshot(intake: Intake, aggregator: Aggregator) -> bytes:

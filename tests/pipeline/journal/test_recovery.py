@@ -10,10 +10,10 @@ import pytest
 import zmq
 
 from collector_helpers import CollectorProcess, RawTrainer, journal_frames, journal_summaries, settle
-from statbus.pipeline.collector.aggregator import Aggregator
+from statbus.pipeline.collector.aggregator import Aggregator, encode_summary
 from statbus.pipeline.collector.intake import Intake
 from statbus.pipeline.control import control_request
-from statbus.pipeline.journal.recovery import encode_snapshot, encode_summary, replay_newest_segment
+from statbus.pipeline.journal.recovery import encode_snapshot, replay_newest_segment
 from statbus.pipeline.journal.writer import EntryType, Journal, iter_entries
 from statbus.pipeline.wire import decode_frame, encode_frame, hello_record, stat_record, write_record
 from statbus.plugins.records import pack_values
