@@ -27,7 +27,15 @@ from typing import Any, Dict, NamedTuple, Sequence, Tuple
 import msgpack
 
 from ..plugins import RecordError, StatbusError
-from ..plugins.records import PropertyRecord, StatRecord, check_name, check_step, decode_property, decode_stat
+from ..plugins.records import (
+    PropertyRecord,
+    RecordKind,
+    StatRecord,
+    check_name,
+    check_step,
+    decode_property,
+    decode_stat,
+)
 
 WIRE_VERSION = 1
 
@@ -47,6 +55,14 @@ class MarkerKind(enum.IntEnum):
     WRITE = 3
     HELLO = 4
     BYE = 5
+
+
+# Every record decoded looks its kind up: plain ints, not enum attribute look-ups.
+_STAT = RecordKind.STAT.value
+_PROPERTY = RecordKind.PROPERTY.value
+_WRITE = MarkerKind.WRITE.value
+_HELLO = MarkerKind.HELLO.value
+_BYE = MarkerKind.BYE.value
 
 
 class RejectReason(enum.Enum):
@@ -97,23 +113,23 @@ class Frame(NamedTuple):
 # --- encoding (trainer side) ------------------------------------------------
 
 def stat_record(category: str, key: str, aggregation: int, op: int, packed: bytes) -> list:
-    return [0, category, key, aggregation, op, packed]
+    return [_STAT, category, key, aggregation, op, packed]
 
 
 def property_record(category: str, property_type: str, value: Any) -> list:
-    return [2, category, property_type, value]
+    return [_PROPERTY, category, property_type, value]
 
 
 def write_record(category: str, step: int) -> list:
-    return [MarkerKind.WRITE.value, category, step]
+    return [_WRITE, category, step]
 
 
 def hello_record(info: Dict[str, Any]) -> list:
-    return [MarkerKind.HELLO.value, info]
+    return [_HELLO, info]
 
 
 def bye_record(info: Dict[str, Any]) -> list:
-    return [MarkerKind.BYE.value, info]
+    return [_BYE, info]
 
 
 def encode_frame(sender: str, seq: int, floor: int, dropped: int, records: Sequence[list]) -> bytes:
@@ -167,19 +183,19 @@ def _decode_wire_record(obj: Any) -> Any:
     kind = obj[0]
     if type(kind) is not int:
         raise RecordError(f"record kind must be an integer, got {type(kind).__name__}")
-    if kind == 0:
+    if kind == _STAT:
         return decode_stat(obj)
-    if kind == 2:
+    if kind == _PROPERTY:
         record = decode_property(obj)
         _check_plain(record.value)
         return record
-    if kind == MarkerKind.WRITE:
+    if kind == _WRITE:
         if len(obj) != 3:
             raise RecordError("write record must be [3, category, step]")
         return WriteMarker(check_name(obj[1], "category"), check_step(obj[2]))
-    if kind == MarkerKind.HELLO:
+    if kind == _HELLO:
         return Hello(_decode_info(obj, "hello"))
-    if kind == MarkerKind.BYE:
+    if kind == _BYE:
         return Bye(_decode_info(obj, "bye"))
     raise RecordError(f"unknown or trainer-forbidden record kind {kind}")
 

@@ -14,9 +14,9 @@ import threading
 from itertools import chain
 from typing import Any, Callable, Deque, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
-from ...plugins.records import StatOp, pack_values
+from ...plugins.records import RecordKind, StatOp, pack_values
 from ...plugins.stats import StatsAggregationMethod
-from ..wire import MAX_RECORDS_PER_FRAME, property_record, write_record
+from ..wire import MAX_RECORDS_PER_FRAME, MarkerKind, property_record
 
 BATCH_VALUES = 65536
 """Values after which a frame is closed and the sender woken (a frame stays ~512 KiB)."""
@@ -89,11 +89,11 @@ Event = Union[StatsEvent, SetStatEvent, PropertyEvent, WriteEvent, FlushEvent, B
 # member runs Python code); a frame of a summary-heavy trainer does a few per record, so
 # constants are looked up once here and a member's wire value is read as ``_value_``.
 _MOST_RECENT = StatsAggregationMethod.MOST_RECENT.value
-STAT_KIND = 0
+STAT_KIND = RecordKind.STAT.value
 """A stat record's kind code on the wire."""
 _ADD = StatOp.ADD.value
 _SET = StatOp.SET.value
-_WRITE = write_record("", 0)[0]
+_WRITE = MarkerKind.WRITE.value
 _pack_one = struct.Struct("<d").pack
 
 
