@@ -53,7 +53,14 @@ def json_safe(value: Any) -> Any:
     return str(value)
 
 
+# --- the codec: both ends encode and decode through these -------------------
+
+def encode_request(request: Mapping[str, Any]) -> bytes:
+    return msgpack.packb(dict(request), use_bin_type=True)
+
+
 def decode_request(data: bytes) -> Dict[str, Any]:
+    """A request, checked: a map of at most ``MAX_REQUEST_BYTES`` whose ``op`` is one of :data:`OPS`."""
     if len(data) > MAX_REQUEST_BYTES:
         raise ControlError(f"request of {len(data)} bytes is too large")
     try:
@@ -63,6 +70,24 @@ def decode_request(data: bytes) -> Dict[str, Any]:
     if not isinstance(request, dict) or request.get("op") not in OPS:
         raise ControlError(f"request must be a map with op one of {list(OPS)}")
     return request
+
+
+def encode_reply(reply: Mapping[str, Any]) -> bytes:
+    """A reply, made JSON-safe first (``statbus status --json`` prints it as is)."""
+    return msgpack.packb(json_safe(reply), use_bin_type=True)
+
+
+def decode_reply(data: bytes, source: str = "the collector") -> Dict[str, Any]:
+    try:
+        reply = msgpack.unpackb(data, raw=False)
+    except Exception as exc:  # noqa: BLE001
+        raise ControlError(f"unreadable reply from {source}: {exc!r}") from None
+    if not isinstance(reply, dict):
+        raise ControlError(f"unreadable reply from {source}: not a map")
+    return reply
+
+
+# --- the two ends ------------------------------------------------------------
 
 
 class ControlServer:
@@ -92,7 +117,7 @@ class ControlServer:
 
     def _reply(self, envelope: List[bytes], reply: Dict[str, Any]) -> None:
         try:
-            self._socket.send_multipart([*envelope, msgpack.packb(json_safe(reply), use_bin_type=True)], zmq.NOBLOCK)
+            self._socket.send_multipart([*envelope, encode_reply(reply)], zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             logger.warning("control reply dropped: %s", exc)
 
@@ -114,7 +139,7 @@ def control_request(address: str, request: Dict[str, Any], timeout: float = 5.0)
             # can never be mistaken for this one's.
             socket.setsockopt(zmq.ROUTING_ID, b"ctl-" + uuid.uuid4().bytes[:8])
             socket.connect(address)
-            payload = msgpack.packb(request, use_bin_type=True)
+            payload = encode_request(request)
             if not socket.poll(int(timeout * 1000), zmq.POLLOUT):
                 raise ControlError(f"no collector listens on {address}")
             socket.send(payload, zmq.NOBLOCK)
@@ -125,10 +150,4 @@ def control_request(address: str, request: Dict[str, Any], timeout: float = 5.0)
         raise ControlError(f"control request to {address} failed: {exc}") from None
     finally:
         context.term()
-    try:
-        reply = msgpack.unpackb(data, raw=False)
-    except Exception as exc:  # noqa: BLE001
-        raise ControlError(f"unreadable reply from {address}: {exc!r}") from None
-    if not isinstance(reply, dict):
-        raise ControlError(f"unreadable reply from {address}: not a map")
-    return reply
+    return decode_reply(data, address)

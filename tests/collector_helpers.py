@@ -18,6 +18,7 @@ from statbus.pipeline.journal.writer import EntryType, iter_entries
 from statbus.pipeline.layout import RunLayout
 from statbus.pipeline.wire import decode_ack, encode_frame
 from statbus.plugins.records import decode_summary, unpack_values
+from statbus.workers.fetch_protocol import FetchReply, decode_reply, encode_fetch
 from waiting import wait_for  # noqa: F401 — re-exported for the collector tests
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -179,14 +180,15 @@ class Worker:
         self.socket.connect(address)
 
     def request(self, after: int, max_bytes: int = 1 << 20) -> None:
-        self.socket.send(msgpack.packb([1, self.plugin, after, max_bytes]))
+        self.socket.send(encode_fetch(self.plugin, after, max_bytes))
 
-    def reply(self, timeout: float = 10.0) -> list:
+    def reply(self, timeout: float = 10.0) -> FetchReply:
+        """The next reply, decoded (and so checked) by the protocol's own codec."""
         if not self.socket.poll(int(timeout * 1000)):
             raise AssertionError("no fetch reply")
-        return msgpack.unpackb(self.socket.recv(), raw=False)
+        return decode_reply(self.socket.recv())
 
-    def fetch(self, after: int, max_bytes: int = 1 << 20, timeout: float = 10.0) -> list:
+    def fetch(self, after: int, max_bytes: int = 1 << 20, timeout: float = 10.0) -> FetchReply:
         self.request(after, max_bytes)
         return self.reply(timeout)
 

@@ -15,8 +15,8 @@ import msgpack
 
 from ...plugins.errors import RecordError, StatbusError
 from ...plugins.records import PropertyRecord, StatRecord, SummaryRecord, decode_batch, decode_record, unpack_values
-from ..statepage import StatePage
 from ..fetch_protocol import EntryKind, FetchedEntry
+from ..statepage import StatePage
 
 logger = logging.getLogger(__name__)
 

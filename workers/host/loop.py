@@ -30,9 +30,9 @@ import zmq
 from ...plugins.discovery import PluginInfo
 from ...plugins.errors import RecordError, StatbusError
 from ..exits import ExitCode, HostExit, report_error
+from ..fetch_protocol import DEFAULT_MAX_BYTES, FetchedEntry, FetchProtocolError
 from ..statepage import NO_INFLIGHT, HostState, StatePage
 from .dispatch import WriterCrash, Writers
-from ..fetch_protocol import DEFAULT_MAX_BYTES, FetchedEntry, FetchProtocolError
 from .fetch_client import FetchClient, LostCollector
 from .heartbeat import Heartbeat
 from .loading import load_plugin
