@@ -2,11 +2,11 @@
 
 Envelope (an array, cheaper to encode and check than a map)::
 
-    [version, sender, seq, floor, dropped, records]
+    [version, sender, seq, lowest_sendable, dropped, records]
 
 * ``sender``  — the trainer process's identity (unique per process and per fork);
 * ``seq``     — 1, 2, 3, ... per sender; the collector accepts frames strictly in order;
-* ``floor``   — the lowest seq the sender can still re-send: frames below it were
+* ``lowest_sendable``   — the lowest seq the sender can still re-send: frames below it were
   dropped by the sender's bounded buffer and will never come;
 * ``dropped`` — values the sender has dropped so far (for status);
 * ``records`` — writer records of :mod:`statbus.plugins.records` (stat, property)
@@ -105,7 +105,7 @@ Record = StatRecord | PropertyRecord | WriteMarker | Hello | Bye  # type: ignore
 class Frame(NamedTuple):
     sender: str
     seq: int
-    floor: int
+    lowest_sendable: int
     dropped: int
     records: Tuple[Any, ...]
 
@@ -132,8 +132,8 @@ def bye_record(info: Dict[str, Any]) -> list:
     return [_BYE, info]
 
 
-def encode_frame(sender: str, seq: int, floor: int, dropped: int, records: Sequence[list]) -> bytes:
-    return msgpack.packb([WIRE_VERSION, sender, seq, floor, dropped, list(records)], use_bin_type=True)
+def encode_frame(sender: str, seq: int, lowest_sendable: int, dropped: int, records: Sequence[list]) -> bytes:
+    return msgpack.packb([WIRE_VERSION, sender, seq, lowest_sendable, dropped, list(records)], use_bin_type=True)
 
 
 def encode_ack(acked_seq: int) -> bytes:
@@ -230,20 +230,21 @@ def decode_frame(data: bytes) -> Frame:
         raise WireError(RejectReason.NOT_MSGPACK, repr(exc)[:200]) from None
     if not isinstance(envelope, list) or len(envelope) != 6:
         raise WireError(RejectReason.BAD_ENVELOPE, "envelope must be a 6-element array")
-    version, sender, seq, floor, dropped, records = envelope
+    version, sender, seq, lowest_sendable, dropped, records = envelope
     if version != WIRE_VERSION or type(version) is not int:
         raise WireError(RejectReason.BAD_VERSION, f"version {version!r}, this collector speaks {WIRE_VERSION}")
     if not isinstance(sender, str) or not 0 < len(sender) <= MAX_SENDER_LENGTH or not sender.isprintable():
         raise WireError(RejectReason.BAD_ENVELOPE, "sender must be 1-128 printable characters")
-    for name, value in (("seq", seq), ("floor", floor), ("dropped", dropped)):
+    for name, value in (("seq", seq), ("lowest_sendable", lowest_sendable), ("dropped", dropped)):
         if type(value) is not int or not 0 <= value < 2**63:
             raise WireError(RejectReason.BAD_ENVELOPE, f"{name} must be a non-negative integer", sender)
-    if seq < 1 or floor > seq:
-        raise WireError(RejectReason.BAD_ENVELOPE, f"seq {seq} / floor {floor} out of order", sender)
+    if seq < 1 or lowest_sendable > seq:
+        raise WireError(RejectReason.BAD_ENVELOPE, f"seq {seq} / lowest_sendable {lowest_sendable} out of order",
+                        sender)
     if not isinstance(records, list):
         raise WireError(RejectReason.BAD_ENVELOPE, "records must be an array", sender)
     try:
         decoded = tuple([_decode_wire_record(r) for r in records])
     except (RecordError, RecursionError) as exc:
         raise WireError(RejectReason.BAD_RECORD, str(exc), sender) from None
-    return Frame(sender, seq, floor, dropped, decoded)
+    return Frame(sender, seq, lowest_sendable, dropped, decoded)

@@ -2,7 +2,7 @@
 
 A ROUTER socket in a thread of the test process: decodes each frame with
 ``wire.decode_frame``, applies the delivery rule of docs/internals.md per
-sender (``expected = max(last_seq + 1, floor)``; accept / duplicate / gap),
+sender (``expected = max(last_seq + 1, lowest_sendable)``; accept / duplicate / gap),
 records accepted frames and acks cumulatively.  ``PeerState`` outlives a peer,
 so a "restarted collector" on the same address keeps its dedupe state, like the
 real one recovering from its journal.
@@ -124,7 +124,7 @@ class AckPeer:
             return None
         with state.lock:
             last = state.last_seq.get(frame.sender, 0)
-            expected = max(last + 1, frame.floor)
+            expected = max(last + 1, frame.lowest_sendable)
             if frame.seq == expected:
                 state.accepted.append(frame)
                 state.last_seq[frame.sender] = frame.seq

@@ -113,8 +113,8 @@ class RawTrainer:
     def frame(self, records: Sequence[list]) -> int:
         """Queue a new frame and try to send it; returns its seq."""
         self.seq += 1
-        floor = next(iter(self.unacked), self.seq)
-        data = encode_frame(self.sender, self.seq, floor, 0, records)
+        lowest_sendable = next(iter(self.unacked), self.seq)
+        data = encode_frame(self.sender, self.seq, lowest_sendable, 0, records)
         self.unacked[self.seq] = data
         self._send(data)
         return self.seq

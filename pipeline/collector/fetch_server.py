@@ -8,7 +8,7 @@ frame, sliced out of the raw frame without decoding it), kind 1 = SUMMARY.  A
 fetch with nothing new is parked up to :data:`PARK_SECONDS` and answered as
 soon as something is committed.
 
-Per consumer the server applies a *floor* (the oldest position the consumer may
+Per consumer the server applies a *quota position* (the oldest position the consumer may
 still read: its journal quota) and a *skip set* (poison records the supervisor
 set aside); both are counted in ``skipped``.
 """
@@ -41,7 +41,7 @@ MAX_CACHED_READ_BYTES = 2 << 20
 
 
 def batch_slice(frame: bytes) -> bytes:
-    """The ``records`` array of a raw wire frame ``[v, sender, seq, floor, dropped, records]``.
+    """The ``records`` array of a raw wire frame ``[v, sender, seq, lowest_sendable, dropped, records]``.
 
     Skipping the five envelope items with an Unpacker and slicing at ``tell()``
     costs the same for a frame of ten values as for one of a million.
@@ -87,7 +87,7 @@ class FetchServer:
         reader: JournalReader,
         *,
         head: Callable[[], int],
-        floor: Callable[[str], int] = lambda plugin: 0,
+        quota_position: Callable[[str], int] = lambda plugin: 0,
         skip: Callable[[str], FrozenSet[int]] = lambda plugin: frozenset(),
         count_between: Callable[[int, int], int] = lambda start, end: 0,
         clock: Callable[[], float] = time.monotonic,
@@ -95,7 +95,7 @@ class FetchServer:
         self._socket = socket
         self._reader = reader
         self._head = head
-        self._floor = floor
+        self._quota_position = quota_position
         self._skip = skip
         self._count_between = count_between
         self._clock = clock
@@ -156,7 +156,7 @@ class FetchServer:
                 "entries_sent": view.entries_sent,
                 "skipped_quota": view.skipped_quota,
                 "skipped_poison": view.skipped_poison,
-                "floor": self._floor(view.plugin),
+                "quota_position": self._quota_position(view.plugin),
             }
             for view in self.consumers.values()
         ]
@@ -238,17 +238,17 @@ class FetchServer:
         """Reply to one fetch; or park it (when ``park`` is a deadline and there is nothing new)."""
         view = self.consumers.setdefault(plugin, ConsumerView(plugin))
         skipped = 0
-        floor = self._floor(plugin)
+        quota_position = self._quota_position(plugin)
         start = after
-        if after < floor:
-            lost = self._count_between(after, floor)
+        if after < quota_position:
+            lost = self._count_between(after, quota_position)
             logger.warning(
-                "plugin %s is %d bytes behind its quota floor: it skips to position %d (%d entries)",
-                plugin, floor - after, floor, lost,
+                "plugin %s is %d bytes behind its quota position: it skips to position %d (%d entries)",
+                plugin, quota_position - after, quota_position, lost,
             )
             skipped += lost
             view.skipped_quota += lost
-            start = floor
+            start = quota_position
         head = self._head()
         if start > head and not view.warned_ahead:
             # A cursor from another journal (the journal was deleted, the state page kept):

@@ -2,7 +2,7 @@
 
 The delivery rule (docs/internals.md, "Wire"), per sender::
 
-    expected = max(last_seq + 1, floor)
+    expected = max(last_seq + 1, lowest_sendable)
     seq == expected  → accept (journal, aggregate, then ack seq)
     seq <  expected  → duplicate: drop, count, ack last_seq again
     seq >  expected  → gap: drop, ack last_seq (the trainer re-sends from its oldest unacked)
@@ -41,7 +41,7 @@ MAX_SENDERS = 10_000
 """Senders tracked at once.  Past it, accepting a frame from a new sender forgets the one
 heard from least recently (counted in ``evicted``): frames invented under ever new sender
 names cannot grow the table, the snapshot or the status without end.  A forgotten trainer
-that speaks again is accepted from its ``floor`` on, like one the collector never knew."""
+that speaks again is accepted from its ``lowest_sendable`` on, like one the collector never knew."""
 
 _INFO_FIELDS = ("pid", "host", "run_id", "argv0")
 
@@ -111,7 +111,7 @@ class Decision(NamedTuple):
 
 
 def _envelope_position(data: bytes) -> Tuple[Optional[int], int]:
-    """``(seq, floor)`` of a frame whose envelope is valid but whose records are not."""
+    """``(seq, lowest_sendable)`` of a frame whose envelope is valid but whose records are not."""
     try:
         unpacker = msgpack.Unpacker(max_buffer_size=len(data) + 1)
         unpacker.feed(data)
@@ -119,12 +119,12 @@ def _envelope_position(data: bytes) -> Tuple[Optional[int], int]:
         unpacker.skip()  # version
         unpacker.skip()  # sender
         seq = unpacker.unpack()
-        floor = unpacker.unpack()
+        lowest_sendable = unpacker.unpack()
     except Exception:  # noqa: BLE001 — the frame is already known to be bad
         return None, 0
-    if type(seq) is not int or type(floor) is not int:
+    if type(seq) is not int or type(lowest_sendable) is not int:
         return None, 0
-    return seq, floor
+    return seq, lowest_sendable
 
 
 class Intake:
@@ -163,12 +163,12 @@ class Intake:
         if state is None:
             # Only an accepted frame earns a place in the table: a stranger's frames
             # that are refused (gaps, replays) leave nothing behind.
-            if frame.seq > max(1, frame.floor):
+            if frame.seq > max(1, frame.lowest_sendable):
                 self.gaps += 1
                 return Decision(Verdict.GAP, frame, 0)
             state = self._new_state(frame.sender, now)
         state.last_seen = now
-        expected = max(state.last_seq + 1, frame.floor)
+        expected = max(state.last_seq + 1, frame.lowest_sendable)
         if frame.seq < expected:
             state.duplicates += 1
             self.duplicates += 1
@@ -194,7 +194,7 @@ class Intake:
             state = self._new_state(frame.sender, self._clock())
         if frame.seq <= state.last_seq:
             return False
-        if frame.seq > max(state.last_seq + 1, frame.floor):
+        if frame.seq > max(state.last_seq + 1, frame.lowest_sendable):
             logger.warning(
                 "recovery: sender %s jumps from seq %s to %s in the journal (a damaged entry was set aside)",
                 frame.sender,
@@ -301,19 +301,19 @@ class Intake:
             return reject
         state = self.senders.get(exc.sender)
         if exc.reason is RejectReason.BAD_RECORD:
-            seq, floor = _envelope_position(data)
+            seq, lowest_sendable = _envelope_position(data)
             if seq is not None:
                 if state is None:
-                    if seq != max(1, floor):
+                    if seq != max(1, lowest_sendable):
                         return reject._replace(ack=0)  # not consumed: no place in the table either
                     state = self._new_state(exc.sender, self._clock())
                 state.last_seen = self._clock()
                 state.rejects += 1
-                if seq == max(state.last_seq + 1, floor):
-                    empty = Frame(exc.sender, seq, floor, state.dropped, ())
+                if seq == max(state.last_seq + 1, lowest_sendable):
+                    empty = Frame(exc.sender, seq, lowest_sendable, state.dropped, ())
                     self.senders.move_to_end(exc.sender)
                     self._account(state, empty)
-                    substitute = encode_frame(exc.sender, seq, floor, state.dropped, [])
+                    substitute = encode_frame(exc.sender, seq, lowest_sendable, state.dropped, [])
                     return Decision(Verdict.REJECT, empty, seq, exc.reason, substitute)
                 return reject._replace(ack=state.last_seq)
         if state is not None:

@@ -176,7 +176,7 @@ class Collector:
             work,
             reader,
             head=lambda: self.journal.committed_position,
-            floor=self.retention.floor,
+            quota_position=self.retention.quota_position,
             skip=self._skip_positions,
             count_between=self.retention.count_between,
             clock=self.clock,

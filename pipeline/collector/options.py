@@ -54,7 +54,7 @@ class CollectorOptions:
     fsync: FsyncPolicy = FsyncPolicy.INTERVAL
     fsync_interval: float = 1.0
     quota_bytes: int = 1 << 30
-    """Per consumer: bytes behind the head it may lag before its floor moves up."""
+    """Per consumer: bytes behind the head it may lag before its quota position moves up."""
     stop_timeout: float = 30.0
     """Default time live plugins get to catch up on a graceful stop."""
     idle_exit: Optional[float] = None

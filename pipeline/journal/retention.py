@@ -2,9 +2,9 @@
 
 A segment is deleted once every consumer's committed cursor is past its end
 (the journal itself never deletes the newest).  A consumer more than
-``quota_bytes`` behind the head gets a *floor*: the oldest segment start that
-brings it back under quota.  The fetch server moves it up to its floor and
-counts what it skipped, and retention treats the floor as its cursor, so one
+``quota_bytes`` behind the head gets a *quota position*: the oldest segment start that
+brings it back under quota.  The fetch server moves it up to its quota position and
+counts what it skipped, and retention treats that position as its cursor, so one
 stuck plugin bounds neither the disk nor the others.
 
 With no consumers at all nothing is deleted: a plugin enabled later may be
@@ -26,8 +26,8 @@ RETENTION_INTERVAL = 1.0
 """Seconds between two retention passes (each reads every consumer's state page)."""
 
 
-def quota_floor(committed: int, head: int, segment_starts: List[int], quota_bytes: int) -> int:
-    """The lowest position a consumer at ``committed`` may still read (0: no floor)."""
+def quota_position(committed: int, head: int, segment_starts: List[int], quota_bytes: int) -> int:
+    """The lowest position a consumer at ``committed`` may still read (0: within quota, no limit)."""
     if head - committed <= quota_bytes or not segment_starts:
         return 0
     index = bisect.bisect_left(segment_starts, head - quota_bytes)
@@ -42,7 +42,7 @@ class EntryIndex:
     One sample per :data:`SAMPLE_ENTRIES` entries or :data:`SAMPLE_BYTES` bytes,
     whichever comes first, kept in two ``array('q')`` (16 bytes a sample) and
     pruned with retention.  Counts are exact at samples and low by less than a
-    sample's span in between (segment starts, where quota floors fall, are always
+    sample's span in between (segment starts, where quota positions fall, are always
     sampled); entries older than this collector (but for the
     newest segment, seeded at recovery) are not known and count as none.
     """
@@ -97,7 +97,7 @@ class Retention:
         self._journal = journal
         self.quota_bytes = quota_bytes
         self.supervisor: Optional[Any] = None
-        self._floors: Dict[str, int] = {}
+        self._quota_positions: Dict[str, int] = {}
         self.index = EntryIndex()
         self._next_pass = 0.0
         self.deleted_bytes = 0
@@ -112,15 +112,15 @@ class Retention:
 
     # --- queries -------------------------------------------------------------------------------
 
-    def floor(self, plugin: str) -> int:
-        return self._floors.get(plugin, 0)
+    def quota_position(self, plugin: str) -> int:
+        return self._quota_positions.get(plugin, 0)
 
     def count_between(self, start: int, end: int) -> int:
         """Entries in ``[start, end)``, as far as this collector knows (see :class:`EntryIndex`)."""
         return self.index.count(start, end)
 
-    def floors(self) -> Dict[str, int]:
-        return dict(self._floors)
+    def quota_positions(self) -> Dict[str, int]:
+        return dict(self._quota_positions)
 
     # --- the pass ---------------------------------------------------------------------------------
 
@@ -133,24 +133,24 @@ class Retention:
             return
         consumers = supervisor.consumers()
         if not consumers:
-            self._floors = {}
+            self._quota_positions = {}
             return
         head = self._journal.end_position
         starts = self._journal.segment_starts()
-        floors: Dict[str, int] = {}
+        positions: Dict[str, int] = {}
         cut = head
         for plugin in consumers:
             committed = supervisor.committed(plugin)
-            floor = quota_floor(committed, head, starts, self.quota_bytes)
-            if floor:
-                if floor != self._floors.get(plugin):
+            position = quota_position(committed, head, starts, self.quota_bytes)
+            if position:
+                if position != self._quota_positions.get(plugin):
                     logger.warning(
-                        "plugin %s is %d bytes behind (quota %d): its floor moves to %d",
-                        plugin, head - committed, self.quota_bytes, floor,
+                        "plugin %s is %d bytes behind (quota %d): its quota position moves to %d",
+                        plugin, head - committed, self.quota_bytes, position,
                     )
-                floors[plugin] = floor
-            cut = min(cut, max(committed, floor))
-        self._floors = floors
+                positions[plugin] = position
+            cut = min(cut, max(committed, position))
+        self._quota_positions = positions
         freed = self._journal.delete_before(cut)
         if freed:
             self.deleted_bytes += freed

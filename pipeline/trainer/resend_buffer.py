@@ -29,17 +29,17 @@ class Outgoing:
     hundreds of thousands while the collector lags) made every run of the
     training process's cyclic garbage collector walk them: 4x the cost of a
     summary-heavy trainer's add_stat.  The rare paths that need the records
-    (re-encoding when the floor moved, stripping stats, merging) decode them again.
+    (re-encoding when lowest_sendable moved, stripping stats, merging) decode them again.
     """
 
-    __slots__ = ("seq", "nrecords", "nvalues", "payload", "floor", "created", "first_sent")
+    __slots__ = ("seq", "nrecords", "nvalues", "payload", "lowest_sendable", "created", "first_sent")
 
     def __init__(self, seq: int, nvalues: int) -> None:
         self.seq = seq
         self.nrecords = 0
         self.nvalues = nvalues
         self.payload = b""
-        self.floor = 0
+        self.lowest_sendable = 0
         self.created = time.monotonic()
         self.first_sent: Optional[float] = None
 
@@ -60,20 +60,20 @@ class Outgoing:
         """The frame's records, decoded from its payload."""
         return msgpack.unpackb(self.payload, raw=False)[5]
 
-    def encode(self, sender: str, floor: int, dropped: int, records: Optional[List[list]] = None) -> None:
-        # The floor goes into the payload, so a frame is re-encoded when it moves.
+    def encode(self, sender: str, lowest_sendable: int, dropped: int, records: Optional[List[list]] = None) -> None:
+        # lowest_sendable goes into the payload, so a frame is re-encoded when it moves.
         if records is None:
             records = self.records
-        self.payload = encode_frame(sender, self.seq, floor, dropped, records)
+        self.payload = encode_frame(sender, self.seq, lowest_sendable, dropped, records)
         self.nrecords = len(records)
-        self.floor = floor
+        self.lowest_sendable = lowest_sendable
 
-    def strip_stats(self, sender: str, floor: int, dropped_before: int) -> int:
+    def strip_stats(self, sender: str, lowest_sendable: int, dropped_before: int) -> int:
         """Drop the stat records (markers and properties stay), re-encoded; returns the values lost."""
         dropped = self.nvalues
         kept = [record for record in self.records if record[0] != STAT_KIND]
         self.nvalues = 0
-        self.encode(sender, floor, dropped_before + dropped, kept)
+        self.encode(sender, lowest_sendable, dropped_before + dropped, kept)
         return dropped
 
 
@@ -91,10 +91,10 @@ class FrameBuffer:
     """Unacknowledged frames, oldest first, bounded by ``limit`` bytes (docs/internals.md "Wire").
 
     Over the limit, stat records are stripped from the oldest frames (same seq,
-    re-encoded); frames left empty at the bottom are dropped and ``floor`` moves
+    re-encoded); frames left empty at the bottom are dropped and ``lowest_sendable`` moves
     past them.  A stripped bottom frame that was never sent is merged into the
     next one when that is stripped and unsent too (so a HELLO or a run of WRITE
-    markers does not pin the floor, and costs bytes, not frames).  Only if
+    markers does not pin lowest_sendable, and costs bytes, not frames).  Only if
     markers and properties alone overflow the buffer are whole frames dropped
     (``frames_lost``): memory stays bounded whatever happens.
     """
@@ -105,7 +105,7 @@ class FrameBuffer:
         self.frames: Deque[Outgoing] = collections.deque()
         self.nbytes = 0
         self.next_seq = 1
-        self.floor = 1          # the lowest seq this sender can still send: past acks and drops
+        self.lowest_sendable = 1          # the lowest seq this sender can still send: past acks and drops
         self.acked = 0
         self.values_dropped = 0
         self.frames_lost = 0
@@ -117,7 +117,7 @@ class FrameBuffer:
     def add(self, records: List[list], nvalues: int) -> Outgoing:
         frame = Outgoing(self.next_seq, nvalues)
         self.next_seq += 1
-        frame.encode(self.sender, self.floor, self.values_dropped, records)
+        frame.encode(self.sender, self.lowest_sendable, self.values_dropped, records)
         self.frames.append(frame)
         self.nbytes += frame.nbytes
         return frame
@@ -134,21 +134,21 @@ class FrameBuffer:
         self.acked = acked
         # Acked frames are never sent again either: a collector that lost its
         # sender table (journal gone) then accepts this sender mid-stream.
-        self.floor = max(self.floor, acked + 1)
+        self.lowest_sendable = max(self.lowest_sendable, acked + 1)
         return released
 
     def payload(self, frame: Outgoing) -> bytes:
-        """The frame's bytes, re-encoded first if the floor moved since."""
-        if frame.floor != self.floor:
+        """The frame's bytes, re-encoded first if lowest_sendable moved since."""
+        if frame.lowest_sendable != self.lowest_sendable:
             before = frame.nbytes
-            frame.encode(self.sender, self.floor, self.values_dropped)
+            frame.encode(self.sender, self.lowest_sendable, self.values_dropped)
             self.nbytes += frame.nbytes - before
         return frame.payload
 
     def _merge_up(self, lower: Outgoing, upper: Outgoing) -> None:
         # Markers keep their order relative to every stat: neither frame has stats left.
         before = upper.nbytes
-        upper.encode(self.sender, self.floor, self.values_dropped, lower.records + upper.records)
+        upper.encode(self.sender, self.lowest_sendable, self.values_dropped, lower.records + upper.records)
         self.nbytes += upper.nbytes - before
 
     def enforce(self) -> Tuple[int, int]:
@@ -163,7 +163,7 @@ class FrameBuffer:
                 self._stripped_upto = frame.seq
                 if frame.has_stats:
                     before = frame.nbytes
-                    self.values_dropped += frame.strip_stats(self.sender, self.floor, self.values_dropped)
+                    self.values_dropped += frame.strip_stats(self.sender, self.lowest_sendable, self.values_dropped)
                     self.nbytes += frame.nbytes - before
         while self.frames:
             bottom = self.frames[0]
@@ -177,5 +177,5 @@ class FrameBuffer:
                     break
             self.frames.popleft()
             self.nbytes -= bottom.nbytes
-            self.floor = bottom.seq + 1
+            self.lowest_sendable = bottom.seq + 1
         return self.values_dropped - values_before, self.frames_lost - lost_before

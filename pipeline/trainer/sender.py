@@ -89,7 +89,7 @@ class Client(Handoff):
             "sender": self.sender, "values_recorded": 0, "frames_sent": 0, "frames_resent": 0,
             "frames_acked": 0, "values_dropped": 0, "frames_dropped": 0, "errors": 0,
             "buffer_bytes": 0, "buffer_bytes_max": 0, "buffer_frames": 0, "acked_seq": 0,
-            "last_seq": 0, "floor": 1, "events_dropped": 0, "reconnects": 0,
+            "last_seq": 0, "lowest_sendable": 1, "events_dropped": 0, "reconnects": 0,
         })
         self._stopping = False
         # sender-thread state
@@ -320,7 +320,7 @@ class Client(Handoff):
         c, buffer = self.counters, self._buffer
         c["buffer_bytes"] = buffer.nbytes
         c["buffer_frames"] = len(buffer)
-        c["floor"] = buffer.floor
+        c["lowest_sendable"] = buffer.lowest_sendable
         c["acked_seq"] = buffer.acked
         c["values_dropped"] = buffer.values_dropped
         c["frames_dropped"] = buffer.frames_lost

@@ -87,9 +87,9 @@ def assert_valid_frame(frame: Frame) -> None:
     assert type(frame) is Frame
     assert isinstance(frame.sender, str) and 0 < len(frame.sender) <= MAX_SENDER_LENGTH
     assert frame.sender.isprintable()
-    for value in (frame.seq, frame.floor, frame.dropped):
+    for value in (frame.seq, frame.lowest_sendable, frame.dropped):
         assert type(value) is int and 0 <= value < 2**63
-    assert 1 <= frame.seq and frame.floor <= frame.seq
+    assert 1 <= frame.seq and frame.lowest_sendable <= frame.seq
     assert isinstance(frame.records, tuple)
     for record in frame.records:
         kind = type(record)
@@ -201,7 +201,7 @@ def test_arbitrary_bytes(data):
 def test_valid_frames_decode_to_what_was_sent(envelope):
     frame = decode_or_reason(pack(envelope))
     assert isinstance(frame, Frame), frame
-    assert (frame.sender, frame.seq, frame.floor, frame.dropped) == tuple(envelope[1:5])
+    assert (frame.sender, frame.seq, frame.lowest_sendable, frame.dropped) == tuple(envelope[1:5])
     assert len(frame.records) == len(envelope[5])
     for sent, got in zip(envelope[5], frame.records):
         if sent[0] == 0:

@@ -11,7 +11,7 @@ What dedupe by (sender, seq) can and cannot do against a peer that uses an hones
 trainer's sender id: re-sent (replayed) frames with a seq at or below what the
 collector already accepted are duplicates, and frames far ahead are gaps: both are
 dropped, whatever they carry, so honest data stays exact — that is asserted here.
-It cannot tell a forged frame that carries exactly the *next* seq (or a ``floor``
+It cannot tell a forged frame that carries exactly the *next* seq (or a ``lowest_sendable``
 that skips ahead) from the trainer's own: on ipc every peer is the same user (the
 0700 socket directory is the boundary), and on tcp only CURVE keys let a peer in.
 Such frames are not sent here, because nothing the collector could do would make
@@ -173,11 +173,11 @@ def hostile_frames(rng: random.Random, honest: Dict[str, int], count: int) -> Li
         # An honest trainer's sender id with a seq already accepted (a duplicate) or far ahead (a gap).
         sender, acked = rng.choice(senders)
         seq = rng.randint(1, acked) if rng.random() < 0.6 else rng.randint(10**9, 2**62)
-        floor = rng.randint(1, min(seq, acked))
+        lowest_sendable = rng.randint(1, min(seq, acked))
         records = [stat_record(f"T{sender[-1]}", "v", 0, 0, pack_values([POISON])), write_record("Poisoned", 1)]
         if rng.random() < 0.2:
             records.append([42])  # a bad record too: never consumed, it is not the next seq
-        return encode_frame(sender.rsplit("#", 1)[0], seq, floor, 0, records)
+        return encode_frame(sender.rsplit("#", 1)[0], seq, lowest_sendable, 0, records)
 
     families = [random_bytes, truncated, huge_headers, deep, wrong_types, non_string_keys, bad_utf8,
                 unknown_version_or_kind, out_of_range, oversized_strings, nan_inf_valid, replay]
@@ -352,8 +352,8 @@ def test_live_fuzz_leaves_honest_data_exact(tmp_path):
 # --- per-sender bounds, in process ----------------------------------------------------------------
 
 
-def _frame(sender: str, seq: int, floor: int = 1, records=()) -> bytes:
-    return encode_frame(sender, seq, floor, 0, list(records))
+def _frame(sender: str, seq: int, lowest_sendable: int = 1, records=()) -> bytes:
+    return encode_frame(sender, seq, lowest_sendable, 0, list(records))
 
 
 def test_strangers_gaps_and_unconsumed_bad_records_leave_no_sender_state():
@@ -374,8 +374,8 @@ def test_replayed_and_out_of_order_frames_change_nothing():
     for seq in range(1, 6):
         assert intake.receive(_frame("honest", seq), "trainer").verdict is Verdict.ACCEPT
     poison = [stat_record("T", "v", 0, 0, pack_values([POISON]))]
-    for seq, floor in ((1, 1), (5, 1), (3, 3), (10**9, 1), (10**9, 5)):
-        decision = intake.receive(_frame("honest", seq, floor, poison), "attacker")
+    for seq, lowest_sendable in ((1, 1), (5, 1), (3, 3), (10**9, 1), (10**9, 5)):
+        decision = intake.receive(_frame("honest", seq, lowest_sendable, poison), "attacker")
         assert decision.verdict in (Verdict.DUPLICATE, Verdict.GAP) and decision.ack == 5
     assert intake.senders["honest"].last_seq == 5 and intake.accepted_frames == 5
     assert intake.receive(_frame("honest", 6, 6), "trainer").verdict is Verdict.ACCEPT
@@ -391,7 +391,7 @@ def test_sender_table_is_capped_and_forgets_the_least_recent():
         assert len(intake.senders) <= 3
     assert intake.evicted == 100
     assert list(intake.senders) == ["x97", "x98", "x99"]
-    # A forgotten trainer that speaks again is taken from its floor on, as a stranger would be.
+    # A forgotten trainer that speaks again is taken from its lowest_sendable on, as a stranger would be.
     assert intake.receive(_frame("a", 7, 7), "p").verdict is Verdict.ACCEPT
     assert "a" in intake.senders and len(intake.senders) == 3
 

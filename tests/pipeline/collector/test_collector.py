@@ -28,7 +28,7 @@ def stat(category, key, values, agg=0, op=0):
 
 def test_delivery_rule_accepts_in_order_and_drops_duplicates_and_gaps():
     intake = Intake(clock=lambda: 0.0)
-    f = lambda seq, floor=1: encode_frame("a", seq, floor, 0, [stat("C", "k", [seq])])  # noqa: E731
+    f = lambda seq, lowest=1: encode_frame("a", seq, lowest, 0, [stat("C", "k", [seq])])  # noqa: E731
     assert intake.receive(f(1), "x")[:1] + (intake.receive(f(1), "x").ack,) == (Verdict.ACCEPT, 1)
     assert intake.receive(f(3), "x")[0] is Verdict.GAP and intake.senders["a"].last_seq == 1
     decision = intake.receive(f(3), "x")
@@ -36,8 +36,8 @@ def test_delivery_rule_accepts_in_order_and_drops_duplicates_and_gaps():
     assert intake.receive(f(2), "x").verdict is Verdict.ACCEPT
     assert intake.receive(f(3), "x").verdict is Verdict.ACCEPT
     assert intake.receive(f(2), "x")[:1] == (Verdict.DUPLICATE,)
-    # floor: the sender dropped 4..6 for good; 7 is the next expected
-    assert intake.receive(f(7, floor=7), "x").verdict is Verdict.ACCEPT
+    # lowest_sendable: the sender dropped 4..6 for good; 7 is the next expected
+    assert intake.receive(f(7, lowest=7), "x").verdict is Verdict.ACCEPT
     assert intake.senders["a"].last_seq == 7
     assert intake.duplicates == 2 and intake.gaps == 2
     assert intake.accepted_values == 4
@@ -542,7 +542,7 @@ def test_retention_quota_poison_and_plugin_control_with_a_supervisor(tmp_path, c
         head = status()["journal"]["head"]
         assert status()["journal"]["segments"] > 5
         fake.cursors["fast"] = head
-        # slow has read nothing and is far over its quota: its floor moves up, segments go
+        # slow has read nothing and is far over its quota: its quota position moves up, segments go
         wait_for(lambda: status()["journal"]["start"] > 0, what="retention")
         start = status()["journal"]["start"]
         assert head - start <= 12 * 1024 + 4096
@@ -584,7 +584,7 @@ def test_retention_quota_poison_and_plugin_control_with_a_supervisor(tmp_path, c
 
 
 def test_entry_index_counts_exactly_at_anchors_and_prunes():
-    from statbus.pipeline.journal.retention import EntryIndex, quota_floor
+    from statbus.pipeline.journal.retention import EntryIndex, quota_position
 
     index = EntryIndex()
     position = 0
@@ -598,10 +598,10 @@ def test_entry_index_counts_exactly_at_anchors_and_prunes():
     before = len(index)
     index.prune(300_000)
     assert len(index) < before and index.count(300_000, position) == 2000
-    # quota floors fall on segment starts, never into the newest segment
-    assert quota_floor(0, 1000, [0, 400, 800], 1000) == 0
-    assert quota_floor(0, 1001, [0, 400, 800], 1000) == 400
-    assert quota_floor(0, 5000, [0, 400, 800], 1000) == 800
+    # quota positions fall on segment starts, never into the newest segment
+    assert quota_position(0, 1000, [0, 400, 800], 1000) == 0
+    assert quota_position(0, 1001, [0, 400, 800], 1000) == 400
+    assert quota_position(0, 5000, [0, 400, 800], 1000) == 800
 
 
 def test_delivery_rule_over_a_lossy_reordering_network():

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from statbus.pipeline.journal.retention import quota_floor
+from statbus.pipeline.journal.retention import quota_position
 from statbus.pipeline.journal.segments import encode_entry, pad_entries, segment_path
 from statbus.pipeline.journal.writer import (
     HEADER_SIZE,
@@ -237,19 +237,19 @@ def test_delete_before_frees_only_passed_segments(tmp_path: Path) -> None:
         reopened.close()
 
 
-def test_quota_floor_moves_a_lagging_consumer_to_a_segment_start(tmp_path: Path) -> None:
+def test_quota_position_moves_a_lagging_consumer_to_a_segment_start(tmp_path: Path) -> None:
     journal = new_journal(tmp_path / "j", segment_bytes=500)
     try:
         fill(journal, random.Random(11), 150)
         starts, head = journal.segment_starts(), journal.end_position
         assert len(starts) >= 5
-        assert quota_floor(starts[1] + 3, head, starts, head) == 0  # within quota: no floor
+        assert quota_position(starts[1] + 3, head, starts, head) == 0  # within quota: no limit
         quota = head - starts[2] + 1
-        assert quota_floor(0, head, starts, quota) == starts[2]
-        assert quota_floor(starts[2] + 1, head, starts, quota) == 0
-        assert quota_floor(0, head, starts, head - starts[3]) == starts[3]
+        assert quota_position(0, head, starts, quota) == starts[2]
+        assert quota_position(starts[2] + 1, head, starts, quota) == 0
+        assert quota_position(0, head, starts, head - starts[3]) == starts[3]
         # A quota smaller than the newest segment: its start, never into its middle.
-        assert quota_floor(0, head, starts, 1) == starts[-1]
+        assert quota_position(0, head, starts, 1) == starts[-1]
     finally:
         journal.close()
 

@@ -186,7 +186,7 @@ def _stats(n: int) -> list:
     return [stat_record("Cat", "k", 0, 0, pack_values(range(n)))]
 
 
-def test_frame_buffer_strips_oldest_stats_keeps_markers_and_raises_the_floor() -> None:
+def test_frame_buffer_strips_oldest_stats_keeps_markers_and_raises_lowest_sendable() -> None:
     buffer = FrameBuffer("me", limit=1 << 20)
     buffer.add(_stats(100), 100)                                    # 1: stats only
     buffer.add(_stats(100) + [write_record("Cat", 1)], 100)          # 2: stats + write
@@ -196,10 +196,10 @@ def test_frame_buffer_strips_oldest_stats_keeps_markers_and_raises_the_floor() -
     dropped, lost = buffer.enforce()
     assert (dropped, lost) == (200, 0)
     assert [f.seq for f in buffer.frames] == [2, 3]  # 1 was left empty at the bottom: dropped
-    assert buffer.floor == 2 and buffer.nbytes <= buffer.limit
+    assert buffer.lowest_sendable == 2 and buffer.nbytes <= buffer.limit
     frame2, frame3 = (decode_frame(buffer.payload(f)) for f in buffer.frames)
-    assert frame2.floor == 2 and [type(r).__name__ for r in frame2.records] == ["WriteMarker"]
-    assert frame3.floor == 2 and len(frame3.records[0].values) == 100
+    assert frame2.lowest_sendable == 2 and [type(r).__name__ for r in frame2.records] == ["WriteMarker"]
+    assert frame3.lowest_sendable == 2 and len(frame3.records[0].values) == 100
     assert buffer.ack(2) == 1 and buffer.acked == 2
     assert buffer.ack(1) == 0 and buffer.ack(99) == 1 and not buffer.frames
 
@@ -230,10 +230,10 @@ def test_frame_buffer_merges_unsent_marker_frames_under_pressure() -> None:
     buffer.limit = 50 * 200
     dropped, lost = buffer.enforce()
     assert dropped == 500 and lost == 0 and buffer.nbytes <= buffer.limit
-    # Every write survives, in order, in fewer frames; the floor moved past the merged ones.
+    # Every write survives, in order, in fewer frames; lowest_sendable moved past the merged ones.
     frames = [decode_frame(buffer.payload(f)) for f in buffer.frames]
     assert [r.step for f in frames for r in f.records] == list(range(50))
-    assert len(frames) < 50 and buffer.floor == frames[0].seq
+    assert len(frames) < 50 and buffer.lowest_sendable == frames[0].seq
 
 
 def test_frame_buffer_last_resort_drops_whole_frames_to_stay_bounded() -> None:
@@ -243,7 +243,7 @@ def test_frame_buffer_last_resort_drops_whole_frames_to_stay_bounded() -> None:
     buffer.limit = 10 * (FRAME_OVERHEAD + 60)
     _, lost = buffer.enforce()
     assert lost > 0 and buffer.nbytes <= buffer.limit and buffer.frames_lost == lost
-    assert buffer.floor == buffer.frames[0].seq
+    assert buffer.lowest_sendable == buffer.frames[0].seq
 
 
 def test_frame_builder_groups_keys_in_first_seen_order() -> None:

@@ -214,7 +214,7 @@ def test_a_collector_that_lost_its_sender_table_accepts_the_trainer_mid_stream(a
         reporter.add_stat("a", 1.0)
         assert sp.flush(30)
     # A new peer that never heard of this sender (its journal is gone): the
-    # trainer's floor says everything below its next frame is settled.
+    # trainer's lowest_sendable says everything below its next frame is settled.
     fresh = PeerState()
     with AckPeer(address, fresh):
         reporter.add_stat("a", 2.0)
@@ -354,7 +354,7 @@ def test_shutdown_says_goodbye_and_a_new_client_gets_a_new_identity(address) -> 
         assert peer.state.values("Cat", "a", sender=second) == [2.0]
 
 
-def test_dropped_frames_raise_the_floor_and_the_peer_accepts_what_follows(tmp_path) -> None:
+def test_dropped_frames_raise_lowest_sendable_and_the_peer_accepts_what_follows(tmp_path) -> None:
     limit = 64 * 1024
     address = _setup(tmp_path, buffer_bytes=limit)
     try:
@@ -363,7 +363,7 @@ def test_dropped_frames_raise_the_floor_and_the_peer_accepts_what_follows(tmp_pa
             for i in range(2000):
                 reporter.add_stat("a", chunk * 2000 + i)
             sp.flush(0.0)  # closes a stats-only frame (no write marker to keep it)
-        wait_for(lambda: sp.client_counters()["values_queued"] == 0 and sp.client_counters()["floor"] > 1,
+        wait_for(lambda: sp.client_counters()["values_queued"] == 0 and sp.client_counters()["lowest_sendable"] > 1,
                  what="frames dropped at the bottom")
         counters = sp.client_counters()
         assert counters["buffer_bytes_max"] <= limit
@@ -372,7 +372,7 @@ def test_dropped_frames_raise_the_floor_and_the_peer_accepts_what_follows(tmp_pa
             received = peer.state.values("Cat", "a")
             assert received and received == [float(i) for i in range(60_000 - len(received), 60_000)]
             assert peer.state.gaps == 0
-            assert peer.state.frames()[0].floor == counters["floor"] > 1
+            assert peer.state.frames()[0].lowest_sendable == counters["lowest_sendable"] > 1
     finally:
         sp.shutdown(0.5)
 
