@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Run statbus's benchmark (issue 7): ``python scripts/bench.py [--quick] [--json PATH]``.
+"""Run statbus's benchmark: ``python scripts/bench.py [--quick] [--json PATH]``.
 
 The code lives in ``statbus.pipeline.bench``; this script is only its front door.
 """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 FIGURES = ("startup", "hotpath", "throughput", "recovery", "memory")
-"""The figures of issue 7, in the order they run."""
+"""The benchmark's figures, in the order they run."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

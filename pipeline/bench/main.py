@@ -1,4 +1,4 @@
-"""``statbus bench`` / ``scripts/bench.py``: every figure of issue 7 in one run, table and JSON.
+"""``statbus bench`` / ``scripts/bench.py``: every figure in one run, table and JSON.
 
 Modes: default (about 3-4 minutes on 2 cores; 5 repetitions, A/B alternated,
 medians), ``--quick`` (under a minute: smaller loads, fewer repetitions) and

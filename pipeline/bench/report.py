@@ -1,4 +1,4 @@
-"""The benchmark's targets (issue 7), judged against the figures, and the printed table."""
+"""The benchmark's targets, judged against the figures, and the printed table."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``statbus bench`` — the benchmark of issue 7 (same as ``scripts/bench.py``)."""
+"""``statbus bench`` — statbus's benchmark (same as ``scripts/bench.py``)."""
 
 from __future__ import annotations
 

@@ -46,7 +46,7 @@ _rlog = RateLimitedLog(logger)
 
 
 def _ensure_collector(config: TrainerConfig) -> None:
-    """HOOK for the on-demand collector (issue 5): called once per client by the
+    """The on-demand collector: called once per client by the
     sender thread when frames wait and nothing has acked them for ~1 s."""
     if not config.autostart:
         return

@@ -1,4 +1,4 @@
-"""Issue 4's end-to-end proof: a real collector, real trainer processes, real worker hosts, and plugins
+"""Crash isolation end to end: a real collector, real trainer processes, real worker hosts, and plugins
 that fail in every way the zoo knows — training never notices, every other plugin's output stays exact."""
 
 from __future__ import annotations
@@ -230,7 +230,7 @@ def test_a_poison_record_is_set_aside_for_that_plugin_only(tmp_path):
         assert not read_jsonl(run.path("statbus", "dead-letter", "good.jsonl"))
 
 
-# --- 7. issue 4's "done when" ----------------------------------------------------------------------
+# --- 7. the whole run at once ----------------------------------------------------------------------
 
 BUILT_INS = ["console", "tensorboard", "gauges", "jsonl"]
 

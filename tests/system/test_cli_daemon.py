@@ -1,4 +1,4 @@
-"""The `statbus` commands as a user runs them: a real detached daemon, real trainers (issue 5)."""
+"""The `statbus` commands as a user runs them: a real detached daemon, real trainers."""
 
 from __future__ import annotations
 

@@ -112,7 +112,7 @@ def _env(records_raw: bytes, sender_raw: bytes = b"\xa1x", seq_raw: bytes = b"\x
 
 
 def hostile_frames(rng: random.Random, honest: Dict[str, int], count: int) -> List[bytes]:
-    """``count`` frames, every family of the issue's list, shuffled; built before the attack starts."""
+    """``count`` frames, every family of hostile frame, shuffled; built before the attack starts."""
     good = encode_frame("a", 1, 1, 0, [stat_record("A", "k", 0, 0, pack_values([1.0, 2.0])), write_record("A", 1)])
     senders = list(honest.items())
 

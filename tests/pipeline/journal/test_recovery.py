@@ -249,7 +249,7 @@ def test_a_damaged_journal_tail_still_starts_and_keeps_intact_entries(tmp_path, 
             copy.close()
 
 
-# --- the issue's "done when": real trainer processes through two kill -9 ------------------------
+# --- the whole path: real trainer processes through two kill -9 ------------------------
 
 DRIVER = r"""
 import sys
