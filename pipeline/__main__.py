@@ -17,7 +17,6 @@ from typing import List, Optional, Sequence
 
 from ..plugins import ConfigError, StatbusError
 from ..plugins.discovery import PluginInfo, discover_plugins
-from ..plugins.settings import RunOptions
 from ..workers.exits import ExitCode
 from .cli.keys import add_transport_security_arguments, transport_security_from_args
 from .collector.loop import Collector
@@ -58,6 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--idle-exit", type=float, metavar="S", default=float(os.environ.get("STATBUS_IDLE_EXIT", "30")),
         help="quiet seconds before an on-demand collector exits (default: $STATBUS_IDLE_EXIT, else 30)",
     )
+    parser.add_argument(
+        "--force", action="store_true",
+        help="start the run over: remove its earlier outputs first (what `statbus collector start --help` "
+        "lists); without it an existing run is continued and nothing of it is removed",
+    )
+    parser.add_argument(
+        "--force-before", type=float, metavar="TIME",
+        help="on-demand starts with STATBUS_FORCE: start the run over unless it began at or after TIME "
+        "(a Unix time: the forcing training's start)",
+    )
     parser.add_argument("--log-level", default=os.environ.get("STATBUS_LOG_LEVEL", "INFO"))
     return parser
 
@@ -84,14 +93,13 @@ def supervisor_factory(layout: RunLayout, plugins: List[PluginInfo], args: argpa
     from ..workers.supervision.supervisor import Supervisor
 
     config = load_config(args.config, parse_overrides(args.set))
-    run_options = RunOptions.create(layout.run_id, layout.results_dir)
 
     def make(hooks: SupervisorHooks) -> Supervisor:
         return Supervisor(
             layout.statbus_dir,
             plugins,
             config,
-            run_options,
+            hooks.run_options,
             hooks.worker_address,
             on_dead_letter=hooks.on_dead_letter,
             count_entries=hooks.count_entries,
@@ -119,6 +127,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             quota_bytes=int(args.quota_mb * (1 << 20)),
             stop_timeout=args.stop_timeout,
             idle_exit=args.idle_exit if args.on_demand else None,
+            force=args.force,
+            force_before=args.force_before,
         )
         factory = None
         if not args.no_plugins:

@@ -16,7 +16,7 @@ import tempfile
 from ..plugins import ConfigError
 
 
-def _socket_root() -> str:
+def socket_root() -> str:
     base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
     return os.path.join(base, f"statbus-{os.getuid()}")
 
@@ -79,10 +79,10 @@ class RunLayout:
     @property
     def socket_dir(self) -> str:
         digest = hashlib.sha256(os.path.realpath(self.run_dir).encode()).hexdigest()[:12]
-        return os.path.join(_socket_root(), digest)
+        return os.path.join(socket_root(), digest)
 
     def ensure_socket_dir(self) -> str:
-        make_private_dir(_socket_root())
+        make_private_dir(socket_root())
         return make_private_dir(self.socket_dir)
 
     @property

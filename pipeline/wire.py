@@ -17,12 +17,19 @@ Ack (collector → trainer, over the same ROUTER/DEALER pair)::
     [version, acked_seq]
 
 ``acked_seq`` is cumulative: every frame up to it is in the journal.
+
+Refusal (collector → trainer, in place of an ack, on CURVE tcp)::
+
+    [version, 0, reason]
+
+``reason`` (:class:`Refusal`) says why nothing of this connection is taken any more:
+the trainer stops re-sending on it and tells its user.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Any, Dict, NamedTuple, Sequence, Tuple
+from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple
 
 import msgpack
 
@@ -73,6 +80,16 @@ class RejectReason(enum.Enum):
     BAD_ENVELOPE = "bad_envelope"
     BAD_VERSION = "bad_version"
     BAD_RECORD = "bad_record"
+
+
+class Refusal(enum.Enum):
+    """Reasons a collector gives a trainer for refusing its frames (see the module's doc); counted
+    in the intake's rejects under their values, beside :class:`RejectReason`'s."""
+
+    REVOKED = "revoked"
+    """The connection's CURVE key is no longer on the allow-list."""
+    WRONG_KEY = "wrong_key"
+    """The sender is bound to another CURVE key (the one that first used it)."""
 
 
 class WireError(StatbusError):
@@ -138,6 +155,29 @@ def encode_frame(sender: str, seq: int, lowest_sendable: int, dropped: int, reco
 
 def encode_ack(acked_seq: int) -> bytes:
     return msgpack.packb([WIRE_VERSION, acked_seq])
+
+
+def encode_refusal(reason: Refusal) -> bytes:
+    return msgpack.packb([WIRE_VERSION, 0, reason.value])
+
+
+def decode_reply(data: bytes) -> Tuple[int, Optional[Refusal]]:
+    """``(acked_seq, None)`` for an ack, ``(0, reason)`` for a refusal; WireError for anything else."""
+    try:
+        reply = msgpack.unpackb(data, max_array_len=3, max_map_len=0, max_str_len=64, max_bin_len=0)
+    except Exception as exc:  # noqa: BLE001 — any parse failure is one reason
+        raise WireError(RejectReason.NOT_MSGPACK, f"reply is not msgpack: {exc!r}") from None
+    if type(reply) is not list or reply[:1] != [WIRE_VERSION]:
+        raise WireError(RejectReason.BAD_ENVELOPE, f"bad reply {reply!r}"[:200])
+    if len(reply) == 3:
+        try:
+            return 0, Refusal(reply[2])
+        except (ValueError, TypeError):
+            raise WireError(RejectReason.BAD_ENVELOPE, f"unknown refusal {reply[2]!r}"[:200]) from None
+    acked = reply[1] if len(reply) == 2 else None
+    if type(acked) is not int or acked < 0:
+        raise WireError(RejectReason.BAD_ENVELOPE, f"bad ack {acked!r}")
+    return acked, None
 
 
 def decode_ack(data: bytes) -> int:

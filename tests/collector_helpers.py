@@ -12,11 +12,13 @@ import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import msgpack
+import psutil
 import zmq
 
+from statbus.pipeline.collector.pidfile import running_pid
 from statbus.pipeline.journal.writer import EntryType, iter_entries
 from statbus.pipeline.layout import RunLayout
-from statbus.pipeline.wire import decode_ack, encode_frame
+from statbus.pipeline.wire import decode_reply, encode_frame
 from statbus.plugins.records import decode_summary, unpack_values
 from statbus.workers.fetch_protocol import FetchReply, decode_reply, encode_fetch
 from waiting import wait_for  # noqa: F401 — re-exported for the collector tests
@@ -92,6 +94,35 @@ class CollectorProcess:
 
     def close(self) -> None:
         self.kill()
+        # A killed collector cannot remove its socket directory; the mechanism the next
+        # collector uses does it here, now that it is provably dead.
+        remove_socket_dir_if_dead(self.layout)
+
+
+def remove_socket_dir_if_dead(layout: RunLayout) -> None:
+    from statbus.pipeline.collector.socket_dirs import remove_if_dead
+
+    if os.path.isdir(layout.socket_dir):
+        remove_if_dead(layout.socket_dir)
+
+
+def end_daemon(layout: RunLayout) -> None:
+    """Kill the run's collector (not our child: it detached) and every worker it started."""
+    pid = running_pid(layout.pid_file)
+    if pid is None:
+        return
+    try:
+        collector = psutil.Process(pid)
+        family: List[psutil.Process] = collector.children(recursive=True) + [collector]
+    except psutil.NoSuchProcess:
+        return
+    for process in family:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(family, timeout=10)
+    remove_socket_dir_if_dead(layout)  # a killed collector cannot remove its own
 
 
 class RawTrainer:
@@ -109,6 +140,7 @@ class RawTrainer:
         self.acked = 0
         self.unacked: "collections.OrderedDict[int, bytes]" = collections.OrderedDict()
         self.acks: List[int] = []
+        self.refusals: List[object] = []
 
     def frame(self, records: Sequence[list]) -> int:
         """Queue a new frame and try to send it; returns its seq."""
@@ -137,9 +169,12 @@ class RawTrainer:
         moved = False
         while True:
             try:
-                acked = decode_ack(self.socket.recv(zmq.NOBLOCK))
+                acked, refusal = decode_reply(self.socket.recv(zmq.NOBLOCK))
             except zmq.Again:
                 return moved
+            if refusal is not None:
+                self.refusals.append(refusal)
+                continue
             self.acks.append(acked)
             if acked > self.acked:
                 self.acked = acked

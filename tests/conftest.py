@@ -25,3 +25,16 @@ def fresh_trainer_state():
     finally:
         sp.shutdown(0.2)
         trainer_config.forget_configuration()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_socket_directory_left(tmp_path_factory):
+    """The session leaves no collector socket directory behind (issue 11): every test that starts a
+    collector stops it, or, having killed it, removes what it left.  Directories of other sessions'
+    runs (other results directories) are not this session's to judge."""
+    from socket_leftovers import leftover_socket_dirs, socket_dirs_now
+
+    before = socket_dirs_now()
+    yield
+    left = leftover_socket_dirs(before, str(tmp_path_factory.getbasetemp()))
+    assert not left, f"collector socket directories left behind by this session: {left}"

@@ -43,6 +43,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="override one plugin setting of the config file, e.g. tensorboard.enabled=false or "
         "my_plugin.options.level=2 (repeatable)",
     )
+    start.add_argument(
+        "--force", action="store_true",
+        help="start the run over: remove its earlier outputs first (statbus/ but the collector's log and "
+        "pidfile, every events.out.tfevents.* file, stats.jsonl, run_logs/timers.json and "
+        "run_logs/console_writer.json). Without it an existing run is continued and nothing of it is removed",
+    )
     add_transport_security_arguments(start)
     start.add_argument("--foreground", action="store_true", help="stay attached (for systemd-like supervisors)")
     start.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for readiness (default 30)")
@@ -67,6 +73,8 @@ def _passthrough(args: argparse.Namespace) -> list:
             extra += [f"--{flag}", value]
     for override in args.set:
         extra += ["--set", override]
+    if args.force:
+        extra.append("--force")
     return extra + transport_security_argv(args)
 
 

@@ -73,6 +73,12 @@ def format_status(status: Dict[str, Any]) -> str:
         f"run {status.get('run_id')}  address {status.get('address')}  pid {status.get('pid')}  "
         f"uptime {_age(status.get('uptime'))}",
     ]
+    run = status.get("run") or {}
+    if isinstance(run.get("start_time"), (int, float)):
+        how = ("started over by this collector (--force)" if run.get("forced")
+               else "continued by this collector" if run.get("continued") else "a new run")
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run["start_time"]))
+        lines.append(f"run started {started}, {how}")
     intake = status.get("intake", {})
     journal = status.get("journal", {})
     lines.append(
@@ -81,6 +87,15 @@ def format_status(status: Dict[str, Any]) -> str:
         f"rejected {_fmt(intake.get('rejected'))}; "
         f"journal {_fmt((journal.get('size_bytes') or 0) / 2**20, '.1f')} MiB"
     )
+    periods, senders = intake.get("open_periods") or {}, intake.get("senders") or {}
+    if periods or senders:
+        lines.append(
+            f"open periods {_fmt(periods.get('categories'))} categories, {_fmt(periods.get('values'))} values "
+            f"({_fmt((periods.get('bytes') or 0) / 2**20, '.1f')} MiB); dropped unwritten: "
+            f"{_fmt(periods.get('dropped_periods'))} periods, {_fmt(periods.get('dropped_values'))} values; "
+            f"senders {_fmt(senders.get('count'))} ({_fmt((senders.get('bytes') or 0) / 2**20, '.1f')} MiB), "
+            f"forgotten {_fmt(senders.get('forgotten'))}"
+        )
     trainers = status.get("trainers", [])
     lines.append("")
     lines.append(f"trainers ({len(trainers)})")

@@ -9,6 +9,13 @@ trainer closes that category's period.
 Values stay packed float64 from the wire to the summary: adding a record is a
 bytes concatenation, never per-value Python work, which is what lets intake
 keep up with millions of values per second.
+
+Open periods are bounded (:data:`MAX_OPEN_CATEGORIES`, :data:`MAX_OPEN_BYTES`): a
+category whose ``write_stats`` never comes (a typo, a key recorded under a
+category no learner writes) cannot grow the collector without end.  Past a bound
+the period open longest — the category unwritten the longest — is dropped whole,
+counted and logged.  Live intake and recovery replay go through the same code,
+so they drop the same periods.
 """
 
 from __future__ import annotations
@@ -24,6 +31,15 @@ from ...plugins.stats import StatsAggregationMethod
 from ..wire import Bye, Hello, WriteMarker
 
 logger = logging.getLogger(__name__)
+
+MAX_OPEN_CATEGORIES = 10_000
+"""Categories with an open period at once."""
+MAX_OPEN_BYTES = 128 << 20
+"""Bytes held by open periods: 8 per value, plus each key's and category's name and bookkeeping."""
+KEY_OVERHEAD = 120
+"""Bytes counted per open key beside its name and values (its dict slot, list and bytes object)."""
+CATEGORY_OVERHEAD = 300
+"""Bytes counted per open category beside its name (its period dict)."""
 
 _AGGREGATIONS = {m.value: m for m in StatsAggregationMethod}
 # Enum attribute look-ups cost ~0.1 µs each on Python 3.11: the hot path uses these.
@@ -50,13 +66,22 @@ class Aggregator:
     Not thread-safe: the collector's single event loop owns it.
     """
 
-    __slots__ = ("_periods", "_values")
+    __slots__ = ("_periods", "_values", "_sizes", "_bytes", "max_categories", "max_bytes",
+                 "dropped_periods", "dropped_values")
 
-    def __init__(self) -> None:
+    def __init__(self, max_categories: int = MAX_OPEN_CATEGORIES, max_bytes: int = MAX_OPEN_BYTES) -> None:
         # category -> {key: [aggregation, bytearray]}; dicts keep first-seen key order,
         # and re-assigning an existing key (set_stat) keeps its place, as in ML-Agents.
+        # Categories are in the order their periods opened: the first is open the longest.
         self._periods: Dict[str, Dict[str, List[Any]]] = {}
         self._values = 0
+        self._sizes: Dict[str, int] = {}
+        """Bytes counted per open category (see :data:`MAX_OPEN_BYTES`)."""
+        self._bytes = 0
+        self.max_categories = max_categories
+        self.max_bytes = max_bytes
+        self.dropped_periods = 0
+        self.dropped_values = 0
 
     # --- the hot path ---------------------------------------------------------
 
@@ -64,31 +89,61 @@ class Aggregator:
         """Apply one stat record: ADD appends its values, SET replaces them."""
         category, key, aggregation, op, packed = record
         period = self._periods.get(category)
+        size = len(packed)
         if period is None:
             period = self._periods[category] = {}
+            size += len(category) + CATEGORY_OVERHEAD
         self._values += len(packed) >> 3
         if op is _SET:
             # set_stat: the key now holds exactly this value and reports the most recent one.
             old = period.get(key)
             if old is not None:
                 self._values -= len(old[1]) >> 3
+                size -= len(old[1])
+            else:
+                size += len(key) + KEY_OVERHEAD
             period[key] = [_MOST_RECENT, packed]
-            return
-        slot = period.get(key)
-        if slot is None:
-            # The record's own bytes until a second record comes: most keys get one
-            # record per period, and then nothing is copied here or in write().
-            period[key] = [aggregation, packed]
         else:
-            slot[0] = aggregation  # the last aggregation given wins
-            held = slot[1]
-            if type(held) is bytes:
-                slot[1] = held = bytearray(held)
-            held += packed
+            slot = period.get(key)
+            if slot is None:
+                # The record's own bytes until a second record comes: most keys get one
+                # record per period, and then nothing is copied here or in write().
+                period[key] = [aggregation, packed]
+                size += len(key) + KEY_OVERHEAD
+            else:
+                slot[0] = aggregation  # the last aggregation given wins
+                held = slot[1]
+                if type(held) is bytes:
+                    slot[1] = held = bytearray(held)
+                held += packed
+        sizes = self._sizes
+        sizes[category] = sizes.get(category, 0) + size
+        self._bytes += size
+        if self._bytes > self.max_bytes or len(sizes) > self.max_categories:
+            self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        """Drop whole periods, open longest first, until both bounds hold again."""
+        while self._periods and (self._bytes > self.max_bytes or len(self._periods) > self.max_categories):
+            category = next(iter(self._periods))
+            period = self._periods.pop(category)
+            self._bytes -= self._sizes.pop(category, 0)
+            values = sum([len(slot[1]) for slot in period.values()]) >> 3
+            self._values -= values
+            self.dropped_periods += 1
+            self.dropped_values += values
+            if self.dropped_periods == 1 or self.dropped_periods % 1000 == 0:
+                logger.warning(
+                    "open periods over their bound (%s categories, %s MiB): dropped the period of %r, open the "
+                    "longest (%s values never written); %s periods, %s values dropped so far",
+                    self.max_categories, self.max_bytes >> 20, category, values,
+                    self.dropped_periods, self.dropped_values,
+                )
 
     def write(self, category: str, step: int) -> SummaryRecord:
         """Close ``category``'s period; an empty summary when nothing was added."""
         period = self._periods.pop(category, None)
+        self._bytes -= self._sizes.pop(category, 0)
         if not period:
             return SummaryRecord(category, step, ())
         # bytes() of a bytes object is that object: only grown keys are copied.
@@ -126,9 +181,26 @@ class Aggregator:
     def open_categories(self) -> List[str]:
         return list(self._periods)
 
+    @property
+    def open_bytes(self) -> int:
+        """Bytes counted against :data:`MAX_OPEN_BYTES`."""
+        return self._bytes
+
     def status(self) -> Dict[str, Any]:
         """The aggregator's part of the ``intake`` section of ``statbus status``."""
-        return {"open_values": self._values, "open_categories": self.open_categories()}
+        return {
+            "open_values": self._values,
+            "open_categories": self.open_categories(),
+            "open_periods": {
+                "categories": len(self._periods),
+                "values": self._values,
+                "bytes": self._bytes,
+                "max_categories": self.max_categories,
+                "max_bytes": self.max_bytes,
+                "dropped_periods": self.dropped_periods,
+                "dropped_values": self.dropped_values,
+            },
+        }
 
     # --- snapshot / restore -------------------------------------------------------
 
@@ -149,17 +221,24 @@ class Aggregator:
         if not isinstance(snapshot, Mapping):
             raise SnapshotError(f"periods snapshot must be a map, got {type(snapshot).__name__}")
         periods: Dict[str, Dict[str, List[Any]]] = {}
+        sizes: Dict[str, int] = {}
         values = 0
         try:
             for category, entries in snapshot.items():
                 period: Dict[str, List[Any]] = {}
+                size = len(category) + CATEGORY_OVERHEAD
                 for key, aggregation, packed in entries:
                     if type(aggregation) is not int or aggregation not in _AGGREGATIONS:
                         raise SnapshotError(f"unknown aggregation {aggregation!r}")
                     period[check_name(key, "key")] = [_AGGREGATIONS[aggregation], bytearray(check_packed(packed, key))]
                     values += len(packed) >> 3
+                    size += len(key) + KEY_OVERHEAD + len(packed)
                 periods[check_name(category, "category")] = period
+                sizes[category] = size
         except (TypeError, ValueError, StatbusError) as exc:
             raise SnapshotError(f"malformed periods snapshot: {exc}") from None
         self._periods = periods
         self._values = values
+        self._sizes = sizes
+        self._bytes = sum(sizes.values())
+        self._drop_oldest()

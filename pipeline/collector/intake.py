@@ -23,7 +23,8 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tup
 import msgpack
 
 from ...plugins.records import StatRecord
-from ..wire import Bye, Frame, Hello, RejectReason, WireError, decode_frame, encode_frame
+from ..security.peer_bindings import PeerBindings
+from ..wire import Bye, Frame, Hello, Refusal, RejectReason, WireError, decode_frame, encode_frame
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,22 @@ heard from least recently (counted in ``evicted``): frames invented under ever n
 names cannot grow the table, the snapshot or the status without end.  A forgotten trainer
 that speaks again is accepted from its ``lowest_sendable`` on, like one the collector never knew."""
 
+MAX_SENDER_BYTES = 16 << 20
+"""Bytes the sender table may hold (each sender counted as :data:`SENDER_OVERHEAD` plus its
+name and info); past it the least recently heard senders are forgotten, as past ``MAX_SENDERS``."""
+SENDER_OVERHEAD = 600
+MAX_INFO_CHARS = 256
+"""A sender's info fields (pid, host, run id, argv0) are kept up to this many characters each."""
+
 _INFO_FIELDS = ("pid", "host", "run_id", "argv0")
+
+
+def _info_value(value: Any) -> Any:
+    return value[:MAX_INFO_CHARS] if isinstance(value, (str, bytes)) else value if isinstance(value, (int, float, bool)) else None
+
+
+def _info_size(info: Mapping[str, Any]) -> int:
+    return sum(len(v) if isinstance(v, (str, bytes)) else 8 for v in info.values())
 
 
 class Verdict(enum.Enum):
@@ -70,6 +86,8 @@ class SenderState:
     dropped: int = 0
     """Values the trainer's own buffer dropped (from its envelope)."""
     bye: bool = False
+    size: int = 0
+    """Bytes counted against :data:`MAX_SENDER_BYTES`."""
 
     def to_snapshot(self) -> Dict[str, Any]:
         """The journal snapshot form: ``seq`` is what recovery needs, the rest is for status."""
@@ -92,7 +110,7 @@ class SenderState:
         return cls(
             sender=sender,
             last_seq=count("seq"),
-            info=dict(info) if isinstance(info, Mapping) else {},
+            info={k: _info_value(v) for k, v in info.items() if k in _INFO_FIELDS} if isinstance(info, Mapping) else {},
             frames=count("frames"),
             values=count("values"),
             dropped=count("dropped"),
@@ -108,6 +126,8 @@ class Decision(NamedTuple):
     reason: Optional[RejectReason] = None
     substitute: Optional[bytes] = None
     """For a refused frame that was consumed: an empty frame with its seq, to journal in its place."""
+    refusal: Optional[Refusal] = None
+    """Tell the sender its frames are refused, and why (in place of an ack)."""
 
 
 def _envelope_position(data: bytes) -> Tuple[Optional[int], int]:
@@ -130,9 +150,16 @@ def _envelope_position(data: bytes) -> Tuple[Optional[int], int]:
 class Intake:
     """The sender table and the counters of everything that came in."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic, max_senders: int = MAX_SENDERS) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        max_senders: int = MAX_SENDERS,
+        max_sender_bytes: int = MAX_SENDER_BYTES,
+    ) -> None:
         self._clock = clock
         self.max_senders = max_senders
+        self.max_sender_bytes = max_sender_bytes
+        self.sender_bytes = 0
         # Least recently accepted first: the sender to forget when the table is full.
         self.senders: "OrderedDict[str, SenderState]" = OrderedDict()
         self.evicted = 0
@@ -142,19 +169,56 @@ class Intake:
         self.gaps = 0
         self.accepted_frames = 0
         self.accepted_values = 0
+        self.bindings = PeerBindings(max_senders)
         self._last_reject_log: Dict[Tuple[str, str], float] = {}
         self._log_window = (float("-inf"), 0, 0)  # (start, lines logged, lines suppressed) of this window
 
     # --- live intake ------------------------------------------------------------
 
-    def receive(self, data: bytes, source: str) -> Decision:
-        """Decode and judge one frame; ``source`` names the connection in logs when the sender cannot be read."""
+    def receive(self, data: bytes, source: str, peer: Optional[str] = None) -> Decision:
+        """Decode and judge one frame; ``source`` names the connection in logs when the sender cannot be read.
+
+        ``peer`` is the connection's CURVE key (its allow-list name), None without CURVE.
+        """
         try:
             frame = decode_frame(data)
         except WireError as exc:
+            # A bad frame under another key's sender must not be consumed in its place either.
+            if peer is not None and exc.sender is not None and self._wrong_key(exc.sender, peer):
+                return Decision(Verdict.REJECT, None, None, refusal=Refusal.WRONG_KEY)
             self._count_reject(exc, source)
-            return self._refuse(exc, data)
-        return self.judge(frame)
+            decision = self._refuse(exc, data)
+            if peer is not None and decision.substitute is not None:
+                self._bind(exc.sender, peer)
+            return decision
+        if peer is None:
+            return self.judge(frame)
+        if self._wrong_key(frame.sender, peer):
+            return Decision(Verdict.REJECT, None, None, refusal=Refusal.WRONG_KEY)
+        decision = self.judge(frame)
+        if decision.verdict is Verdict.ACCEPT:
+            self._bind(frame.sender, peer)
+        return decision
+
+    def _wrong_key(self, sender: str, peer: str) -> bool:
+        bound = self.bindings.get(sender)
+        if bound is None or bound == peer:
+            return False
+        self._count(Refusal.WRONG_KEY.value, f"{peer} (as {sender})", f"sender {sender} belongs to key {bound!r}, not {peer!r}")
+        return True
+
+    def _bind(self, sender: Optional[str], peer: str) -> None:
+        """Only an accepted (or consumed) frame binds its sender: a stranger's refused ones bind nothing."""
+        if sender is None:
+            return
+        if self.bindings.get(sender) is None:
+            self.bindings.bind(sender, peer)
+        else:
+            self.bindings.touch(sender)
+
+    def count_refusal(self, reason: Refusal, who: str, detail: str) -> None:
+        """A frame refused before it was decoded (a revoked key): counted and logged like any reject."""
+        self._count(reason.value, who, detail)
 
     def judge(self, frame: Frame) -> Decision:
         """Apply the delivery rule; on accept the sender's ``last_seq`` moves to ``frame.seq``."""
@@ -217,6 +281,15 @@ class Intake:
             "rejected": sum(self.rejects.values()),
             "rejects": dict(self.rejects),
             "rejects_by_source": dict(self.rejects_by_source.most_common(20)),
+            "senders": {
+                "count": len(self.senders),
+                "bytes": self.sender_bytes,
+                "max_count": self.max_senders,
+                "max_bytes": self.max_sender_bytes,
+                "forgotten": self.evicted,
+                "key_bindings": len(self.bindings),
+                "key_bindings_forgotten": self.bindings.evicted,
+            },
         }
 
     def trainers_status(self, now: float) -> List[Dict[str, Any]]:
@@ -250,24 +323,36 @@ class Intake:
                 if isinstance(sender, str) and isinstance(data, Mapping):
                     state = SenderState.from_snapshot(sender, data)
                     state.first_seen = state.last_seen = now
+                    state.size = SENDER_OVERHEAD + len(sender) + _info_size(state.info)
                     senders[sender] = state
         else:
             logger.error("journal snapshot has no usable sender table; starting with an empty one")
         self.senders = senders
+        self.sender_bytes = sum(state.size for state in senders.values())
+        self._bound_senders()
 
     # --- internals -------------------------------------------------------------------------
 
     def _new_state(self, sender: str, now: float) -> SenderState:
-        while len(self.senders) >= self.max_senders:
-            forgotten, _ = self.senders.popitem(last=False)
+        state = self.senders[sender] = SenderState(sender, first_seen=now, size=SENDER_OVERHEAD + len(sender))
+        self.sender_bytes += state.size
+        self._bound_senders()
+        return state
+
+    def _bound_senders(self) -> None:
+        """Forget the senders heard from least recently while the table is over a bound (never the newest)."""
+        while len(self.senders) > 1 and (
+            len(self.senders) > self.max_senders or self.sender_bytes > self.max_sender_bytes
+        ):
+            forgotten, state = self.senders.popitem(last=False)
+            self.sender_bytes -= state.size
             self.evicted += 1
             if self.evicted == 1 or self.evicted % 1000 == 0:
                 logger.warning(
-                    "sender table full (%s senders): forgot %s, the one heard from least recently (%s forgotten so far)",
-                    self.max_senders, forgotten, self.evicted,
+                    "sender table full (%s senders, %s MiB): forgot %s, the one heard from least recently "
+                    "(%s forgotten so far)",
+                    self.max_senders, self.max_sender_bytes >> 20, forgotten, self.evicted,
                 )
-        state = self.senders[sender] = SenderState(sender, first_seen=now)
-        return state
 
     def _account(self, state: SenderState, frame: Frame) -> None:
         state.last_seq = frame.seq
@@ -279,7 +364,11 @@ class Intake:
             if kind is StatRecord:
                 values += len(record.packed) >> 3
             elif kind is Hello:
-                state.info.update({k: v for k, v in record.info.items() if k in _INFO_FIELDS})
+                state.info.update({k: _info_value(v) for k, v in record.info.items() if k in _INFO_FIELDS})
+                size = SENDER_OVERHEAD + len(state.sender) + _info_size(state.info)
+                self.sender_bytes += size - state.size
+                state.size = size
+                self._bound_senders()
             elif kind is Bye:
                 state.bye = True
         state.values += values
@@ -322,22 +411,24 @@ class Intake:
         return reject
 
     def _count_reject(self, exc: WireError, source: str) -> None:
-        who = exc.sender or source
-        self.rejects[exc.reason.value] += 1
+        self._count(exc.reason.value, exc.sender or source, str(exc))
+
+    def _count(self, reason: str, who: str, detail: str) -> None:
+        self.rejects[reason] += 1
         self.rejects_by_source[who] += 1
         if len(self.rejects_by_source) > MAX_REJECT_SOURCES:
             # A peer that reconnects for every bad frame gets a new routing id each time:
             # keep the worst offenders, not an ever-growing table.
             self.rejects_by_source = Counter(dict(self.rejects_by_source.most_common(MAX_REJECT_SOURCES // 10)))
         now = self._clock()
-        key = (who, exc.reason.value)
+        key = (who, reason)
         last = self._last_reject_log.get(key)
         if last is None or now - last >= REJECT_LOG_INTERVAL:
             if len(self._last_reject_log) > 10_000:
                 self._last_reject_log.clear()  # bounded, whatever a hostile peer sends
             self._last_reject_log[key] = now
             if self._may_log(now):
-                logger.warning("rejected a frame from %s: %s (%s rejects from it so far)", who, exc, self.rejects_by_source[who])
+                logger.warning("rejected a frame from %s: %s (%s rejects from it so far)", who, detail, self.rejects_by_source[who])
 
     def _may_log(self, now: float) -> bool:
         start, logged, suppressed = self._log_window

@@ -35,15 +35,17 @@ from ..journal.retention import Retention
 from ..journal.writer import EntryType, Journal, JournalReader
 from ..layout import RunLayout
 from ..security.curve import TransportSecurity, secure_bind
-from ..wire import MAX_FRAME_BYTES, encode_ack
+from ..wire import MAX_FRAME_BYTES, Refusal, encode_ack, encode_refusal
 from .aggregator import Aggregator, encode_summary
 from .control import answer_control
 from .fetch_server import FetchServer
+from .identity import RunIdentity, establish
 from .idle import IdleWatch
 from .intake import Intake, Verdict
 from .options import CollectorOptions, SupervisorFactory, SupervisorHooks, SupervisorLike
 from .pidfile import AlreadyRunning, PidFile
 from .ready import ready_path, remove_ready, write_ready
+from .socket_dirs import claim, release, sweep_dead
 from .status import RateMeter
 
 logger = logging.getLogger(__name__)
@@ -105,6 +107,8 @@ class Collector:
         self.retention = Retention(self.journal, options.quota_bytes)
         self.rate = RateMeter(clock)
         self.recovery: Dict[str, Any] = {}
+        self.identity: Optional[RunIdentity] = None
+        self._socket_dir: Optional[str] = None
         self.started = clock()
         self.phase = _Phase.RUNNING
         self._drain_deadline = 0.0
@@ -114,7 +118,6 @@ class Collector:
         self.summaries = 0
         self._authenticators: List[Any] = []
         self._data_auth: Optional[Any] = None
-        self._last_revoked_log = -1e9
         self._idle = IdleWatch(options.idle_exit) if options.idle_exit is not None else None
 
     # --- public --------------------------------------------------------------------------
@@ -155,6 +158,10 @@ class Collector:
     # --- setup and teardown ----------------------------------------------------------------
 
     def _run(self, context: zmq.Context, sockets: List[zmq.Socket]) -> int:
+        # Under the pidfile lock and before the journal opens: a forced start clears the journal too.
+        self.identity = establish(self.layout, self.options.force, self.options.force_before)
+        if self.data_address.startswith("tcp://"):
+            self.intake.bindings.load(os.path.join(self.layout.statbus_dir, "peers.jsonl"))
         report = self.journal.open()
         self.recovery["journal"] = dataclasses.asdict(report) if dataclasses.is_dataclass(report) else repr(report)
         replay = replay_newest_segment(self.journal, self.intake, self.aggregator)
@@ -163,7 +170,9 @@ class Collector:
         self.retention.note_recovered(report.newest_base, replay.entries_per_segment + replay.summaries_reemitted)
         reader = JournalReader(self.layout.journal_dir)
         self._reader = reader
-        self.layout.ensure_socket_dir()
+        # Under the pidfile lock: the directories of dead collectors go, this run's is claimed.
+        sweep_dead(keep=self.layout.socket_dir)
+        self._socket_dir = claim(self.layout)
         data = self._bind(
             context, sockets, self.data_address, self.options.security, rcvhwm=DATA_RCVHWM, maxmsgsize=DATA_MAXMSGSIZE
         )
@@ -184,7 +193,12 @@ class Collector:
         control = ControlServer(ctl, lambda request: answer_control(self, request))
         if self._supervisor_factory is not None:
             self.supervisor = self._supervisor_factory(
-                SupervisorHooks(self.worker_address, self._dead_letter_record, self.retention.count_between)
+                SupervisorHooks(
+                    self.worker_address,
+                    self._dead_letter_record,
+                    self.retention.count_between,
+                    self.identity.run_options(self.layout),
+                )
             )
             self.retention.supervisor = self.supervisor
             self.supervisor.start(self.journal.end_position)
@@ -262,6 +276,8 @@ class Collector:
         for authenticator in self._authenticators:
             authenticator.stop()
         context.term()
+        if self._socket_dir is not None:
+            release(self._socket_dir)  # before the pidfile goes: the next collector of the run may claim it then
         logger.info("statbus collector stopped (head %s)", self.journal.end_position)
 
     # --- the loop --------------------------------------------------------------------------
@@ -316,12 +332,20 @@ class Collector:
         auth = self._data_auth
         clock = self.clock
         deadline = clock() + MAX_DRAIN_SECONDS
+        refusals: Dict[bytes, Refusal] = {}
+        peer: Optional[str] = None
         for _ in range(MAX_FRAMES_PER_ITERATION):
             try:
                 if auth is None:
                     message = data.recv_multipart(zmq.NOBLOCK)
                 else:
-                    message = self._admitted(data.recv_multipart(zmq.NOBLOCK, copy=False), auth)
+                    frames = data.recv_multipart(zmq.NOBLOCK, copy=False)
+                    peer = self._admitted(frames, auth)
+                    if peer is None:
+                        if len(frames) == 2:
+                            refusals[frames[0].bytes] = Refusal.REVOKED
+                        continue
+                    message = [frame.bytes for frame in frames]
             except zmq.Again:
                 break
             if len(message) != 2:
@@ -329,7 +353,10 @@ class Collector:
                     intake.rejects["bad_message"] += 1
                 continue
             routing_id, payload = message
-            decision = intake.receive(payload, routing_id.hex())
+            decision = intake.receive(payload, routing_id.hex(), peer)
+            if decision.refusal is not None:
+                refusals[routing_id] = decision.refusal
+                continue
             if decision.verdict is Verdict.ACCEPT:
                 self.retention.note_appended(journal.append(EntryType.FRAME, payload))
                 for summary in aggregator.apply(decision.frame.records):
@@ -351,28 +378,27 @@ class Collector:
         if appended:
             journal.commit()
             self.fetch.on_committed()
-        for routing_id, seq in acks.items():
+        replies = [(routing_id, encode_ack(seq)) for routing_id, seq in acks.items() if routing_id not in refusals]
+        replies += [(routing_id, encode_refusal(reason)) for routing_id, reason in refusals.items()]
+        for routing_id, reply in replies:
             try:
-                data.send_multipart([routing_id, encode_ack(seq)], zmq.NOBLOCK)
+                data.send_multipart([routing_id, reply], zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass  # the trainer is gone or not reading: it re-sends and hears again
 
-    def _admitted(self, frames: List[zmq.Frame], auth: Any) -> List[bytes]:
-        """The message as bytes if its CURVE peer is still on the allow-list, else ``[]``.
+    def _admitted(self, frames: List[zmq.Frame], auth: Any) -> Optional[str]:
+        """The message's CURVE peer if it is still on the allow-list, else None.
 
         ZAP checks a key once per connection; a key revoked since stays connected,
-        so every frame's ``User-Id`` is checked again here (the allow-list is
-        re-read at most once a second).
+        so every frame's ``User-Id`` (the key's allow-list name) is checked again
+        here (the allow-list is re-read at most once a second).  A revoked peer is
+        told so (:data:`Refusal.REVOKED`), which stops its re-sending.
         """
         user = frames[-1].get("User-Id") if frames else ""
         if not auth.is_allowed(user):
-            self.intake.rejects["revoked"] += 1
-            now = self.clock()
-            if now - self._last_revoked_log >= 10.0:
-                self._last_revoked_log = now
-                logger.warning("dropped a frame from %r: its key is no longer on the allow-list", user)
-            return []
-        return [frame.bytes for frame in frames]
+            self.intake.count_refusal(Refusal.REVOKED, repr(user), "its key is no longer on the allow-list")
+            return None
+        return user
 
     def _rotate(self) -> None:
         self.retention.note_appended(self.journal.rotate(encode_snapshot(self.intake, self.aggregator)), anchor=True)

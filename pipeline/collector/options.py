@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Protocol
 
+from ...plugins.settings import RunOptions
 from ..journal.writer import FsyncPolicy
 from ..security.curve import TransportSecurity
 
@@ -38,6 +39,8 @@ class SupervisorHooks:
     """``(plugin, position) -> record``: the journal entry at ``position``, JSON-safe, for the dead-letter file."""
     count_entries: Callable[[int, int], Optional[int]]
     """``(start, end) -> entries`` between two positions (a plugin's lag in records)."""
+    run_options: RunOptions
+    """The run's options from its identity (:mod:`.identity`): the same start time for every collector of the run."""
 
 
 SupervisorFactory = Callable[[SupervisorHooks], SupervisorLike]
@@ -59,3 +62,7 @@ class CollectorOptions:
     """Default time live plugins get to catch up on a graceful stop."""
     idle_exit: Optional[float] = None
     """On-demand collectors: stop once trainers are gone, plugins caught up, and this long quiet."""
+    force: bool = False
+    """Start the run over: clear its outputs first (``--force``); otherwise an existing run is continued."""
+    force_before: Optional[float] = None
+    """An on-demand start's ``STATBUS_FORCE``: start over unless the run began at or after this time."""

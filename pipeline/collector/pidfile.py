@@ -8,9 +8,11 @@ many trainers starting collectors at once end up with exactly one.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
-from typing import Optional
+import time
+from typing import Iterator, Optional
 
 from ...plugins import StatbusError
 
@@ -46,6 +48,45 @@ def is_locked(path: str) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def hold_if_free(path: str) -> Iterator[bool]:
+    """Hold the pidfile's lock for a moment if no collector holds it (True), else yield False.
+
+    For the sweep of dead collectors' socket directories: while it holds the lock,
+    no collector of that run can start.  A missing pidfile is free (nothing to hold).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        yield True
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _alive(pid: Optional[int]) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+ACQUIRE_PATIENCE = 1.0
+"""Seconds to wait for a lock held while the pid in the file is dead: a sweeper's short hold."""
+
+
 def running_pid(path: str) -> Optional[int]:
     """The pid of the live collector, or None when none holds the lock."""
     return read_pid(path) if is_locked(path) else None
@@ -61,11 +102,19 @@ class PidFile:
     def acquire(self) -> None:
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise AlreadyRunning(self.path, read_pid(self.path)) from None
+        deadline = time.monotonic() + ACQUIRE_PATIENCE
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                pid = read_pid(self.path)
+                # A lock held while the recorded collector is dead is a sweeper's
+                # (socket_dirs) for a few milliseconds: wait it out.
+                if _alive(pid) or time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise AlreadyRunning(self.path, pid) from None
+                time.sleep(0.01)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode("ascii"))
         self._fd = fd

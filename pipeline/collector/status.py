@@ -59,6 +59,7 @@ def build_status(collector: CollectorT) -> Dict[str, Any]:
         "uptime": now - collector.started,
         "phase": collector.phase.value,
         "on_demand": collector.options.idle_exit is not None,
+        "run": collector.identity.status() if collector.identity is not None else None,
         "intake": {
             "values_per_second": values_rate,
             "frames_per_second": frames_rate,

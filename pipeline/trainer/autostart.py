@@ -5,18 +5,36 @@ frames wait and nothing answers.  ``STATBUS_AUTOSTART=0`` turns it off.  The
 collector it starts is the daemon of ``statbus collector start``, flagged as on
 demand so that it exits by itself once every trainer has said goodbye and every
 plugin has caught up.
+
+``STATBUS_FORCE=1`` makes that start start the run over (``--force``), once per
+training: the start passes ``--force-before`` the training's start time, and a run
+that began at or after it is continued (an on-demand start after a crash or an idle
+exit of that same run's collector).  The training's start is this process's creation
+time; ``STATBUS_FORCE`` is set to it in this process's environment when its
+configuration is read (:func:`.config.force_before`), so that processes it
+starts later share it.  A fleet of processes started separately sets
+``STATBUS_FORCE`` to one Unix time (e.g. ``$(date +%s)`` at launch) instead of 1.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import os
+from typing import Any, List, MutableMapping
 
 from ...plugins import StatbusError
 from ..collector.daemon import ensure_running
 from ..layout import RunLayout
+from .config import force_before
 
 logger = logging.getLogger(__name__)
+
+def on_demand_arguments(environ: MutableMapping[str, str] = os.environ) -> List[str]:
+    extra = ["--on-demand"]
+    moment = force_before(environ)
+    if moment is not None:
+        extra += ["--force-before", repr(moment)]
+    return extra
 
 
 def ensure_collector(config: Any) -> bool:
@@ -27,7 +45,7 @@ def ensure_collector(config: Any) -> bool:
         # is the operator's to run; starting a local one would not reach it.
         return False
     try:
-        started = ensure_running(layout, extra=["--on-demand"])
+        started = ensure_running(layout, extra=on_demand_arguments())
     except StatbusError as exc:
         logger.warning("could not start a collector for run %s: %s", layout.run_id, exc)
         return False

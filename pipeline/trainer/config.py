@@ -2,7 +2,7 @@
 
 A launcher configures child processes it does not own through the environment
 (``STATBUS_RUN_ID``, ``STATBUS_RESULTS_DIR``, ``STATBUS_ADDRESS``,
-``STATBUS_BUFFER_BYTES``, ``STATBUS_AUTOSTART``); an explicit ``configure()``
+``STATBUS_BUFFER_BYTES``, ``STATBUS_AUTOSTART``, ``STATBUS_FORCE``); an explicit ``configure()``
 call overrides them.  A process that never calls ``configure()`` gets the
 environment's settings (or the defaults) lazily, on its first stat.
 """
@@ -13,7 +13,8 @@ import dataclasses
 import logging
 import os
 import threading
-from typing import Callable, List, Mapping, Optional
+import time
+from typing import Callable, List, Mapping, MutableMapping, Optional
 
 from ...plugins import ConfigError
 from ..layout import RunLayout
@@ -25,6 +26,7 @@ ENV_RESULTS_DIR = "STATBUS_RESULTS_DIR"
 ENV_ADDRESS = "STATBUS_ADDRESS"
 ENV_BUFFER_BYTES = "STATBUS_BUFFER_BYTES"
 ENV_AUTOSTART = "STATBUS_AUTOSTART"
+ENV_FORCE = "STATBUS_FORCE"
 
 DEFAULT_RUN_ID = "ppo"
 DEFAULT_RESULTS_DIR = "results"
@@ -78,6 +80,40 @@ def _env_buffer_bytes(environ: Mapping[str, str]) -> int:
         raise ConfigError(f"{ENV_BUFFER_BYTES}={raw!r} is not an integer") from None
 
 
+_OFF = ("", "0", "false", "no", "off")
+_ON = ("1", "true", "yes", "on")
+
+
+def _process_start_time() -> float:
+    """This process's creation, as a Unix time to ~10 ms (psutil's counts from a boot time in whole seconds)."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as handle:
+            ticks = int(handle.read().rpartition(")")[2].split()[19])
+        with open("/proc/uptime", encoding="ascii") as handle:
+            uptime = float(handle.read().split()[0])
+        return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        import psutil
+
+        return psutil.Process().create_time()
+
+
+def force_before(environ: MutableMapping[str, str] = os.environ) -> Optional[float]:
+    """The time an on-demand start must not clear a run started at or after, or None (no ``STATBUS_FORCE``)."""
+    raw = environ.get(ENV_FORCE, "").strip().lower()
+    if raw in _OFF:
+        return None
+    if raw in _ON:
+        moment = _process_start_time()
+        environ[ENV_FORCE] = repr(moment)  # processes started from here on share this training's start
+        return moment
+    try:
+        return float(raw)
+    except ValueError:
+        logger.warning("%s=%r is neither 1 nor a Unix time; not starting the run over", ENV_FORCE, raw)
+        return None
+
+
 def build_config(
     run_id: Optional[str] = None,
     results_dir: Optional[str] = None,
@@ -91,6 +127,8 @@ def build_config(
 ) -> TrainerConfig:
     """Arguments first, then the environment, then the defaults; raises ConfigError."""
     env = os.environ if environ is None else environ
+    if environ is None:
+        force_before(os.environ)  # STATBUS_FORCE=1 becomes this training's start, for the processes it starts
     return TrainerConfig(
         run_id=run_id or env.get(ENV_RUN_ID) or DEFAULT_RUN_ID,
         results_dir=results_dir or env.get(ENV_RESULTS_DIR) or DEFAULT_RESULTS_DIR,

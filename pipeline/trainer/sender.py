@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from ..wire import WireError, bye_record, decode_ack, hello_record
+from ..wire import Refusal, WireError, bye_record, decode_reply, hello_record
 from .config import TrainerConfig
 from .framing import BYE, FlushEvent, FrameBuilder, Ticket, drain_events
 from .handoff import Handoff
@@ -89,7 +89,7 @@ class Client(Handoff):
             "sender": self.sender, "values_recorded": 0, "frames_sent": 0, "frames_resent": 0,
             "frames_acked": 0, "values_dropped": 0, "frames_dropped": 0, "errors": 0,
             "buffer_bytes": 0, "buffer_bytes_max": 0, "buffer_frames": 0, "acked_seq": 0,
-            "last_seq": 0, "lowest_sendable": 1, "events_dropped": 0, "reconnects": 0,
+            "last_seq": 0, "lowest_sendable": 1, "events_dropped": 0, "reconnects": 0, "refusals": 0,
         })
         self._stopping = False
         # sender-thread state
@@ -102,6 +102,8 @@ class Client(Handoff):
         self._ensured = False
         self._reconnect_at: Optional[float] = None
         self._reconnect_after = RECONNECT_AFTER
+        self._refused = False     # the collector refused this connection's frames: send nothing more on it
+        self._refused_after = RECONNECT_AFTER
         self._tickets: List[Ticket] = []
         self._thread = threading.Thread(target=self._run, name="statbus-sender", daemon=True)
         self._thread.start()
@@ -172,6 +174,7 @@ class Client(Handoff):
                 self._close(sock, mon)
                 sock = mon = None
                 self.counters["reconnects"] += 1
+                self._refused = False
                 sock, mon = self._open(ctx)
                 self._rewind(time.monotonic())
         except Exception as exc:  # noqa: BLE001 — must never escape into the process
@@ -204,7 +207,7 @@ class Client(Handoff):
         while not self._stopping:
             try:
                 now = time.monotonic()
-                unsent = self._sent_upto < self._buffer.next_seq - 1
+                unsent = self._sent_upto < self._buffer.next_seq - 1 and not self._refused
                 poller.register(sock, zmq.POLLIN | zmq.POLLOUT if unsent else zmq.POLLIN)
                 wake_at = next_batch if self._reconnect_at is None else min(next_batch, self._reconnect_at)
                 timeout_ms = max(0, int((wake_at - now) * 1000) + 1)
@@ -241,17 +244,40 @@ class Client(Handoff):
             except zmq.Again:
                 return
             try:
-                acked = decode_ack(data)
+                acked, refusal = decode_reply(data)
             except WireError as exc:
                 self.counters["errors"] += 1
                 _rlog.warn("ack", "statbus: bad ack from the collector: %s", exc)
+                continue
+            if refusal is not None:
+                self._on_refused(refusal, now)
                 continue
             released = self._buffer.ack(acked)
             if released:
                 self._acked_at = now
                 self._resend_after = RESEND_AFTER
+                self._refused_after = RECONNECT_AFTER
                 self.counters["frames_acked"] += released
                 self._update_buffer_counters()
+
+    def _on_refused(self, refusal: Refusal, now: float) -> None:
+        """Stop sending on this connection; try a new one after a growing pause, and say why once."""
+        self.counters["refusals"] += 1
+        if self._refused:
+            return  # frames already on the wire come back refused too
+        self._refused = True
+        delay = self._refused_after
+        self._refused_after = min(self._refused_after * 2, RECONNECT_AFTER_MAX)
+        if self._reconnect_at is None:
+            self._reconnect_at = now + delay
+        if refusal is Refusal.REVOKED:
+            why = ("this trainer's key is no longer on its allow-list (revoked); "
+                   "`statbus keys authorize` on the collector's host lets it in again")
+        else:
+            why = f"this trainer's sender id {self.sender} is bound to another trainer's key"
+        _rlog.warn("refused", "statbus: the collector at %s refuses this trainer's stats: %s. Nothing more is "
+                   "sent on this connection; trying a new one in %.0f s (unacknowledged stats wait in the buffer, "
+                   "up to its limit)", self.config.address, why, delay)
 
     def _read_monitor(self, mon: zmq.Socket, now: float) -> None:
         while True:
@@ -328,7 +354,7 @@ class Client(Handoff):
 
     def _send(self, sock: zmq.Socket, now: float) -> None:
         frames = self._buffer.frames
-        if not frames:
+        if not frames or self._refused:
             return
         first = frames[0].seq
         index = max(self._sent_upto + 1, first) - first

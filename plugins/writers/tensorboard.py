@@ -20,7 +20,9 @@ thread: a writer left idle keeps unflushed summaries buffered until its next
 write, ``flush()`` or ``close()``.
 
 Event files left over from an earlier run (last modified over a second before
-this run started) are deleted unless the run resumes.  What this run already wrote is
+this run started) are deleted only when the run is started over on purpose
+(``checkpoint_settings.force``, ``statbus collector start --force``), as
+ML-Agents' ``--force`` does; otherwise they stay.  What this run already wrote is
 read back at first use of a category, so a restarted worker that is caught
 up drops summaries for steps already written, and an already written
 Hyperparameters text.
@@ -294,7 +296,9 @@ def get_tensorboard_writer(run_options: RunOptions) -> List[StatsWriter]:
     return [
         TensorboardWriter(
             run_options.checkpoint_settings.write_path,
-            clear_past_data=not run_options.resume,
+            # Only a run started over on purpose (--force) loses its past curves: a
+            # collector that continues a run (after a crash, a stop, an idle exit) keeps them.
+            clear_past_data=run_options.checkpoint_settings.force,
             hidden_keys=None if hidden is None else [str(key) for key in hidden],
             flush_secs=float(options.get("flush_secs", DEFAULT_FLUSH_SECS)),
             start_time=run_options.start_time,

@@ -13,7 +13,7 @@ from typing import Dict, Iterator, List
 import psutil
 import pytest
 
-from collector_helpers import REPO, wait_for
+from collector_helpers import REPO, end_daemon, wait_for
 from statbus.pipeline.collector.pidfile import running_pid
 from statbus.pipeline.layout import RunLayout
 
@@ -25,24 +25,6 @@ def statbus(*args: str, env: Dict[str, str] | None = None, timeout: float = 90.0
         [sys.executable, "-m", "statbus.pipeline.cli", *args],
         capture_output=True, text=True, timeout=timeout, env=env,
     )
-
-
-def end_daemon(layout: RunLayout) -> None:
-    """Kill the run's collector (not our child: it detached) and every worker it started."""
-    pid = running_pid(layout.pid_file)
-    if pid is None:
-        return
-    try:
-        collector = psutil.Process(pid)
-        family: List[psutil.Process] = collector.children(recursive=True) + [collector]
-    except psutil.NoSuchProcess:
-        return
-    for process in family:
-        try:
-            process.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(family, timeout=10)
 
 
 @pytest.fixture

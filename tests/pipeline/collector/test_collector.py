@@ -426,6 +426,7 @@ def test_curve_trainers_and_a_revoked_key_on_an_open_connection(tmp_path, contex
         wait_for(lambda: t1.resend() or revoked_count() > seen + 2, interval=0.2, what="more refusals")
         t1.pump()
         assert t1.acked < last
+        assert t1.refusals and {r.value for r in t1.refusals} == {"revoked"}  # told, not left re-sending
         assert ("t1", last) not in journal_frames(process.layout.journal_dir)
         assert journal_summaries(process.layout.journal_dir) == [("C", 1, {"k": (0, [1.0])})]
         assert "t2" not in [s for s, _ in journal_frames(process.layout.journal_dir)]

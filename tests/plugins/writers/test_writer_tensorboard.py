@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import struct
@@ -297,8 +298,24 @@ def test_registration(tmp_path):
     )
     [writer] = get_tensorboard_writer(options)
     try:
-        assert writer.hidden_keys == {"Secret"} and writer.clear_past_data and writer.flush_secs == 1.0
+        # A run not started over on purpose keeps its past event files (issue 11).
+        assert writer.hidden_keys == {"Secret"} and not writer.clear_past_data and writer.flush_secs == 1.0
         writer.write_stats("c", {"Secret": StatsSummary([1.0], A.AVERAGE), "k": StatsSummary([2.0], A.AVERAGE)}, 3)
     finally:
         writer.close()
     assert accumulator(tmp_path / "r" / "c").Tags()["scalars"] == ["k"]
+
+
+def test_registration_clears_past_data_only_when_forced(tmp_path):
+    forced = RunOptions.create("r", results_dir=str(tmp_path))
+    forced = dataclasses.replace(
+        forced, checkpoint_settings=dataclasses.replace(forced.checkpoint_settings, force=True)
+    )
+    continued = RunOptions.create("r", results_dir=str(tmp_path), resume=False)
+    [writer] = get_tensorboard_writer(forced)
+    [kept] = get_tensorboard_writer(continued)
+    try:
+        assert writer.clear_past_data and not kept.clear_past_data
+    finally:
+        writer.close()
+        kept.close()
