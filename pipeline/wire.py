@@ -161,7 +161,7 @@ def encode_refusal(reason: Refusal) -> bytes:
     return msgpack.packb([WIRE_VERSION, 0, reason.value])
 
 
-def decode_reply(data: bytes) -> Tuple[int, Optional[Refusal]]:
+def decode_ack_or_refusal(data: bytes) -> Tuple[int, Optional[Refusal]]:
     """``(acked_seq, None)`` for an ack, ``(0, reason)`` for a refusal; WireError for anything else."""
     try:
         reply = msgpack.unpackb(data, max_array_len=3, max_map_len=0, max_str_len=64, max_bin_len=0)

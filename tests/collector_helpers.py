@@ -18,7 +18,7 @@ import zmq
 from statbus.pipeline.collector.pidfile import running_pid
 from statbus.pipeline.journal.writer import EntryType, iter_entries
 from statbus.pipeline.layout import RunLayout
-from statbus.pipeline.wire import decode_reply, encode_frame
+from statbus.pipeline.wire import decode_ack_or_refusal, encode_frame
 from statbus.plugins.records import decode_summary, unpack_values
 from statbus.workers.fetch_protocol import FetchReply, decode_reply, encode_fetch
 from waiting import wait_for  # noqa: F401 — re-exported for the collector tests
@@ -169,7 +169,7 @@ class RawTrainer:
         moved = False
         while True:
             try:
-                acked, refusal = decode_reply(self.socket.recv(zmq.NOBLOCK))
+                acked, refusal = decode_ack_or_refusal(self.socket.recv(zmq.NOBLOCK))
             except zmq.Again:
                 return moved
             if refusal is not None:

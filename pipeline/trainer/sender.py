@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from ..wire import Refusal, WireError, bye_record, decode_reply, hello_record
+from ..wire import Refusal, WireError, bye_record, decode_ack_or_refusal, hello_record
 from .config import TrainerConfig
 from .framing import BYE, FlushEvent, FrameBuilder, Ticket, drain_events
 from .handoff import Handoff
@@ -244,7 +244,7 @@ class Client(Handoff):
             except zmq.Again:
                 return
             try:
-                acked, refusal = decode_reply(data)
+                acked, refusal = decode_ack_or_refusal(data)
             except WireError as exc:
                 self.counters["errors"] += 1
                 _rlog.warn("ack", "statbus: bad ack from the collector: %s", exc)

@@ -22,7 +22,7 @@ from statbus.pipeline.cli.keys import run_authorize, run_revoke
 from statbus.pipeline.control import control_request
 from statbus.pipeline.journal.writer import EntryType, iter_entries
 from statbus.pipeline.security.curve import ClientSecurity, secure_connect
-from statbus.pipeline.wire import Refusal, decode_reply, encode_frame, stat_record
+from statbus.pipeline.wire import Refusal, decode_ack_or_refusal, encode_frame, stat_record
 from statbus.plugins.records import pack_values
 
 
@@ -87,7 +87,7 @@ def frame(sender: str, seq: int) -> bytes:
 
 def reply(sock) -> tuple:
     assert sock.poll(20_000), "no reply from the collector"
-    return decode_reply(sock.recv())
+    return decode_ack_or_refusal(sock.recv())
 
 
 def test_a_sender_belongs_to_the_key_that_first_used_it_across_restarts(keys, collector, context):
