@@ -7,6 +7,9 @@ lives on the ground floor so that every floor can use it.
 
 from __future__ import annotations
 
+import errno
+from typing import Optional
+
 
 class StatbusError(Exception):
     """Base of every error statbus raises on purpose."""
@@ -35,3 +38,19 @@ class PluginRegistrationError(PluginError):
 
 class RecordError(StatbusError):
     """A record's msgpack form is malformed."""
+
+
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+"""A writer's output failing with one of these waits for space (workers retry it) instead of crashing."""
+
+
+def disk_full_error(exc: BaseException) -> Optional[OSError]:
+    """The ``ENOSPC``/``EDQUOT`` ``OSError`` behind ``exc`` (itself, or a cause or context of it), else None."""
+    seen = 0
+    current: Optional[BaseException] = exc
+    while current is not None and seen < 16:  # a cycle in a chain must not hang the caller
+        if isinstance(current, OSError) and current.errno in DISK_FULL_ERRNOS:
+            return current
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return None

@@ -20,7 +20,8 @@ from statbus.pipeline.journal.writer import EntryType, iter_entries
 from statbus.pipeline.layout import RunLayout
 from statbus.pipeline.wire import decode_ack_or_refusal, encode_frame
 from statbus.plugins.records import decode_summary, unpack_values
-from statbus.workers.fetch_protocol import FetchReply, decode_reply, encode_fetch
+from statbus.workers.fetch_protocol import FetchReply, encode_fetch
+from statbus.workers.fetch_protocol import decode_reply as decode_fetch_reply
 from waiting import wait_for  # noqa: F401 — re-exported for the collector tests
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -221,7 +222,7 @@ class Worker:
         """The next reply, decoded (and so checked) by the protocol's own codec."""
         if not self.socket.poll(int(timeout * 1000)):
             raise AssertionError("no fetch reply")
-        return decode_reply(self.socket.recv())
+        return decode_fetch_reply(self.socket.recv())
 
     def fetch(self, after: int, max_bytes: int = 1 << 20, timeout: float = 10.0) -> FetchReply:
         self.request(after, max_bytes)

@@ -20,6 +20,7 @@ Layout (little-endian, offsets in bytes)::
     48  state       i64  :class:`HostState`
     56  delivered   u64  entries delivered since the host started
     64  summaries   u64  summaries (``write_stats`` entries) delivered since the host started
+    72  disk_full_since f64  time.time() since which a writer's output waits for disk space, 0 when not
 
 The rest of the 4 KiB is zero and reserved.
 
@@ -56,6 +57,7 @@ _PID = 40
 _STATE = 48
 _DELIVERED = 56
 _SUMMARIES = 64
+_DISK_FULL_SINCE = 72
 
 # Fields are read and written as whole 8-byte slices (one aligned memcpy), never with
 # pack_into/unpack_from: those go byte by byte, and the other process then reads torn
@@ -90,6 +92,7 @@ class StateSnapshot(NamedTuple):
     state: HostState
     delivered: int
     summaries: int
+    disk_full_since: float = 0.0
 
 
 def _initial_bytes(committed: int) -> bytes:
@@ -245,6 +248,14 @@ class StatePage:
     def summaries(self, value: int) -> None:
         self._map[_SUMMARIES:_SUMMARIES + 8] = _U64.pack(value)
 
+    @property
+    def disk_full_since(self) -> float:
+        return _F64.unpack(self._map[_DISK_FULL_SINCE:_DISK_FULL_SINCE + 8])[0]
+
+    @disk_full_since.setter
+    def disk_full_since(self, value: float) -> None:
+        self._map[_DISK_FULL_SINCE:_DISK_FULL_SINCE + 8] = _F64.pack(value)
+
     def snapshot(self) -> StateSnapshot:
         return StateSnapshot(
             self.committed,
@@ -255,6 +266,7 @@ class StatePage:
             self.state,
             self.delivered,
             self.summaries,
+            self.disk_full_since,
         )
 
     # --- the worker host's start -----------------------------------------------
@@ -269,6 +281,7 @@ class StatePage:
         self.busy_since = 0.0
         self.delivered = 0
         self.summaries = 0
+        self.disk_full_since = 0.0
         self.state = HostState.STARTING
         self.heartbeat = now
         self.pid = pid

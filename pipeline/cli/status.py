@@ -68,6 +68,24 @@ def _fmt(value: Any, spec: str = "") -> str:
     return str(value)
 
 
+def _stall_lines(stall: Any) -> List[str]:
+    """The journal's stall, first of all: a run that cannot write loses nothing only as long as trainers hold on."""
+    if not isinstance(stall, dict):
+        return []
+    return [
+        f"journal: {stall.get('reason')} since {stall.get('since_text')} ({stall.get('message')}); "
+        f"{_fmt((stall.get('pending_bytes') or 0) / 2**20, '.1f')} MiB wait to be written, "
+        f"{_fmt((stall.get('free_bytes') or 0) / 2**20, '.1f')} MiB free; trainers keep their data until then"
+    ]
+
+
+def _plugin_state(plugin: Dict[str, Any]) -> str:
+    since = plugin.get("disk_full_since")
+    if isinstance(since, (int, float)) and since > 0:
+        return f"{_fmt(plugin.get('state'))} (disk full since {time.strftime('%H:%M:%S', time.localtime(since))})"
+    return _fmt(plugin.get("state"))
+
+
 def format_status(status: Dict[str, Any]) -> str:
     lines = [
         f"run {status.get('run_id')}  address {status.get('address')}  pid {status.get('pid')}  "
@@ -81,6 +99,7 @@ def format_status(status: Dict[str, Any]) -> str:
         lines.append(f"run started {started}, {how}")
     intake = status.get("intake", {})
     journal = status.get("journal", {})
+    lines += _stall_lines(journal.get("write_error"))
     lines.append(
         f"intake {_fmt(intake.get('values_per_second'), '.0f')} values/s, "
         f"{_fmt(intake.get('frames_per_second'), '.1f')} frames/s; "
@@ -115,7 +134,7 @@ def format_status(status: Dict[str, Any]) -> str:
         rows = [["PLUGIN", "STATE", "PID", "RESTARTS", "LAG", "LAG S", "RSS MB", "CPU %", "LAST ERROR"]]
         for p in plugins:
             rows.append([
-                _fmt(p.get("name")), _fmt(p.get("state")), _fmt(p.get("pid")), _fmt(p.get("restarts")),
+                _fmt(p.get("name")), _plugin_state(p), _fmt(p.get("pid")), _fmt(p.get("restarts")),
                 _fmt(p.get("lag_records")), _fmt(p.get("lag_seconds"), ".1f"), _fmt(p.get("rss_mb"), ".0f"),
                 _fmt(p.get("cpu_percent"), ".0f"), (p.get("last_error") or "")[:60],
             ])

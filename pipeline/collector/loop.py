@@ -32,7 +32,7 @@ from ...workers.exits import ExitCode
 from ..control import ControlServer
 from ..journal.recovery import encode_snapshot, read_entry_record, replay_newest_segment
 from ..journal.retention import Retention
-from ..journal.writer import EntryType, Journal, JournalReader
+from ..journal.writer import EntryType, Journal, JournalReader, JournalWriteError
 from ..layout import RunLayout
 from ..security.curve import TransportSecurity, secure_bind
 from ..wire import MAX_FRAME_BYTES, Refusal, encode_ack, encode_refusal
@@ -47,6 +47,7 @@ from .pidfile import AlreadyRunning, PidFile
 from .ready import ready_path, remove_ready, write_ready
 from .socket_dirs import claim, release, sweep_dead
 from .status import RateMeter
+from .write_stall import StallControl, WriteStall
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +120,13 @@ class Collector:
         self._authenticators: List[Any] = []
         self._data_auth: Optional[Any] = None
         self._idle = IdleWatch(options.idle_exit) if options.idle_exit is not None else None
+        self._data: Optional[zmq.Socket] = None
+        self.stalls = StallControl(
+            self.journal, layout.journal_dir, clock,
+            readable=lambda: self.fetch.on_committed(),
+            rotate=self._rotate,
+            send_acks=self._send_held_acks,
+        )
 
     # --- public --------------------------------------------------------------------------
 
@@ -179,6 +187,7 @@ class Collector:
         if self.data_address.startswith("tcp://"):
             # With port 0 or '*' only the bound endpoint tells trainers where to go.
             self.data_address = data.getsockopt_string(zmq.LAST_ENDPOINT) or self.data_address
+        self._data = data
         work = self._bind(context, sockets, self.worker_address)
         ctl = self._bind(context, sockets, self.control_address)
         self.fetch = FetchServer(
@@ -253,6 +262,11 @@ class Collector:
             self._ready_callback(self)
 
     @property
+    def stall(self) -> Optional[WriteStall]:
+        """The episode in which the journal cannot be written, if one is going on (see :mod:`.write_stall`)."""
+        return self.stalls.current
+
+    @property
     def ready_file(self) -> str:
         return ready_path(self.layout.statbus_dir)
 
@@ -266,6 +280,9 @@ class Collector:
                 logger.exception("stopping the workers failed")
         try:
             self.journal.close()  # commits and syncs what is buffered; a no-op if it never opened
+        except JournalWriteError as exc:
+            logger.error("journal: %s; %s bytes accepted but never written are dropped: they were not "
+                         "acknowledged, their trainers still hold them", exc, exc.pending_bytes)
         except Exception:  # noqa: BLE001
             logger.exception("closing the journal failed")
         reader = getattr(self, "_reader", None)
@@ -314,7 +331,7 @@ class Collector:
                 self.phase = _Phase.DRAINING
                 self._drain_deadline = now + self._stop_timeout
             if self.phase is _Phase.DRAINING:
-                head = self.journal.end_position
+                head = self.journal.committed_position  # what waits for a full disk is no plugin's to catch up on
                 caught_up = self.supervisor is None or self.supervisor.all_caught_up(head)
                 if caught_up or now >= self._drain_deadline:
                     if not caught_up:
@@ -325,6 +342,9 @@ class Collector:
 
     def _drain(self, data: zmq.Socket) -> None:
         """Take up to a bounded batch of frames, journal them, commit, then ack."""
+        if self.stalls.current is not None:
+            self.stalls.drop_frames(data, MAX_FRAMES_PER_ITERATION)
+            return
         acks: Dict[bytes, int] = {}
         appended = False
         budget = MAX_BYTES_PER_ITERATION
@@ -366,17 +386,27 @@ class Collector:
                 if journal.needs_rotation():
                     # Mid-drain is fine: rotate() commits first, and the snapshot it
                     # writes is the state after every entry appended so far.
-                    self._rotate()
+                    try:
+                        self._rotate()
+                    except JournalWriteError as exc:
+                        if decision.ack is not None:
+                            acks[routing_id] = decision.ack
+                        self.stalls.failed(exc, acks)
+                        return
             elif decision.substitute is not None:
                 self.retention.note_appended(journal.append(EntryType.FRAME, decision.substitute))
                 appended = True
             if decision.ack is not None:
                 acks[routing_id] = decision.ack
             budget -= len(payload)
-            if budget <= 0 or clock() >= deadline:
+            if budget <= 0 or clock() >= deadline or journal.write_error is not None:
                 break
         if appended:
-            journal.commit()
+            try:
+                journal.commit()
+            except JournalWriteError as exc:
+                self.stalls.failed(exc, acks)
+                return
             self.fetch.on_committed()
         replies = [(routing_id, encode_ack(seq)) for routing_id, seq in acks.items() if routing_id not in refusals]
         replies += [(routing_id, encode_refusal(reason)) for routing_id, reason in refusals.items()]
@@ -400,11 +430,23 @@ class Collector:
             return None
         return user
 
+    def _send_held_acks(self, acks: Dict[bytes, int]) -> None:
+        """The acks a stall held back, once what they acknowledge is written."""
+        for routing_id, seq in acks.items():
+            try:
+                self._data.send_multipart([routing_id, encode_ack(seq)], zmq.NOBLOCK)
+            except (zmq.ZMQError, AttributeError):
+                pass  # the trainer is gone or not reading (or no socket yet): it re-sends and hears again
+
     def _rotate(self) -> None:
         self.retention.note_appended(self.journal.rotate(encode_snapshot(self.intake, self.aggregator)), anchor=True)
 
     def _tick(self) -> None:
-        self.journal.tick()
+        try:
+            self.journal.tick()
+        except JournalWriteError as exc:
+            self.stalls.failed(exc, {})
+        self.stalls.tick()
         self.fetch.tick()
         head = self.journal.end_position
         if self.supervisor is not None:
@@ -417,7 +459,7 @@ class Collector:
         except (StatbusError, KeyError, OSError):
             logger.exception("retention pass failed; trying again at the next")
         self.rate.sample(self.intake.accepted_values, self.intake.accepted_frames)
-        if self._idle is not None and self.phase is _Phase.RUNNING and self._stop_graceful is None:
+        if self._idle is not None and self.phase is _Phase.RUNNING and self._stop_graceful is None and self.stall is None:
             caught_up = self.supervisor is None or self.supervisor.all_caught_up(head)
             if self._idle.expired(self.clock(), self.intake.senders, self.intake.accepted_frames, caught_up):
                 logger.info(

@@ -71,6 +71,7 @@ def build_status(collector: CollectorT) -> Dict[str, Any]:
             **collector.journal.status(),
             "deleted_bytes": collector.retention.deleted_bytes,
             "recovery": collector.recovery,
+            **collector.stalls.status(now),
         },
         "trainers": collector.intake.trainers_status(now),
         "plugins": collector.supervisor.status() if collector.supervisor is not None else [],

@@ -18,6 +18,7 @@ entry follows, the rest is a tail (torn by a crash, or damaged beyond use).
 from __future__ import annotations
 
 import enum
+import errno
 import os
 import re
 import struct
@@ -75,6 +76,45 @@ class JournalError(StatbusError):
 
 class JournalLockedError(JournalError):
     """Another process already writes this journal."""
+
+
+WRITE_RETRY_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO})
+"""Write and sync failures the journal's owner waits out (full disk, quota, I/O error)
+instead of failing: the entries stay buffered and a later commit writes them."""
+
+
+class JournalWriteError(JournalError):
+    """Buffered entries could not be written or synced; they are still held, in order.
+
+    ``errno`` is the OS error's; ``pending_bytes`` what waits in memory for the
+    disk.  The positions already handed out stay true: the next successful
+    :meth:`Journal.commit` writes the same bytes at the same offsets.
+    """
+
+    def __init__(self, message: str, errno_: Optional[int], pending_bytes: int, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
+        """What failed, without the directory: ``"write failed: No space left on device"``."""
+        self.errno = errno_
+        self.pending_bytes = pending_bytes
+
+    @property
+    def retryable(self) -> bool:
+        return self.errno in WRITE_RETRY_ERRNOS
+
+
+def whole_entries_length(data: Buffer, limit: int) -> int:
+    """Bytes of the complete entries at the start of ``data`` that lie within its first ``limit`` bytes.
+
+    ``data`` must start at an entry boundary (the writer's buffer always does).
+    """
+    offset = 0
+    while offset + HEADER_SIZE <= limit:
+        end = offset + HEADER_SIZE + HEADER.unpack_from(data, offset)[0]
+        if end > limit:
+            break
+        offset = end
+    return offset
 
 
 class Region(enum.IntEnum):

@@ -21,8 +21,16 @@ Life of the collector's journal::
     journal.delete_before(min_cursor)
 
 Positions are absolute byte offsets and never move: recovery overwrites damage in
-place with PAD entries and only ever cuts the tail.  Not thread-safe: the collector's
-event loop is its only user.
+place with PAD entries and only ever cuts the tail.
+
+A write or sync that fails (a full disk, a quota, an I/O error) raises
+:class:`JournalWriteError` from ``commit()`` and loses nothing: whole entries that
+reached the file stay, a torn one is cut back, and the rest stays buffered, in
+order, to be written at the same offsets by a later ``commit()``.  Readers only
+ever see whole entries.  While an error is outstanding, appends are kept in memory
+(no early write-through) and ``rotate()`` defers its snapshot's write the same way.
+
+Not thread-safe: the collector's event loop is its only user.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ from .segments import (
     EntryType,
     JournalError,
     JournalLockedError,
+    JournalWriteError,
     Region,
     entry_from,
     fsync_directory,
@@ -54,6 +63,7 @@ from .segments import (
     repair_segment,
     scan,
     segment_path,
+    whole_entries_length,
 )
 
 __all__ = [
@@ -66,6 +76,7 @@ __all__ = [
     "JournalError",
     "JournalLockedError",
     "JournalReader",
+    "JournalWriteError",
     "RecoveryReport",
     "iter_entries",
 ]
@@ -143,6 +154,9 @@ class Journal:
         self._dirty = False  # written since the last fsync
         self._last_fsync = 0.0
         self._has_snapshot = False
+        self._dir_unsynced = False
+        self.write_error: Optional[JournalWriteError] = None
+        """The last write/sync failure, until a commit() succeeds."""
         self.fsync_count = 0
         self.commit_count = 0
         self.recovery: Optional[RecoveryReport] = None
@@ -229,28 +243,49 @@ class Journal:
         buf += HEADER.pack(length, zlib.crc32(payload, seed), type)
         buf += payload
         self._end = position + HEADER_SIZE + length
-        if len(buf) >= WRITE_THROUGH_BYTES:
-            self._write_buffer()
+        if len(buf) >= WRITE_THROUGH_BYTES and self.write_error is None:
+            try:
+                self._write_buffer()
+            except JournalWriteError:
+                pass  # kept buffered; commit() retries and reports it
         return position
 
     def _write_buffer(self) -> None:
         if not self._buf:
             return
         data, self._buf = self._buf, bytearray()
-        view = memoryview(data)
-        try:
-            while view:
-                written = os.pwrite(self._fd, view, self._written)
-                self._written += written
-                self._dirty = True
-                view = view[written:]
-        except OSError as exc:
-            # Keep what did not reach the file: a later commit() retries it at the
-            # same offset, so positions already handed out stay true.
-            self._buf = bytearray(view) + self._buf
-            raise JournalError(f"journal {self._dir}: write failed: {exc}") from exc
-        finally:
-            view.release()
+        done = 0
+        with memoryview(data) as view:
+            try:
+                while done < len(data):
+                    done += os.pwrite(self._fd, view[done:], self._written + done)
+            except OSError as exc:
+                # Whole entries that reached the file stay (a reader may have seen them);
+                # a torn one is cut back, and the rest waits for a later commit(), which
+                # writes the same bytes at the same offsets: positions handed out stay true.
+                kept = whole_entries_length(view, done)
+                self._written += kept
+                self._dirty = self._dirty or kept > 0
+                if done > kept:
+                    try:
+                        os.ftruncate(self._fd, self._written)
+                    except OSError:
+                        pass  # the retry overwrites the torn bytes; readers stop at them meanwhile
+                self._buf = data[kept:]
+                raise self._failed("write", exc) from exc
+        self._written += done
+        self._dirty = True
+
+    def _failed(self, what: str, exc: OSError) -> JournalWriteError:
+        reason = f"{what} failed: {exc.strerror or exc}"
+        error = JournalWriteError(f"journal {self._dir}: {reason}", exc.errno, len(self._buf), reason)
+        self.write_error = error
+        return error
+
+    @property
+    def pending_bytes(self) -> int:
+        """Appended bytes not yet handed to the OS (all of it waits for the disk after a write error)."""
+        return len(self._buf)
 
     def commit(self) -> None:
         """Hand buffered entries to the OS (visible to readers) and fsync per policy.
@@ -265,6 +300,7 @@ class Journal:
             self._fsync()
         elif self._policy is FsyncPolicy.INTERVAL:
             self._fsync_if_due()
+        self.write_error = None
 
     def tick(self) -> None:
         """Interval fsync of what commit() already wrote; cheap when nothing is due."""
@@ -275,13 +311,26 @@ class Journal:
         if self._dirty and self._clock() - self._last_fsync >= self._interval:
             self._fsync()
 
+    def _sync_directory(self) -> None:
+        """fsync the directory after a segment was created; retried with the next fsync until it succeeds."""
+        try:
+            fsync_directory(self._dir)
+        except OSError as exc:
+            self._failed("syncing the directory", exc)
+            return
+        self._dir_unsynced = False
+
     def _fsync(self) -> None:
+        if self._dir_unsynced:
+            self._sync_directory()
+            if self._dir_unsynced:
+                raise self.write_error  # type: ignore[misc]
         if not self._dirty:
             return
         try:
             _fdatasync(self._fd)
         except OSError as exc:
-            raise JournalError(f"journal {self._dir}: fsync failed: {exc}") from exc
+            raise self._failed("fsync", exc) from exc
         self._dirty = False
         self._last_fsync = self._clock()
         self.fsync_count += 1
@@ -304,19 +353,29 @@ class Journal:
             if self._policy is not FsyncPolicy.NEVER:
                 self._fsync()
             base = self._end
-            fd = os.open(segment_path(self._dir, base), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                fd = os.open(segment_path(self._dir, base), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            except OSError as exc:
+                raise self._failed("creating a segment", exc) from exc
             os.close(self._fd)
             self._sizes[self._base] = self._written
             self._fd, self._base, self._written = fd, base, 0
             self._bases.append(base)
             if self._policy is not FsyncPolicy.NEVER:
-                fsync_directory(self._dir)
+                self._dir_unsynced = True
+                self._sync_directory()
         position = self.append(EntryType.SNAPSHOT, snapshot_payload)
-        self._write_buffer()
-        self.commit_count += 1
-        if self._policy is not FsyncPolicy.NEVER:
-            self._fsync()
         self._has_snapshot = True
+        try:
+            self._write_buffer()
+            self.commit_count += 1
+            if self._policy is not FsyncPolicy.NEVER:
+                self._fsync()
+        except JournalWriteError:
+            # The new segment is current and its snapshot is first in the buffer:
+            # the next commit() writes it, and a crash before that finds an empty
+            # newest segment, which recovery already handles (replay from the previous one).
+            pass
         return position
 
     def delete_before(self, position: int) -> int:
@@ -418,6 +477,8 @@ class Journal:
             if self._policy is not FsyncPolicy.NEVER:
                 self._fsync()
         finally:
+            # After a write error the unwritten entries go: nothing of them was acknowledged.
+            self._buf = bytearray()
             self._close_files()
 
     def _close_files(self) -> None:

@@ -94,6 +94,7 @@ STAT_KIND = RecordKind.STAT.value
 _ADD = StatOp.ADD.value
 _SET = StatOp.SET.value
 _WRITE = MarkerKind.WRITE.value
+WRITE_KIND = _WRITE
 _pack_one = struct.Struct("<d").pack
 
 

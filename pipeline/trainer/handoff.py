@@ -19,7 +19,7 @@ import os
 import threading
 from typing import Any, Deque, Dict, Tuple
 
-from .framing import BATCH_VALUES, Event, StatsEvent
+from .framing import BATCH_VALUES, Event, SetStatEvent, StatsEvent, WriteEvent
 from .rate_log import RateLimitedLog
 
 logger = logging.getLogger(__name__)
@@ -169,6 +169,19 @@ class Handoff:
             snap = dict(self.counters)
             snap["values_queued"] = self._queued + current
         return snap
+
+    def pending(self) -> Tuple[int, int]:
+        """``(values, summaries)`` recorded and not yet taken by the sender, or dropped before it."""
+        values, summaries = self.counters["events_dropped"], 0
+        for event in list(self.queue):
+            kind = type(event)
+            if kind is StatsEvent:
+                values += sum(map(len, event.sealed.values())) - len(event.sealed)
+            elif kind is WriteEvent:
+                summaries += 1
+            elif kind is SetStatEvent:
+                values += 1
+        return values + sum(map(len, self.current.values())) - len(self.current), summaries
 
     # --- called from the sender thread ----------------------------------------
 

@@ -20,6 +20,7 @@ import atexit
 import collections
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -164,7 +165,27 @@ def _get_client() -> Optional[Client]:
             _failed_at = time.monotonic()
             logger.error("statbus: cannot start the trainer client: %r; stats are dropped", exc)
             return None
+        _close_at_multiprocessing_exit()
         return _client
+
+
+def _close_at_multiprocessing_exit() -> None:
+    """In a multiprocessing child, close the client when its process ends, not only at exit.
+
+    A child started with ``fork`` (and ``forkserver``) ends with ``os._exit``
+    once its target returns: ``atexit`` never runs there, but multiprocessing
+    runs its own finalizers just before (``util._exit_function`` in
+    ``BaseProcess._bootstrap``).  Registered at the child's first stat: the
+    registry of finalizers is emptied when a child starts, so an earlier
+    registration would be gone.  multiprocessing is only looked at if the
+    program imported it.
+    """
+    mp = sys.modules.get("multiprocessing")
+    if mp is None or mp.parent_process() is None:
+        return
+    from multiprocessing import util
+
+    util.Finalize(None, _at_exit, exitpriority=100)
 
 
 def flush(timeout: float = 10.0) -> bool:
@@ -185,11 +206,29 @@ def shutdown(timeout: Optional[float] = None) -> None:
         client, _client = _client, None
     if client is None:
         return
-    client.close(client.config.linger if timeout is None else max(0.0, timeout))
+    linger = client.config.linger if timeout is None else max(0.0, timeout)
+    if not client.close(linger):
+        _report_undelivered(client, linger)
     snapshot = client.snapshot()
     for key in _CUMULATIVE:
         _retired[key] += snapshot[key]
     _retired["events_dropped"] += snapshot["values_queued"]  # left behind by a sender that died
+
+
+def _report_undelivered(client: Client, linger: float) -> None:
+    """The one line a closing client says when the collector did not take everything."""
+    try:
+        values, summaries = client.undelivered()
+    except Exception:  # noqa: BLE001 — counting must not turn an exit into a traceback
+        values, summaries = -1, -1
+    if values == 0 and summaries == 0:
+        return
+    logger.warning(
+        "statbus: %s values and %s summaries recorded by this process were not delivered: the collector "
+        "at %s did not acknowledge them within %g s (it is not running, or cannot write its journal, "
+        "e.g. a full disk: see `statbus status`)",
+        values if values >= 0 else "some", summaries if summaries >= 0 else "some", client.config.address, linger,
+    )
 
 
 def client_counters() -> Dict[str, Any]:
@@ -304,6 +343,19 @@ def _at_exit() -> None:
         logger.error("statbus: error while closing at exit: %r", exc)
 
 
+def _before_fork() -> None:
+    # No thread of ours may run at a fork (see Client.pause); the parent resumes after it.
+    client = _client
+    if client is not None:
+        client.pause()
+
+
+def _after_fork_in_parent() -> None:
+    client = _client
+    if client is not None:
+        client.resume()
+
+
 def _after_fork_in_child() -> None:
     # The child starts with no client: the parent's socket, context and thread are
     # the parent's, and so is its pending data.  A new client starts lazily.
@@ -320,4 +372,4 @@ def _after_fork_in_child() -> None:
 
 trainer_config.on_configure(_on_configure)
 atexit.register(_at_exit)
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)

@@ -14,7 +14,7 @@ from typing import Deque, List, Optional, Tuple
 import msgpack
 
 from ..wire import encode_frame
-from .framing import MAX_FRAME_RECORDS, STAT_KIND
+from .framing import MAX_FRAME_RECORDS, STAT_KIND, WRITE_KIND
 
 MAX_MERGED_BYTES = 2 << 20
 """Stripped frames are merged only while the result stays this small."""
@@ -113,6 +113,14 @@ class FrameBuffer:
 
     def __len__(self) -> int:
         return len(self.frames)
+
+    def unacked(self) -> Tuple[int, int]:
+        """``(values, summaries)`` in the buffer or dropped from it (a slow path: frames are decoded)."""
+        values, summaries = self.values_dropped, 0
+        for frame in self.frames:
+            values += frame.nvalues
+            summaries += sum(1 for record in frame.records if record[0] == WRITE_KIND)
+        return values, summaries
 
     def add(self, records: List[list], nvalues: int) -> Outgoing:
         frame = Outgoing(self.next_seq, nvalues)

@@ -42,6 +42,9 @@ RECONNECT_AFTER_MAX = 30.0
 """... doubling while it keeps being refused, so an unauthorized trainer costs the collector little."""
 SNDHWM = 32
 """Frames ZeroMQ may queue per connection; the rest wait in our own (bounded) buffer."""
+PAUSE_TIMEOUT = 1.0
+"""Longest a fork waits for the sender thread to stop (it answers a wake-up at once but for
+a collector being started on demand)."""
 _rlog = RateLimitedLog(logger)
 
 
@@ -72,6 +75,20 @@ def _connect(sock: zmq.Socket, address: str) -> None:
         secure_connect(sock, address, client_security_from_env())
     else:
         sock.connect(address)
+
+
+def _wait_until_gone(native_id: Optional[int], timeout: float = 0.05) -> None:
+    """Until the OS thread ``native_id`` of this process has exited (Linux; elsewhere at once).
+
+    ``Thread.join()`` returns as the thread's Python state is cleared, a moment before
+    the OS thread ends; a fork in that moment would still count it.
+    """
+    if native_id is None:
+        return
+    path = f"/proc/self/task/{native_id}"
+    deadline = time.monotonic() + timeout
+    while os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.0002)
 
 
 def _make_identity() -> str:
@@ -105,6 +122,11 @@ class Client(Handoff):
         self._refused = False     # the collector refused this connection's frames: send nothing more on it
         self._refused_after = RECONNECT_AFTER
         self._tickets: List[Ticket] = []
+        # Fork: the sender and its zmq context stop before, and a new sender starts after,
+        # in the parent (see pause()); these say where that stands.
+        self._pause_lock = threading.Lock()
+        self._pausing = False
+        self._paused = False
         self._thread = threading.Thread(target=self._run, name="statbus-sender", daemon=True)
         self._thread.start()
 
@@ -128,6 +150,60 @@ class Client(Handoff):
         if self._thread.is_alive():
             _rlog.warn("join", "statbus: sender thread did not stop in time; leaving it (daemon)")
         return ok
+
+    def pause(self, timeout: float = PAUSE_TIMEOUT) -> bool:
+        """Stop the sender thread and its zmq context, keeping every frame and event (before a fork).
+
+        A process that forks while other threads run may hand the child a lock one of
+        them held, and Python >= 3.12 warns about it (DeprecationWarning) counting the
+        process's OS threads — zmq's I/O thread among them.  So none of ours runs at
+        the fork: :meth:`resume` starts a new sender, which re-sends what is unacked.
+        True once stopped; a sender busy for longer (starting a collector on demand) is
+        left running, and stops and resumes by itself once it is done.
+        """
+        if threading.current_thread() is self._thread:
+            return False  # a fork from the sender itself (none today): nothing to stop
+        with self._pause_lock:
+            if self._stopping or self._paused or not self._thread.is_alive():
+                return self._paused
+            self._pausing = True
+        thread = self._thread
+        self.wake()
+        thread.join(timeout)
+        if thread.is_alive():
+            return False
+        _wait_until_gone(thread.native_id)
+        return True
+
+    def resume(self) -> None:
+        """After :meth:`pause`: a new sender thread goes on where the last one stopped."""
+        with self._pause_lock:
+            self._pausing = False
+            if not self._paused:
+                return  # not paused, or its sender has not stopped yet (it will go on by itself)
+            self._paused = False
+        self._start_sender()
+
+    def _start_sender(self) -> None:
+        self._rewind(time.monotonic())  # what the old socket had queued is gone with it
+        self._thread = threading.Thread(target=self._run, name="statbus-sender", daemon=True)
+        self._thread.start()
+
+    def _left_for_pause(self) -> bool:
+        """The sender stopped for a fork: True when the thread must just end (no stop, no cleanup)."""
+        with self._pause_lock:
+            if self._stopping:
+                return False
+            if self._pausing:
+                self._paused = True
+                return True
+        self._start_sender()  # resumed before this thread was gone: go on in a new one
+        return True
+
+    def undelivered(self) -> Tuple[int, int]:
+        """``(values, summaries)`` recorded by this client and never acknowledged (sender stopped)."""
+        buffered, pending = self._buffer.unacked(), self.pending()
+        return buffered[0] + pending[0], buffered[1] + pending[1]
 
     def forget_in_child(self) -> None:
         """After fork, in the child: drop this (the parent's) client without touching zmq."""
@@ -165,6 +241,7 @@ class Client(Handoff):
 
     def _run(self) -> None:
         ctx = sock = mon = None
+        failed = False
         try:
             ctx = zmq.Context()
             sock, mon = self._open(ctx)
@@ -178,9 +255,18 @@ class Client(Handoff):
                 sock, mon = self._open(ctx)
                 self._rewind(time.monotonic())
         except Exception as exc:  # noqa: BLE001 — must never escape into the process
+            failed = True
             self.counters["errors"] += 1
             logger.error("statbus: sender thread failed: %r; stats of this process are dropped from now on", exc)
         finally:
+            if not failed and self._pausing:
+                if sock is not None and mon is not None:
+                    self._close(sock, mon)
+                if ctx is not None:
+                    ctx.term()
+                sock = mon = ctx = None
+                if self._left_for_pause():
+                    return
             for ticket in self._tickets:
                 ticket.event.set()
             self._tickets.clear()
@@ -204,7 +290,7 @@ class Client(Handoff):
         poller.register(self.wake_fd, zmq.POLLIN)
         interval = float(self.config.batch_interval)
         next_batch = time.monotonic() + interval
-        while not self._stopping:
+        while not self._stopping and not self._pausing:
             try:
                 now = time.monotonic()
                 unsent = self._sent_upto < self._buffer.next_seq - 1 and not self._refused
@@ -361,7 +447,10 @@ class Client(Handoff):
         while index < len(frames):
             frame = frames[index]
             try:
-                sock.send(self._buffer.payload(frame), zmq.NOBLOCK, copy=False)
+                # Copied, not zero-copy: pyzmq's zero-copy sends of big frames need its
+                # garbage-collector thread, which it stops at exit before our last flush
+                # ("zmq gc socket requested during shutdown"); a memcpy of a frame is cheap.
+                sock.send(self._buffer.payload(frame), zmq.NOBLOCK, copy=True)
             except zmq.Again:
                 return  # no collector connected, or its queue is full: the frame waits here
             if frame.seq > self._max_sent:

@@ -11,8 +11,10 @@ Python loop per byte, which was most of a summary's cost.
 The file is named like tensorboard's ``EventFileWriter`` names its files
 (``events.out.tfevents.<time>.<host>.<pid>.<counter>``) and starts with an
 ``Event`` carrying ``file_version`` ``brain.Event:2``.  Writes go to an
-ordinary buffered file; data reach the OS on ``flush()``, on ``close()``, and
-at a write once more than ``flush_secs`` passed since the last flush.
+:class:`~statbus.plugins.writers.output_file.OutputFile`; data reach the OS on ``flush()``,
+on ``close()``, and at a write once more than ``flush_secs`` passed since the last
+flush.  Only ``flush()`` and ``close()`` raise for a full disk, and calling them again
+once there is space completes the file without a torn or repeated record.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ import os
 import socket
 import struct
 import time
-from typing import BinaryIO, Callable, Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import google_crc32c
+
+from .output_file import OutputFile
 
 logger = logging.getLogger(__name__)
 
@@ -80,14 +84,15 @@ class EventFile:
         self._last_flush = clock()
         header = frame_record(_file_version_event(time.time()))  # before the file: a failure leaves none
         self.path, file = self._create(directory)
-        self._file: Optional[BinaryIO] = file
+        self._file: Optional[OutputFile] = file
         # The header goes out at once, as EventFileWriter does: the file is
-        # a valid (empty) event file from the moment it exists.
+        # a valid (empty) event file from the moment it exists (on a full
+        # disk, from the first flush() that gets through).
         file.write(header)
-        self.flush()
+        file.flush_soon()
 
     @staticmethod
-    def _create(directory: str) -> Tuple[str, BinaryIO]:
+    def _create(directory: str) -> Tuple[str, OutputFile]:
         host, pid = socket.gethostname(), os.getpid()
         while True:
             name = "%s.%010d.%s.%s.%s" % (EVENT_FILE_PREFIX, time.time(), host, pid, next(_file_counter))
@@ -96,7 +101,7 @@ class EventFile:
                 # Exclusive create: a restarted worker that got the same pid
                 # (containers) in the same second must not truncate its
                 # predecessor's file; it takes the next counter instead.
-                return path, open(path, "xb", buffering=BUFFER_SIZE)  # noqa: SIM115 — closed by close()
+                return path, OutputFile(path, exclusive=True, buffer_bytes=BUFFER_SIZE)
             except FileExistsError:
                 logger.debug("event file %s exists already; trying the next name", path)
 
@@ -106,7 +111,8 @@ class EventFile:
             raise ValueError(f"event file {self.path} is closed")
         self._file.write(frame_record(event))
         if self._clock() - self._last_flush > self.flush_secs:
-            self.flush()
+            self._file.flush_soon()  # a full disk is reported by flush(), which the host retries
+            self._last_flush = self._clock()
 
     def flush(self) -> None:
         """Hand everything written so far to the OS (no fsync, as tensorboard's writer)."""
@@ -118,7 +124,6 @@ class EventFile:
         if self._file is None:
             return
         try:
-            self._file.flush()
-        finally:
             self._file.close()
+        finally:
             self._file = None

@@ -27,6 +27,7 @@ import os
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+from .output_file import OutputFile
 from ..records import finite_or_none
 from ..settings import RunOptions
 from ..stats import StatsAggregationMethod, StatsPropertyType, StatsSummary, StatsWriter, summarize
@@ -106,7 +107,7 @@ class JsonlWriter(StatsWriter):
         if directory:
             os.makedirs(directory, exist_ok=True)
         self._recover()
-        self._file = open(path, "a", encoding="utf-8")
+        self._file = OutputFile(path)  # never loses nor repeats a line on a full disk
         self._last_flush = time.monotonic()
 
     def _recover(self) -> None:
@@ -222,19 +223,17 @@ class JsonlWriter(StatsWriter):
         self._write_line(_dumps(obj))
 
     def _write_line(self, line: str) -> None:
-        self._file.write(line + "\n")
+        self._file.write((line + "\n").encode("utf-8"))
         if time.monotonic() - self._last_flush >= self.flush_secs:
-            self.flush()
+            self._file.flush_soon()  # a full disk is reported by flush(), which the host retries
+            self._last_flush = time.monotonic()
 
     def flush(self) -> None:
-        if not self._file.closed:
-            self._file.flush()
+        self._file.flush()
         self._last_flush = time.monotonic()
 
     def close(self) -> None:
-        if not self._file.closed:
-            self._file.flush()
-            self._file.close()
+        self._file.close()
 
 
 def get_jsonl_writer(run_options: RunOptions) -> List[StatsWriter]:

@@ -28,8 +28,9 @@ def test_fresh_page_defaults_and_fields_round_trip(tmp_path):
         page.state = HostState.READY
         page.delivered = 9
         page.summaries = 3
+        page.disk_full_since = 5.5
         snap = page.snapshot()
-    assert snap == (2**64 - 1, 77, 1.5, 2.25, 4242, HostState.READY, 9, 3)
+    assert snap == (2**64 - 1, 77, 1.5, 2.25, 4242, HostState.READY, 9, 3, 5.5)
     assert read_state(path) == snap
 
 
@@ -44,7 +45,7 @@ def test_existing_page_keeps_committed_and_host_reset_keeps_it_too(tmp_path):
         assert page.committed == 500
         assert page.inflight == 480  # the supervisor reads it after an exit
         page.reset_for_host(pid=99, now=10.0)
-        assert page.snapshot() == (500, NO_INFLIGHT, 10.0, 0.0, 99, HostState.STARTING, 0, 0)
+        assert page.snapshot() == (500, NO_INFLIGHT, 10.0, 0.0, 99, HostState.STARTING, 0, 0, 0.0)
 
 
 def test_missing_short_and_foreign_files_are_refused(tmp_path):

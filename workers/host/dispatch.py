@@ -2,7 +2,9 @@
 
 Most writers only care about summaries; what each writer overrides is found
 once, so that delivery skips the per-value calls (and the batch decoding) that
-nobody needs.  A writer that raises becomes a :class:`WriterCrash`.
+nobody needs.  A writer call that fails on a full disk is retried in place until
+space is back (:mod:`.disk_wait` says why here); any other raise becomes a
+:class:`WriterCrash`.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import msgpack
 
-from ...plugins.errors import RecordError, StatbusError
+from ...plugins.errors import RecordError, StatbusError, disk_full_error
 from ...plugins.records import PropertyRecord, StatRecord, SummaryRecord, decode_batch, decode_record, unpack_values
 from ..fetch_protocol import EntryKind, FetchedEntry
 from ..statepage import StatePage
+from .disk_wait import DiskWait, StoppedWaiting
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +53,10 @@ class WriterCrash(StatbusError):
 class Writers:
     """The plugin's writers, with what each needs precomputed so delivery stays lean."""
 
-    def __init__(self, writers: Sequence[Any], page: StatePage) -> None:
+    def __init__(self, writers: Sequence[Any], page: StatePage, disk_wait: Optional[DiskWait] = None) -> None:
         self.writers = list(writers)
         self._page = page
+        self.disk_wait = disk_wait or DiskWait(page, lambda: False, "?")
         self._call: Tuple[Any, ...] = ("",)
         """What the main thread is in now: a message, or (writer, category, step) of a
         write_stats — formatted only when asked, not once per summary and writer."""
@@ -97,9 +101,24 @@ class Writers:
             page.busy_since = time.time()
             try:
                 writer.write_stats(category, values, step)
+                continue
             except (Exception, SystemExit) as exc:
-                raise WriterCrash(f"{self.current_call} raised {exc!r}") from exc
+                failure = exc
+            # Out of the except block: what the retries raise must not chain to this failure.
+            self._failed(failure, lambda: writer.write_stats(category, values, step))  # noqa: B023 — called now
         page.busy_since = 0.0
+
+    def _failed(self, exc: BaseException, again: Callable[[], Any]) -> None:
+        """A writer call raised ``exc``: wait out a full disk and call ``again``, else crash."""
+        full = disk_full_error(exc)
+        if full is None:
+            raise WriterCrash(f"{self.current_call} raised {exc!r}") from exc
+        try:
+            self.disk_wait.retry(full, self.current_call, again)
+        except StoppedWaiting:
+            raise
+        except (Exception, SystemExit) as later:
+            raise WriterCrash(f"{self.current_call} raised {later!r}") from later
 
     def _deliver_batch(self, records: List[StatRecord | PropertyRecord]) -> None:
         # One busy_since for the whole batch: per-value bookkeeping would cost
@@ -115,22 +134,49 @@ class Writers:
                         continue
                     category, key, aggregation = record.category, record.key, record.aggregation
                     values = unpack_values(record.packed)
+                    # A try per call costs nothing until one raises (Python >= 3.11), and
+                    # it retries exactly the call that hit a full disk, no other.
                     if len(add_stat) == 1:
                         method = add_stat[0]
                         for value in values:
-                            method(category, key, value, aggregation)
+                            try:
+                                method(category, key, value, aggregation)
+                                continue
+                            except (Exception, SystemExit) as exc:
+                                failure = exc
+                            self._wait_or_raise(failure, method, (category, key, value, aggregation))
                     else:
                         for value in values:
                             for method in add_stat:
-                                method(category, key, value, aggregation)
+                                try:
+                                    method(category, key, value, aggregation)
+                                    continue
+                                except (Exception, SystemExit) as exc:
+                                    failure = exc
+                                self._wait_or_raise(failure, method, (category, key, value, aggregation))
                 else:
                     for method in self._add_property:
-                        method(record.category, record.property_type, record.value)
+                        args = (record.category, record.property_type, record.value)
+                        try:
+                            method(*args)
+                            continue
+                        except (Exception, SystemExit) as exc:
+                            failure = exc
+                        self._wait_or_raise(failure, method, args)
+        except StoppedWaiting:
+            raise
         except (Exception, SystemExit) as exc:
             owner = getattr(method, "__self__", None)
             name = getattr(method, "__name__", "?")
             raise WriterCrash(f"{_describe(owner)}.{name} raised {exc!r}") from exc
         self._page.busy_since = 0.0
+
+    def _wait_or_raise(self, exc: BaseException, method: Callable[..., Any], args: Tuple[Any, ...]) -> None:
+        full = disk_full_error(exc)
+        if full is None:
+            raise exc
+        owner = getattr(method, "__self__", None)
+        self.disk_wait.retry(full, f"{_describe(owner)}.{getattr(method, '__name__', '?')}", lambda: method(*args))
 
     def flush(self) -> None:
         for writer, flush in self._flush:
@@ -138,8 +184,10 @@ class Writers:
             self._page.busy_since = time.time()
             try:
                 flush()
+                continue
             except (Exception, SystemExit) as exc:
-                raise WriterCrash(f"{self.current_call} raised {exc!r}") from exc
+                failure = exc
+            self._failed(failure, flush)
         self._page.busy_since = 0.0
 
     def close(self) -> None:

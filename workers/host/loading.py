@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from ...plugins.errors import StatbusError
 from ..exits import ExitCode, HostExit
 from ..statepage import StatePage
+from .disk_wait import DiskWait
 from .dispatch import Writers
 
 if TYPE_CHECKING:
@@ -34,4 +35,4 @@ def load_plugin(config: HostConfig, page: StatePage) -> Writers:
     except SystemExit as exc:
         # A plugin module calling sys.exit() at import or registration.
         raise HostExit(ExitCode.IMPORT_FAILURE, f"plugin {config.plugin!r} called sys.exit({exc.code!r})") from exc
-    return Writers(writers, page)
+    return Writers(writers, page, DiskWait(page, lambda: False, config.plugin))

@@ -10,7 +10,9 @@ Started by the supervisor as ``python -m statbus.workers ...`` (see
 3. marks the page READY and loops: FETCH after ``committed`` → deliver the
    entries → ``flush()`` the writers → write ``committed`` → fetch again.
 
-A writer that raises ends the host with :attr:`ExitCode.WRITER_CRASH`, leaving
+A writer call that fails on a full disk is retried in place until space is back
+(:mod:`.disk_wait` says why here).  Any other raise ends the host with
+:attr:`ExitCode.WRITER_CRASH`, leaving
 ``inflight`` at the entry being delivered so that the supervisor can tell which
 record killed it.  Every abnormal end writes one ``statbus-worker-error:`` line
 to stderr last, for the supervisor to show as the plugin's last error.
@@ -32,6 +34,7 @@ from ...plugins.errors import RecordError, StatbusError
 from ..exits import ExitCode, HostExit, report_error
 from ..fetch_protocol import DEFAULT_MAX_BYTES, FetchedEntry, FetchProtocolError
 from ..statepage import NO_INFLIGHT, HostState, StatePage
+from .disk_wait import DiskWait, StoppedWaiting
 from .dispatch import WriterCrash, Writers
 from .fetch_client import FetchClient, LostCollector
 from .heartbeat import Heartbeat
@@ -102,6 +105,19 @@ class WorkerHost:
 
     def run(self) -> ExitCode:
         """Serve until stopped; raises :class:`HostExit` on a crash or a lost collector."""
+        try:
+            self._serve()
+        except StoppedWaiting as exc:
+            # Closing would only fail on the same full disk; what was not written
+            # is past the committed cursor, so the next host delivers it again.
+            logger.warning("%s; the next worker delivers again from committed=%d", exc, self.page.committed)
+            self.page.state = HostState.STOPPING
+            return ExitCode.OK
+        self.page.state = HostState.STOPPING
+        self.writers.close()
+        return ExitCode.OK
+
+    def _serve(self) -> None:
         page = self.page
         while not self.stop.requested:
             committed = page.committed
@@ -116,9 +132,6 @@ class WorkerHost:
             if reply.skipped:
                 logger.warning("collector skipped %d entries after %d (quota or poison)", reply.skipped, committed)
             self._deliver_reply(reply.entries, reply.next_after, committed)
-        page.state = HostState.STOPPING
-        self.writers.close()
-        return ExitCode.OK
 
     def _deliver_reply(self, entries: List[FetchedEntry], next_after: int, committed: int) -> None:
         page = self.page
@@ -194,6 +207,7 @@ def run_host(config: HostConfig) -> ExitCode:
         logger.info("plugin %s: %d writer(s), committed=%d", config.plugin, len(writers.writers), page.committed)
         with FetchClient(context, config.address, config.plugin, max_bytes=config.max_bytes) as client:
             page.state = HostState.READY
+            writers.disk_wait = DiskWait(page, stop, config.plugin)
             code = WorkerHost(config, writers, page, client, stop).run()
         logger.info("plugin %s stopped at committed=%d", config.plugin, page.committed)
         return code

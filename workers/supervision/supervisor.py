@@ -297,6 +297,7 @@ class Supervisor:
             "lag_records": self._lag_records(committed),
             "lag_seconds": self._lag_seconds(committed, now),
             "delivered": page.delivered if page is not None else 0,
+            "disk_full_since": (page.disk_full_since or None) if page is not None and worker.host is not None else None,
             "summaries": page.summaries if page is not None else 0,
             "rss_mb": sampler.rss_mb if sampler is not None else None,
             "cpu_percent": sampler.cpu_percent if sampler is not None else None,

@@ -310,6 +310,7 @@ class PluginWatcher:
         # Fields of the previous host must not be mistaken for the new one's.
         page.inflight = NO_INFLIGHT
         page.busy_since = 0.0
+        page.disk_full_since = 0.0
         page.pid = 0
         page.state = HostState.STARTING
         argv = self._argv()
