@@ -98,24 +98,6 @@ def test_control_request_without_a_collector_times_out(tmp_path):
 # --- a collector process ----------------------------------------------------------------------
 
 
-@pytest.fixture
-def collector(tmp_path):
-    process = CollectorProcess(str(tmp_path / "results"))
-    try:
-        yield process.start()
-    finally:
-        process.close()
-
-
-@pytest.fixture
-def context():
-    ctx = zmq.Context()
-    try:
-        yield ctx
-    finally:
-        ctx.destroy(linger=0)
-
-
 def test_frames_are_journaled_aggregated_and_acked_across_senders(collector, context):
     layout = collector.layout
     a, b, learner = (RawTrainer(context, layout.data_address, name) for name in ("env-a", "env-b", "learner"))

@@ -6,9 +6,6 @@ import os
 import random
 import shutil
 
-import pytest
-import zmq
-
 from collector_helpers import CollectorProcess, RawTrainer, journal_frames, journal_summaries, settle
 from statbus.pipeline.collector.aggregator import Aggregator, encode_summary
 from statbus.pipeline.collector.intake import Intake
@@ -32,15 +29,6 @@ def trainer_values(trainer: int, step: int, part: int):
 def normalized(summaries):
     """Values of a key sorted: trainers run concurrently, so only order *within* a trainer is fixed."""
     return [(c, s, {k: (a, sorted(v)) for k, (a, v) in d.items()}) for c, s, d in summaries]
-
-
-@pytest.fixture
-def context():
-    ctx = zmq.Context()
-    try:
-        yield ctx
-    finally:
-        ctx.destroy(linger=0)
 
 
 # --- in-process: replay equals the live state ------------------------------------------------

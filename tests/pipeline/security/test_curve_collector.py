@@ -15,13 +15,13 @@ import subprocess
 import sys
 import time
 from types import SimpleNamespace
-from typing import Dict, Iterator, List
+from typing import Dict, List
 
 import pytest
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from collector_helpers import REPO, CollectorProcess, journal_frames, journal_summaries, wait_for
+from collector_helpers import REPO, journal_frames, journal_summaries, wait_for
 from statbus.pipeline.cli.keys import run_authorize, run_revoke
 from statbus.pipeline.control import control_request
 from statbus.pipeline.security import keyfiles
@@ -111,33 +111,20 @@ def keys(tmp_path) -> SimpleNamespace:
 
 
 @pytest.fixture
-def collector(tmp_path, keys) -> Iterator[SimpleNamespace]:
-    process = CollectorProcess(
-        str(tmp_path / "results"),
+def collector(collectors, keys) -> SimpleNamespace:
+    """The shared family's collector, bound to tcp with CURVE keys and an allow-list."""
+    process = collectors(
         extra=["--no-plugins", "--bind", "tcp://127.0.0.1:*", "--key-dir", keys.server_dir, "--allow-dir", keys.allow],
     )
-    try:
-        process.start()
-        with open(process.ready_file, encoding="utf-8") as handle:
-            address = json.load(handle)["data"]
-        assert address.startswith("tcp://127.0.0.1:")
-        yield SimpleNamespace(process=process, address=address, journal=process.layout.journal_dir,
-                              ctl=process.layout.control_address)
-    finally:
-        process.close()
+    with open(process.ready_file, encoding="utf-8") as handle:
+        address = json.load(handle)["data"]
+    assert address.startswith("tcp://127.0.0.1:")
+    return SimpleNamespace(process=process, address=address, journal=process.layout.journal_dir,
+                           ctl=process.layout.control_address)
 
 
 def status(collector: SimpleNamespace) -> Dict:
     return control_request(collector.ctl, {"op": "status"}, timeout=10)
-
-
-@pytest.fixture
-def context() -> Iterator[zmq.Context]:
-    ctx = zmq.Context()
-    try:
-        yield ctx
-    finally:
-        ctx.destroy(linger=0)
 
 
 def wait_event(mon: zmq.Socket, mask: int, timeout: float = 20.0) -> dict:

@@ -150,7 +150,8 @@ def short_dir():
 
 
 @pytest.fixture
-def collector(short_dir):
+def fake_collector(short_dir):
+    """Not a collector: only its fetch side, serving what the test adds."""
     with FakeCollector(f"ipc://{short_dir}/work") as server:
         yield server
 
@@ -236,22 +237,22 @@ def read_lines(path: str) -> List[dict]:
 
 # --- delivery -------------------------------------------------------------------------
 
-def test_delivery_order_commit_and_graceful_stop(tmp_path, collector, hosts):
-    collector.add(*batch(
+def test_delivery_order_commit_and_graceful_stop(tmp_path, fake_collector, hosts):
+    fake_collector.add(*batch(
         stat("A", "x", [1.0, 2.0]),
         prop("A", {"lr": 0.1}),
         [4, {"pid": 1}],  # a pipeline marker (hello) inside the batch: not for writers
         stat("A", "y", [3.0], StatsAggregationMethod.SUM),
     ))
-    collector.add(BATCH, b"\xc1 not msgpack")  # malformed: skipped, not fatal
-    summary_position = collector.add(*summary("A", 10, x=[1.0, 2.0], y=[3.0]))
-    host = start(hosts, tmp_path, zoo_plugin("recorder"), collector.address, options={"writers": 2})
+    fake_collector.add(BATCH, b"\xc1 not msgpack")  # malformed: skipped, not fatal
+    summary_position = fake_collector.add(*summary("A", 10, x=[1.0, 2.0], y=[3.0]))
+    host = start(hosts, tmp_path, zoo_plugin("recorder"), fake_collector.address, options={"writers": 2})
     host.wait_ready()
-    wait_for(lambda: host.page.committed == collector.end, what="commit of everything")
+    wait_for(lambda: host.page.committed == fake_collector.end, what="commit of everything")
     snap = host.page.snapshot()
     assert snap.delivered == 3 and snap.summaries == 1 and snap.inflight == NO_INFLIGHT
-    assert collector.fetches[0] == 0
-    wait_for(lambda: collector.fetches[-1] == collector.end, what="the next fetch after the commit")
+    assert fake_collector.fetches[0] == 0
+    wait_for(lambda: fake_collector.fetches[-1] == fake_collector.end, what="the next fetch after the commit")
 
     host.proc.send_signal(signal.SIGTERM)
     assert host.wait_exit() == ExitCode.OK, host.log()
@@ -272,42 +273,42 @@ def test_delivery_order_commit_and_graceful_stop(tmp_path, collector, hosts):
     assert {c["writer"] for c in calls[last_write:] if c["call"] == "flush"} == {0, 1}
     assert [c["call"] for c in calls[-2:]] == ["close", "close"]
     assert "skipping malformed entry" in host.log()
-    assert summary_position < collector.end
+    assert summary_position < fake_collector.end
 
 
-def test_committed_advances_only_after_writers_return_and_restart_resumes(tmp_path, collector, hosts):
+def test_committed_advances_only_after_writers_return_and_restart_resumes(tmp_path, fake_collector, hosts):
     gate = tmp_path / "gate"
-    first = collector.add(*summary("A", 1, x=[1.0]))
-    collector.add(*summary("A", 2, x=[2.0]))
-    host = start(hosts, tmp_path, zoo_plugin("recorder"), collector.address, options={"block_on": str(gate)})
+    first = fake_collector.add(*summary("A", 1, x=[1.0]))
+    fake_collector.add(*summary("A", 2, x=[2.0]))
+    host = start(hosts, tmp_path, zoo_plugin("recorder"), fake_collector.address, options={"block_on": str(gate)})
     host.wait_ready()
     wait_for(lambda: host.page.inflight == first and host.page.busy_since > 0, what="the blocked write")
     heartbeat = host.page.heartbeat
     wait_for(lambda: host.page.heartbeat > heartbeat, what="heartbeats while a writer is busy")
     assert host.page.committed == 0
-    assert set(collector.fetches) == {0}
+    assert set(fake_collector.fetches) == {0}
     gate.touch()
-    wait_for(lambda: host.page.committed == collector.end, what="the commit")
-    end_one = collector.end
+    wait_for(lambda: host.page.committed == fake_collector.end, what="the commit")
+    end_one = fake_collector.end
     host.proc.send_signal(signal.SIGTERM)
     assert host.wait_exit() == ExitCode.OK, host.log()
 
     # A new host on the same page resumes after the committed cursor.
-    third = collector.add(*summary("A", 3, x=[3.0]))
-    fetches_before = len(collector.fetches)
-    again = start(hosts, tmp_path, zoo_plugin("recorder"), collector.address, options={"block_on": str(gate)},
+    third = fake_collector.add(*summary("A", 3, x=[3.0]))
+    fetches_before = len(fake_collector.fetches)
+    again = start(hosts, tmp_path, zoo_plugin("recorder"), fake_collector.address, options={"block_on": str(gate)},
                   state_file=host.state_file)
     again.wait_ready()
-    wait_for(lambda: again.page.committed == collector.end, what="the resumed commit")
-    assert collector.fetches[fetches_before] == end_one
+    wait_for(lambda: again.page.committed == fake_collector.end, what="the resumed commit")
+    assert fake_collector.fetches[fetches_before] == end_one
     steps = [c["step"] for c in read_lines(zoo_output(host.results, "run1", "recorder")) if c["call"] == "write_stats"]
     assert steps == [1, 2, 3]
     assert third == end_one
 
 
-def test_hung_writer_shows_inflight_and_busy_since(tmp_path, collector, hosts):
-    position = collector.add(*summary("A", 1, x=[1.0]))
-    host = start(hosts, tmp_path, zoo_plugin("hangs"), collector.address)
+def test_hung_writer_shows_inflight_and_busy_since(tmp_path, fake_collector, hosts):
+    position = fake_collector.add(*summary("A", 1, x=[1.0]))
+    host = start(hosts, tmp_path, zoo_plugin("hangs"), fake_collector.address)
     host.wait_ready()
     wait_for(lambda: host.page.inflight == position, what="inflight")
     busy = host.page.busy_since
@@ -318,19 +319,19 @@ def test_hung_writer_shows_inflight_and_busy_since(tmp_path, collector, hosts):
     assert host.proc.poll() is None
 
 
-def test_call_timeout_ends_a_stuck_host(tmp_path, collector, hosts):
-    position = collector.add(*summary("A", 1, x=[1.0]))
-    host = start(hosts, tmp_path, zoo_plugin("hangs"), collector.address, extra_args=("--call-timeout", "0.3"))
+def test_call_timeout_ends_a_stuck_host(tmp_path, fake_collector, hosts):
+    position = fake_collector.add(*summary("A", 1, x=[1.0]))
+    host = start(hosts, tmp_path, zoo_plugin("hangs"), fake_collector.address, extra_args=("--call-timeout", "0.3"))
     assert host.wait_exit() == ExitCode.WRITER_CRASH
     assert "did not return within 0.3 s" in host.last_error()
     assert host.page.inflight == position
 
 
-def test_sigterm_finishes_the_current_entry_commits_and_exits_0(tmp_path, collector, hosts):
+def test_sigterm_finishes_the_current_entry_commits_and_exits_0(tmp_path, fake_collector, hosts):
     gate = tmp_path / "gate"
-    first = collector.add(*summary("A", 1, x=[1.0]))
-    second = collector.add(*summary("A", 2, x=[2.0]))
-    host = start(hosts, tmp_path, zoo_plugin("recorder"), collector.address, options={"block_on": str(gate)})
+    first = fake_collector.add(*summary("A", 1, x=[1.0]))
+    second = fake_collector.add(*summary("A", 2, x=[2.0]))
+    host = start(hosts, tmp_path, zoo_plugin("recorder"), fake_collector.address, options={"block_on": str(gate)})
     host.wait_ready()
     wait_for(lambda: host.page.inflight == first, what="the blocked write")
     host.proc.send_signal(signal.SIGTERM)
@@ -354,10 +355,10 @@ def test_sigterm_finishes_the_current_entry_commits_and_exits_0(tmp_path, collec
         ("write_raises", ExitCode.WRITER_CRASH, "raises in write_stats"),
     ],
 )
-def test_failures_exit_with_their_code_and_error_line(tmp_path, collector, hosts, plugin, code, message):
-    collector.add(*batch(stat("A", "x", [1.0])))
-    position = collector.add(*summary("A", 1, x=[1.0]))
-    host = start(hosts, tmp_path, zoo_plugin(plugin), collector.address)
+def test_failures_exit_with_their_code_and_error_line(tmp_path, fake_collector, hosts, plugin, code, message):
+    fake_collector.add(*batch(stat("A", "x", [1.0])))
+    position = fake_collector.add(*summary("A", 1, x=[1.0]))
+    host = start(hosts, tmp_path, zoo_plugin(plugin), fake_collector.address)
     assert host.wait_exit() == code, host.log()
     error = host.last_error()
     assert error is not None and error.startswith(f"{code.name}: ") and message in error, host.log()
@@ -368,32 +369,32 @@ def test_failures_exit_with_their_code_and_error_line(tmp_path, collector, hosts
 
 
 @pytest.mark.parametrize("plugin, returncode", [("segfault", -signal.SIGSEGV), ("exit_now", 3)])
-def test_hard_deaths_leave_the_inflight_position(tmp_path, collector, hosts, plugin, returncode):
-    position = collector.add(*summary("A", 1, x=[1.0]))
-    host = start(hosts, tmp_path, zoo_plugin(plugin), collector.address)
+def test_hard_deaths_leave_the_inflight_position(tmp_path, fake_collector, hosts, plugin, returncode):
+    position = fake_collector.add(*summary("A", 1, x=[1.0]))
+    host = start(hosts, tmp_path, zoo_plugin(plugin), fake_collector.address)
     assert host.wait_exit() == returncode, host.log()
     assert host.page.inflight == position and host.page.committed == 0
 
 
-def test_poison_record_kills_at_its_position(tmp_path, collector, hosts):
-    collector.add(*summary("Good", 1, x=[1.0]))
-    poison = collector.add(*summary("Poison", 2, x=[2.0]))
-    host = start(hosts, tmp_path, zoo_plugin("poison"), collector.address)
+def test_poison_record_kills_at_its_position(tmp_path, fake_collector, hosts):
+    fake_collector.add(*summary("Good", 1, x=[1.0]))
+    poison = fake_collector.add(*summary("Poison", 2, x=[2.0]))
+    host = start(hosts, tmp_path, zoo_plugin("poison"), fake_collector.address)
     assert host.wait_exit() == ExitCode.WRITER_CRASH, host.log()
     assert host.page.inflight == poison
     assert [c["category"] for c in read_lines(zoo_output(host.results, "run1", "poison"))] == ["Good"]
 
 
-def test_flaky_writes_every_summary_before_it_crashes(tmp_path, collector, hosts):
-    collector.add(*summary("A", 7, x=[1.0]))
-    host = start(hosts, tmp_path, zoo_plugin("flaky"), collector.address, options={"one_in": 1, "seed": 3})
+def test_flaky_writes_every_summary_before_it_crashes(tmp_path, fake_collector, hosts):
+    fake_collector.add(*summary("A", 7, x=[1.0]))
+    host = start(hosts, tmp_path, zoo_plugin("flaky"), fake_collector.address, options={"one_in": 1, "seed": 3})
     assert host.wait_exit() in (ExitCode.WRITER_CRASH, 1, -signal.SIGKILL), host.log()
     assert [c["step"] for c in read_lines(zoo_output(host.results, "run1", "flaky"))] == [7]
 
 
 @pytest.mark.parametrize("args", [["--run-options", "{not json"], ["--run-options", '{"nope": 1}'], ["--bogus"]])
-def test_bad_config_exits_64(tmp_path, collector, hosts, args):
-    host = Host(tmp_path, zoo_plugin("good"), collector.address)
+def test_bad_config_exits_64(tmp_path, fake_collector, hosts, args):
+    host = Host(tmp_path, zoo_plugin("good"), fake_collector.address)
     index = host.args.index("--run-options")
     host.args = host.args[:index] + args
     if "--run-options" not in args:
@@ -404,20 +405,20 @@ def test_bad_config_exits_64(tmp_path, collector, hosts, args):
     assert host.last_error().startswith("BAD_CONFIG: ")
 
 
-def test_lost_collector_exits_68(tmp_path, collector, hosts):
-    collector.add(*summary("A", 1, x=[1.0]))
-    host = start(hosts, tmp_path, zoo_plugin("good"), collector.address)
+def test_lost_collector_exits_68(tmp_path, fake_collector, hosts):
+    fake_collector.add(*summary("A", 1, x=[1.0]))
+    host = start(hosts, tmp_path, zoo_plugin("good"), fake_collector.address)
     host.wait_ready()
-    wait_for(lambda: host.page.committed == collector.end, what="the first commit")
-    collector.serving = False
+    wait_for(lambda: host.page.committed == fake_collector.end, what="the first commit")
+    fake_collector.serving = False
     assert host.wait_exit(timeout=60) == ExitCode.LOST_COLLECTOR, host.log()
     assert host.last_error().startswith("LOST_COLLECTOR: ")
 
 
-def test_a_gone_parent_pid_exits_67(tmp_path, collector, hosts):
+def test_a_gone_parent_pid_exits_67(tmp_path, fake_collector, hosts):
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # reaped: its pid names no process (short of pid reuse within seconds)
-    host = start(hosts, tmp_path, zoo_plugin("good"), collector.address, extra_args=("--parent-pid", str(gone.pid)))
+    host = start(hosts, tmp_path, zoo_plugin("good"), fake_collector.address, extra_args=("--parent-pid", str(gone.pid)))
     assert host.wait_exit() == ExitCode.LOST_PARENT
     assert (host.last_error() or "").startswith("LOST_PARENT: "), host.log()
 
@@ -452,8 +453,8 @@ ORPHANER = textwrap.dedent(
 )
 
 
-def test_lost_parent_exits_67(tmp_path, collector, hosts):
-    host = Host(tmp_path, zoo_plugin("good"), collector.address)
+def test_lost_parent_exits_67(tmp_path, fake_collector, hosts):
+    host = Host(tmp_path, zoo_plugin("good"), fake_collector.address)
     helper = subprocess.Popen(
         [sys.executable, "-c", ORPHANER, *host.args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         text=True, env=zoo_env(),
@@ -472,31 +473,31 @@ def test_lost_parent_exits_67(tmp_path, collector, hosts):
         helper.stdout.close()
 
 
-def test_sigterm_while_waiting_for_data_exits_0(tmp_path, collector, hosts):
-    host = start(hosts, tmp_path, zoo_plugin("good"), collector.address)
+def test_sigterm_while_waiting_for_data_exits_0(tmp_path, fake_collector, hosts):
+    host = start(hosts, tmp_path, zoo_plugin("good"), fake_collector.address)
     host.wait_ready()
-    wait_for(lambda: len(collector.fetches) >= 2, what="parked fetches")
+    wait_for(lambda: len(fake_collector.fetches) >= 2, what="parked fetches")
     host.proc.send_signal(signal.SIGTERM)
     assert host.wait_exit() == ExitCode.OK, host.log()
 
 
 # --- ML-Agents-style plugins, unmodified ---------------------------------------------------
 
-def test_mlagents_style_plugins_run_unmodified(tmp_path, collector, hosts):
+def test_mlagents_style_plugins_run_unmodified(tmp_path, fake_collector, hosts):
     from statbus.plugins import find_plugin
 
-    collector.add(*batch(prop("Env", {"lr": 0.5})))
-    collector.add(*summary("Env", 5, reward=[1.0, 3.0]))
-    collector.add(*summary("Env", 6, reward=[4.0]))
-    zoo_host = start(hosts, tmp_path / "zoo", zoo_plugin("mlagents_style"), collector.address)
+    fake_collector.add(*batch(prop("Env", {"lr": 0.5})))
+    fake_collector.add(*summary("Env", 5, reward=[1.0, 3.0]))
+    fake_collector.add(*summary("Env", 6, reward=[4.0]))
+    zoo_host = start(hosts, tmp_path / "zoo", zoo_plugin("mlagents_style"), fake_collector.address)
     try:
         example = find_plugin("example", "mlagents.stats_writer")
     except Exception:  # noqa: BLE001 — the example distribution is installed by another part of the project
         example = None
-    example_host = start(hosts, tmp_path / "example", example, collector.address) if example else None
+    example_host = start(hosts, tmp_path / "example", example, fake_collector.address) if example else None
     for host in filter(None, (zoo_host, example_host)):
         host.wait_ready()
-        wait_for(lambda: host.page.committed == collector.end, what="everything committed")
+        wait_for(lambda: host.page.committed == fake_collector.end, what="everything committed")
         host.proc.send_signal(signal.SIGTERM)
         assert host.wait_exit() == ExitCode.OK, host.log()
     lines = read_lines(zoo_output(zoo_host.results, "run1", "mlagents_style"))
