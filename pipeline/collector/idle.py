@@ -14,7 +14,7 @@ import os
 import socket
 from typing import Callable, Iterable, Mapping, Optional
 
-from .intake import SenderState
+from .senders import SenderState
 
 _HOST = socket.gethostname()
 

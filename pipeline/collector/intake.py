@@ -13,7 +13,6 @@ replay at recovery share it.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import logging
 import time
@@ -25,6 +24,7 @@ import msgpack
 from ...plugins.records import StatRecord
 from ..security.peer_bindings import PeerBindings
 from ..wire import Bye, Frame, Hello, Refusal, RejectReason, WireError, decode_frame, encode_frame
+from .senders import INFO_FIELDS, SenderState, info_value
 
 logger = logging.getLogger(__name__)
 
@@ -45,77 +45,13 @@ names cannot grow the table, the snapshot or the status without end.  A forgotte
 that speaks again is accepted from its ``lowest_sendable`` on, like one the collector never knew."""
 
 MAX_SENDER_BYTES = 16 << 20
-"""Bytes the sender table may hold (each sender counted as :data:`SENDER_OVERHEAD` plus its
-name and info); past it the least recently heard senders are forgotten, as past ``MAX_SENDERS``."""
-SENDER_OVERHEAD = 600
-MAX_INFO_CHARS = 256
-"""A sender's info fields (pid, host, run id, argv0) are kept up to this many characters each."""
-
-_INFO_FIELDS = ("pid", "host", "run_id", "argv0")
-
-
-def _info_value(value: Any) -> Any:
-    return value[:MAX_INFO_CHARS] if isinstance(value, (str, bytes)) else value if isinstance(value, (int, float, bool)) else None
-
-
-def _info_size(info: Mapping[str, Any]) -> int:
-    return sum(len(v) if isinstance(v, (str, bytes)) else 8 for v in info.values())
-
-
+"""Bytes the sender table may hold (each sender counted as :meth:`SenderState.measure` says);
+past it the least recently heard senders are forgotten, as past ``MAX_SENDERS``."""
 class Verdict(enum.Enum):
     ACCEPT = "accept"
     DUPLICATE = "duplicate"
     GAP = "gap"
     REJECT = "reject"
-
-
-@dataclasses.dataclass
-class SenderState:
-    """What the collector knows of one trainer process (mutable: the loop updates it)."""
-
-    sender: str
-    last_seq: int = 0
-    info: Dict[str, Any] = dataclasses.field(default_factory=dict)
-    first_seen: float = 0.0
-    last_seen: float = 0.0
-    frames: int = 0
-    values: int = 0
-    duplicates: int = 0
-    gaps: int = 0
-    rejects: int = 0
-    dropped: int = 0
-    """Values the trainer's own buffer dropped (from its envelope)."""
-    bye: bool = False
-    size: int = 0
-    """Bytes counted against :data:`MAX_SENDER_BYTES`."""
-
-    def to_snapshot(self) -> Dict[str, Any]:
-        """The journal snapshot form: ``seq`` is what recovery needs, the rest is for status."""
-        return {
-            "seq": self.last_seq,
-            "info": {k: v for k, v in self.info.items() if k in _INFO_FIELDS},
-            "frames": self.frames,
-            "values": self.values,
-            "dropped": self.dropped,
-            "bye": self.bye,
-        }
-
-    @classmethod
-    def from_snapshot(cls, sender: str, data: Mapping[str, Any]) -> "SenderState":
-        def count(name: str) -> int:
-            value = data.get(name, 0)
-            return value if type(value) is int and value >= 0 else 0
-
-        info = data.get("info")
-        return cls(
-            sender=sender,
-            last_seq=count("seq"),
-            info={k: _info_value(v) for k, v in info.items() if k in _INFO_FIELDS} if isinstance(info, Mapping) else {},
-            frames=count("frames"),
-            values=count("values"),
-            dropped=count("dropped"),
-            bye=data.get("bye") is True,
-        )
 
 
 class Decision(NamedTuple):
@@ -323,7 +259,7 @@ class Intake:
                 if isinstance(sender, str) and isinstance(data, Mapping):
                     state = SenderState.from_snapshot(sender, data)
                     state.first_seen = state.last_seen = now
-                    state.size = SENDER_OVERHEAD + len(sender) + _info_size(state.info)
+                    state.measure()
                     senders[sender] = state
         else:
             logger.error("journal snapshot has no usable sender table; starting with an empty one")
@@ -334,8 +270,8 @@ class Intake:
     # --- internals -------------------------------------------------------------------------
 
     def _new_state(self, sender: str, now: float) -> SenderState:
-        state = self.senders[sender] = SenderState(sender, first_seen=now, size=SENDER_OVERHEAD + len(sender))
-        self.sender_bytes += state.size
+        state = self.senders[sender] = SenderState(sender, first_seen=now)
+        self.sender_bytes += state.measure()
         self._bound_senders()
         return state
 
@@ -364,10 +300,9 @@ class Intake:
             if kind is StatRecord:
                 values += len(record.packed) >> 3
             elif kind is Hello:
-                state.info.update({k: _info_value(v) for k, v in record.info.items() if k in _INFO_FIELDS})
-                size = SENDER_OVERHEAD + len(state.sender) + _info_size(state.info)
-                self.sender_bytes += size - state.size
-                state.size = size
+                state.info.update({k: info_value(v) for k, v in record.info.items() if k in INFO_FIELDS})
+                before = state.size
+                self.sender_bytes += state.measure() - before
                 self._bound_senders()
             elif kind is Bye:
                 state.bye = True

@@ -408,7 +408,8 @@ class Collector:
                 self.stalls.failed(exc, acks)
                 return
             self.fetch.on_committed()
-        replies = [(routing_id, encode_ack(seq)) for routing_id, seq in acks.items() if routing_id not in refusals]
+        # Acks first: what a connection got journaled before its refusal is acknowledged still.
+        replies = [(routing_id, encode_ack(seq)) for routing_id, seq in acks.items()]
         replies += [(routing_id, encode_refusal(reason)) for routing_id, reason in refusals.items()]
         for routing_id, reply in replies:
             try:

@@ -15,7 +15,8 @@ from collector_helpers import REPO, RawTrainer, settle, wait_for
 from statbus.pipeline.collector.aggregator import Aggregator
 from statbus.pipeline.collector.loop import Collector
 from statbus.pipeline.control import control_request
-from statbus.pipeline.collector.intake import MAX_INFO_CHARS, SENDER_OVERHEAD, Intake
+from statbus.pipeline.collector.intake import Intake
+from statbus.pipeline.collector.senders import MAX_INFO_CHARS, SENDER_OVERHEAD
 from statbus.pipeline.layout import RunLayout
 from statbus.pipeline.wire import Frame, Hello, WriteMarker, hello_record, stat_record, write_record
 from statbus.plugins.records import StatOp, StatRecord, pack_values
