@@ -352,9 +352,21 @@ def test_authenticator_stop_closes_its_sockets(rig, keys):
     auth.stop()
     auth.stop()  # idempotent
     assert not auth.running
-    # The ZAP endpoint is free again: the handler's socket really closed.
+    # The ZAP endpoint is free again: the handler's socket really closed.  ZeroMQ releases
+    # an endpoint once its reaper thread has processed the close, a moment after
+    # close() returns, so the bind is retried until that happened (or the wait fails).
     probe = rig.socket(zmq.REP)
-    probe.bind(ZAP_ENDPOINT)
+
+    def bound() -> bool:
+        try:
+            probe.bind(ZAP_ENDPOINT)
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EADDRINUSE:
+                raise
+            return False
+        return True
+
+    wait_until(bound, what="the ZAP endpoint to be free after stop()")
 
 
 def test_context_term_without_stop_does_not_hang(keys):
