@@ -8,7 +8,6 @@ import threading
 import time
 
 import pytest
-import zmq
 
 from collector_helpers import RawTrainer, journal_frames, journal_summaries, settle, wait_for
 from disk_fault import Disk
@@ -23,15 +22,6 @@ from statbus.plugins.records import pack_values
 
 def stat(category, key, values):
     return [0, category, key, 0, 0, pack_values(values)]
-
-
-@pytest.fixture
-def context():
-    ctx = zmq.Context()
-    try:
-        yield ctx
-    finally:
-        ctx.destroy(linger=0)
 
 
 @pytest.mark.parametrize("code, reason", [(errno.ENOSPC, "disk full"), (errno.EDQUOT, "disk full"), (errno.EIO, "write error")])

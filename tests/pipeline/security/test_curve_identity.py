@@ -10,17 +10,16 @@ import subprocess
 import sys
 import time
 from types import SimpleNamespace
-from typing import Iterator
 
 import msgpack
 import pytest
 import zmq
 
 from collector_helpers import REPO, CollectorProcess, journal_frames, wait_for
-from statbus.pipeline.security import keyfiles
 from statbus.pipeline.cli.keys import run_authorize, run_revoke
 from statbus.pipeline.control import control_request
 from statbus.pipeline.journal.writer import EntryType, iter_entries
+from statbus.pipeline.security import keyfiles
 from statbus.pipeline.security.curve import ClientSecurity, secure_connect
 from statbus.pipeline.wire import Refusal, decode_ack_or_refusal, encode_frame, stat_record
 from statbus.plugins.records import pack_values
@@ -39,39 +38,32 @@ def keys(tmp_path) -> SimpleNamespace:
 
 
 class CurveCollector:
-    def __init__(self, tmp_path, keys) -> None:
-        self.process = CollectorProcess(
-            str(tmp_path / "results"),
-            extra=["--no-plugins", "--bind", "tcp://127.0.0.1:*", "--key-dir", keys.server_dir, "--allow-dir", keys.allow],
-        )
-        self.journal = self.process.layout.journal_dir
+    """A running collector of the shared family, bound to tcp with CURVE keys and an allow-list."""
+
+    def __init__(self, process: CollectorProcess) -> None:
+        self.process = process
+        self.journal = process.layout.journal_dir
+        self._read_address()
 
     def start(self) -> "CurveCollector":
+        """Start the process again (after a kill); its address is read anew."""
         self.process.start()
+        self._read_address()
+        return self
+
+    def _read_address(self) -> None:
         with open(self.process.ready_file, encoding="utf-8") as handle:
             self.address = json.load(handle)["data"]
-        return self
 
     def status(self) -> dict:
         return control_request(self.process.layout.control_address, {"op": "status"}, timeout=10)
 
 
 @pytest.fixture
-def collector(tmp_path, keys) -> Iterator[CurveCollector]:
-    running = CurveCollector(tmp_path, keys)
-    try:
-        yield running.start()
-    finally:
-        running.process.close()
-
-
-@pytest.fixture
-def context() -> Iterator[zmq.Context]:
-    ctx = zmq.Context()
-    try:
-        yield ctx
-    finally:
-        ctx.destroy(linger=0)
+def collector(collectors, keys) -> CurveCollector:
+    return CurveCollector(collectors(
+        extra=["--no-plugins", "--bind", "tcp://127.0.0.1:*", "--key-dir", keys.server_dir, "--allow-dir", keys.allow],
+    ))
 
 
 def connect(context, collector, keys, name):

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from collector_helpers import REPO, CollectorProcess, journal_summaries
+from collector_helpers import REPO, journal_summaries
 
 TRAINER = r"""
 import json, os, sys
@@ -63,12 +63,8 @@ print(json.dumps({"threads_at_fork": threads_at_fork, "exitcodes": [c.exitcode f
 
 
 @pytest.fixture
-def collector(tmp_path):
-    process = CollectorProcess(str(tmp_path / "results"), "r")
-    try:
-        yield process.start()
-    finally:
-        process.close()
+def collector(collectors):
+    return collectors(run_id="r", extra=["--no-plugins"])
 
 
 def test_fork_children_deliver_what_they_recorded_and_no_sender_thread_runs_at_a_fork(collector):
