@@ -22,7 +22,7 @@ from statbus.pipeline.wire import decode_ack_or_refusal, encode_frame
 from statbus.plugins.records import decode_summary, unpack_values
 from statbus.workers.fetch_protocol import FetchReply, encode_fetch
 from statbus.workers.fetch_protocol import decode_reply as decode_fetch_reply
-from waiting import wait_for  # noqa: F401 — re-exported for the collector tests
+from waiting import wait_for  # noqa: F401 — also re-exported for the collector tests
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -189,14 +189,15 @@ class RawTrainer:
 
 def settle(trainers: Sequence[RawTrainer], timeout: float = 30.0, resend_after: float = 0.5) -> None:
     """Until every trainer's frames are acked; re-send everything unacked after a quiet spell."""
-    deadline = time.monotonic() + timeout
     quiet_since = time.monotonic()
     poller = zmq.Poller()
     for trainer in trainers:
         poller.register(trainer.socket, zmq.POLLIN)
-    while any(t.unacked for t in trainers):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"unacked frames left: {[(t.sender, list(t.unacked)) for t in trainers]}")
+
+    def all_acked() -> bool:
+        nonlocal quiet_since
+        if not any(t.unacked for t in trainers):
+            return True
         poller.poll(50)
         if any([t.pump() for t in trainers]):
             quiet_since = time.monotonic()
@@ -204,6 +205,10 @@ def settle(trainers: Sequence[RawTrainer], timeout: float = 30.0, resend_after: 
             for trainer in trainers:
                 trainer.resend()
             quiet_since = time.monotonic()
+        return False
+
+    wait_for(all_acked, timeout, lambda: f"acks; unacked frames left: {[(t.sender, list(t.unacked)) for t in trainers]}",
+             interval=0)
 
 
 class Worker:

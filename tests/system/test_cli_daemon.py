@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from typing import Dict, Iterator, List
 
 import psutil
@@ -16,6 +15,7 @@ import pytest
 from collector_helpers import REPO, end_daemon, wait_for
 from statbus.pipeline.collector.pidfile import running_pid
 from statbus.pipeline.layout import RunLayout
+from waiting import holds_for
 
 PLUGINS = "console,jsonl,gauges"
 
@@ -207,10 +207,7 @@ def test_a_scripted_collector_does_not_idle_out(layout) -> None:
     wait_for(lambda: status(layout)["trainers"] and all(t["bye"] for t in status(layout)["trainers"]),
              timeout=30, what="the trainer's goodbye")
     # Several idle periods later it still serves.
-    deadline = time.monotonic() + 3.0
-    while time.monotonic() < deadline:
-        assert running_pid(layout.pid_file) == pid
-        time.sleep(0.2)
+    holds_for(lambda: running_pid(layout.pid_file) == pid, 3.0, "the collector keeps running", interval=0.2)
 
 
 def test_operator_scripts_start_and_stop(layout) -> None:

@@ -6,11 +6,11 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
 from statbus.workers.statepage import NO_INFLIGHT, PAGE_SIZE, HostState, StatePage, StatePageError, read_state
+from waiting import wait_for
 
 
 def test_fresh_page_defaults_and_fields_round_trip(tmp_path):
@@ -105,17 +105,17 @@ def test_another_process_reads_whole_fields_while_they_change(tmp_path):
             assert page.state == HostState.READY
             committed_seen = set()
             heartbeats = set()
-            deadline = time.monotonic() + 30  # the writer may be starved on a busy machine
-            while time.monotonic() < deadline:
+            def seen_enough() -> bool:
                 committed = page.committed.to_bytes(8, "little")
                 heartbeat = page.heartbeat
                 assert len(set(committed)) == 1 and committed[0] != 0, committed.hex()
                 assert heartbeat >= 1.0 and heartbeat == int(heartbeat), heartbeat
                 committed_seen.add(committed)
                 heartbeats.add(heartbeat)
-                if len(committed_seen) > 20 and len(heartbeats) > 20:
-                    break
-            assert len(committed_seen) > 20 and len(heartbeats) > 20, "the reader never saw the writer's updates"
+                return len(committed_seen) > 20 and len(heartbeats) > 20
+
+            # The writer may be starved on a busy machine: 30 s.
+            wait_for(seen_enough, 30, "the writer's updates, seen by the reader", interval=0)
     finally:
         writer.stdin.close()
         try:

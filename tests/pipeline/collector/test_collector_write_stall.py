@@ -18,6 +18,7 @@ from statbus.pipeline.control import control_request
 from statbus.pipeline.layout import RunLayout
 from statbus.pipeline.wire import write_record
 from statbus.plugins.records import pack_values
+from waiting import holds_for
 
 
 def stat(category, key, values):
@@ -50,12 +51,14 @@ def test_the_collector_holds_acks_while_the_journal_cannot_be_written_and_resume
         for step in range(6, 21):
             t.frame([stat("C", "k", [float(step)] * 50), write_record("C", step)])
         wait_for(lambda: status()["journal"]["state"] == reason, what="the stall shows in status")
-        deadline = time.monotonic() + 2.5  # several retries and re-sends: still nothing acked, one log line
-        while time.monotonic() < deadline:
+        def nothing_acked() -> bool:
             t.pump()
             t.resend()
-            time.sleep(0.2)
-        assert t.acked == acked and thread.is_alive()
+            return t.acked == acked
+
+        # Several retries and re-sends: still nothing acked, and one log line.
+        holds_for(nothing_acked, 2.5, "no ack while the journal cannot be written", interval=0.2)
+        assert thread.is_alive()
         shown = status()
         stall = shown["journal"]["write_error"]
         assert stall["reason"] == reason and stall["errno"] == errno.errorcode[code] and stall["retries"] >= 1

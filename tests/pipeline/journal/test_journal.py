@@ -7,7 +7,6 @@ import random
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import List, Tuple
 
@@ -29,6 +28,7 @@ from statbus.pipeline.journal.writer import (
     JournalReader,
     iter_entries,
 )
+from waiting import wait_for
 
 
 class FakeClock:
@@ -656,14 +656,16 @@ def test_reader_follows_a_writer_in_another_process(tmp_path: Path) -> None:
     )
     try:
         numbers: List[int] = []
-        deadline = time.monotonic() + 60
         with JournalReader(str(directory)) as reader:
             pos = 0
-            while len(numbers) < count and time.monotonic() < deadline:
+
+            def read_all() -> bool:
+                nonlocal pos
                 entries, pos = reader.read(pos, max_bytes=32 << 10)
-                numbers += frame_numbers(entries)
-                if not entries:
-                    time.sleep(0.005)
+                numbers.extend(frame_numbers(entries))
+                return len(numbers) >= count
+
+            wait_for(read_all, 60, lambda: f"the writer's {count} frames; read {len(numbers)}", interval=0.005)
             assert reader.skipped_bytes == 0 and reader.corrupt_regions == 0
         assert numbers == list(range(count))
         assert proc.wait(timeout=60) == 0

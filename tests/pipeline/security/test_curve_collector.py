@@ -13,13 +13,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from types import SimpleNamespace
 from typing import Dict, List
 
 import pytest
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from collector_helpers import REPO, journal_frames, journal_summaries, wait_for
 from statbus.pipeline.cli.keys import run_authorize, run_revoke
@@ -28,6 +26,7 @@ from statbus.pipeline.security import keyfiles
 from statbus.pipeline.security.curve import ClientSecurity, secure_connect
 from statbus.pipeline.wire import encode_frame, stat_record, write_record
 from statbus.plugins.records import pack_values
+from waiting import wait_monitor_event
 
 VALUES = 600
 WRITE_EVERY = 150
@@ -128,13 +127,7 @@ def status(collector: SimpleNamespace) -> Dict:
 
 
 def wait_event(mon: zmq.Socket, mask: int, timeout: float = 20.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if mon.poll(200):
-            event = recv_monitor_message(mon)
-            if event["event"] & mask:
-                return event
-    raise AssertionError(f"no monitor event in mask {mask:#x}")
+    return wait_monitor_event(mon, mask, timeout)
 
 
 def intruder_frames(name: str) -> List[bytes]:

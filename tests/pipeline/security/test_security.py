@@ -11,13 +11,11 @@ import logging
 import os
 import socket as pysocket
 import threading
-import time
 from types import SimpleNamespace
 from typing import Callable, Iterator, List, Optional, Set
 
 import pytest
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from statbus.pipeline.cli.keys import run_authorize, run_revoke
 from statbus.pipeline.security import keyfiles
@@ -31,17 +29,14 @@ from statbus.pipeline.security.curve import (
 )
 from statbus.pipeline.security.zap import ZAP_ENDPOINT, Authenticator
 from statbus.plugins import ConfigError
+from waiting import wait_for, wait_monitor_event
 
 TIMEOUT = 10.0
 FAILED_HANDSHAKE = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
+    wait_for(predicate, timeout, what, interval=0.01)
 
 
 class Rig:
@@ -115,28 +110,22 @@ def keys(tmp_path) -> SimpleNamespace:
 def receive(server: SimpleNamespace, until: Callable[[Set[bytes]], bool], timeout: float = TIMEOUT) -> Set[bytes]:
     """Payloads received (with the ZAP user id) until ``until`` holds; fails at the deadline."""
     got: Set[bytes] = set()
-    deadline = time.monotonic() + timeout
-    while not until(got):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise AssertionError(f"timed out; received only {sorted(got)}")
-        if server.sock.poll(min(remaining, 0.2) * 1000):
+
+    def enough() -> bool:
+        if until(got):
+            return True
+        if server.sock.poll(200):
             frames = server.sock.recv_multipart(copy=False)
             user = frames[-1].get("User-Id") if server.auth is not None else ""
             got.add(f"{user}:".encode() + frames[-1].bytes)
+        return False
+
+    wait_for(enough, timeout, lambda: f"payloads; received only {sorted(got)}", interval=0)
     return got
 
 
 def wait_event(mon: zmq.Socket, mask: int, timeout: float = TIMEOUT) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise AssertionError(f"no monitor event in mask {mask:#x}")
-        if mon.poll(min(remaining, 0.2) * 1000):
-            event = recv_monitor_message(mon)
-            if event["event"] & mask:
-                return event
+    return wait_monitor_event(mon, mask, timeout)
 
 
 def tcp(rig: Rig, settings: Optional[TransportSecurity]) -> SimpleNamespace:

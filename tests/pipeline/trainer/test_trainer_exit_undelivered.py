@@ -6,10 +6,11 @@ import os
 import re
 import subprocess
 import sys
-import time
 
 import pytest
 import zmq
+
+from waiting import wait_for
 
 TRAINER = """
 import sys
@@ -43,11 +44,14 @@ def test_a_trainer_exiting_with_undelivered_data_prints_one_clear_line(tmp_path,
     )
     frames = 0
     try:
-        deadline = time.monotonic() + 60
-        while process.poll() is None and time.monotonic() < deadline:
-            while router.poll(20) if peer == "never acks" else time.sleep(0.02):
+        def exited() -> bool:
+            nonlocal frames
+            while peer == "never acks" and router.poll(20):
                 router.recv_multipart()
                 frames += 1
+            return process.poll() is not None
+
+        wait_for(exited, 60, "the trainer's exit")
         out, err = process.communicate(timeout=30)
     finally:
         if process.poll() is None:

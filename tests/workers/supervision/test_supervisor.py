@@ -32,6 +32,7 @@ from statbus.workers.supervision.config import Config, load_config
 from statbus.workers.supervision.policy import PolicyConfig
 from statbus.workers.supervision.states import WorkerState
 from statbus.workers.supervision.supervisor import Supervisor, SupervisorError, describe_exit, last_error_line
+from waiting import wait_for
 from zoo import zoo_env, zoo_output, zoo_plugin
 
 STUB = textwrap.dedent(
@@ -172,13 +173,14 @@ class Harness:
         return next(entry for entry in self.sup.status() if entry["name"] == name)
 
     def wait(self, condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what or condition}: {self.sup.status()}")
+        def reached() -> bool:
+            if condition():
+                return True
             self.sup.tick(self.head)
             self.pump()
-            time.sleep(0.02)
+            return False
+
+        wait_for(reached, timeout, lambda: f"{what or condition}: {self.sup.status()}")
 
     def wait_state(self, name: str, state: WorkerState, timeout: float = 30.0) -> None:
         self.wait(lambda: self.status(name)["state"] == state.value, timeout, f"{name} {state.value}")
