@@ -49,7 +49,7 @@ def fresh_trainer_state():
 
 @pytest.fixture(scope="session", autouse=True)
 def no_socket_directory_left(tmp_path_factory):
-    """The session leaves no collector socket directory behind (issue 11): every test that starts a
+    """The session leaves no collector socket directory behind: every test that starts a
     collector stops it, or, having killed it, removes what it left.  Directories of other sessions'
     runs (other results directories) are not this session's to judge."""
     from socket_leftovers import leftover_socket_dirs, socket_dirs_now

@@ -1,4 +1,4 @@
-"""Issue 11 §3: the collector's open periods and its sender table are bounded in count and bytes;
+"""The collector's open periods and its sender table are bounded in count and bytes;
 what is dropped is counted and shown by ``statbus status`` (and ``--json``)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 11 §1: a run has one identity for its whole life, and statbus removes nothing it was not asked to.
+"""A run has one identity for its whole life, and statbus removes nothing it was not asked to.
 
 Real collectors, real trainer processes, real worker hosts; TensorBoard's files read back
 with TensorBoard's own reader.

@@ -1,4 +1,4 @@
-"""Issue 11 §3: collectors leave no socket directories behind under ``statbus-<uid>/``."""
+"""Collectors leave no socket directories behind under ``statbus-<uid>/``."""
 
 from __future__ import annotations
 

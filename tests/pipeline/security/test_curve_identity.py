@@ -1,4 +1,4 @@
-"""Issue 11 §3: on tcp:// with CURVE a sender belongs to the key that first used it, and a revoked
+"""On tcp:// with CURVE a sender belongs to the key that first used it, and a revoked
 key's trainer is told so and stops re-sending.  Real CURVE sockets on 127.0.0.1, a real collector
 process and a real trainer process."""
 

@@ -298,7 +298,7 @@ def test_registration(tmp_path):
     )
     [writer] = get_tensorboard_writer(options)
     try:
-        # A run not started over on purpose keeps its past event files (issue 11).
+        # A run not started over on purpose keeps its past event files.
         assert writer.hidden_keys == {"Secret"} and not writer.clear_past_data and writer.flush_secs == 1.0
         writer.write_stats("c", {"Secret": StatsSummary([1.0], A.AVERAGE), "k": StatsSummary([2.0], A.AVERAGE)}, 3)
     finally:
