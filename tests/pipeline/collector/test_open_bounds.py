@@ -43,6 +43,8 @@ def test_a_category_never_written_is_dropped_first_when_the_periods_are_full():
     aggregator.add(stat("Learner", "k", [9.0]))  # a fourth open period: the oldest goes
     assert aggregator.open_categories() == ["Other1", "Other2", "Learner"]
     assert (aggregator.dropped_periods, aggregator.dropped_values, aggregator.open_values) == (1, 5, 3)
+    aggregator.apply([WriteMarker(c, 6) for c in aggregator.open_categories()])
+    assert (aggregator.open_values, aggregator.open_bytes) == (0, 0)  # the byte count is exact, not drifting
 
 
 def test_open_periods_are_bounded_in_bytes_and_the_count_stays_exact():
