@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 
-import zmq
 
 from collector_helpers import REPO, RawTrainer, settle, wait_for
 from statbus.pipeline.collector.aggregator import Aggregator
@@ -96,13 +95,12 @@ def test_the_sender_table_is_bounded_in_bytes_and_info_is_cut():
 # --- shown in status -------------------------------------------------------------------------------
 
 
-def test_status_shows_what_the_bounds_dropped(tmp_path):
+def test_status_shows_what_the_bounds_dropped(tmp_path, context):
     layout = RunLayout(str(tmp_path / "results"), "run")
     collector = Collector(layout)
     collector.aggregator = Aggregator(max_categories=2)
     codes = []
     thread = threading.Thread(target=lambda: codes.append(collector.run()), daemon=True)
-    context = zmq.Context()
     trainer = None
     try:
         thread.start()
@@ -131,5 +129,4 @@ def test_status_shows_what_the_bounds_dropped(tmp_path):
         thread.join(timeout=30)
         if trainer is not None:
             trainer.close()
-        context.destroy(linger=0)
     assert codes == [0]
