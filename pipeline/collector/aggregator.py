@@ -150,8 +150,6 @@ class Aggregator:
         if period is None:
             return SummaryRecord(category, step, ())
         self._bytes -= self._period_bytes(category, period)
-        if not period:
-            return SummaryRecord(category, step, ())
         # bytes() of a bytes object is that object: only grown keys are copied.
         entries = tuple([(key, slot[0], bytes(slot[1])) for key, slot in period.items()])
         self._values -= sum([len(slot[1]) for slot in period.values()]) >> 3
