@@ -66,8 +66,7 @@ class Aggregator:
     Not thread-safe: the collector's single event loop owns it.
     """
 
-    __slots__ = ("_periods", "_values", "_sizes", "_bytes", "max_categories", "max_bytes",
-                 "dropped_periods", "dropped_values")
+    __slots__ = ("_periods", "_values", "_bytes", "max_categories", "max_bytes", "dropped_periods", "dropped_values")
 
     def __init__(self, max_categories: int = MAX_OPEN_CATEGORIES, max_bytes: int = MAX_OPEN_BYTES) -> None:
         # category -> {key: [aggregation, bytearray]}; dicts keep first-seen key order,
@@ -75,9 +74,9 @@ class Aggregator:
         # Categories are in the order their periods opened: the first is open the longest.
         self._periods: Dict[str, Dict[str, List[Any]]] = {}
         self._values = 0
-        self._sizes: Dict[str, int] = {}
-        """Bytes counted per open category (see :data:`MAX_OPEN_BYTES`)."""
         self._bytes = 0
+        """Bytes counted against :data:`MAX_OPEN_BYTES`, kept as records come (a period's own is
+        :meth:`_period_bytes`, computed when it closes or is dropped)."""
         self.max_categories = max_categories
         self.max_bytes = max_bytes
         self.dropped_periods = 0
@@ -89,19 +88,21 @@ class Aggregator:
         """Apply one stat record: ADD appends its values, SET replaces them."""
         category, key, aggregation, op, packed = record
         period = self._periods.get(category)
-        size = len(packed)
+        full = False
         if period is None:
             period = self._periods[category] = {}
-            size += len(category) + CATEGORY_OVERHEAD
-        self._values += len(packed) >> 3
+            self._bytes += len(category) + CATEGORY_OVERHEAD
+            full = len(self._periods) > self.max_categories
+        size = len(packed)
+        self._values += size >> 3
         if op is _SET:
             # set_stat: the key now holds exactly this value and reports the most recent one.
             old = period.get(key)
-            if old is not None:
-                self._values -= len(old[1]) >> 3
-                size -= len(old[1])
+            if old is None:
+                self._bytes += size + len(key) + KEY_OVERHEAD
             else:
-                size += len(key) + KEY_OVERHEAD
+                self._values -= len(old[1]) >> 3
+                self._bytes += size - len(old[1])
             period[key] = [_MOST_RECENT, packed]
         else:
             slot = period.get(key)
@@ -109,25 +110,28 @@ class Aggregator:
                 # The record's own bytes until a second record comes: most keys get one
                 # record per period, and then nothing is copied here or in write().
                 period[key] = [aggregation, packed]
-                size += len(key) + KEY_OVERHEAD
+                self._bytes += size + len(key) + KEY_OVERHEAD
             else:
                 slot[0] = aggregation  # the last aggregation given wins
                 held = slot[1]
                 if type(held) is bytes:
                     slot[1] = held = bytearray(held)
                 held += packed
-        sizes = self._sizes
-        sizes[category] = sizes.get(category, 0) + size
-        self._bytes += size
-        if self._bytes > self.max_bytes or len(sizes) > self.max_categories:
+                self._bytes += size
+        if full or self._bytes > self.max_bytes:
             self._drop_oldest()
+
+    @staticmethod
+    def _period_bytes(category: str, period: Dict[str, List[Any]]) -> int:
+        """What a period counts against :data:`MAX_OPEN_BYTES` (as :meth:`add` counted it)."""
+        return len(category) + CATEGORY_OVERHEAD + sum([len(key) + KEY_OVERHEAD + len(slot[1]) for key, slot in period.items()])
 
     def _drop_oldest(self) -> None:
         """Drop whole periods, open longest first, until both bounds hold again."""
         while self._periods and (self._bytes > self.max_bytes or len(self._periods) > self.max_categories):
             category = next(iter(self._periods))
             period = self._periods.pop(category)
-            self._bytes -= self._sizes.pop(category, 0)
+            self._bytes -= self._period_bytes(category, period)
             values = sum([len(slot[1]) for slot in period.values()]) >> 3
             self._values -= values
             self.dropped_periods += 1
@@ -143,9 +147,9 @@ class Aggregator:
     def write(self, category: str, step: int) -> SummaryRecord:
         """Close ``category``'s period; an empty summary when nothing was added."""
         period = self._periods.pop(category, None)
-        self._bytes -= self._sizes.pop(category, 0)
-        if not period:
+        if period is None:
             return SummaryRecord(category, step, ())
+        self._bytes -= self._period_bytes(category, period)
         # bytes() of a bytes object is that object: only grown keys are copied.
         entries = tuple([(key, slot[0], bytes(slot[1])) for key, slot in period.items()])
         self._values -= sum([len(slot[1]) for slot in period.values()]) >> 3
@@ -221,24 +225,19 @@ class Aggregator:
         if not isinstance(snapshot, Mapping):
             raise SnapshotError(f"periods snapshot must be a map, got {type(snapshot).__name__}")
         periods: Dict[str, Dict[str, List[Any]]] = {}
-        sizes: Dict[str, int] = {}
         values = 0
         try:
             for category, entries in snapshot.items():
                 period: Dict[str, List[Any]] = {}
-                size = len(category) + CATEGORY_OVERHEAD
                 for key, aggregation, packed in entries:
                     if type(aggregation) is not int or aggregation not in _AGGREGATIONS:
                         raise SnapshotError(f"unknown aggregation {aggregation!r}")
                     period[check_name(key, "key")] = [_AGGREGATIONS[aggregation], bytearray(check_packed(packed, key))]
                     values += len(packed) >> 3
-                    size += len(key) + KEY_OVERHEAD + len(packed)
                 periods[check_name(category, "category")] = period
-                sizes[category] = size
         except (TypeError, ValueError, StatbusError) as exc:
             raise SnapshotError(f"malformed periods snapshot: {exc}") from None
         self._periods = periods
         self._values = values
-        self._sizes = sizes
-        self._bytes = sum(sizes.values())
+        self._bytes = sum([self._period_bytes(category, period) for category, period in periods.items()])
         self._drop_oldest()

@@ -60,7 +60,7 @@ class CurveCollector:
 
 
 @pytest.fixture
-def collector(collectors, keys) -> CurveCollector:
+def curve_collector(collectors, keys) -> CurveCollector:
     return CurveCollector(collectors(
         extra=["--no-plugins", "--bind", "tcp://127.0.0.1:*", "--key-dir", keys.server_dir, "--allow-dir", keys.allow],
     ))
@@ -82,30 +82,30 @@ def reply(sock) -> tuple:
     return decode_ack_or_refusal(sock.recv())
 
 
-def test_a_sender_belongs_to_the_key_that_first_used_it_across_restarts(keys, collector, context):
-    owner, forger = connect(context, collector, keys, "t1"), connect(context, collector, keys, "t2")
+def test_a_sender_belongs_to_the_key_that_first_used_it_across_restarts(keys, curve_collector, context):
+    owner, forger = connect(context, curve_collector, keys, "t1"), connect(context, curve_collector, keys, "t2")
     try:
         owner.send(frame("victim", 1))
         assert reply(owner) == (1, None)
         # Another authorized key knows the sender id and forges its next frame: refused, not acked.
         forger.send(frame("victim", 2))
         assert reply(forger) == (0, Refusal.WRONG_KEY)
-        assert collector.status()["intake"]["rejects"]["wrong_key"] == 1
+        assert curve_collector.status()["intake"]["rejects"]["wrong_key"] == 1
         owner.send(frame("victim", 2))
         assert reply(owner) == (2, None)
-        assert [seq for s, seq in journal_frames(collector.journal) if s == "victim"] == [1, 2]
+        assert [seq for s, seq in journal_frames(curve_collector.journal) if s == "victim"] == [1, 2]
 
         # The binding outlives the collector.
-        collector.process.kill()
-        collector.start()
+        curve_collector.process.kill()
+        curve_collector.start()
         for sock in (owner, forger):
             sock.close(linger=0)
-        owner, forger = connect(context, collector, keys, "t1"), connect(context, collector, keys, "t2")
+        owner, forger = connect(context, curve_collector, keys, "t1"), connect(context, curve_collector, keys, "t2")
         forger.send(frame("victim", 3))
         assert reply(forger) == (0, Refusal.WRONG_KEY)
         owner.send(frame("victim", 3))
         assert reply(owner) == (3, None)
-        assert [seq for s, seq in journal_frames(collector.journal) if s == "victim"] == [1, 2, 3]
+        assert [seq for s, seq in journal_frames(curve_collector.journal) if s == "victim"] == [1, 2, 3]
         # A sender of its own is the forger's to use.
         forger.send(frame("t2-own", 1))
         assert reply(forger) == (1, None)
@@ -131,12 +131,12 @@ print(json.dumps(sp.client_counters()), flush=True)
 """
 
 
-def test_a_revoked_trainer_is_told_why_and_stops_resending(tmp_path, keys, collector):
+def test_a_revoked_trainer_is_told_why_and_stops_resending(tmp_path, keys, curve_collector):
     stop_file = str(tmp_path / "stop")
     log_path = str(tmp_path / "trainer.log")
     env = dict(os.environ)
     env.update(
-        STATBUS_ADDRESS=collector.address, STATBUS_CLIENT_KEY=keys.pairs["t3"][1], STATBUS_SERVER_KEY=keys.server_public,
+        STATBUS_ADDRESS=curve_collector.address, STATBUS_CLIENT_KEY=keys.pairs["t3"][1], STATBUS_SERVER_KEY=keys.server_public,
         STATBUS_AUTOSTART="0", STATBUS_RUN_ID="run", STATBUS_RESULTS_DIR=str(tmp_path / "elsewhere"),
         PYTHONPATH=REPO + os.pathsep + env.get("PYTHONPATH", ""),
     )
@@ -144,7 +144,7 @@ def test_a_revoked_trainer_is_told_why_and_stops_resending(tmp_path, keys, colle
         trainer = subprocess.Popen([sys.executable, "-c", TRAINER, stop_file], env=env, stdout=subprocess.PIPE,
                                    stderr=log, stdin=subprocess.DEVNULL)
     try:
-        wait_for(lambda: collector.status()["intake"]["frames"] >= 3, 60, what="the trainer's frames accepted")
+        wait_for(lambda: curve_collector.status()["intake"]["frames"] >= 3, 60, what="the trainer's frames accepted")
         assert run_revoke(SimpleNamespace(allow_dir=keys.allow, name="t3")) == 0
 
         def told() -> bool:
@@ -154,7 +154,7 @@ def test_a_revoked_trainer_is_told_why_and_stops_resending(tmp_path, keys, colle
         wait_for(told, 60, interval=0.1, what="the trainer telling its user that its key was revoked")
         # The refusal stops the re-sending: what was in flight arrives, then nothing more, while the
         # trainer keeps recording (a new connection is refused at the handshake, and backs off).
-        refused = lambda: collector.status()["intake"]["rejects"].get("revoked", 0)  # noqa: E731
+        refused = lambda: curve_collector.status()["intake"]["rejects"].get("revoked", 0)  # noqa: E731
         settled = refused()
         time.sleep(1.0)
         while refused() != settled:
@@ -181,8 +181,8 @@ def test_a_revoked_trainer_is_told_why_and_stops_resending(tmp_path, keys, colle
             trainer.stdout.close()
 
 
-def test_a_forged_bad_frame_is_not_consumed_in_the_owners_place(keys, collector, context):
-    owner, forger = connect(context, collector, keys, "t1"), connect(context, collector, keys, "t2")
+def test_a_forged_bad_frame_is_not_consumed_in_the_owners_place(keys, curve_collector, context):
+    owner, forger = connect(context, curve_collector, keys, "t1"), connect(context, curve_collector, keys, "t2")
     try:
         owner.send(frame("victim", 1))
         assert reply(owner) == (1, None)
@@ -193,10 +193,10 @@ def test_a_forged_bad_frame_is_not_consumed_in_the_owners_place(keys, collector,
         assert reply(forger) == (0, Refusal.WRONG_KEY)
         owner.send(frame("victim", 2))
         assert reply(owner) == (2, None)
-        journaled = [msgpack.unpackb(e.payload, raw=False) for e in iter_entries(collector.journal)
+        journaled = [msgpack.unpackb(e.payload, raw=False) for e in iter_entries(curve_collector.journal)
                      if e.type == EntryType.FRAME]
         assert [(f[2], len(f[5])) for f in journaled if f[1] == "victim"] == [(1, 1), (2, 1)]  # the owner's, not empty
-        rejects = collector.status()["intake"]["rejects"]
+        rejects = curve_collector.status()["intake"]["rejects"]
         assert rejects.get("wrong_key") == 1 and not rejects.get("bad_record")
     finally:
         owner.close(linger=0)
