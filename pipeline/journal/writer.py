@@ -382,9 +382,13 @@ class Journal:
         """Delete whole segments that end at or before ``position`` (never the newest).
 
         Returns the bytes freed.  The caller passes the lowest cursor of all consumers.
+        While the newest segment's SNAPSHOT waits for the disk, the segment before it
+        stays: recovery would need its snapshot.
         """
         freed = 0
         while len(self._bases) > 1 and self._bases[1] <= position:
+            if len(self._bases) == 2 and self._written == 0:
+                break
             base = self._bases.pop(0)
             freed += self._sizes.pop(base, 0)
             try:
@@ -392,7 +396,8 @@ class Journal:
             except FileNotFoundError:
                 pass
         if freed and self._fd >= 0 and self._policy is not FsyncPolicy.NEVER:
-            fsync_directory(self._dir)
+            self._dir_unsynced = True
+            self._sync_directory()  # on failure retried with the next fsync
         return freed
 
     def status(self) -> Dict[str, Any]:

@@ -124,9 +124,27 @@ def test_a_rotation_whose_snapshot_cannot_be_written_writes_it_first_when_space_
             journal.commit()
         disk.free = None
         journal.commit()
+        assert journal.segment_starts()[-1] == position
     entries = list(iter_entries(directory, position))
     assert [(e.position, e.type) for e in entries] == [(position, EntryType.SNAPSHOT), (after, EntryType.FRAME)]
     assert entries[0].payload == b"snap2"
+
+
+def test_the_segment_before_one_whose_snapshot_waits_is_not_deleted(tmp_path, monkeypatch):
+    directory = str(tmp_path / "j")
+    disk = Disk(directory, monkeypatch)
+    with Journal(directory, segment_bytes=1000, fsync=FsyncPolicy.INTERVAL) as journal:
+        journal.rotate(b"snap")
+        for p in payloads(10):
+            journal.append(EntryType.FRAME, p)
+        journal.commit()
+        disk.free = 0
+        position = journal.rotate(b"snap2")
+        assert journal.delete_before(position) == 0  # recovery would find no snapshot without it
+        assert len(journal.segment_starts()) == 2
+        disk.free = None
+        journal.commit()
+        assert journal.delete_before(position) > 0 and journal.segment_starts() == [position]
 
 
 def test_an_error_the_journal_does_not_wait_out_is_not_retryable(tmp_path, monkeypatch):
