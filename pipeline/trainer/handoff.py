@@ -121,7 +121,7 @@ class Handoff:
         if wake or queued >= BATCH_VALUES:
             self.wake()
 
-    def add_period(self, entries: Dict[Tuple[str, str], list], marker: Optional[tuple]) -> None:
+    def add_period(self, entries: Dict[Tuple[str, str], list], marker: Optional[Event]) -> None:
         """Queue values gathered elsewhere (``{ident: [aggregation, v1, ...]}``, owned by the hand-off
         from now on) and the event that closes them, under one lock, without waking the sender:
         ``SummaryWriter`` hands over each step's values like this."""
@@ -131,7 +131,7 @@ class Handoff:
             if self._queued >= MAX_PENDING_VALUES or not self._pipe_open:
                 self.counters["events_dropped"] += nvalues
             elif entries:
-                self.queue.append((EV_STATS, entries))
+                self.queue.append(StatsEvent(entries))
                 self._queued += nvalues
             if marker is not None:
                 self.queue.append(marker)

@@ -333,7 +333,7 @@ def write_period(category: str, entries: Dict[str, list], step: Optional[int]) -
     if client is None:
         _retired["events_dropped"] += sum(map(len, entries.values())) - len(entries) + (step is not None)
         return
-    marker = None if step is None else (EV_WRITE, category, step)
+    marker = None if step is None else WriteEvent(category, step)
     client.add_period({(category, key): entry for key, entry in entries.items()}, marker)
 
 
