@@ -63,7 +63,6 @@ MAX_CATEGORY_LENGTH = MAX_NAME_LENGTH - len(MARK + JOIN)
 """A category's wire names add up to three characters (see :mod:`.collector.step_merge`)."""
 _AVERAGE = StatsAggregationMethod.AVERAGE
 _HISTOGRAM = StatsAggregationMethod.HISTOGRAM
-_MAX_STEP = 2**63
 _lock = threading.Lock()
 _bound_run: Optional[RunLayout] = None
 _live: "set[SummaryWriter]" = set()
@@ -114,13 +113,13 @@ def _bind_run(layout: RunLayout) -> None:
 def _to_step(tag: str, global_step: Any) -> int:
     if global_step is None:
         return 0  # torch writes such an event at step 0
-    if type(global_step) is int and 0 <= global_step < _MAX_STEP:
+    if type(global_step) is int and 0 <= global_step <= MAX_MARKED_STEP:
         return global_step
     if isinstance(global_step, bool) or not hasattr(global_step, "__index__"):
         raise TypeError(f"statbus: global_step of {tag!r} must be an int, got {type(global_step).__name__}")
     step = global_step.__index__()
-    if not 0 <= step < _MAX_STEP:
-        raise ValueError(f"statbus: global_step of {tag!r} must be >= 0 and < 2**63, got {step}")
+    if not 0 <= step <= MAX_MARKED_STEP:
+        raise ValueError(f"statbus: global_step of {tag!r} must be >= 0 and < 2**48, got {step}")
     return step
 
 
@@ -157,8 +156,6 @@ class _Stream:
     def at(self, step: int) -> "_Stream":
         """Make ``step`` the open one; returns self."""
         if step != self.step:
-            if step > MAX_MARKED_STEP:
-                raise ValueError(f"statbus: global_step {step} of {self.category!r} is above {MAX_MARKED_STEP}")
             if self.step > self.done:
                 self.done = self.step
             self.step, self.marker = step, step_marker(step)
@@ -199,6 +196,7 @@ class _Stream:
     def leave(self) -> None:
         self.close_step()
         StatsReporter(self.wire + LEAVE).write_stats(0)
+
 
 class SummaryWriter:
     """Call-compatible with ``torch.utils.tensorboard.SummaryWriter`` for what training code uses.
@@ -242,7 +240,8 @@ class SummaryWriter:
     def add_scalar(self, tag: str, scalar_value: Any, global_step: Optional[int] = None,
                    walltime: Optional[float] = None, new_style: bool = False, double_precision: bool = False) -> None:
         """One value of ``tag`` at ``global_step`` (default 0)."""
-        step = global_step if type(global_step) is int and global_step >= 0 else _to_step(tag, global_step)
+        step = global_step if type(global_step) is int and 0 <= global_step <= MAX_MARKED_STEP \
+            else _to_step(tag, global_step)
         stream = self._main or self._stream(self._category)
         if stream.step != step:
             stream.at(step)

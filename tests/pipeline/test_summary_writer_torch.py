@@ -83,6 +83,8 @@ def test_bad_input_raises_clear_errors_at_the_call(tmp_path, bound_writer_state)
         writer.add_scalar("loss", 1.0, 1.5)
     with pytest.raises(ValueError, match="global_step of 'loss' must be >= 0"):
         writer.add_scalar("loss", 1.0, -1)
+    with pytest.raises(ValueError, match=r"global_step of 'loss' must be >= 0 and < 2\*\*48"):
+        writer.add_scalar("loss", 1.0, 2**48)
     with pytest.raises(TypeError, match="value of stat 'h' must be a number"):
         writer.add_histogram("h", [1.0, None], 1)
     with pytest.raises(TypeError, match="value of stat 'm' must be a number"):
