@@ -18,4 +18,14 @@ __all__ = [
     "configure",
     "flush",
     "shutdown",
+    "SummaryWriter",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # torch-style SummaryWriter: loaded on first use, so this package stays cheap to import.
+    if name == "SummaryWriter":
+        from .summary_writer import SummaryWriter
+
+        return SummaryWriter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -139,6 +139,41 @@ class PropertyRecord(NamedTuple):
 WriterRecord = StatRecord | SummaryRecord | PropertyRecord  # type: ignore[valid-type]
 
 
+STEPPED_MARK = "\x00"
+"""First character of the wire categories of ``SummaryWriter``'s stepped protocol
+(``pipeline/collector/step_merge.py``): stat records of ``\0<category>`` hold its values,
+each run of a step's values led by a step marker (:func:`step_marker`)."""
+STEP_MARKER_TAG = 0x7FFC
+"""The top 16 bits of a step marker: a quiet NaN no arithmetic produces (Python's and
+numpy's NaN is 0x7FF8...); its low 48 bits are the step."""
+MAX_MARKED_STEP = (1 << 48) - 1
+_BITS = struct.Struct("<Q")
+_DOUBLE = struct.Struct("<d")
+
+
+def step_marker(step: int) -> float:
+    """The float64 that says "the values after me are of ``step``" (0 <= step <= MAX_MARKED_STEP)."""
+    return _DOUBLE.unpack(_BITS.pack((STEP_MARKER_TAG << 48) | step))[0]
+
+
+def marked_step(value: float) -> int:
+    """The step of a step marker, or -1 for any other value (NaNs included)."""
+    if value == value:
+        return -1
+    bits = _BITS.unpack(_DOUBLE.pack(value))[0]
+    return bits & MAX_MARKED_STEP if bits >> 48 == STEP_MARKER_TAG else -1
+
+
+def public_category(name: str) -> str:
+    """The category a writer sees for a stat record's wire category."""
+    return name[1:] if name[:1] == STEPPED_MARK else name
+
+
+def public_values(values: List[float]) -> List[float]:
+    """A stepped stat record's values without its step markers."""
+    return [v for v in values if v == v or marked_step(v) < 0]
+
+
 def check_name(value: Any, what: str) -> str:
     if not isinstance(value, str):
         raise RecordError(f"{what} must be a string, got {type(value).__name__}")

@@ -28,6 +28,8 @@ class StatsPropertyType(Enum):
 
     HYPERPARAMETERS = "hyperparameters"
     SELF_PLAY = "selfplay"
+    TEXT = "text"
+    """statbus's own (torch's ``add_text``): ``{"tag": str, "text": str, "step": int}``."""
 
 
 class StatsSummary(NamedTuple):

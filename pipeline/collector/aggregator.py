@@ -26,9 +26,11 @@ from typing import Any, Dict, Iterable, List, Mapping
 import msgpack
 
 from ...plugins import StatbusError
+from ...plugins.records import STEPPED_MARK as MARK
 from ...plugins.records import PropertyRecord, StatOp, StatRecord, SummaryRecord, check_name, check_packed
 from ...plugins.stats import StatsAggregationMethod
 from ..wire import Bye, Hello, WriteMarker
+from .step_merge import StepMerger
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +68,8 @@ class Aggregator:
     Not thread-safe: the collector's single event loop owns it.
     """
 
-    __slots__ = ("_periods", "_values", "_bytes", "max_categories", "max_bytes", "dropped_periods", "dropped_values")
+    __slots__ = ("_periods", "_values", "_bytes", "max_categories", "max_bytes",
+                 "dropped_periods", "dropped_values", "_steps")
 
     def __init__(self, max_categories: int = MAX_OPEN_CATEGORIES, max_bytes: int = MAX_OPEN_BYTES) -> None:
         # category -> {key: [aggregation, bytearray]}; dicts keep first-seen key order,
@@ -81,6 +84,8 @@ class Aggregator:
         self.max_bytes = max_bytes
         self.dropped_periods = 0
         self.dropped_values = 0
+        self._steps = StepMerger()
+        """Stepped categories (``SummaryWriter``): see :mod:`.step_merge`."""
 
     # --- the hot path ---------------------------------------------------------
 
@@ -155,7 +160,7 @@ class Aggregator:
         self._values -= sum([len(slot[1]) for slot in period.values()]) >> 3
         return SummaryRecord(category, step, entries)
 
-    def apply(self, records: Iterable[Any]) -> List[SummaryRecord]:
+    def apply(self, records: Iterable[Any], sender: str = "") -> List[SummaryRecord]:
         """Apply a decoded frame's records in order; the summaries its writes closed.
 
         The one code path for live intake and for journal replay at recovery,
@@ -166,10 +171,18 @@ class Aggregator:
         for record in records:
             kind = type(record)
             if kind is StatRecord:
-                add(record)
+                if record.category[0] == MARK:
+                    self._steps.add(sender, record)
+                else:
+                    add(record)
             elif kind is WriteMarker:
-                summaries.append(self.write(record.category, record.step))
-            elif kind in (PropertyRecord, Hello, Bye):
+                if record.category[0] == MARK:
+                    summaries += self._steps.marker(sender, record.category, record.step)
+                else:
+                    summaries.append(self.write(record.category, record.step))
+            elif kind is Bye:
+                summaries += self._steps.leave_all(sender)
+            elif kind in (PropertyRecord, Hello):
                 continue  # properties go to writers through the journaled batch, not a period
             else:
                 raise TypeError(f"cannot aggregate a {kind.__name__}")
@@ -179,8 +192,8 @@ class Aggregator:
 
     @property
     def open_values(self) -> int:
-        """Values waiting in open periods, over all categories."""
-        return self._values
+        """Values waiting in open periods, over all categories (stepped ones included)."""
+        return self._values + self._steps.values
 
     def open_categories(self) -> List[str]:
         return list(self._periods)
@@ -209,10 +222,14 @@ class Aggregator:
     # --- snapshot / restore -------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
-        return {
+        snapshot: Dict[str, Any] = {
             category: [[key, slot[0].value, bytes(slot[1])] for key, slot in period.items()]
             for category, period in self._periods.items()
         }
+        steps = self._steps.snapshot()
+        if steps:
+            snapshot[MARK] = steps  # no category is named NUL alone
+        return snapshot
 
     @classmethod
     def from_snapshot(cls, snapshot: Mapping[str, Any]) -> "Aggregator":
@@ -226,8 +243,12 @@ class Aggregator:
             raise SnapshotError(f"periods snapshot must be a map, got {type(snapshot).__name__}")
         periods: Dict[str, Dict[str, List[Any]]] = {}
         values = 0
+        steps = StepMerger()
         try:
+            steps.restore(snapshot.get(MARK) or {})
             for category, entries in snapshot.items():
+                if category == MARK:
+                    continue
                 period: Dict[str, List[Any]] = {}
                 for key, aggregation, packed in entries:
                     if type(aggregation) is not int or aggregation not in _AGGREGATIONS:
@@ -235,9 +256,10 @@ class Aggregator:
                     period[check_name(key, "key")] = [_AGGREGATIONS[aggregation], bytearray(check_packed(packed, key))]
                     values += len(packed) >> 3
                 periods[check_name(category, "category")] = period
-        except (TypeError, ValueError, StatbusError) as exc:
+        except (AttributeError, TypeError, ValueError, StatbusError) as exc:
             raise SnapshotError(f"malformed periods snapshot: {exc}") from None
         self._periods = periods
         self._values = values
         self._bytes = sum([self._period_bytes(category, period) for category, period in periods.items()])
+        self._steps = steps
         self._drop_oldest()

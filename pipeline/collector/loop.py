@@ -379,7 +379,7 @@ class Collector:
                 continue
             if decision.verdict is Verdict.ACCEPT:
                 self.retention.note_appended(journal.append(EntryType.FRAME, payload))
-                for summary in aggregator.apply(decision.frame.records):
+                for summary in aggregator.apply(decision.frame.records, decision.frame.sender):
                     self.retention.note_appended(journal.append(EntryType.SUMMARY, encode_summary(summary)))
                     self.summaries += 1
                 appended = True

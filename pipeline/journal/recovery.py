@@ -110,7 +110,7 @@ def replay_newest_segment(journal: Journal, intake: Intake, aggregator: Aggregat
                 skipped += 1
                 continue
             replayed += 1
-            pending.extend(((s.category, s.step), encode_summary(s)) for s in aggregator.apply(frame.records))
+            pending.extend(((s.category, s.step), encode_summary(s)) for s in aggregator.apply(frame.records, frame.sender))
         elif kind == EntryType.SUMMARY:
             index = _find_pending(pending, entry.payload)
             if index is None:

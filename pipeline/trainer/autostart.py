@@ -45,7 +45,7 @@ def ensure_collector(config: Any) -> bool:
         # is the operator's to run; starting a local one would not reach it.
         return False
     try:
-        started = ensure_running(layout, extra=on_demand_arguments())
+        started = ensure_running(layout, extra=[*on_demand_arguments(), *getattr(config, "collector_args", ())])
     except StatbusError as exc:
         logger.warning("could not start a collector for run %s: %s", layout.run_id, exc)
         return False

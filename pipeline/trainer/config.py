@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import time
-from typing import Callable, List, Mapping, MutableMapping, Optional
+from typing import Callable, List, Mapping, MutableMapping, Optional, Tuple
 
 from ...plugins import ConfigError
 from ..layout import RunLayout
@@ -50,6 +50,8 @@ class TrainerConfig:
     batch_interval: float = DEFAULT_BATCH_INTERVAL
     linger: float = DEFAULT_LINGER
     autostart: bool = True
+    collector_args: Tuple[str, ...] = ()
+    """Extra arguments for a collector this trainer starts on demand (e.g. ``--set ...``)."""
 
     def __post_init__(self) -> None:
         layout = RunLayout(self.results_dir, self.run_id)  # validates run_id
@@ -124,6 +126,7 @@ def build_config(
     linger: float = DEFAULT_LINGER,
     autostart: Optional[bool] = None,
     environ: Optional[Mapping[str, str]] = None,
+    collector_args: Tuple[str, ...] = (),
 ) -> TrainerConfig:
     """Arguments first, then the environment, then the defaults; raises ConfigError."""
     env = os.environ if environ is None else environ
@@ -137,6 +140,7 @@ def build_config(
         batch_interval=batch_interval,
         linger=linger,
         autostart=_env_autostart(env) if autostart is None else bool(autostart),
+        collector_args=tuple(collector_args),
     )
 
 
@@ -159,6 +163,7 @@ def configure(
     batch_interval: float = DEFAULT_BATCH_INTERVAL,
     linger: float = DEFAULT_LINGER,
     autostart: Optional[bool] = None,
+    collector_args: Tuple[str, ...] = (),
 ) -> None:
     """Set this process's statbus settings; arguments left ``None`` come from the environment.
 
@@ -176,6 +181,7 @@ def configure(
         batch_interval=batch_interval,
         linger=linger,
         autostart=autostart,
+        collector_args=collector_args,
     )
     with _lock:
         _configured = config

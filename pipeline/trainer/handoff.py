@@ -17,7 +17,7 @@ import collections
 import logging
 import os
 import threading
-from typing import Any, Deque, Dict, Tuple
+from typing import Any, Deque, Dict, Optional, Tuple
 
 from .framing import BATCH_VALUES, Event, SetStatEvent, StatsEvent, WriteEvent
 from .rate_log import RateLimitedLog
@@ -119,6 +119,25 @@ class Handoff:
             self._queued += 1
             queued = len(self.queue)
         if wake or queued >= BATCH_VALUES:
+            self.wake()
+
+    def add_period(self, entries: Dict[Tuple[str, str], list], marker: Optional[Event]) -> None:
+        """Queue values gathered elsewhere (``{ident: [aggregation, v1, ...]}``, owned by the hand-off
+        from now on) and the event that closes them, under one lock, without waking the sender:
+        ``SummaryWriter`` hands over each step's values like this."""
+        nvalues = sum(map(len, entries.values())) - len(entries)
+        with self.lock:
+            self._seal_locked()
+            if self._queued >= MAX_PENDING_VALUES or not self._pipe_open:
+                self.counters["events_dropped"] += nvalues
+            elif entries:
+                self.queue.append(StatsEvent(entries))
+                self._queued += nvalues
+            if marker is not None:
+                self.queue.append(marker)
+                self._queued += 1
+            queued = len(self.queue)
+        if queued >= BATCH_VALUES:
             self.wake()
 
     def _seal_locked(self) -> bool:

@@ -326,6 +326,17 @@ class StatsReporter:
             client.add_event(WriteEvent(self.category, step), wake=True)
 
 
+def write_period(category: str, entries: Dict[str, list], step: Optional[int]) -> None:
+    """Queue ``category``'s values ``{key: [aggregation, v1, ...]}`` (checked by the caller, handed
+    over) and then, unless ``step`` is None, its ``write_stats(step)``: at once, without waking the sender."""
+    client = _client or _get_client()
+    if client is None:
+        _retired["events_dropped"] += sum(map(len, entries.values())) - len(entries) + (step is not None)
+        return
+    marker = None if step is None else WriteEvent(category, step)
+    client.add_period({(category, key): entry for key, entry in entries.items()}, marker)
+
+
 # --- process life: configure, exit, fork ------------------------------------
 
 def _on_configure(config: trainer_config.TrainerConfig) -> None:

@@ -13,6 +13,12 @@ CRC32C, no thread):
   table);
 * hidden keys (default exactly ``Is Training`` and ``Step``) matched exactly.
 
+With the plugin option ``layout = "torch"`` (set by the collector a
+``SummaryWriter`` starts) the files are torch's ``SummaryWriter``'s instead: a
+HISTOGRAM key is written as a histogram under the key itself with no mean
+scalar, no key is hidden by default, and a TEXT property is a text summary
+``<tag>/text_summary`` at its step.
+
 Data reach the OS on ``flush()`` (the worker host calls it before every
 cursor commit) and ``close()``, and at a write once more than ``flush_secs``
 passed since the last flush — never once per key.  There is no background
@@ -59,6 +65,7 @@ HYPERPARAMETERS_TAG = "Hyperparameters"
 HISTOGRAM_SUFFIX = "_hist"
 MAX_HISTOGRAM_BUCKETS = 30
 MTIME_MARGIN_SECS = 1.0
+LAYOUTS = ("mlagents", "torch")
 
 
 @functools.lru_cache(maxsize=None)
@@ -152,13 +159,18 @@ class TensorboardWriter(StatsWriter):
         flush_secs: float = DEFAULT_FLUSH_SECS,
         start_time: Optional[float] = None,
         clock: Callable[[], float] = time.monotonic,
+        layout: str = "mlagents",
     ) -> None:
+        if layout not in LAYOUTS:
+            raise ValueError(f"tensorboard: layout {layout!r} must be one of {', '.join(LAYOUTS)}")
+        self.torch_layout = layout == "torch"
         self.base_dir = base_dir
         self._clock = clock  # for flush_secs (injectable, for tests)
         self.clear_past_data = clear_past_data
         if isinstance(hidden_keys, str):  # one key, not its characters
             hidden_keys = [hidden_keys]
-        self.hidden_keys = frozenset(DEFAULT_HIDDEN_KEYS if hidden_keys is None else hidden_keys)
+        default_hidden = frozenset() if self.torch_layout else DEFAULT_HIDDEN_KEYS
+        self.hidden_keys = frozenset(default_hidden if hidden_keys is None else hidden_keys)
         self.flush_secs = flush_secs
         self.start_time = time.time() if start_time is None else start_time
         self.nonfinite_dropped = 0
@@ -223,7 +235,7 @@ class TensorboardWriter(StatsWriter):
                     for value in event.summary.value:
                         if value.tag == HYPERPARAMETERS_TAG and value.HasField("tensor"):
                             self._last_text[category] = _digest(b"".join(value.tensor.string_val).decode("utf-8"))
-                        else:
+                        elif not value.HasField("tensor"):  # a text's step is not a summary's
                             last_step = max(last_step, event.step)
             except Exception as exc:  # noqa: BLE001 — a damaged file must not stop the writer
                 logger.warning("tensorboard: could not read back %s: %r", path, exc)
@@ -250,14 +262,15 @@ class TensorboardWriter(StatsWriter):
             method = stats.aggregation_method
             total, mean = sum_and_mean(stats.full_dist)
             value = total if method is StatsAggregationMethod.SUM else mean
-            add_value(tag=key, simple_value=value)
+            if method is not StatsAggregationMethod.HISTOGRAM or not self.torch_layout:
+                add_value(tag=key, simple_value=value)
             if method is StatsAggregationMethod.HISTOGRAM:
                 histogram, dropped = histogram_proto(stats.full_dist)
                 self.nonfinite_dropped += dropped
                 if dropped:
                     logger.debug("tensorboard: %d non-finite value(s) left out of %s%s", dropped, key, HISTOGRAM_SUFFIX)
                 if histogram is not None:
-                    add_value(tag=f"{key}{HISTOGRAM_SUFFIX}", histo=histogram)
+                    add_value(tag=key if self.torch_layout else f"{key}{HISTOGRAM_SUFFIX}", histo=histogram)
         # One event per summary, flushed by time or flush(), never per key.
         # A summary of hidden keys only leaves nothing to show.
         if event.summary.value:
@@ -265,6 +278,9 @@ class TensorboardWriter(StatsWriter):
         self._last_step[category] = step
 
     def add_property(self, category: str, property_type: StatsPropertyType, value: Any) -> None:
+        if property_type == StatsPropertyType.TEXT:
+            self._write_text(category, value)
+            return
         if property_type != StatsPropertyType.HYPERPARAMETERS:
             return
         text = hyperparameters_markdown(value)
@@ -274,6 +290,16 @@ class TensorboardWriter(StatsWriter):
         event = _protos().event_pb2.Event(wall_time=time.time(), step=0, summary=_text_summary(HYPERPARAMETERS_TAG, text))
         writer.write(event.SerializeToString())
         self._last_text[category] = _digest(text)
+
+    def _write_text(self, category: str, value: Any) -> None:
+        # torch's add_text: one string tensor at <tag>/text_summary, at its step.
+        if not isinstance(value, dict) or not isinstance(value.get("tag"), str) or not isinstance(value.get("text"), str):
+            logger.warning("tensorboard: ignoring a malformed text property in %s", category)
+            return
+        step = value.get("step")
+        event = _protos().event_pb2.Event(wall_time=time.time(), step=step if type(step) is int and step >= 0 else 0,
+                                          summary=_text_summary(f"{value['tag']}/text_summary", value["text"]))
+        self._writer(category).write(event.SerializeToString())
 
     def flush(self) -> None:
         for writer in self.summary_writers.values():
@@ -289,7 +315,8 @@ def get_tensorboard_writer(run_options: RunOptions) -> List[StatsWriter]:
     """Registration function of the ``tensorboard`` plugin.
 
     Plugin options: ``hidden_keys`` (list of exact key names, default
-    ``["Is Training", "Step"]``) and ``flush_secs`` (default 5).
+    ``["Is Training", "Step"]``), ``flush_secs`` (default 5) and ``layout``
+    (``"mlagents"``, the default, or ``"torch"``).
     """
     options = run_options.plugin_options
     hidden = options.get("hidden_keys")
@@ -302,5 +329,6 @@ def get_tensorboard_writer(run_options: RunOptions) -> List[StatsWriter]:
             hidden_keys=None if hidden is None else [str(key) for key in hidden],
             flush_secs=float(options.get("flush_secs", DEFAULT_FLUSH_SECS)),
             start_time=run_options.start_time,
+            layout=str(options.get("layout", "mlagents")),
         )
     ]

@@ -30,7 +30,9 @@ def test_enum_values_match_ml_agents():
     ]
     assert StatsPropertyType.HYPERPARAMETERS.value == "hyperparameters"
     assert StatsPropertyType.SELF_PLAY.value == "selfplay"
-    assert len(StatsPropertyType) == 2
+    # ML-Agents' two, plus statbus's TEXT (SummaryWriter.add_text), which ML-Agents plugins never receive
+    # unless a SummaryWriter logs text (they compare with HYPERPARAMETERS / SELF_PLAY and ignore it).
+    assert [m.name for m in StatsPropertyType] == ["HYPERPARAMETERS", "SELF_PLAY", "TEXT"]
 
 
 def test_groups():

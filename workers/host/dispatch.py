@@ -16,7 +16,8 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 import msgpack
 
 from ...plugins.errors import RecordError, StatbusError, disk_full_error
-from ...plugins.records import PropertyRecord, StatRecord, SummaryRecord, decode_batch, decode_record, unpack_values
+from ...plugins.records import (STEPPED_MARK, PropertyRecord, StatRecord, SummaryRecord, decode_batch, decode_record,
+                                public_category, public_values, unpack_values)
 from ..fetch_protocol import EntryKind, FetchedEntry
 from ..statepage import StatePage
 from .disk_wait import DiskWait, StoppedWaiting
@@ -134,6 +135,8 @@ class Writers:
                         continue
                     category, key, aggregation = record.category, record.key, record.aggregation
                     values = unpack_values(record.packed)
+                    if category[0] == STEPPED_MARK:
+                        category, values = public_category(category), public_values(values)
                     # A try per call costs nothing until one raises (Python >= 3.11), and
                     # it retries exactly the call that hit a full disk, no other.
                     if len(add_stat) == 1:

@@ -1,0 +1,46 @@
+"""Smoke test of the benchmark's frameworks figure (issue 14): measured end to end; no time asserted."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from collector_helpers import REPO
+
+SCRIPT = os.path.join(REPO, "scripts", "bench.py")
+
+
+@pytest.mark.timeout(240)
+def test_frameworks_figure_measures_torch_tensorboardx_and_statbus(tmp_path):
+    out = tmp_path / "bench.json"
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    env.pop("STATBUS_ADDRESS", None)
+    proc = subprocess.Popen([sys.executable, SCRIPT, "--smoke", "--only", "frameworks", "--json", str(out)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=220)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stderr[-3000:]
+    figure = json.loads(out.read_text(encoding="utf-8"))["figures"]["frameworks"]
+    assert "skipped" not in figure  # torch and tensorboardX are test dependencies
+    for scenario in ("normal", "sleepy"):
+        for kind in ("torch", "tensorboardX", "statbus"):
+            assert figure[scenario][kind]["ns_per_call"] > 0 and figure[scenario][kind]["cpu_ns_per_call"] > 0
+    assert "6 frameworks" in stdout and "≤ 1/10 torch" in stdout
+
+
+def test_frameworks_figure_is_skipped_with_the_reason_without_torch(monkeypatch, tmp_path):
+    from statbus.pipeline.bench.figures import frameworks as bench_frameworks
+    from statbus.pipeline.bench.report import frameworks_rows
+
+    monkeypatch.setattr(bench_frameworks, "missing", lambda: ["torch"])
+    figure = bench_frameworks.run(str(tmp_path), bench_frameworks.FrameworksConfig())
+    assert figure == {"skipped": "torch not installed (pip install -e '.[frameworks]')"}
+    assert frameworks_rows(figure)[0].statbus == "skipped"
