@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ...plugins.errors import StatbusError
 from ..exits import ExitCode, HostExit
@@ -19,15 +19,19 @@ def load_plugin(config: HostConfig, page: StatePage) -> Writers:
     from ...plugins.errors import PluginImportError, PluginRegistrationError
     from ...plugins.loader import load_writers
     from ...plugins.settings import RunOptions
-    from ..compat import install_mlagents_aliases
+    from ...plugins.groups import ML_AGENTS_STATS_WRITER
+    from ..compat import install_mlagents_aliases, real_run_options
 
     try:
         run_options = RunOptions.from_dict(config.run_options)
     except (StatbusError, TypeError) as exc:
         raise HostExit(ExitCode.BAD_CONFIG, f"bad run options: {exc}") from exc
-    install_mlagents_aliases()
+    registered_with: Any = run_options
+    if not install_mlagents_aliases() and run_options.mlagents_options and config.group == ML_AGENTS_STATS_WRITER:
+        # A run of `statbus learn`: an ML-Agents plugin gets what mlagents-learn gives it.
+        registered_with = real_run_options(run_options.mlagents_options) or run_options
     try:
-        writers = load_writers(config.plugin_info, run_options)
+        writers = load_writers(config.plugin_info, registered_with)
     except PluginImportError as exc:
         raise HostExit(ExitCode.IMPORT_FAILURE, str(exc)) from exc
     except PluginRegistrationError as exc:
