@@ -54,6 +54,7 @@ def main() -> int:
 
     def recording_start(self, env_manager):  # noqa: ANN001
         report = {
+            "pid": os.getpid(),
             "writers": [f"{type(w).__module__}.{type(w).__qualname__}" for w in StatsReporter.writers],
             "plugin_modules": sorted(
                 name for name in sys.modules if name.startswith(PLUGIN_MODULE_PREFIXES)
