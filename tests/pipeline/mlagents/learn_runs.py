@@ -88,15 +88,24 @@ def train(
     command = [sys.executable, DRIVER, mode, report, config, f"--run-id={run_id}", "--seed=7",
                "--results-dir=results", *extra]
     run_dir = os.path.join(directory, "results", run_id)
-    process = subprocess.Popen(command, cwd=directory, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+    out_path, err_path = os.path.join(directory, f"{run_id}.stdout"), os.path.join(directory, f"{run_id}.stderr")
+    # Files, not pipes, and a session of its own: a training process that dies at once
+    # (os._exit) leaves its forked env worker behind, holding whatever it inherited.
+    with open(out_path, "w", encoding="utf-8") as out, open(err_path, "w", encoding="utf-8") as err:
+        process = subprocess.Popen(command, cwd=directory, env=env, stdout=out, stderr=err, start_new_session=True)
     try:
-        stdout, stderr = process.communicate(timeout=RUN_TIMEOUT)
+        process.wait(timeout=RUN_TIMEOUT)
     finally:
         if process.poll() is None:
             process.kill()
-            process.communicate()
+            process.wait()
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # what is left of the session (orphaned env workers)
+        except ProcessLookupError:
+            pass
         _stop_collector(run_dir)
+    with open(out_path, encoding="utf-8") as out, open(err_path, encoding="utf-8") as err:
+        stdout, stderr = out.read(), err.read()
     try:
         with open(report, encoding="utf-8") as handle:
             loaded = json.load(handle)
