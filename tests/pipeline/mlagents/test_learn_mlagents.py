@@ -8,6 +8,8 @@ seed 7, 3000 steps, a summary every 500.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -133,3 +135,49 @@ def test_under_mlagents_learn_a_sleeping_plugin_stalls_the_training_thread(zoo_d
     # every summary held training for the writer's full sleep.
     assert {r["pid"] for r in summaries} == {run.report["pid"]}
     assert all(r["main_thread"] and r["seconds"] >= 2.0 for r in summaries)
+
+
+def _console(name: str) -> str:
+    return os.path.join(os.path.dirname(sys.executable), name)
+
+
+def test_existing_run_without_resume_or_force_is_mlagents_error_and_nothing_is_created(twin_runs, tmp_path):
+    plain, _ = twin_runs
+    results = os.path.dirname(plain.run_dir)
+    config = write_config(str(tmp_path))
+    outcomes = {}
+    for program in ("mlagents-learn", "statbus"):
+        command = [_console(program)] + (["learn"] if program == "statbus" else [])
+        command += [config, "--run-id=plain", f"--results-dir={results}"]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=240,
+                              env=dict(os.environ, OMP_NUM_THREADS="1"))
+        message = [line for line in done.stderr.splitlines() if "Previous data from this run ID was found" in line]
+        outcomes[program] = (done.returncode, message)
+    assert outcomes["statbus"] == outcomes["mlagents-learn"]
+    assert outcomes["statbus"][0] == 1 and outcomes["statbus"][1]
+    # statbus started nothing: the run folder (mlagents-learn's) has no statbus folder in it.
+    assert not os.path.exists(os.path.join(plain.run_dir, "statbus"))
+
+
+def test_threaded_trainer_and_two_envs(tmp_path):
+    directory = str(tmp_path)
+    run = train("statbus", directory, "threads", write_config(directory, max_steps=2000, threaded=True),
+                "--num-envs=2", "--env=learn_env")  # ML-Agents wants an env path for two; the factory ignores it
+    assert run.code == 0, run.stderr[-3000:]
+    steps = [s["step"] for s in jsonl_summaries(run.run_dir)]
+    assert len(steps) == 4 and steps == sorted(steps)
+    tb = scalars(run.run_dir)
+    assert [step for step, _ in tb["Policy/Entropy"]] == steps
+    assert [step for step, _ in tb["Environment/Episode Length"]] == steps
+    assert len(progress_lines(run.stdout)) == 4
+
+
+def test_resume_continues_the_run(twin_runs, tmp_path):
+    """Last in this module: it trains the twin statbus run on, from 3000 to 4000 steps."""
+    _, statbus = twin_runs
+    directory = os.path.dirname(os.path.dirname(statbus.run_dir))
+    run = train("statbus", directory, "statbus", write_config(str(tmp_path), max_steps=4000), "--resume")
+    assert run.code == 0, run.stderr[-3000:]
+    assert [s["step"] for s in jsonl_summaries(run.run_dir)] == SUMMARY_STEPS + [3500, 4000]
+    assert [step for step, _ in scalars(run.run_dir)["Policy/Entropy"]] == SUMMARY_STEPS + [3500, 4000]
+    assert [line.split(". ")[1] for line in progress_lines(run.stdout)] == ["Step: 3500", "Step: 4000"]

@@ -1,0 +1,75 @@
+"""The collector ``statbus learn`` starts: its arguments and environment (logic only, no process)."""
+
+from __future__ import annotations
+
+import json
+import types
+
+import pytest
+
+from statbus.pipeline.daemon import Started
+from statbus.pipeline.layout import RunLayout
+from statbus.pipeline.mlagents import session
+from statbus.plugins import PluginInfo, RunOptions
+
+
+def _options(force: bool, resume: bool) -> types.SimpleNamespace:
+    checkpoint = types.SimpleNamespace(run_id="r", results_dir="res", resume=resume, force=force, initialize_from=None)
+    as_dict = {"behaviors": {"Target": {"summary_freq": 500}}, "env_settings": {"seed": 7},
+               "checkpoint_settings": {"run_id": "r"}}
+    return types.SimpleNamespace(checkpoint_settings=checkpoint, debug=False, as_dict=lambda: as_dict)
+
+
+@pytest.fixture
+def started(monkeypatch):
+    calls = []
+
+    def ensure_running(layout, extra=(), timeout=30.0, env=None):
+        calls.append({"layout": layout, "extra": list(extra), "env": env})
+        return Started(4242, layout.data_address)
+
+    monkeypatch.setattr(session, "ensure_running", ensure_running)
+    monkeypatch.setattr(session, "discover_plugins", lambda: [
+        PluginInfo("statbus.stats_writer", "tensorboard", "m:f", "statbus", "0"),
+        PluginInfo("mlagents.stats_writer", "default", "mlagents.plugins.stats_writer:get_default_stats_writers",
+                   "mlagents", "1.1.0"),
+    ])
+    monkeypatch.delenv(session.ENV_FORCE, raising=False)
+    return calls
+
+
+@pytest.mark.parametrize("force, expected", [(True, "1"), (False, None)])
+def test_force_reaches_the_collector_as_statbus_force(tmp_path, started, force, expected):
+    layout = RunLayout(str(tmp_path), "r")
+    options = _options(force=force, resume=False)
+    collector = session.CollectorSession(layout)
+    collector.start(session.plugin_run_options(options, start_time=12.5), force=force)
+    (call,) = started
+    assert call["env"].get(session.ENV_FORCE) == expected
+    assert call["extra"][:1] == ["--on-demand"]
+    # ML-Agents' own writers are replaced by statbus's built-ins, never run next to them.
+    assert call["extra"][-2:] == ["--exclude", "mlagents.stats_writer:default"]
+    assert collector.ours and collector.pid == 4242
+
+
+def test_plugins_get_the_mlagents_options_through_statbus_run_options(tmp_path, started):
+    layout = RunLayout(str(tmp_path), "r")
+    collector = session.CollectorSession(layout)
+    collector.start(session.plugin_run_options(_options(force=False, resume=True), start_time=12.5), force=False)
+    path = started[0]["extra"][started[0]["extra"].index("--run-options") + 1]
+    with open(path, encoding="utf-8") as handle:
+        options = RunOptions.from_dict(json.load(handle))
+    assert options.resume and options.start_time == 12.5
+    assert options.behaviors == {"Target": {"summary_freq": 500}}
+    assert options.mlagents_options["env_settings"] == {"seed": 7}
+
+
+def test_import_statbus_pipeline_imports_no_mlagents_nor_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, statbus.pipeline; print(sorted(m for m in ('mlagents', 'torch', 'mlagents_envs') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    assert callable(__import__("statbus.pipeline", fromlist=["learn"]).learn)
