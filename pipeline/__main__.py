@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+REPLACED_PLUGINS = frozenset({"mlagents.stats_writer:default"})
+"""Plugins statbus's built-in writers stand in for; left out unless ``--plugins`` names them."""
+
+
 def _names(text: Optional[str]) -> List[str]:
     return [name.strip() for name in (text or "").split(",") if name.strip()]
 
@@ -91,7 +95,12 @@ def select_plugins(found: Sequence[PluginInfo], only: List[str], exclude: List[s
     def named(plugin: PluginInfo, names: List[str]) -> bool:
         return plugin.name in names or f"{plugin.group}:{plugin.name}" in names
 
-    chosen = [p for p in found if (not only or named(p, only)) and not named(p, exclude)]
+    # ML-Agents' own `default` entry point (its in-process TensorBoard, gauge and console
+    # writers) is what statbus's built-ins replace: run it only when asked for by name.
+    chosen = [
+        p for p in found
+        if (named(p, only) if only else f"{p.group}:{p.name}" not in REPLACED_PLUGINS) and not named(p, exclude)
+    ]
     return chosen
 
 

@@ -3,9 +3,9 @@
 ML-Agents refuses a fresh run whose folder exists, so nothing here touches
 the run folder before ML-Agents' own ``validate_existing_directories`` has
 passed: the collector is started from the stats-writer registration, which
-``run_training`` calls right after that check.  It runs statbus's built-in
-writers instead of ML-Agents' ``default`` entry point, and every other
-``mlagents.stats_writer`` plugin in a worker of its own.
+``run_training`` calls right after that check.  Like every collector, it
+runs statbus's built-in writers instead of ML-Agents' ``default`` entry point,
+and every other ``mlagents.stats_writer`` plugin in a worker of its own.
 """
 
 from __future__ import annotations
@@ -14,20 +14,16 @@ import json
 import logging
 import os
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 from ...plugins import StatbusError
-from ...plugins.discovery import discover_plugins
-from ...plugins.groups import ML_AGENTS_STATS_WRITER
 from ..collector.daemon import ensure_running, wait_for_exit
+from ..layout import RunLayout
 from ..trainer.autostart import on_demand_arguments
 from ..trainer.config import ENV_FORCE
-from ..layout import RunLayout
 
 logger = logging.getLogger(__name__)
 
-MLAGENTS_DEFAULT_PLUGIN = "default"
-"""ML-Agents' own entry point (its in-process TensorBoard, gauge and console writers)."""
 RUN_OPTIONS_FILE = "learn-run-options.json"
 STOP_TIMEOUT = 60.0
 
@@ -52,13 +48,6 @@ def plugin_run_options(options: Any, start_time: float) -> Dict[str, Any]:
     }
 
 
-def collector_arguments(layout: RunLayout, run_options_file: str) -> List[str]:
-    extra = ["--on-demand", "--run-options", run_options_file]
-    if any(p.group == ML_AGENTS_STATS_WRITER and p.name == MLAGENTS_DEFAULT_PLUGIN for p in discover_plugins()):
-        extra += ["--exclude", f"{ML_AGENTS_STATS_WRITER}:{MLAGENTS_DEFAULT_PLUGIN}"]
-    return extra
-
-
 class CollectorSession:
     """Starts (or joins) the run's collector; :meth:`stop` waits until every plugin caught up."""
 
@@ -74,8 +63,9 @@ class CollectorSession:
             json.dump(run_options, handle)
         env = dict(os.environ)
         if force:
-            env[ENV_FORCE] = "1"
-        started = ensure_running(self.layout, extra=collector_arguments(self.layout, path), env=env)
+            env[ENV_FORCE] = "1"  # on_demand_arguments turns it into this training's start time
+        extra = on_demand_arguments(env) + ["--run-options", path]
+        started = ensure_running(self.layout, extra=extra, env=env)
         self.pid = started.pid
         self.ours = not started.already_running
         if not self.ours:

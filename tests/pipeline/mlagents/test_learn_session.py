@@ -7,6 +7,7 @@ import types
 
 import pytest
 
+from statbus.pipeline.__main__ import select_plugins
 from statbus.pipeline.daemon import Started
 from statbus.pipeline.layout import RunLayout
 from statbus.pipeline.mlagents import session
@@ -29,11 +30,6 @@ def started(monkeypatch):
         return Started(4242, layout.data_address)
 
     monkeypatch.setattr(session, "ensure_running", ensure_running)
-    monkeypatch.setattr(session, "discover_plugins", lambda: [
-        PluginInfo("statbus.stats_writer", "tensorboard", "m:f", "statbus", "0"),
-        PluginInfo("mlagents.stats_writer", "default", "mlagents.plugins.stats_writer:get_default_stats_writers",
-                   "mlagents", "1.1.0"),
-    ])
     monkeypatch.delenv(session.ENV_FORCE, raising=False)
     return calls
 
@@ -47,9 +43,18 @@ def test_force_reaches_the_collector_as_statbus_force(tmp_path, started, force, 
     (call,) = started
     assert call["env"].get(session.ENV_FORCE) == expected
     assert call["extra"][:1] == ["--on-demand"]
-    # ML-Agents' own writers are replaced by statbus's built-ins, never run next to them.
-    assert call["extra"][-2:] == ["--exclude", "mlagents.stats_writer:default"]
     assert collector.ours and collector.pid == 4242
+
+
+def test_mlagents_default_writers_are_replaced_unless_named():
+    found = [
+        PluginInfo("statbus.stats_writer", "tensorboard", "m:f", "statbus", "0"),
+        PluginInfo("mlagents.stats_writer", "default", "mlagents.plugins.stats_writer:get_default_stats_writers",
+                   "mlagents", "1.1.0"),
+        PluginInfo("mlagents.stats_writer", "example", "e:f", "example", "0"),
+    ]
+    assert [p.name for p in select_plugins(found, [], [])] == ["tensorboard", "example"]
+    assert [p.name for p in select_plugins(found, ["default"], [])] == ["default"]
 
 
 def test_plugins_get_the_mlagents_options_through_statbus_run_options(tmp_path, started):
