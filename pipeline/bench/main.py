@@ -21,7 +21,7 @@ import time
 from typing import Any, Callable, Dict, Optional, Sequence
 
 from .args import FIGURES, add_arguments
-from .figures import hotpath, memory, recovery, startup, throughput
+from .figures import hotpath, learn, memory, recovery, startup, throughput
 from .report import format_table, rows_for
 
 logger = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ class BenchConfig:
     recovery: recovery.RecoveryConfig
     memory: memory.MemoryConfig
     startup: startup.StartupConfig
+    learn: learn.LearnConfig
 
 
 MODES: Dict[str, BenchConfig] = {
@@ -44,6 +45,7 @@ MODES: Dict[str, BenchConfig] = {
         recovery.RecoveryConfig(worker_kills=5, collector_kills=5),
         memory.MemoryConfig(values=10_000_000, trainers=2, buffer_bytes=16 << 20),
         startup.StartupConfig(collector_starts=5, imports=5),
+        learn.LearnConfig(max_steps=10_000, repetitions=3),
     ),
     "quick": BenchConfig(
         hotpath.HotPathConfig(add_calls=48_000, periods=20, slow_periods=3, repetitions=3),
@@ -51,6 +53,7 @@ MODES: Dict[str, BenchConfig] = {
         recovery.RecoveryConfig(worker_kills=3, collector_kills=2),
         memory.MemoryConfig(values=1_000_000, trainers=2, buffer_bytes=4 << 20),
         startup.StartupConfig(collector_starts=2, imports=3),
+        learn.LearnConfig(max_steps=3_000, repetitions=3),
     ),
     "smoke": BenchConfig(
         hotpath.HotPathConfig(add_calls=6_000, periods=3, slow_periods=1, repetitions=1),
@@ -58,6 +61,7 @@ MODES: Dict[str, BenchConfig] = {
         recovery.RecoveryConfig(worker_kills=1, collector_kills=1),
         memory.MemoryConfig(values=60_000, trainers=1, buffer_bytes=1 << 20),
         startup.StartupConfig(collector_starts=1, imports=1),
+        learn.LearnConfig(enabled=False),  # minutes of training: not for the test suite
     ),
 }
 
@@ -67,6 +71,7 @@ RUNNERS: Dict[str, Callable[[str, Any], Dict[str, Any]]] = {
     "throughput": throughput.run,
     "recovery": recovery.run,
     "memory": memory.run,
+    "learn": learn.run,
 }
 
 

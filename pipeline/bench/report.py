@@ -152,8 +152,32 @@ def startup_rows(s: Dict[str, Any]) -> List[Row]:
     ]
 
 
+def learn_rows(figure: Dict[str, Any]) -> List[Row]:
+    if "skipped" in figure:
+        return [Row("6 learn", "ML-Agents training", "skipped", "", figure["skipped"], None)]
+    rows: List[Row] = []
+    normal = figure["default"]
+    for name, label in (("default", "default writers"), ("slow_plugin", "+50 ms plugin")):
+        if name not in figure:
+            continue
+        f = figure[name]
+        s, p = f["statbus"], f["plain"]
+        if name == "default":
+            target, passed = "≥ 0.97× mlagents-learn", f["speed_ratio"] >= 0.97
+        else:
+            target = "statbus unchanged"
+            passed = s["steps_per_s"] >= normal["statbus"]["steps_per_s"] * 0.9
+        rows.append(Row("6 learn", f"{label}: training steps/s (ratio)", f"{s['steps_per_s']:,.0f} ({f['speed_ratio']:.2f}×)",
+                        f"{p['steps_per_s']:,.0f} mlagents-learn", target, passed))
+        rows.append(Row("6 learn", f"{label}: wall time", f"{s['wall_s']:.1f} s", f"{p['wall_s']:.1f} s", "", None))
+        rows.append(Row("6 learn", f"{label}: CPU, training process / statbus processes",
+                        f"{s['training_process_cpu_s']:.1f} s / {s['statbus_processes_cpu_s']:.1f} s",
+                        f"{p['training_process_cpu_s']:.1f} s / -", "", None))
+    return rows
+
+
 ROW_MAKERS = {"hotpath": hotpath_rows, "throughput": throughput_rows, "recovery": recovery_rows,
-              "memory": memory_rows, "startup": startup_rows}
+              "memory": memory_rows, "startup": startup_rows, "learn": learn_rows}
 
 
 def rows_for(figures: Dict[str, Any]) -> List[Row]:
