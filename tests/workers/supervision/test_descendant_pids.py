@@ -9,7 +9,7 @@ import time
 
 import psutil
 
-from statbus.workers.processes import ResourceSampler, descendant_pids
+from statbus.workers.supervision.processes import ResourceSampler, descendant_pids
 
 
 def test_descendants_match_psutil_and_count_in_the_sampled_rss():
