@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 from ...plugins.errors import StatbusError
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 def load_plugin(config: HostConfig, page: StatePage) -> Writers:
     """Import the one entry point and register its writers (raises :class:`HostExit`)."""
     from ...plugins.errors import PluginImportError, PluginRegistrationError
-    from ...plugins.loader import load_writers
+    from ...plugins.loader import load_registration_function, load_writers
     from ...plugins.settings import RunOptions
     from ...plugins.groups import ML_AGENTS_STATS_WRITER
     from ..compat import install_mlagents_aliases, real_run_options
@@ -26,11 +27,16 @@ def load_plugin(config: HostConfig, page: StatePage) -> Writers:
         run_options = RunOptions.from_dict(config.run_options)
     except (StatbusError, TypeError) as exc:
         raise HostExit(ExitCode.BAD_CONFIG, f"bad run options: {exc}") from exc
-    registered_with: Any = run_options
-    if not install_mlagents_aliases() and run_options.mlagents_options and config.group == ML_AGENTS_STATS_WRITER:
-        # A run of `statbus learn`: an ML-Agents plugin gets what mlagents-learn gives it.
-        registered_with = real_run_options(run_options.mlagents_options) or run_options
+    aliased = install_mlagents_aliases()
     try:
+        load_registration_function(config.plugin_info)  # imports the plugin's module: see below
+        registered_with: Any = run_options
+        if not aliased and run_options.mlagents_options and config.group == ML_AGENTS_STATS_WRITER \
+                and "mlagents" in sys.modules:
+            # A run of `statbus learn`, and a plugin that imported mlagents: it gets the
+            # RunOptions mlagents-learn gives it.  One that did not gets statbus's compatible
+            # one: building ML-Agents' imports its trainers and torch (seconds per start).
+            registered_with = real_run_options(run_options.mlagents_options) or run_options
         writers = load_writers(config.plugin_info, registered_with)
     except PluginImportError as exc:
         raise HostExit(ExitCode.IMPORT_FAILURE, str(exc)) from exc
