@@ -11,6 +11,7 @@ error — is ML-Agents' code, called as ``mlagents.trainers.learn.main`` calls i
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -18,9 +19,10 @@ from mlagents.trainers import learn as ml_learn
 from mlagents.trainers.stats import StatsReporter as MLAgentsStatsReporter
 from mlagents_envs.timers import get_timer_tree
 
+from ...plugins import StatbusError
+from ..layout import RunLayout
 from ..trainer import config as trainer_config
 from ..trainer import reporter
-from ..layout import RunLayout
 from .console_echo import ConsoleEcho
 from .forwarding import ForwardingWriter
 from .session import CollectorSession, plugin_run_options
@@ -50,11 +52,16 @@ class LearnSession:
         layout = RunLayout(checkpoint.results_dir, checkpoint.run_id)
         trainer_config.configure(run_id=layout.run_id, results_dir=layout.results_dir, autostart=False)
         self.collector = CollectorSession(layout)
-        self.collector.start(
-            plugin_run_options(options, start_time=time.time()),
-            force=bool(checkpoint.force) and not checkpoint.resume,
-        )
-        self.echo = ConsoleEcho(f"{layout.statbus_dir}/logs/console.log").start()
+        try:
+            self.collector.start(
+                plugin_run_options(options, start_time=time.time()),
+                force=bool(checkpoint.force) and not checkpoint.resume,
+            )
+        except StatbusError as exc:
+            # Training goes on: the client keeps what it can (STATBUS_BUFFER_BYTES) for a
+            # collector started by hand (`statbus collector start --run-id ...`).
+            logger.error("statbus learn: the run's collector did not start: %s", exc)
+        self.echo = ConsoleEcho(os.path.join(layout.statbus_dir, "logs", "console.log")).start()
         self.writer = ForwardingWriter()
         return [self.writer]
 
@@ -75,6 +82,7 @@ class LearnSession:
         if not reporter.flush(FLUSH_TIMEOUT):
             logger.warning("statbus learn: the collector did not acknowledge every stat within %.0f s", FLUSH_TIMEOUT)
         reporter.shutdown()
+        trainer_config.forget_configuration()
         stopped = self.collector.stop() if self.collector is not None else False
         if self.echo is not None:
             self.echo.stop()
