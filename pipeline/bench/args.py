@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-FIGURES = ("startup", "hotpath", "throughput", "recovery", "memory", "learn")
+FIGURES = ("startup", "hotpath", "throughput", "recovery", "memory", "learn", "idle")
 """The benchmark's figures, in the order they run."""
 
 

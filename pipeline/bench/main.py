@@ -21,7 +21,7 @@ import time
 from typing import Any, Callable, Dict, Optional, Sequence
 
 from .args import FIGURES, add_arguments
-from .figures import hotpath, learn, memory, recovery, startup, throughput
+from .figures import hotpath, idle, learn, memory, recovery, startup, throughput
 from .report import format_table, rows_for
 
 logger = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ class BenchConfig:
     memory: memory.MemoryConfig
     startup: startup.StartupConfig
     learn: learn.LearnConfig
+    idle: idle.IdleConfig
 
 
 MODES: Dict[str, BenchConfig] = {
@@ -46,6 +47,7 @@ MODES: Dict[str, BenchConfig] = {
         memory.MemoryConfig(values=10_000_000, trainers=2, buffer_bytes=16 << 20),
         startup.StartupConfig(collector_starts=5, imports=5),
         learn.LearnConfig(max_steps=10_000, repetitions=3),
+        idle.IdleConfig(seconds=30.0),
     ),
     "quick": BenchConfig(
         hotpath.HotPathConfig(add_calls=48_000, periods=20, slow_periods=3, repetitions=3),
@@ -54,6 +56,7 @@ MODES: Dict[str, BenchConfig] = {
         memory.MemoryConfig(values=1_000_000, trainers=2, buffer_bytes=4 << 20),
         startup.StartupConfig(collector_starts=2, imports=3),
         learn.LearnConfig(max_steps=3_000, repetitions=3),
+        idle.IdleConfig(seconds=10.0),
     ),
     "smoke": BenchConfig(
         hotpath.HotPathConfig(add_calls=6_000, periods=3, slow_periods=1, repetitions=1),
@@ -62,6 +65,7 @@ MODES: Dict[str, BenchConfig] = {
         memory.MemoryConfig(values=60_000, trainers=1, buffer_bytes=1 << 20),
         startup.StartupConfig(collector_starts=1, imports=1),
         learn.LearnConfig(enabled=False),  # minutes of training: not for the test suite
+        idle.IdleConfig(seconds=1.0, settle=0.5),
     ),
 }
 
@@ -72,6 +76,7 @@ RUNNERS: Dict[str, Callable[[str, Any], Dict[str, Any]]] = {
     "recovery": recovery.run,
     "memory": memory.run,
     "learn": learn.run,
+    "idle": idle.run,
 }
 
 

@@ -176,8 +176,18 @@ def learn_rows(figure: Dict[str, Any]) -> List[Row]:
     return rows
 
 
+def idle_rows(figure: Dict[str, Any]) -> List[Row]:
+    share = figure["percent_of_one_core"]
+    workers = ", ".join(f"{name} {value:.2f}" for name, value in share.items() if name != "collector")
+    return [
+        Row("7 idle", f"collector + {len(share) - 1} plugins idle, % of one core", f"{figure['total_percent']:.2f}%",
+            "", "< 0.5%", figure["total_percent"] < 0.5),
+        Row("7 idle", "collector / workers (%)", f"{share.get('collector', 0.0):.2f} / {workers}", "", "", None),
+    ]
+
+
 ROW_MAKERS = {"hotpath": hotpath_rows, "throughput": throughput_rows, "recovery": recovery_rows,
-              "memory": memory_rows, "startup": startup_rows, "learn": learn_rows}
+              "memory": memory_rows, "startup": startup_rows, "learn": learn_rows, "idle": idle_rows}
 
 
 def rows_for(figures: Dict[str, Any]) -> List[Row]:
