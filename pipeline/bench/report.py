@@ -177,6 +177,8 @@ def learn_rows(figure: Dict[str, Any]) -> List[Row]:
 
 
 def idle_rows(figure: Dict[str, Any]) -> List[Row]:
+    if "skipped" in figure:
+        return [Row("7 idle", "idle collector CPU", "skipped", "", figure["skipped"], None)]
     share = figure["percent_of_one_core"]
     workers = ", ".join(f"{name} {value:.2f}" for name, value in share.items() if name != "collector")
     return [

@@ -23,6 +23,7 @@ class IdleConfig:
     seconds: float = 30.0
     settle: float = 5.0
     timeout: float = 60.0
+    enabled: bool = True
 
 
 def _cpu(process: psutil.Process) -> float:
@@ -33,6 +34,8 @@ def _cpu(process: psutil.Process) -> float:
 def run(root: str, config: IdleConfig) -> Dict[str, Any]:
     from ....plugins.discovery import discover_plugins
 
+    if not config.enabled:
+        return {"skipped": "not measured in this mode"}
     installed = {p.name for p in discover_plugins()}
     collector = BenchCollector(root, "idle", [name for name in PLUGINS if name in installed])
     try:
