@@ -31,12 +31,15 @@ def load_plugin(config: HostConfig, page: StatePage) -> Writers:
     try:
         load_registration_function(config.plugin_info)  # imports the plugin's module: see below
         registered_with: Any = run_options
-        if not aliased and run_options.mlagents_options and config.group == ML_AGENTS_STATS_WRITER \
-                and "mlagents" in sys.modules:
-            # A run of `statbus learn`, and a plugin that imported mlagents: it gets the
-            # RunOptions mlagents-learn gives it.  One that did not gets statbus's compatible
-            # one: building ML-Agents' imports its trainers and torch (seconds per start).
-            registered_with = real_run_options(run_options.mlagents_options) or run_options
+        if not aliased and config.group == ML_AGENTS_STATS_WRITER and "mlagents" in sys.modules:
+            # A plugin that imported the real mlagents gets ML-Agents' RunOptions: under
+            # `statbus learn` the ones mlagents-learn built, else ML-Agents' defaults for this
+            # run.  One that did not gets statbus's compatible one: building ML-Agents' imports
+            # its trainers and torch (seconds per worker start).
+            registered_with = real_run_options(run_options.mlagents_options or {
+                "checkpoint_settings": {"run_id": run_options.run_id, "results_dir": run_options.results_dir,
+                                        "resume": run_options.resume},
+            }) or run_options
         writers = load_writers(config.plugin_info, registered_with)
     except PluginImportError as exc:
         raise HostExit(ExitCode.IMPORT_FAILURE, str(exc)) from exc
