@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
-import math
 import os
 import signal
 import threading
@@ -308,9 +307,7 @@ class Collector:
         intake_open = True
         next_tick = self.clock()
         while True:
-            # Rounded up: truncated, the last millisecond before a tick polled with 0 ms,
-            # a busy loop of a dozen polls per tick (about 1% of a core, idle).
-            timeout_ms = max(0, math.ceil((next_tick - self.clock()) * 1000))
+            timeout_ms = max(0, int((next_tick - self.clock()) * 1000))
             events = dict(poller.poll(timeout_ms))
             if intake_open and data in events:
                 self._drain(data)
