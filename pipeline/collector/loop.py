@@ -30,21 +30,24 @@ import zmq
 from ...plugins import ConfigError, StatbusError
 from ...workers.exits import ExitCode
 from ..control import ControlServer
-from ..journal.recovery import encode_snapshot, encode_summary, read_entry_record, replay_newest_segment
+from ..journal.recovery import encode_snapshot, read_entry_record, replay_newest_segment
 from ..journal.retention import Retention
-from ..journal.writer import EntryType, Journal, JournalReader
+from ..journal.writer import EntryType, Journal, JournalReader, JournalWriteError
 from ..layout import RunLayout
 from ..security.curve import TransportSecurity, secure_bind
-from ..wire import MAX_FRAME_BYTES, encode_ack
-from .aggregator import Aggregator
+from ..wire import MAX_FRAME_BYTES, Refusal, encode_ack, encode_refusal
+from .aggregator import Aggregator, encode_summary
 from .control import answer_control
 from .fetch_server import FetchServer
+from .identity import RunIdentity, establish
 from .idle import IdleWatch
 from .intake import Intake, Verdict
 from .options import CollectorOptions, SupervisorFactory, SupervisorHooks, SupervisorLike
 from .pidfile import AlreadyRunning, PidFile
 from .ready import ready_path, remove_ready, write_ready
+from .socket_dirs import claim, release, sweep_dead
 from .status import RateMeter
+from .write_stall import StallControl, WriteStall
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +108,8 @@ class Collector:
         self.retention = Retention(self.journal, options.quota_bytes)
         self.rate = RateMeter(clock)
         self.recovery: Dict[str, Any] = {}
+        self.identity: Optional[RunIdentity] = None
+        self._socket_dir: Optional[str] = None
         self.started = clock()
         self.phase = _Phase.RUNNING
         self._drain_deadline = 0.0
@@ -114,8 +119,14 @@ class Collector:
         self.summaries = 0
         self._authenticators: List[Any] = []
         self._data_auth: Optional[Any] = None
-        self._last_revoked_log = -1e9
         self._idle = IdleWatch(options.idle_exit) if options.idle_exit is not None else None
+        self._data: Optional[zmq.Socket] = None
+        self.stalls = StallControl(
+            self.journal, layout.journal_dir, clock,
+            readable=lambda: self.fetch.on_committed(),
+            rotate=self._rotate,
+            send_acks=self._send_held_acks,
+        )
 
     # --- public --------------------------------------------------------------------------
 
@@ -155,6 +166,10 @@ class Collector:
     # --- setup and teardown ----------------------------------------------------------------
 
     def _run(self, context: zmq.Context, sockets: List[zmq.Socket]) -> int:
+        # Under the pidfile lock and before the journal opens: a forced start clears the journal too.
+        self.identity = establish(self.layout, self.options.force, self.options.force_before)
+        if self.data_address.startswith("tcp://"):
+            self.intake.bindings.load(os.path.join(self.layout.statbus_dir, "peers.jsonl"))
         report = self.journal.open()
         self.recovery["journal"] = dataclasses.asdict(report) if dataclasses.is_dataclass(report) else repr(report)
         replay = replay_newest_segment(self.journal, self.intake, self.aggregator)
@@ -163,20 +178,23 @@ class Collector:
         self.retention.note_recovered(report.newest_base, replay.entries_per_segment + replay.summaries_reemitted)
         reader = JournalReader(self.layout.journal_dir)
         self._reader = reader
-        self.layout.ensure_socket_dir()
+        # Under the pidfile lock: the directories of dead collectors go, this run's is claimed.
+        sweep_dead(keep=self.layout.socket_dir)
+        self._socket_dir = claim(self.layout)
         data = self._bind(
             context, sockets, self.data_address, self.options.security, rcvhwm=DATA_RCVHWM, maxmsgsize=DATA_MAXMSGSIZE
         )
         if self.data_address.startswith("tcp://"):
             # With port 0 or '*' only the bound endpoint tells trainers where to go.
             self.data_address = data.getsockopt_string(zmq.LAST_ENDPOINT) or self.data_address
+        self._data = data
         work = self._bind(context, sockets, self.worker_address)
         ctl = self._bind(context, sockets, self.control_address)
         self.fetch = FetchServer(
             work,
             reader,
             head=lambda: self.journal.committed_position,
-            floor=self.retention.floor,
+            quota_position=self.retention.quota_position,
             skip=self._skip_positions,
             count_between=self.retention.count_between,
             clock=self.clock,
@@ -184,7 +202,12 @@ class Collector:
         control = ControlServer(ctl, lambda request: answer_control(self, request))
         if self._supervisor_factory is not None:
             self.supervisor = self._supervisor_factory(
-                SupervisorHooks(self.worker_address, self._dead_letter_record, self.retention.count_between)
+                SupervisorHooks(
+                    self.worker_address,
+                    self._dead_letter_record,
+                    self.retention.count_between,
+                    self.identity.run_options(self.layout),
+                )
             )
             self.retention.supervisor = self.supervisor
             self.supervisor.start(self.journal.end_position)
@@ -239,6 +262,11 @@ class Collector:
             self._ready_callback(self)
 
     @property
+    def stall(self) -> Optional[WriteStall]:
+        """The episode in which the journal cannot be written, if one is going on (see :mod:`.write_stall`)."""
+        return self.stalls.current
+
+    @property
     def ready_file(self) -> str:
         return ready_path(self.layout.statbus_dir)
 
@@ -252,6 +280,9 @@ class Collector:
                 logger.exception("stopping the workers failed")
         try:
             self.journal.close()  # commits and syncs what is buffered; a no-op if it never opened
+        except JournalWriteError as exc:
+            logger.error("journal: %s; %s bytes accepted but never written are dropped: they were not "
+                         "acknowledged, their trainers still hold them", exc, exc.pending_bytes)
         except Exception:  # noqa: BLE001
             logger.exception("closing the journal failed")
         reader = getattr(self, "_reader", None)
@@ -262,6 +293,8 @@ class Collector:
         for authenticator in self._authenticators:
             authenticator.stop()
         context.term()
+        if self._socket_dir is not None:
+            release(self._socket_dir)  # before the pidfile goes: the next collector of the run may claim it then
         logger.info("statbus collector stopped (head %s)", self.journal.end_position)
 
     # --- the loop --------------------------------------------------------------------------
@@ -298,7 +331,7 @@ class Collector:
                 self.phase = _Phase.DRAINING
                 self._drain_deadline = now + self._stop_timeout
             if self.phase is _Phase.DRAINING:
-                head = self.journal.end_position
+                head = self.journal.committed_position  # what waits for a full disk is no plugin's to catch up on
                 caught_up = self.supervisor is None or self.supervisor.all_caught_up(head)
                 if caught_up or now >= self._drain_deadline:
                     if not caught_up:
@@ -309,6 +342,9 @@ class Collector:
 
     def _drain(self, data: zmq.Socket) -> None:
         """Take up to a bounded batch of frames, journal them, commit, then ack."""
+        if self.stalls.current is not None:
+            self.stalls.drop_frames(data, MAX_FRAMES_PER_ITERATION)
+            return
         acks: Dict[bytes, int] = {}
         appended = False
         budget = MAX_BYTES_PER_ITERATION
@@ -316,12 +352,20 @@ class Collector:
         auth = self._data_auth
         clock = self.clock
         deadline = clock() + MAX_DRAIN_SECONDS
+        refusals: Dict[bytes, Refusal] = {}
+        peer: Optional[str] = None
         for _ in range(MAX_FRAMES_PER_ITERATION):
             try:
                 if auth is None:
                     message = data.recv_multipart(zmq.NOBLOCK)
                 else:
-                    message = self._admitted(data.recv_multipart(zmq.NOBLOCK, copy=False), auth)
+                    frames = data.recv_multipart(zmq.NOBLOCK, copy=False)
+                    peer = self._admitted(frames, auth)
+                    if peer is None:
+                        if len(frames) == 2:
+                            refusals[frames[0].bytes] = Refusal.REVOKED
+                        continue
+                    message = [frame.bytes for frame in frames]
             except zmq.Again:
                 break
             if len(message) != 2:
@@ -329,7 +373,10 @@ class Collector:
                     intake.rejects["bad_message"] += 1
                 continue
             routing_id, payload = message
-            decision = intake.receive(payload, routing_id.hex())
+            decision = intake.receive(payload, routing_id.hex(), peer)
+            if decision.refusal is not None:
+                refusals[routing_id] = decision.refusal
+                continue
             if decision.verdict is Verdict.ACCEPT:
                 self.retention.note_appended(journal.append(EntryType.FRAME, payload))
                 for summary in aggregator.apply(decision.frame.records):
@@ -339,46 +386,68 @@ class Collector:
                 if journal.needs_rotation():
                     # Mid-drain is fine: rotate() commits first, and the snapshot it
                     # writes is the state after every entry appended so far.
-                    self._rotate()
+                    try:
+                        self._rotate()
+                    except JournalWriteError as exc:
+                        if decision.ack is not None:
+                            acks[routing_id] = decision.ack
+                        self.stalls.failed(exc, acks)
+                        return
             elif decision.substitute is not None:
                 self.retention.note_appended(journal.append(EntryType.FRAME, decision.substitute))
                 appended = True
             if decision.ack is not None:
                 acks[routing_id] = decision.ack
             budget -= len(payload)
-            if budget <= 0 or clock() >= deadline:
+            if budget <= 0 or clock() >= deadline or journal.write_error is not None:
                 break
         if appended:
-            journal.commit()
-            self.fetch.on_committed()
-        for routing_id, seq in acks.items():
             try:
-                data.send_multipart([routing_id, encode_ack(seq)], zmq.NOBLOCK)
+                journal.commit()
+            except JournalWriteError as exc:
+                self.stalls.failed(exc, acks)
+                return
+            self.fetch.on_committed()
+        # Acks first: what a connection got journaled before its refusal is acknowledged still.
+        replies = [(routing_id, encode_ack(seq)) for routing_id, seq in acks.items()]
+        replies += [(routing_id, encode_refusal(reason)) for routing_id, reason in refusals.items()]
+        for routing_id, reply in replies:
+            try:
+                data.send_multipart([routing_id, reply], zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass  # the trainer is gone or not reading: it re-sends and hears again
 
-    def _admitted(self, frames: List[zmq.Frame], auth: Any) -> List[bytes]:
-        """The message as bytes if its CURVE peer is still on the allow-list, else ``[]``.
+    def _admitted(self, frames: List[zmq.Frame], auth: Any) -> Optional[str]:
+        """The message's CURVE peer if it is still on the allow-list, else None.
 
         ZAP checks a key once per connection; a key revoked since stays connected,
-        so every frame's ``User-Id`` is checked again here (the allow-list is
-        re-read at most once a second).
+        so every frame's ``User-Id`` (the key's allow-list name) is checked again
+        here (the allow-list is re-read at most once a second).  A revoked peer is
+        told so (:data:`Refusal.REVOKED`), which stops its re-sending.
         """
         user = frames[-1].get("User-Id") if frames else ""
         if not auth.is_allowed(user):
-            self.intake.rejects["revoked"] += 1
-            now = self.clock()
-            if now - self._last_revoked_log >= 10.0:
-                self._last_revoked_log = now
-                logger.warning("dropped a frame from %r: its key is no longer on the allow-list", user)
-            return []
-        return [frame.bytes for frame in frames]
+            self.intake.count_refusal(Refusal.REVOKED, repr(user), "its key is no longer on the allow-list")
+            return None
+        return user
+
+    def _send_held_acks(self, acks: Dict[bytes, int]) -> None:
+        """The acks a stall held back, once what they acknowledge is written."""
+        for routing_id, seq in acks.items():
+            try:
+                self._data.send_multipart([routing_id, encode_ack(seq)], zmq.NOBLOCK)
+            except (zmq.ZMQError, AttributeError):
+                pass  # the trainer is gone or not reading (or no socket yet): it re-sends and hears again
 
     def _rotate(self) -> None:
         self.retention.note_appended(self.journal.rotate(encode_snapshot(self.intake, self.aggregator)), anchor=True)
 
     def _tick(self) -> None:
-        self.journal.tick()
+        try:
+            self.journal.tick()
+        except JournalWriteError as exc:
+            self.stalls.failed(exc, {})
+        self.stalls.tick()
         self.fetch.tick()
         head = self.journal.end_position
         if self.supervisor is not None:
@@ -391,7 +460,7 @@ class Collector:
         except (StatbusError, KeyError, OSError):
             logger.exception("retention pass failed; trying again at the next")
         self.rate.sample(self.intake.accepted_values, self.intake.accepted_frames)
-        if self._idle is not None and self.phase is _Phase.RUNNING and self._stop_graceful is None:
+        if self._idle is not None and self.phase is _Phase.RUNNING and self._stop_graceful is None and self.stall is None:
             caught_up = self.supervisor is None or self.supervisor.all_caught_up(head)
             if self._idle.expired(self.clock(), self.intake.senders, self.intake.accepted_frames, caught_up):
                 logger.info(
