@@ -4,9 +4,22 @@ Importing this package loads the trainer side only (the ML-Agents-style API
 below, zmq and msgpack): no collector, no plugin writers, no tensorboard.
 """
 
+from typing import Optional, Sequence
+
 from ..plugins.stats import StatsAggregationMethod, StatsPropertyType, StatsSummary
 from .trainer.config import TrainerConfig, configure
 from .trainer.reporter import StatsReporter, client_counters, flush, shutdown
+
+
+def learn(argv: Optional[Sequence[str]] = None) -> int:
+    """``mlagents-learn ARGV`` in this process, every stats writer but one out of process.
+
+    See :mod:`statbus.pipeline.mlagents.launcher`; mlagents is imported here, on call.
+    """
+    from .mlagents.launcher import learn as _learn
+
+    return _learn(argv)
+
 
 __all__ = [
     "StatsAggregationMethod",
@@ -17,6 +30,7 @@ __all__ = [
     "client_counters",
     "configure",
     "flush",
+    "learn",
     "shutdown",
     "SummaryWriter",
 ]

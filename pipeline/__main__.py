@@ -9,6 +9,8 @@ control socket answers ``{"op": "ping"}``.  Exit codes: :class:`ExitCode`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import os
 import signal
@@ -68,7 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
         "(a Unix time: the forcing training's start)",
     )
     parser.add_argument("--log-level", default=os.environ.get("STATBUS_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--run-options", metavar="FILE",
+        help="JSON of the RunOptions handed to plugins (statbus learn writes ML-Agents' there); "
+        "the run id and results dir stay this collector's",
+    )
     return parser
+
+
+REPLACED_PLUGINS = frozenset({"mlagents.stats_writer:default"})
+"""Plugins statbus's built-in writers stand in for; left out unless ``--plugins`` names them."""
 
 
 def _names(text: Optional[str]) -> List[str]:
@@ -84,8 +95,30 @@ def select_plugins(found: Sequence[PluginInfo], only: List[str], exclude: List[s
     def named(plugin: PluginInfo, names: List[str]) -> bool:
         return plugin.name in names or f"{plugin.group}:{plugin.name}" in names
 
-    chosen = [p for p in found if (not only or named(p, only)) and not named(p, exclude)]
+    # ML-Agents' own `default` entry point (its in-process TensorBoard, gauge and console
+    # writers) is what statbus's built-ins replace: run it only when asked for by name.
+    chosen = [
+        p for p in found
+        if (named(p, only) if only else f"{p.group}:{p.name}" not in REPLACED_PLUGINS) and not named(p, exclude)
+    ]
     return chosen
+
+
+def load_run_options(path: Optional[str]) -> Optional[RunOptions]:
+    """``--run-options``' file (raises ConfigError): what plugins get on top of the run's identity.
+
+    The run's paths, start time and resume flag stay the identity's; the file gives
+    the trainer's own options (``statbus learn``: ML-Agents' behaviors, env settings and
+    its whole RunOptions).
+    """
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--run-options {path}: {exc}") from None
+    return RunOptions.from_dict(data)
 
 
 def supervisor_factory(layout: RunLayout, plugins: List[PluginInfo], args: argparse.Namespace) -> SupervisorFactory:
@@ -93,13 +126,17 @@ def supervisor_factory(layout: RunLayout, plugins: List[PluginInfo], args: argpa
     from ..workers.supervision.supervisor import Supervisor
 
     config = load_config(args.config, parse_overrides(args.set))
+    overlay = load_run_options(args.run_options)
 
     def make(hooks: SupervisorHooks) -> Supervisor:
         return Supervisor(
             layout.statbus_dir,
             plugins,
             config,
-            hooks.run_options,
+            hooks.run_options if overlay is None else dataclasses.replace(
+                hooks.run_options, behaviors=overlay.behaviors, env_settings=overlay.env_settings,
+                debug=overlay.debug, mlagents_options=overlay.mlagents_options,
+            ),
             hooks.worker_address,
             on_dead_letter=hooks.on_dead_letter,
             count_entries=hooks.count_entries,

@@ -52,6 +52,9 @@ class RunOptions:
     """Wall-clock time (``time.time()``) at which the run started."""
     plugin_options: Dict[str, Any] = dataclasses.field(default_factory=dict)
     """Options of the one plugin these run options are handed to."""
+    mlagents_options: Optional[Dict[str, Any]] = None
+    """``mlagents.trainers.settings.RunOptions.as_dict()`` of a run trained by ``statbus learn``:
+    a worker host where mlagents is importable hands ML-Agents plugins the real RunOptions built from it."""
 
     @classmethod
     def create(
@@ -89,6 +92,7 @@ class RunOptions:
             "debug": self.debug,
             "start_time": self.start_time,
             "plugin_options": dict(self.plugin_options),
+            "mlagents_options": self.mlagents_options,
         }
 
     @staticmethod

@@ -17,7 +17,7 @@ import importlib.util
 import logging
 import sys
 import types
-from typing import Dict
+from typing import Any, Dict, Mapping, Optional
 
 from ..plugins import groups as statbus_groups
 from ..plugins import settings as statbus_settings
@@ -86,3 +86,21 @@ def install_mlagents_aliases() -> bool:
     sys.modules.update(modules)
     logger.debug("installed mlagents aliases: %s", ", ".join(sorted(modules)))
     return True
+
+
+def real_run_options(mlagents_options: Mapping[str, Any]) -> Optional[Any]:
+    """``mlagents.trainers.settings.RunOptions`` rebuilt from its ``as_dict()``; None where that fails.
+
+    Only where the real mlagents is importable (the aliases are not installed).
+    Its trainer types are plugins too: they must be registered before a
+    behavior's ``trainer_type`` can be read back ("Invalid trainer type ppo").
+    """
+    try:
+        from mlagents.plugins.trainer_type import register_trainer_plugins
+        from mlagents.trainers.settings import RunOptions as MLAgentsRunOptions
+
+        register_trainer_plugins()
+        return MLAgentsRunOptions.from_dict(dict(mlagents_options))
+    except Exception as exc:  # noqa: BLE001 — a plugin still gets statbus's RunOptions
+        logger.warning("cannot build mlagents' RunOptions (%r); the plugin gets statbus's", exc)
+        return None

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-FIGURES = ("startup", "hotpath", "throughput", "recovery", "memory", "frameworks")
-"""The benchmark's figures, in the order they run (``frameworks``: issue 14)."""
+FIGURES = ("startup", "hotpath", "throughput", "recovery", "memory", "frameworks", "learn", "idle")
+"""The benchmark's figures, in the order they run."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -21,7 +21,7 @@ import time
 from typing import Any, Callable, Dict, Optional, Sequence
 
 from .args import FIGURES, add_arguments
-from .figures import frameworks, hotpath, memory, recovery, startup, throughput
+from .figures import frameworks, hotpath, idle, learn, memory, recovery, startup, throughput
 from .report import format_table, rows_for
 
 logger = logging.getLogger(__name__)
@@ -36,6 +36,8 @@ class BenchConfig:
     memory: memory.MemoryConfig
     startup: startup.StartupConfig
     frameworks: frameworks.FrameworksConfig
+    learn: learn.LearnConfig
+    idle: idle.IdleConfig
 
 
 MODES: Dict[str, BenchConfig] = {
@@ -46,6 +48,8 @@ MODES: Dict[str, BenchConfig] = {
         memory.MemoryConfig(values=10_000_000, trainers=2, buffer_bytes=16 << 20),
         startup.StartupConfig(collector_starts=5, imports=5),
         frameworks.FrameworksConfig(calls=20_000, repetitions=5),
+        learn.LearnConfig(max_steps=10_000, repetitions=3),
+        idle.IdleConfig(seconds=30.0),
     ),
     "quick": BenchConfig(
         hotpath.HotPathConfig(add_calls=48_000, periods=20, slow_periods=3, repetitions=3),
@@ -54,6 +58,8 @@ MODES: Dict[str, BenchConfig] = {
         memory.MemoryConfig(values=1_000_000, trainers=2, buffer_bytes=4 << 20),
         startup.StartupConfig(collector_starts=2, imports=3),
         frameworks.FrameworksConfig(calls=8_000, repetitions=3),
+        learn.LearnConfig(max_steps=3_000, repetitions=3),
+        idle.IdleConfig(seconds=10.0),
     ),
     "smoke": BenchConfig(
         hotpath.HotPathConfig(add_calls=6_000, periods=3, slow_periods=1, repetitions=1),
@@ -62,6 +68,8 @@ MODES: Dict[str, BenchConfig] = {
         memory.MemoryConfig(values=60_000, trainers=1, buffer_bytes=1 << 20),
         startup.StartupConfig(collector_starts=1, imports=1),
         frameworks.FrameworksConfig(calls=400, repetitions=1),
+        learn.LearnConfig(enabled=False),  # minutes of training: not for the test suite
+        idle.IdleConfig(enabled=False),  # a collector and five workers more: the suite's smoke run is long enough
     ),
 }
 
@@ -72,6 +80,8 @@ RUNNERS: Dict[str, Callable[[str, Any], Dict[str, Any]]] = {
     "recovery": recovery.run,
     "memory": memory.run,
     "frameworks": frameworks.run,
+    "learn": learn.run,
+    "idle": idle.run,
 }
 
 

@@ -169,8 +169,46 @@ def frameworks_rows(f: Dict[str, Any]) -> List[Row]:
     return rows
 
 
+
+def learn_rows(figure: Dict[str, Any]) -> List[Row]:
+    if "skipped" in figure:
+        return [Row("7 learn", "ML-Agents training", "skipped", "", figure["skipped"], None)]
+    rows: List[Row] = []
+    normal = figure["default"]
+    for name, label in (("default", "default writers"), ("slow_plugin", "+50 ms plugin")):
+        if name not in figure:
+            continue
+        f = figure[name]
+        s, p = f["statbus"], f["plain"]
+        if name == "default":
+            target, passed = "≥ 0.97× mlagents-learn", f["speed_ratio"] >= 0.97
+        else:
+            target = "statbus unchanged"
+            passed = s["steps_per_s"] >= normal["statbus"]["steps_per_s"] * 0.9
+        rows.append(Row("7 learn", f"{label}: training steps/s (ratio)", f"{s['steps_per_s']:,.0f} ({f['speed_ratio']:.2f}×)",
+                        f"{p['steps_per_s']:,.0f} mlagents-learn", target, passed))
+        rows.append(Row("7 learn", f"{label}: wall time", f"{s['wall_s']:.1f} s", f"{p['wall_s']:.1f} s", "", None))
+        rows.append(Row("7 learn", f"{label}: CPU, training process / statbus processes",
+                        f"{s['training_process_cpu_s']:.1f} s / {s['statbus_processes_cpu_s']:.1f} s",
+                        f"{p['training_process_cpu_s']:.1f} s / -", "", None))
+    return rows
+
+
+def idle_rows(figure: Dict[str, Any]) -> List[Row]:
+    if "skipped" in figure:
+        return [Row("8 idle", "idle collector CPU", "skipped", "", figure["skipped"], None)]
+    share = figure["percent_of_one_core"]
+    workers = ", ".join(f"{name} {value:.2f}" for name, value in share.items() if name != "collector")
+    return [
+        Row("8 idle", f"collector + {len(share) - 1} plugins idle, % of one core", f"{figure['total_percent']:.2f}%",
+            "", "< 0.5%", figure["total_percent"] < 0.5),
+        Row("8 idle", "collector / workers (%)", f"{share.get('collector', 0.0):.2f} / {workers}", "", "", None),
+    ]
+
+
 ROW_MAKERS = {"hotpath": hotpath_rows, "throughput": throughput_rows, "recovery": recovery_rows,
-              "memory": memory_rows, "startup": startup_rows, "frameworks": frameworks_rows}
+              "memory": memory_rows, "startup": startup_rows, "frameworks": frameworks_rows,
+              "learn": learn_rows, "idle": idle_rows}
 
 
 def rows_for(figures: Dict[str, Any]) -> List[Row]:

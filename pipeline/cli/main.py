@@ -24,7 +24,7 @@ from ...workers.exits import ExitCode
 
 logger = logging.getLogger(__name__)
 
-COMMAND_MODULES: List[str] = ["plugins", "collector", "status", "demo", "keys", "bench"]
+COMMAND_MODULES: List[str] = ["plugins", "collector", "status", "demo", "keys", "bench", "learn"]
 """The modules of this package (``cli/<name>.py``) that register subcommands, in help order."""
 
 
@@ -58,6 +58,12 @@ def build_parser(command_modules: Sequence[str] = COMMAND_MODULES) -> argparse.A
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the ``statbus`` command with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["learn"]:
+        # Every argument is mlagents-learn's, and so is its logging: none of ours.
+        from .learn import run_learn
+
+        return run_learn(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

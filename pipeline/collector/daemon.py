@@ -125,7 +125,12 @@ def start_detached(
     )
 
 
-def ensure_running(layout: RunLayout, extra: Sequence[str] = (), timeout: float = 30.0) -> Started:
+def ensure_running(
+    layout: RunLayout,
+    extra: Sequence[str] = (),
+    timeout: float = 30.0,
+    env: Optional[Mapping[str, str]] = None,
+) -> Started:
     """Make sure exactly one collector serves ``layout``; start it if none does.
 
     Starters serialize on a lock file, so that many trainers starting at once
@@ -140,7 +145,7 @@ def ensure_running(layout: RunLayout, extra: Sequence[str] = (), timeout: float 
             pid = read_pid(layout.pid_file) or 0
             return Started(pid, layout.data_address, already_running=True)
         try:
-            return start_detached(layout, extra, timeout)
+            return start_detached(layout, extra, timeout, env=env)
         except AlreadyRunning as exc:
             # Started by someone who does not take the starters' lock (a script):
             # it is coming up; wait for it to answer.

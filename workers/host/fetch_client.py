@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 REPLY_TIMEOUT = 5.0
 """Seconds without any reply after which the collector is considered gone."""
 
-_POLL_SLICE_MS = 100
+_POLL_SLICE_MS = 250
 """Longest single wait, so that a stop request is noticed promptly."""
 
 class LostCollector(StatbusError):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import sys
+from typing import TYPE_CHECKING, Any
 
 from ...plugins.errors import StatbusError
 from ..exits import ExitCode, HostExit
@@ -17,17 +18,29 @@ if TYPE_CHECKING:
 def load_plugin(config: HostConfig, page: StatePage) -> Writers:
     """Import the one entry point and register its writers (raises :class:`HostExit`)."""
     from ...plugins.errors import PluginImportError, PluginRegistrationError
-    from ...plugins.loader import load_writers
+    from ...plugins.loader import load_registration_function, load_writers
     from ...plugins.settings import RunOptions
-    from ..compat import install_mlagents_aliases
+    from ...plugins.groups import ML_AGENTS_STATS_WRITER
+    from ..compat import install_mlagents_aliases, real_run_options
 
     try:
         run_options = RunOptions.from_dict(config.run_options)
     except (StatbusError, TypeError) as exc:
         raise HostExit(ExitCode.BAD_CONFIG, f"bad run options: {exc}") from exc
-    install_mlagents_aliases()
+    aliased = install_mlagents_aliases()
     try:
-        writers = load_writers(config.plugin_info, run_options)
+        load_registration_function(config.plugin_info)  # imports the plugin's module: see below
+        registered_with: Any = run_options
+        if not aliased and config.group == ML_AGENTS_STATS_WRITER and "mlagents" in sys.modules:
+            # A plugin that imported the real mlagents gets ML-Agents' RunOptions: under
+            # `statbus learn` the ones mlagents-learn built, else ML-Agents' defaults for this
+            # run.  One that did not gets statbus's compatible one: building ML-Agents' imports
+            # its trainers and torch (seconds per worker start).
+            registered_with = real_run_options(run_options.mlagents_options or {
+                "checkpoint_settings": {"run_id": run_options.run_id, "results_dir": run_options.results_dir,
+                                        "resume": run_options.resume},
+            }) or run_options
+        writers = load_writers(config.plugin_info, registered_with)
     except PluginImportError as exc:
         raise HostExit(ExitCode.IMPORT_FAILURE, str(exc)) from exc
     except PluginRegistrationError as exc:

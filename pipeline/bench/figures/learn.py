@@ -1,0 +1,129 @@
+"""Figure ``learn``: real ML-Agents training under ``mlagents-learn`` and under ``statbus learn``.
+
+The same seeded PPO run (:mod:`..learn_env`), the two launchers
+alternated, medians of ``repetitions``: training steps per second (steps over
+the training loop's wall time), the whole command's wall time, and the CPU
+seconds statbus's processes used (the collector and its workers: the
+launcher's reaped children beyond the env worker, which both launchers have).
+Then both again with one extra plugin that sleeps 50 ms in every
+``write_stats`` (a summary every 200 steps; a sleep per ``on_add_stat`` too
+would hold ``mlagents-learn`` for minutes: ML-Agents adds a few values per step).  Skipped, with the reason, where mlagents is not importable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+from typing import Any, Dict, List
+
+CONFIG = """\
+behaviors:
+  Bench:
+    trainer_type: ppo
+    hyperparameters: {{batch_size: 64, buffer_size: 640, learning_rate: 3.0e-4}}
+    network_settings: {{hidden_units: 16, num_layers: 1}}
+    max_steps: {max_steps}
+    summary_freq: 200
+    time_horizon: 10
+    checkpoint_interval: 1000000
+"""
+
+SLOW_PLUGIN = '''\
+import time
+from mlagents.trainers.stats import StatsWriter
+
+
+class Slow(StatsWriter):
+    def write_stats(self, category, values, step):
+        time.sleep(0.05)
+
+
+def register(run_options):
+    return [Slow()]
+'''
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnConfig:
+    max_steps: int = 10_000
+    repetitions: int = 3
+    slow_plugin: bool = True
+    enabled: bool = True
+
+
+def _slow_plugin_dir(root: str) -> str:
+    """A distribution on ``PYTHONPATH`` with one ``mlagents.stats_writer`` plugin that sleeps 50 ms."""
+    path = os.path.join(root, "slowplugin")
+    os.makedirs(os.path.join(path, "statbus_bench_slow-0.1.dist-info"), exist_ok=True)
+    with open(os.path.join(path, "statbus_bench_slow.py"), "w", encoding="utf-8") as handle:
+        handle.write(SLOW_PLUGIN)
+    info = os.path.join(path, "statbus_bench_slow-0.1.dist-info")
+    with open(os.path.join(info, "METADATA"), "w", encoding="utf-8") as handle:
+        handle.write("Metadata-Version: 2.1\nName: statbus_bench_slow\nVersion: 0.1\n")
+    with open(os.path.join(info, "entry_points.txt"), "w", encoding="utf-8") as handle:
+        handle.write("[mlagents.stats_writer]\nbench_slow = statbus_bench_slow:register\n")
+    return path
+
+
+def _train(root: str, mode: str, index: int, config: str, pythonpath: str) -> Dict[str, Any]:
+    run_id = f"{mode}-{index}"
+    report = os.path.join(root, f"{run_id}.json")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=pythonpath)
+    with open(os.path.join(root, f"{run_id}.log"), "w", encoding="utf-8") as log:
+        done = subprocess.run(
+            [sys.executable, "-m", "statbus.pipeline.bench.learn_env", mode, report, config,
+             f"--run-id={run_id}", "--seed=3", f"--results-dir={os.path.join(root, 'results')}"],
+            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=900,
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"{mode} training exited {done.returncode}; see {log.name}")
+    with open(report, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _median(runs: List[Dict[str, Any]], key: str) -> float:
+    return statistics.median(run[key] for run in runs)
+
+
+def _scenario(root: str, name: str, config: LearnConfig, pythonpath: str) -> Dict[str, Any]:
+    directory = os.path.join(root, name)
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, "config.yaml")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(CONFIG.format(max_steps=config.max_steps))
+    runs: Dict[str, List[Dict[str, Any]]] = {"plain": [], "statbus": []}
+    for index in range(config.repetitions):
+        order = ("plain", "statbus") if index % 2 == 0 else ("statbus", "plain")
+        for mode in order:
+            runs[mode].append(_train(directory, mode, index, path, pythonpath))
+    result: Dict[str, Any] = {}
+    for mode, done in runs.items():
+        result[mode] = {
+            "steps_per_s": statistics.median(config.max_steps / r["train_s"] for r in done),
+            "wall_s": _median(done, "wall_s"),
+            "training_process_cpu_s": _median(done, "self_cpu_s"),
+            "children_cpu_s": _median(done, "children_cpu_s"),
+            "runs": done,
+        }
+    result["statbus"]["statbus_processes_cpu_s"] = max(
+        0.0, result["statbus"]["children_cpu_s"] - result["plain"]["children_cpu_s"])
+    result["speed_ratio"] = result["statbus"]["steps_per_s"] / result["plain"]["steps_per_s"]
+    return result
+
+
+def run(root: str, config: LearnConfig) -> Dict[str, Any]:
+    if not config.enabled:
+        return {"skipped": "not measured in this mode"}
+    if importlib.util.find_spec("mlagents") is None:
+        return {"skipped": "mlagents is not installed (pip install -e '.[mlagents]' and the mlagents wheels)"}
+    base = os.environ.get("PYTHONPATH", "")
+    figures = {"default": _scenario(root, "default", config, base)}
+    if config.slow_plugin:
+        slow = os.pathsep.join(p for p in (_slow_plugin_dir(root), base) if p)
+        figures["slow_plugin"] = _scenario(root, "slow", config, slow)
+    return figures

@@ -1,0 +1,94 @@
+"""The run's collector for one ``statbus learn``: started after ML-Agents' checks, stopped at the end.
+
+ML-Agents refuses a fresh run whose folder exists, so nothing here touches
+the run folder before ML-Agents' own ``validate_existing_directories`` has
+passed: the collector is started from the stats-writer registration, which
+``run_training`` calls right after that check.  Like every collector, it
+runs statbus's built-in writers instead of ML-Agents' ``default`` entry point,
+and every other ``mlagents.stats_writer`` plugin in a worker of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any, Dict, Optional
+
+from ...plugins import StatbusError
+from ..collector.daemon import ensure_running, wait_for_exit
+from ..layout import RunLayout
+from ..trainer.autostart import on_demand_arguments
+from ..trainer.config import ENV_FORCE
+
+logger = logging.getLogger(__name__)
+
+RUN_OPTIONS_FILE = "learn-run-options.json"
+STOP_TIMEOUT = 60.0
+
+
+def plugin_run_options(options: Any, start_time: float) -> Dict[str, Any]:
+    """statbus's ``RunOptions.as_dict()`` for ML-Agents' ``options``, with ML-Agents' own as_dict inside."""
+    mlagents_dict = json.loads(json.dumps(options.as_dict(), default=str))
+    checkpoint = options.checkpoint_settings
+    return {
+        "checkpoint_settings": {
+            "run_id": checkpoint.run_id,
+            "results_dir": checkpoint.results_dir,
+            "resume": bool(checkpoint.resume),
+            "force": bool(checkpoint.force),
+            "initialize_from": checkpoint.initialize_from,
+        },
+        "behaviors": mlagents_dict.get("behaviors") or {},
+        "env_settings": mlagents_dict.get("env_settings") or {},
+        "debug": bool(options.debug),
+        "start_time": start_time,
+        "mlagents_options": mlagents_dict,
+    }
+
+
+class CollectorSession:
+    """Starts (or joins) the run's collector; :meth:`stop` waits until every plugin caught up."""
+
+    def __init__(self, layout: RunLayout) -> None:
+        self.layout = layout
+        self.pid: Optional[int] = None
+        self.ours = False
+
+    def start(self, run_options: Dict[str, Any], force: bool) -> None:
+        os.makedirs(self.layout.statbus_dir, exist_ok=True)
+        path = os.path.join(self.layout.statbus_dir, RUN_OPTIONS_FILE)
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(run_options, handle)
+        env = dict(os.environ)
+        if force:
+            env[ENV_FORCE] = "1"  # on_demand_arguments turns it into this training's start time
+        extra = on_demand_arguments(env) + ["--run-options", path]
+        started = ensure_running(self.layout, extra=extra, env=env)
+        self.pid = started.pid
+        self.ours = not started.already_running
+        if not self.ours:
+            logger.warning(
+                "statbus learn: run %s already has a collector (pid %s); its plugins and options stay as they are",
+                self.layout.run_id, started.pid,
+            )
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> bool:
+        """Ask our collector to stop once every plugin caught up; True when it has exited."""
+        if not self.ours or self.pid is None:
+            return False
+        from ..control import control_request
+
+        try:
+            control_request(self.layout.control_address, {"op": "stop", "timeout": timeout}, timeout=5.0)
+        except StatbusError as exc:
+            # The reply can be lost while the collector closes its sockets (a signal now
+            # would be a second stop: "at once"); an on-demand collector that did not take
+            # the request still ends once idle, within the wait below.
+            logger.debug("statbus learn: no reply to the stop request (%s); waiting for the collector", exc)
+        deadline = time.monotonic() + timeout + 15.0
+        if wait_for_exit(self.pid, max(0.0, deadline - time.monotonic())):
+            return True
+        logger.warning("statbus learn: the collector (pid %s) is still running; it stops by itself once idle", self.pid)
+        return False
