@@ -37,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-id", default=os.environ.get("STATBUS_RUN_ID", "ppo"))
     parser.add_argument("--results-dir", default=os.environ.get("STATBUS_RESULTS_DIR", "results"))
     parser.add_argument("--bind", metavar="ADDR", help="trainer address (default: the run's private ipc socket)")
+    parser.add_argument(
+        "--also-bind", metavar="ADDR",
+        help="a second trainer address, e.g. tcp:// with CURVE next to the private ipc socket (the Ray collector)",
+    )
     add_transport_security_arguments(parser)
     parser.add_argument("--fsync", choices=[p.value for p in FsyncPolicy], default=FsyncPolicy.INTERVAL.value)
     parser.add_argument("--fsync-interval", type=float, default=1.0, metavar="S")
@@ -157,6 +161,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         layout = RunLayout(args.results_dir, args.run_id)
         options = CollectorOptions(
             bind=args.bind,
+            also_bind=args.also_bind,
             security=transport_security_from_args(args),
             segment_bytes=max(4096, int(args.segment_mb * (1 << 20))),
             fsync=FsyncPolicy(args.fsync),

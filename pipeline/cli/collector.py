@@ -9,6 +9,7 @@ import sys
 from ...plugins import StatbusError
 from ..collector.daemon import collector_command, default_layout, start_detached, wait_for_exit
 from ..collector.pidfile import AlreadyRunning, running_pid
+from ..ray.cli import add_ray_arguments
 from .keys import add_transport_security_arguments, transport_security_argv
 
 
@@ -52,6 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_transport_security_arguments(start)
     start.add_argument("--foreground", action="store_true", help="stay attached (for systemd-like supervisors)")
     start.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for readiness (default 30)")
+    add_ray_arguments(start, placement=True)
     start.set_defaults(func=run_start)
 
     stop = actions.add_parser(
@@ -62,6 +64,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_run_arguments(stop)
     stop.add_argument("--timeout", type=float, default=30.0, help="seconds plugins get to catch up (default 30)")
+    add_ray_arguments(stop)
     stop.set_defaults(func=run_stop)
 
 
@@ -79,6 +82,10 @@ def _passthrough(args: argparse.Namespace) -> list:
 
 
 def run_start(args: argparse.Namespace) -> int:
+    if args.ray:
+        from ..ray.cli import run_start as run_start_ray
+
+        return run_start_ray(args, _passthrough(args))
     layout = default_layout(args.run_id, args.results_dir)
     command = collector_command(layout, _passthrough(args))
     if args.foreground:
@@ -100,6 +107,10 @@ def run_start(args: argparse.Namespace) -> int:
 
 
 def run_stop(args: argparse.Namespace) -> int:
+    if args.ray:
+        from ..ray.cli import run_stop as run_stop_ray
+
+        return run_stop_ray(args)
     from ..control import control_request
 
     layout = default_layout(args.run_id, args.results_dir)

@@ -6,10 +6,11 @@ import argparse
 import json
 import sys
 import time
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 from ...plugins import StatbusError
 from ..collector.daemon import default_layout
+from ..ray.cli import add_ray_arguments
 from .collector import add_run_arguments
 
 
@@ -24,6 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     status.add_argument("--json", action="store_true", help="print the status as one JSON object")
     status.add_argument("--watch", action="store_true", help="refresh in place until interrupted (like top)")
     status.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes with --watch")
+    add_ray_arguments(status)
     status.set_defaults(func=run_status)
 
     for op, text in (
@@ -88,7 +90,9 @@ def _plugin_state(plugin: Dict[str, Any]) -> str:
 
 def format_status(status: Dict[str, Any]) -> str:
     lines = [
-        f"run {status.get('run_id')}  address {status.get('address')}  pid {status.get('pid')}  "
+        f"run {status.get('run_id')}  address {status.get('address')}"
+        + (f" and {status['also_address']}" if status.get("also_address") else "")
+        + f"  pid {status.get('pid')}  "
         f"uptime {_age(status.get('uptime'))}",
     ]
     run = status.get("run") or {}
@@ -143,10 +147,20 @@ def format_status(status: Dict[str, Any]) -> str:
 
 
 def run_status(args: argparse.Namespace) -> int:
+    if args.ray:
+        from ..ray.cli import ray_line, status_source
+
+        with status_source(args) as fetch:
+            return _show_status(args, fetch, ray_line)
+    return _show_status(args, lambda: _request(args, {"op": "status"}))
+
+
+def _show_status(args: argparse.Namespace, fetch: Callable[[], Dict[str, Any]],
+                 extra_line: Optional[Callable[[Dict[str, Any]], str]] = None) -> int:
     try:
         while True:
             try:
-                status = _request(args, {"op": "status"})
+                status = fetch()
             except StatbusError as exc:
                 layout = default_layout(args.run_id, args.results_dir)
                 print(f"statbus: no collector answers for run {layout.run_id!r} ({exc})", file=sys.stderr)
@@ -155,6 +169,8 @@ def run_status(args: argparse.Namespace) -> int:
                 text = json.dumps(status, indent=2, sort_keys=True)
             else:
                 text = format_status(status)
+                if extra_line is not None:
+                    text = extra_line(status) + "\n" + text
             if args.watch:
                 sys.stdout.write("\x1b[H\x1b[2J" + text + "\n")
                 sys.stdout.flush()

@@ -34,8 +34,9 @@ IDENTITY_VERSION = 1
 EVENT_FILE_PREFIX = "events.out.tfevents."
 RUN_OUTPUT_FILES = ("stats.jsonl", os.path.join("run_logs", "timers.json"), os.path.join("run_logs", "console_writer.json"))
 """The built-in writers' files, relative to the run directory."""
-STATBUS_KEPT = frozenset({"collector.log", "collector.pid", "autostart.lock"})
-"""Entries of ``statbus/`` a forced start keeps: the starting collector's own log, pidfile and lock."""
+STATBUS_KEPT = frozenset({"collector.log", "collector.pid", "autostart.lock", "ray"})
+"""Entries of ``statbus/`` a forced start keeps: the starting collector's own log, pidfile and lock,
+and the Ray actor's keys and endpoint, made before it starts the collector it passes them to."""
 
 
 @dataclasses.dataclass(frozen=True)

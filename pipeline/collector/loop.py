@@ -91,6 +91,7 @@ class Collector:
         self._ready_callback = ready_callback
         self.clock = clock
         self.data_address = options.bind or layout.data_address
+        self.also_address = options.also_bind
         self.worker_address = layout.worker_address
         self.control_address = layout.control_address
         self.intake = Intake(clock)
@@ -118,9 +119,11 @@ class Collector:
         self._sigterms = 0
         self.summaries = 0
         self._authenticators: List[Any] = []
-        self._data_auth: Optional[Any] = None
+        self._data_auth: Dict[zmq.Socket, Any] = {}
+        """The CURVE authenticator of each data socket that has one."""
         self._idle = IdleWatch(options.idle_exit) if options.idle_exit is not None else None
-        self._data: Optional[zmq.Socket] = None
+        self._datas: List[zmq.Socket] = []
+        """The trainer sockets: ``bind`` and, with ``also_bind``, a second one."""
         self.stalls = StallControl(
             self.journal, layout.journal_dir, clock,
             readable=lambda: self.fetch.on_committed(),
@@ -187,7 +190,14 @@ class Collector:
         if self.data_address.startswith("tcp://"):
             # With port 0 or '*' only the bound endpoint tells trainers where to go.
             self.data_address = data.getsockopt_string(zmq.LAST_ENDPOINT) or self.data_address
-        self._data = data
+        self._datas = [data]
+        if self.also_address:
+            also = self._bind(
+                context, sockets, self.also_address, self.options.security, rcvhwm=DATA_RCVHWM, maxmsgsize=DATA_MAXMSGSIZE
+            )
+            self._datas.append(also)
+            if self.also_address.startswith("tcp://"):
+                self.also_address = also.getsockopt_string(zmq.LAST_ENDPOINT) or self.also_address
         work = self._bind(context, sockets, self.worker_address)
         ctl = self._bind(context, sockets, self.control_address)
         self.fetch = FetchServer(
@@ -212,7 +222,7 @@ class Collector:
             self.retention.supervisor = self.supervisor
             self.supervisor.start(self.journal.end_position)
         self._announce_ready()
-        self._loop(data, work, ctl, control)
+        self._loop(self._datas, work, ctl, control)
         return ExitCode.OK
 
     def _bind(
@@ -237,8 +247,7 @@ class Collector:
             raise StatbusError(f"cannot bind {address}: {exc}") from None
         if authenticator is not None:
             self._authenticators.append(authenticator)
-            if address == self.data_address:
-                self._data_auth = authenticator
+            self._data_auth[socket] = authenticator
         return socket
 
     def _announce_ready(self) -> None:
@@ -246,6 +255,7 @@ class Collector:
             "pid": os.getpid(),
             "run_id": self.layout.run_id,
             "data": self.data_address,
+            "also": self.also_address,
             "work": self.worker_address,
             "ctl": self.control_address,
             "head": self.journal.end_position,
@@ -299,9 +309,10 @@ class Collector:
 
     # --- the loop --------------------------------------------------------------------------
 
-    def _loop(self, data: zmq.Socket, work: zmq.Socket, ctl: zmq.Socket, control: ControlServer) -> None:
+    def _loop(self, datas: List[zmq.Socket], work: zmq.Socket, ctl: zmq.Socket, control: ControlServer) -> None:
         poller = zmq.Poller()
-        poller.register(data, zmq.POLLIN)
+        for data in datas:
+            poller.register(data, zmq.POLLIN)
         poller.register(work, zmq.POLLIN)
         poller.register(ctl, zmq.POLLIN)
         intake_open = True
@@ -309,8 +320,10 @@ class Collector:
         while True:
             timeout_ms = max(0, int((next_tick - self.clock()) * 1000))
             events = dict(poller.poll(timeout_ms))
-            if intake_open and data in events:
-                self._drain(data)
+            if intake_open:
+                for data in datas:
+                    if data in events:
+                        self._drain(data)
             if work in events:
                 self.fetch.on_readable()
             if ctl in events:
@@ -326,7 +339,8 @@ class Collector:
                 # Stop intake first: trainers keep their unacked frames and hand
                 # them to the next collector; then let live plugins catch up.
                 logger.info("graceful stop: intake closed, plugins get %.1f s to catch up", self._stop_timeout)
-                poller.unregister(data)
+                for data in datas:
+                    poller.unregister(data)
                 intake_open = False
                 self.phase = _Phase.DRAINING
                 self._drain_deadline = now + self._stop_timeout
@@ -349,7 +363,7 @@ class Collector:
         appended = False
         budget = MAX_BYTES_PER_ITERATION
         journal, aggregator, intake = self.journal, self.aggregator, self.intake
-        auth = self._data_auth
+        auth = self._data_auth.get(data)
         clock = self.clock
         deadline = clock() + MAX_DRAIN_SECONDS
         refusals: Dict[bytes, Refusal] = {}
@@ -391,7 +405,7 @@ class Collector:
                     except JournalWriteError as exc:
                         if decision.ack is not None:
                             acks[routing_id] = decision.ack
-                        self.stalls.failed(exc, acks)
+                        self.stalls.failed(exc, self._tagged(data, acks))
                         return
             elif decision.substitute is not None:
                 self.retention.note_appended(journal.append(EntryType.FRAME, decision.substitute))
@@ -405,7 +419,7 @@ class Collector:
             try:
                 journal.commit()
             except JournalWriteError as exc:
-                self.stalls.failed(exc, acks)
+                self.stalls.failed(exc, self._tagged(data, acks))
                 return
             self.fetch.on_committed()
         # Acks first: what a connection got journaled before its refusal is acknowledged still.
@@ -431,12 +445,18 @@ class Collector:
             return None
         return user
 
+    def _tagged(self, data: zmq.Socket, acks: Dict[bytes, int]) -> Dict[bytes, int]:
+        """``acks`` with each routing id prefixed by its socket's index: a stall holds acks of
+        every data socket, and routing ids are only unique within one socket."""
+        index = bytes([self._datas.index(data)])
+        return {index + routing_id: seq for routing_id, seq in acks.items()}
+
     def _send_held_acks(self, acks: Dict[bytes, int]) -> None:
-        """The acks a stall held back, once what they acknowledge is written."""
-        for routing_id, seq in acks.items():
+        """The acks a stall held back (keys from :meth:`_tagged`), once what they acknowledge is written."""
+        for key, seq in acks.items():
             try:
-                self._data.send_multipart([routing_id, encode_ack(seq)], zmq.NOBLOCK)
-            except (zmq.ZMQError, AttributeError):
+                self._datas[key[0]].send_multipart([key[1:], encode_ack(seq)], zmq.NOBLOCK)
+            except (zmq.ZMQError, IndexError):
                 pass  # the trainer is gone or not reading (or no socket yet): it re-sends and hears again
 
     def _rotate(self) -> None:

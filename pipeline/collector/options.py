@@ -51,6 +51,9 @@ SupervisorFactory = Callable[[SupervisorHooks], SupervisorLike]
 class CollectorOptions:
     bind: Optional[str] = None
     """Trainer address; default: the run's private ``ipc://`` socket."""
+    also_bind: Optional[str] = None
+    """A second trainer address next to ``bind``: the Ray collector takes its own node's trainers
+    on the private ``ipc://`` socket and every other node's on ``tcp://`` with CURVE."""
     security: TransportSecurity = TransportSecurity()
     """CURVE keys / allow-list for a ``tcp://`` data address; plain tcp only when ``insecure`` (design §6)."""
     segment_bytes: int = 64 << 20

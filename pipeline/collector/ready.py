@@ -1,6 +1,7 @@
 """The ready file: ``<statbus_dir>/collector.ready``, written once a collector answers, removed at its exit.
 
-It holds ``{pid, run_id, data, work, ctl, head}``: where a launcher (and a test)
+It holds ``{pid, run_id, data, also, work, ctl, head}`` (``also``: the ``--also-bind``
+address, or null): where a launcher (and a test)
 finds the addresses of the collector it started.
 """
 

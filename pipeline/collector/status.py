@@ -53,6 +53,7 @@ def build_status(collector: CollectorT) -> Dict[str, Any]:
         "run_id": collector.layout.run_id,
         "results_dir": collector.layout.results_dir,
         "address": collector.data_address,
+        "also_address": collector.also_address,
         "worker_address": collector.worker_address,
         "control_address": collector.control_address,
         "pid": os.getpid(),

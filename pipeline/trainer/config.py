@@ -2,8 +2,8 @@
 
 A launcher configures child processes it does not own through the environment
 (``STATBUS_RUN_ID``, ``STATBUS_RESULTS_DIR``, ``STATBUS_ADDRESS``,
-``STATBUS_BUFFER_BYTES``, ``STATBUS_AUTOSTART``, ``STATBUS_FORCE``); an explicit ``configure()``
-call overrides them.  A process that never calls ``configure()`` gets the
+``STATBUS_BUFFER_BYTES``, ``STATBUS_AUTOSTART``, ``STATBUS_FORCE``, ``STATBUS_RAY``); an
+explicit ``configure()`` call overrides them.  A process that never calls ``configure()`` gets the
 environment's settings (or the defaults) lazily, on its first stat.
 """
 
@@ -27,6 +27,7 @@ ENV_ADDRESS = "STATBUS_ADDRESS"
 ENV_BUFFER_BYTES = "STATBUS_BUFFER_BYTES"
 ENV_AUTOSTART = "STATBUS_AUTOSTART"
 ENV_FORCE = "STATBUS_FORCE"
+ENV_RAY = "STATBUS_RAY"
 
 DEFAULT_RUN_ID = "ppo"
 DEFAULT_RESULTS_DIR = "results"
@@ -52,6 +53,8 @@ class TrainerConfig:
     autostart: bool = True
     collector_args: Tuple[str, ...] = ()
     """Extra arguments for a collector this trainer starts on demand (e.g. ``--set ...``)."""
+    ray: bool = False
+    """Find the run's collector through Ray (its named actor) instead of ``address``."""
 
     def __post_init__(self) -> None:
         layout = RunLayout(self.results_dir, self.run_id)  # validates run_id
@@ -70,6 +73,10 @@ class TrainerConfig:
 def _env_autostart(environ: Mapping[str, str]) -> bool:
     # Only an explicit "0" (or false/no/off) disables: an unset variable means "on".
     return environ.get(ENV_AUTOSTART, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _env_ray(environ: Mapping[str, str]) -> bool:
+    return environ.get(ENV_RAY, "0").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _env_buffer_bytes(environ: Mapping[str, str]) -> int:
@@ -125,6 +132,7 @@ def build_config(
     batch_interval: float = DEFAULT_BATCH_INTERVAL,
     linger: float = DEFAULT_LINGER,
     autostart: Optional[bool] = None,
+    ray: Optional[bool] = None,
     environ: Optional[Mapping[str, str]] = None,
     collector_args: Tuple[str, ...] = (),
 ) -> TrainerConfig:
@@ -141,6 +149,7 @@ def build_config(
         linger=linger,
         autostart=_env_autostart(env) if autostart is None else bool(autostart),
         collector_args=tuple(collector_args),
+        ray=_env_ray(env) if ray is None else bool(ray),
     )
 
 
@@ -164,8 +173,13 @@ def configure(
     linger: float = DEFAULT_LINGER,
     autostart: Optional[bool] = None,
     collector_args: Tuple[str, ...] = (),
+    ray: Optional[bool] = None,
 ) -> None:
     """Set this process's statbus settings; arguments left ``None`` come from the environment.
+
+    ``ray=True`` (or ``STATBUS_RAY=1``): find the run's collector through Ray — its named
+    actor, started by ``statbus collector start --ray`` — from any node of the cluster
+    (:mod:`statbus.pipeline.ray`); ``address`` is then ignored.
 
     ``buffer_bytes`` left at its default still yields to ``STATBUS_BUFFER_BYTES``.
     Calling it after stats were recorded shuts the running client down (sending
@@ -182,6 +196,7 @@ def configure(
         linger=linger,
         autostart=autostart,
         collector_args=collector_args,
+        ray=ray,
     )
     with _lock:
         _configured = config

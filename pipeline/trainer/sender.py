@@ -35,6 +35,11 @@ RESEND_AFTER = 1.0
 RESEND_AFTER_MAX = 8.0
 """... doubling while acks stay away, so a slow collector is not buried under duplicates."""
 ENSURE_COLLECTOR_AFTER = 1.0
+REDISCOVER_AFTER = 5.0
+"""Ray trainers: seconds without an ack while frames wait before asking Ray where the collector is now
+(a collector started again on another node has another address and key) ..."""
+REDISCOVER_AFTER_MAX = 60.0
+"""... doubling while nothing changes."""
 RECONNECT_AFTER = 1.0
 """Seconds after a refused handshake before the trainer tries again with a new socket ...
 (libzmq never retries a connection the collector turned away at the CURVE handshake) ..."""
@@ -51,8 +56,8 @@ _rlog = RateLimitedLog(logger)
 def _ensure_collector(config: TrainerConfig) -> None:
     """The on-demand collector: called once per client by the
     sender thread when frames wait and nothing has acked them for ~1 s."""
-    if not config.autostart:
-        return
+    if not config.autostart or config.ray:
+        return  # a Ray run's collector is its actor's to start (statbus collector start --ray)
     try:
         from .autostart import ensure_collector
     except ImportError as exc:
@@ -66,8 +71,10 @@ _HANDSHAKE_FAILED = (
 )
 
 
-def _connect(sock: zmq.Socket, address: str) -> None:
-    if address.startswith("tcp://"):
+def _connect(sock: zmq.Socket, address: str, route: Any = None) -> None:
+    if route is not None:
+        route.connect(sock)  # found through Ray, CURVE keys in memory (statbus.pipeline.ray.discovery)
+    elif address.startswith("tcp://"):
         # CURVE keys from STATBUS_CLIENT_KEY / STATBUS_SERVER_KEY; imported only here,
         # so that an ipc trainer never loads the key-handling code.
         from ..security.curve import client_security_from_env, secure_connect
@@ -121,6 +128,10 @@ class Client(Handoff):
         self._reconnect_after = RECONNECT_AFTER
         self._refused = False     # the collector refused this connection's frames: send nothing more on it
         self._refused_after = RECONNECT_AFTER
+        self._route: Any = None
+        """Ray trainers: where discovery found the collector (kept across a fork's pause)."""
+        self._rediscover_at = 0.0
+        self._rediscover_after = REDISCOVER_AFTER
         self._tickets: List[Ticket] = []
         # Fork: the sender and its zmq context stop before, and a new sender starts after,
         # in the parent (see pause()); these say where that stands.
@@ -224,7 +235,7 @@ class Client(Handoff):
             sock.close(linger=0)
             raise
         try:
-            _connect(sock, self.config.address)
+            _connect(sock, self.config.address, self._route)
         except BaseException:
             self._close(sock, mon)
             raise
@@ -244,6 +255,10 @@ class Client(Handoff):
         failed = False
         try:
             ctx = zmq.Context()
+            if self.config.ray and self._route is None:
+                self._route = self._await_route()
+                if self._route is None:
+                    return  # stopped (or paused for a fork) before the collector was found
             sock, mon = self._open(ctx)
             # The loop returns True when the collector refused the handshake and the
             # backoff has passed: a new socket is the only way to be heard again.
@@ -277,6 +292,41 @@ class Client(Handoff):
                 ctx.term()
             # Flushers still waiting on events queued after the stop must not wait forever.
             self._release_late_tickets()
+
+    def _await_route(self) -> Any:
+        """Ask Ray for the run's collector until it answers (None: stopped or paused first).
+
+        Meanwhile what training records goes into the bounded frame buffer, as while
+        a collector is down; only this thread waits.
+        """
+        from ..ray.discovery import discover  # only Ray trainers import Ray
+
+        delay = 0.5
+        while not self._stopping and not self._pausing:
+            route = discover(self.config)
+            if route is not None:
+                return route
+            deadline = time.monotonic() + delay
+            while not self._stopping and not self._pausing and time.monotonic() < deadline:
+                if zmq.select([self.wake_fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                    self.consume_wake()
+                self._drain()
+                self._enforce_buffer()
+            delay = min(delay * 2, 5.0)
+        return None
+
+    def _rediscover(self, now: float) -> None:
+        """Ray: nothing acked for a while — if the collector is elsewhere now, connect there."""
+        from ..ray.discovery import discover
+
+        self._rediscover_at = now + self._rediscover_after
+        self._rediscover_after = min(self._rediscover_after * 2, REDISCOVER_AFTER_MAX)
+        route = discover(self.config)
+        if route is not None and route[:2] != self._route[:2]:  # another address or server key
+            logger.warning("statbus: run %s's collector moved to %s; re-sending what it has not acknowledged",
+                           self.config.run_id, route.address)
+            self._route = route
+            self._reconnect_at = now  # the loop replaces the socket
 
     def _release_late_tickets(self) -> None:
         for event in list(self.queue):
@@ -342,6 +392,7 @@ class Client(Handoff):
             if released:
                 self._acked_at = now
                 self._resend_after = RESEND_AFTER
+                self._rediscover_after = REDISCOVER_AFTER
                 self._refused_after = RECONNECT_AFTER
                 self.counters["frames_acked"] += released
                 self._update_buffer_counters()
@@ -471,6 +522,8 @@ class Client(Handoff):
             if now - max(self._acked_at, self._rewound_at, oldest.first_sent) >= self._resend_after:
                 self._rewind(now)
                 self._resend_after = min(self._resend_after * 2, RESEND_AFTER_MAX)
+        if self._route is not None and now >= self._rediscover_at and now - max(self._acked_at, oldest.created) >= REDISCOVER_AFTER:
+            self._rediscover(now)
         if not self._ensured and now - max(self._acked_at, oldest.created) >= ENSURE_COLLECTOR_AFTER:
             self._ensured = True
             try:
