@@ -19,6 +19,7 @@ from typing import List, Optional, Sequence
 
 from ..plugins import ConfigError, StatbusError
 from ..plugins.discovery import PluginInfo, discover_plugins
+from ..plugins.settings import RunOptions
 from ..workers.exits import ExitCode
 from .cli.keys import add_transport_security_arguments, transport_security_from_args
 from .collector.loop import Collector
