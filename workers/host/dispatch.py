@@ -44,7 +44,7 @@ _SUMMARY = EntryKind.SUMMARY  # an enum attribute look-up per entry costs ~0.1 Â
 
 
 def _describe(writer: Any) -> str:
-    return type(writer).__qualname__
+    return type(getattr(writer, "_statbus_wrapped", writer)).__qualname__
 
 
 class WriterCrash(StatbusError):

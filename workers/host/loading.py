@@ -10,6 +10,7 @@ from ..exits import ExitCode, HostExit
 from ..statepage import StatePage
 from .disk_wait import DiskWait
 from .dispatch import Writers
+from .mlagents_types import TypedWriter, real_mlagents_types
 
 if TYPE_CHECKING:
     from .loop import HostConfig
@@ -31,7 +32,8 @@ def load_plugin(config: HostConfig, page: StatePage) -> Writers:
     try:
         load_registration_function(config.plugin_info)  # imports the plugin's module: see below
         registered_with: Any = run_options
-        if not aliased and config.group == ML_AGENTS_STATS_WRITER and "mlagents" in sys.modules:
+        real_mlagents = not aliased and config.group == ML_AGENTS_STATS_WRITER and "mlagents" in sys.modules
+        if real_mlagents:
             # A plugin that imported the real mlagents gets ML-Agents' RunOptions: under
             # `statbus learn` the ones mlagents-learn built, else ML-Agents' defaults for this
             # run.  One that did not gets statbus's compatible one: building ML-Agents' imports
@@ -41,6 +43,9 @@ def load_plugin(config: HostConfig, page: StatePage) -> Writers:
                                         "resume": run_options.resume},
             }) or run_options
         writers = load_writers(config.plugin_info, registered_with)
+        types = real_mlagents_types() if real_mlagents else None
+        if types is not None:
+            writers = [TypedWriter(writer, types) for writer in writers]
     except PluginImportError as exc:
         raise HostExit(ExitCode.IMPORT_FAILURE, str(exc)) from exc
     except PluginRegistrationError as exc:
