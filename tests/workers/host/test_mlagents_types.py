@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from mlagents.trainers import stats as ml_stats  # the test extra installs mlagents 1.1.0
+import warnings
+
+with warnings.catch_warnings():
+    # mlagents 1.1.0's generated protos and its pkg_resources import warn on this protobuf/setuptools.
+    warnings.simplefilter("ignore")
+    from mlagents.trainers import stats as ml_stats  # the test extra installs mlagents 1.1.0
 
 from statbus.plugins import StatsAggregationMethod, StatsPropertyType, StatsSummary
 from statbus.workers.host.dispatch import _describe, overrides
