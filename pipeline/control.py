@@ -134,17 +134,18 @@ def control_request(address: str, request: Dict[str, Any], timeout: float = 5.0)
     try:
         with context.socket(zmq.DEALER) as socket:
             socket.setsockopt(zmq.LINGER, 0)
-            socket.setsockopt(zmq.IMMEDIATE, 1)
+            # Not ZMQ_IMMEDIATE: with it libzmq discards what a connection delivered but
+            # this end has not read yet when that connection ends, and the collector
+            # ends it right after answering ``stop``: a late reader lost the reply.
             # A random identity per request: a late reply to an earlier request
             # can never be mistaken for this one's.
             socket.setsockopt(zmq.ROUTING_ID, b"ctl-" + uuid.uuid4().bytes[:8])
             socket.connect(address)
-            payload = encode_request(request)
-            if not socket.poll(int(timeout * 1000), zmq.POLLOUT):
-                raise ControlError(f"no collector listens on {address}")
-            socket.send(payload, zmq.NOBLOCK)
+            socket.send(encode_request(request), zmq.NOBLOCK)
             if not socket.poll(int(timeout * 1000), zmq.POLLIN):
-                raise ControlError(f"no reply from {address} within {timeout:g} s")
+                # Without IMMEDIATE an absent collector and a busy one look alike: the request
+                # waits queued (and goes out if one binds within ``timeout``).
+                raise ControlError(f"no reply from {address} within {timeout:g} s (no collector, or a busy one)")
             data = socket.recv(zmq.NOBLOCK)
     except zmq.ZMQError as exc:
         raise ControlError(f"control request to {address} failed: {exc}") from None

@@ -122,7 +122,10 @@ def run_stop(args: argparse.Namespace) -> int:
         control_request(layout.control_address, {"op": "stop", "timeout": args.timeout}, timeout=5.0)
     except StatbusError as exc:
         print(f"statbus: the collector (pid {pid}) did not take the stop request ({exc}); sending SIGTERM")
-        os.kill(pid, 15)
+        try:
+            os.kill(pid, 15)
+        except ProcessLookupError:
+            pass  # it stopped meanwhile
     if wait_for_exit(pid, args.timeout + 15.0):
         print(f"collector for run {layout.run_id!r} stopped (pid {pid})")
         return 0

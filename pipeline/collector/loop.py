@@ -65,6 +65,10 @@ DATA_MAXMSGSIZE = MAX_FRAME_BYTES + 4096
 oversized frame costs neither memory nor a decode (the slack lets frames just past the wire
 limit through, to be rejected and counted as ``too_large``)."""
 FAST_STOP_WORKER_TIMEOUT = 2.0
+CONTROL_LINGER_MS = 1000
+"""How long closing the ``ctl`` socket waits to deliver replies still queued: the reply to
+``stop`` is queued just before the loop returns, and a socket closed with linger 0 drops it
+unless libzmq's I/O thread happened to write it first."""
 
 
 class _Phase(enum.Enum):
@@ -124,6 +128,7 @@ class Collector:
         self._idle = IdleWatch(options.idle_exit) if options.idle_exit is not None else None
         self._datas: List[zmq.Socket] = []
         """The trainer sockets: ``bind`` and, with ``also_bind``, a second one."""
+        self._ctl: Optional[zmq.Socket] = None
         self.stalls = StallControl(
             self.journal, layout.journal_dir, clock,
             readable=lambda: self.fetch.on_committed(),
@@ -200,6 +205,7 @@ class Collector:
                 self.also_address = also.getsockopt_string(zmq.LAST_ENDPOINT) or self.also_address
         work = self._bind(context, sockets, self.worker_address)
         ctl = self._bind(context, sockets, self.control_address)
+        self._ctl = ctl
         self.fetch = FetchServer(
             work,
             reader,
@@ -299,7 +305,10 @@ class Collector:
         if reader is not None:
             reader.close()
         for socket in sockets:
-            socket.close(linger=0)
+            # Acks and fetch replies may go (trainers resend, workers refetch); control replies
+            # may not: `statbus collector stop` waits for its answer.  A reader that has gone is
+            # no wait: the ROUTER drops what it cannot route.
+            socket.close(linger=CONTROL_LINGER_MS if socket is self._ctl else 0)
         for authenticator in self._authenticators:
             authenticator.stop()
         context.term()

@@ -256,7 +256,10 @@ def test_control_stop_is_graceful(collector):
     reply = control_request(layout.control_address, {"op": "restart", "plugin": "x"}, timeout=10)
     assert reply["ok"] is False and "no plugins" in reply["error"]
     assert control_request(layout.control_address, {"op": "nonsense"}, timeout=10)["ok"] is False
-    assert control_request(layout.control_address, {"op": "stop", "timeout": 5}, timeout=10)["ok"]
+    # The collector closes its sockets right after this answer: the reply must still be read.
+    assert control_request(layout.control_address, {"op": "stop", "timeout": 5}, timeout=10) == {
+        "ok": True, "stopping": True,
+    }
     assert collector.process.wait(timeout=30) == 0
     assert not os.path.exists(collector.ready_file)
     assert not os.path.exists(layout.pid_file)
@@ -443,6 +446,8 @@ class FakeSupervisor:
 
     def __init__(self) -> None:
         self.cursors = {"fast": 0, "slow": 0}
+        self.attached = False
+        """Until the test sets it, the plugins are not consumers yet: retention deletes nothing."""
         self.skips: dict = {}
         self.started = None
         self.stopped = False
@@ -461,7 +466,7 @@ class FakeSupervisor:
         return frozenset(self.skips.get(plugin, ()))
 
     def consumers(self):
-        return list(self.cursors)
+        return list(self.cursors) if self.attached else []
 
     def status(self):
         return [{"name": name, "state": "ready", "committed": c} for name, c in self.cursors.items()]
@@ -522,9 +527,12 @@ def test_retention_quota_poison_and_plugin_control_with_a_supervisor(tmp_path, c
         def status():
             return control_request(layout.control_address, {"op": "status"}, timeout=10)
 
+        # With consumers at cursor 0 a retention pass (one a second) would trim the journal to the
+        # quota while the 60 frames still arrive: on a loaded machine it did, and left 3 segments.
         head = status()["journal"]["head"]
-        assert status()["journal"]["segments"] > 5
+        assert status()["journal"]["segments"] > 5 and status()["journal"]["start"] == 0
         fake.cursors["fast"] = head
+        fake.attached = True
         # slow has read nothing and is far over its quota: its quota position moves up, segments go
         wait_for(lambda: status()["journal"]["start"] > 0, what="retention")
         start = status()["journal"]["start"]
