@@ -8,7 +8,7 @@ import argparse
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "bench",
-        help="measure the trainer hot path, throughput, recovery, memory and start-up",
+        help="measure the trainer hot path, throughput, recovery, memory, start-up, the SummaryWriter, statbus learn and an idle collector",
         description="Run statbus's benchmark: every comparison measured in the same run, A and B "
         "alternated, medians of repetitions; prints a table with a pass/fail mark per target.",
     )
