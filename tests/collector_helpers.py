@@ -15,7 +15,7 @@ import msgpack
 import psutil
 import zmq
 
-from statbus.pipeline.collector.pidfile import running_pid
+from statbus.pipeline.collector.lifecycle.pidfile import running_pid
 from statbus.pipeline.journal.writer import EntryType, iter_entries
 from statbus.pipeline.layout import RunLayout
 from statbus.pipeline.wire import decode_ack_or_refusal, encode_frame
@@ -101,7 +101,7 @@ class CollectorProcess:
 
 
 def remove_socket_dir_if_dead(layout: RunLayout) -> None:
-    from statbus.pipeline.collector.socket_dirs import remove_if_dead
+    from statbus.pipeline.collector.lifecycle.socket_dirs import remove_if_dead
 
     if os.path.isdir(layout.socket_dir):
         remove_if_dead(layout.socket_dir)

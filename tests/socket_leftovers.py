@@ -7,7 +7,7 @@ import os
 from typing import Dict, List, Set
 
 from statbus.pipeline.layout import socket_root
-from statbus.pipeline.collector.socket_dirs import OWNER_FILE
+from statbus.pipeline.collector.lifecycle.socket_dirs import OWNER_FILE
 
 
 def socket_dirs_now() -> Set[str]:

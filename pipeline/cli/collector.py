@@ -7,8 +7,8 @@ import os
 import sys
 
 from ...plugins import StatbusError
-from ..collector.daemon import collector_command, default_layout, start_detached, wait_for_exit
-from ..collector.pidfile import AlreadyRunning, running_pid
+from ..collector.lifecycle.daemon import collector_command, default_layout, start_detached, wait_for_exit
+from ..collector.lifecycle.pidfile import AlreadyRunning, running_pid
 from ..ray.cli import add_ray_arguments
 from .keys import add_transport_security_arguments, transport_security_argv
 

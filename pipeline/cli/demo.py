@@ -18,7 +18,7 @@ import time
 from typing import Any, Dict, List, Tuple
 
 from ...plugins import StatbusError
-from ..collector.daemon import start_detached, wait_for_exit
+from ..collector.lifecycle.daemon import start_detached, wait_for_exit
 from ..layout import RunLayout
 from ..simulation import BEHAVIOR
 

@@ -9,7 +9,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 
 from ...plugins import StatbusError
-from ..collector.daemon import default_layout
+from ..collector.lifecycle.daemon import default_layout
 from ..ray.cli import add_ray_arguments
 from .collector import add_run_arguments
 

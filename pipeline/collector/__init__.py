@@ -1,4 +1,5 @@
 """The collector daemon: the event loop (``loop``), trainer intake (``intake``), aggregation
 (``aggregator``), the workers' fetch server (``fetch_server``), control requests (``control``),
-the status assembled from its parts (``status``), its options (``options``), its ready file (``ready``),
-the idle exit (``idle``), the run's pidfile (``pidfile``) and starting it detached (``daemon``)."""
+the status assembled from its parts (``status``), its options (``options``), the idle exit
+(``idle``) and the process's life — pidfile, ready file, socket directories, starting it
+detached — in ``lifecycle``."""

@@ -43,9 +43,9 @@ from .identity import RunIdentity, establish
 from .idle import IdleWatch
 from .intake import Intake, Verdict
 from .options import CollectorOptions, SupervisorFactory, SupervisorHooks, SupervisorLike
-from .pidfile import AlreadyRunning, PidFile
-from .ready import ready_path, remove_ready, write_ready
-from .socket_dirs import claim, release, sweep_dead
+from .lifecycle.pidfile import AlreadyRunning, PidFile
+from .lifecycle.ready import ready_path, remove_ready, write_ready
+from .lifecycle.socket_dirs import claim, release, sweep_dead
 from .status import RateMeter
 from .write_stall import StallControl, WriteStall
 

@@ -17,7 +17,7 @@ import time
 from typing import Any, Dict, Optional
 
 from ...plugins import StatbusError
-from ..collector.daemon import ensure_running, wait_for_exit
+from ..collector.lifecycle.daemon import ensure_running, wait_for_exit
 from ..layout import RunLayout
 from ..trainer.autostart import on_demand_arguments
 from ..trainer.config import ENV_FORCE

@@ -35,8 +35,8 @@ from zmq.utils import z85
 
 from ...plugins import ConfigError, StatbusError
 from ...workers.exits import ExitCode
-from ..collector.daemon import StartFailed, _log_tail, is_ready
-from ..collector.ready import ready_path
+from ..collector.lifecycle.daemon import StartFailed, _log_tail, is_ready
+from ..collector.lifecycle.ready import ready_path
 from ..layout import RunLayout, make_private_dir
 from ..security.keyfiles import KeyPair, generate_key_pair, public_file, read_public_key, secret_file, write_key_file
 from .names import RayFiles, check_client_name

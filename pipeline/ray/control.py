@@ -11,7 +11,7 @@ import os
 from typing import Any, Dict, Optional, Sequence
 
 from ...plugins import ConfigError, StatbusError
-from ..collector.daemon import StartFailed
+from ..collector.lifecycle.daemon import StartFailed
 from .availability import import_ray
 from .names import NAMESPACE, actor_name
 

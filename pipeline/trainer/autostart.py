@@ -23,7 +23,7 @@ import os
 from typing import Any, List, MutableMapping
 
 from ...plugins import StatbusError
-from ..collector.daemon import ensure_running
+from ..collector.lifecycle.daemon import ensure_running
 from ..layout import RunLayout
 from .config import force_before
 

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from collector_helpers import REPO, end_daemon, wait_for
-from statbus.pipeline.collector.pidfile import running_pid
+from statbus.pipeline.collector.lifecycle.pidfile import running_pid
 from statbus.pipeline.layout import RunLayout
 from waiting import holds_for
 

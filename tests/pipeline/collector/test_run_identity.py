@@ -20,7 +20,7 @@ from chaos_helpers import chaos_run, stats_jsonl_summaries, tensorboard_steps
 from collector_helpers import REPO, CollectorProcess, end_daemon, wait_for
 from statbus.pipeline.trainer.autostart import on_demand_arguments
 from statbus.pipeline.layout import RunLayout
-from statbus.pipeline.collector.pidfile import read_pid, running_pid
+from statbus.pipeline.collector.lifecycle.pidfile import read_pid, running_pid
 from statbus.pipeline.collector.identity import establish, identity_path, read_identity
 from statbus.pipeline.trainer.config import build_config, force_before
 from statbus.plugins import ConfigError

@@ -11,8 +11,8 @@ import time
 from collector_helpers import CollectorProcess
 from statbus.pipeline.control import control_request
 from statbus.pipeline.layout import make_private_dir, socket_root
-from statbus.pipeline.collector.pidfile import PidFile, hold_if_free
-from statbus.pipeline.collector.socket_dirs import OWNER_FILE, UNOWNED_MIN_AGE, sweep_dead
+from statbus.pipeline.collector.lifecycle.pidfile import PidFile, hold_if_free
+from statbus.pipeline.collector.lifecycle.socket_dirs import OWNER_FILE, UNOWNED_MIN_AGE, sweep_dead
 
 
 def test_a_clean_stop_removes_its_sockets_and_directory(tmp_path):

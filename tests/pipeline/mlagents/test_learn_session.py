@@ -8,7 +8,7 @@ import types
 import pytest
 
 from statbus.pipeline.__main__ import select_plugins
-from statbus.pipeline.collector.daemon import Started
+from statbus.pipeline.collector.lifecycle.daemon import Started
 from statbus.pipeline.layout import RunLayout
 from statbus.pipeline.mlagents import session
 from statbus.plugins import PluginInfo, RunOptions

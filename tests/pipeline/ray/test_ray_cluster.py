@@ -30,7 +30,7 @@ import ray  # noqa: E402  statbus[ray]: the README's test command installs it, s
 from ray.cluster_utils import Cluster  # noqa: E402
 
 import statbus.pipeline as sp  # noqa: E402
-from statbus.pipeline.collector.daemon import StartFailed  # noqa: E402
+from statbus.pipeline.collector.lifecycle.daemon import StartFailed  # noqa: E402
 from statbus.pipeline.layout import RunLayout  # noqa: E402
 from statbus.pipeline.ray import collector_status, start_collector, stop_collector  # noqa: E402
 from statbus.pipeline.ray.control import collector_info, find_collector  # noqa: E402

@@ -18,9 +18,9 @@ import threading
 import time
 from typing import List, Mapping, Optional, Sequence
 
-from ...plugins import StatbusError
-from ...workers.exits import ExitCode
-from ..layout import RunLayout
+from ....plugins import StatbusError
+from ....workers.exits import ExitCode
+from ...layout import RunLayout
 from .pidfile import AlreadyRunning, read_pid, running_pid
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def collector_command(layout: RunLayout, extra: Sequence[str] = ()) -> List[str]
 
 def is_ready(layout: RunLayout, timeout: float = 0.5) -> bool:
     """True when a collector answers on the run's control socket."""
-    from ..control import control_request
+    from ...control import control_request
 
     if running_pid(layout.pid_file) is None:
         return False

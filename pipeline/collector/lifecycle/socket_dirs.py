@@ -30,7 +30,7 @@ import stat
 import time
 from typing import Callable, List, Optional
 
-from ..layout import RunLayout, make_private_dir, socket_root
+from ...layout import RunLayout, make_private_dir, socket_root
 from .pidfile import hold_if_free
 
 logger = logging.getLogger(__name__)

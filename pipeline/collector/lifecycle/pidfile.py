@@ -14,7 +14,7 @@ import os
 import time
 from typing import Iterator, Optional
 
-from ...plugins import StatbusError
+from ....plugins import StatbusError
 
 
 class AlreadyRunning(StatbusError):
