@@ -312,6 +312,12 @@ def write_file(fd: int, data: Buffer, offset: int) -> None:
         view = view[written:]
 
 
+class FsyncPolicy(enum.Enum):
+    ALWAYS = "always"  # fsync in every commit(), i.e. before every ack
+    INTERVAL = "interval"  # fsync at most every fsync_interval seconds, from commit() or tick()
+    NEVER = "never"  # leave it to the OS
+
+
 def fsync_directory(directory: str) -> None:
     """Make a file's creation or deletion in ``directory`` durable."""
     fd = os.open(directory, os.O_RDONLY)
