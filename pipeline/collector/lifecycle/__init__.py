@@ -1,1 +1,1 @@
-"""The collector process's life: started detached, its pidfile lock, its ready file, its socket directories."""
+"""The collector process's life: started detached, its pidfile lock, its ready file, its socket directories, its stop signals."""
