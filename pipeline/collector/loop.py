@@ -38,7 +38,7 @@ from .aggregator import Aggregator
 from .control import answer_control
 from .drain import DataDrain
 from .fetch_server import FetchServer
-from .identity import RunIdentity, establish
+from .lifecycle.identity import RunIdentity, establish
 from .idle import IdleWatch
 from .intake import Intake
 from .options import CollectorOptions, SupervisorFactory, SupervisorHooks, SupervisorLike

@@ -21,7 +21,7 @@ from collector_helpers import REPO, CollectorProcess, end_daemon, wait_for
 from statbus.pipeline.trainer.autostart import on_demand_arguments
 from statbus.pipeline.layout import RunLayout
 from statbus.pipeline.collector.lifecycle.pidfile import read_pid, running_pid
-from statbus.pipeline.collector.identity import establish, identity_path, read_identity
+from statbus.pipeline.collector.lifecycle.identity import establish, identity_path, read_identity
 from statbus.pipeline.trainer.config import build_config, force_before
 from statbus.plugins import ConfigError
 
@@ -291,7 +291,7 @@ def test_statbus_force_starts_an_on_demand_run_over_once(tmp_path):
 
 
 def test_force_knows_the_built_in_writers_file_names():
-    from statbus.pipeline.collector.identity import EVENT_FILE_PREFIX, RUN_OUTPUT_FILES
+    from statbus.pipeline.collector.lifecycle.identity import EVENT_FILE_PREFIX, RUN_OUTPUT_FILES
     from statbus.plugins.writers import console, event_file, gauges, jsonl
 
     assert set(RUN_OUTPUT_FILES) == {

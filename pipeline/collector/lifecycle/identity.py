@@ -21,9 +21,9 @@ import shutil
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from ...plugins import ConfigError
-from ...plugins.settings import CheckpointSettings, RunOptions
-from ..layout import RunLayout
+from ....plugins import ConfigError
+from ....plugins.settings import CheckpointSettings, RunOptions
+from ...layout import RunLayout
 
 logger = logging.getLogger(__name__)
 
