@@ -258,11 +258,13 @@ def test_a_lost_frame_is_sent_again_after_the_ack_timeout(address) -> None:
         assert sp.flush(30)
         resent = sp.client_counters()["frames_resent"]
         peer.lose = 1  # the next frame vanishes; the ones after it are gaps to the peer
+        sent = sp.client_counters()["frames_sent"]
         for i in range(1, 4):
             reporter.add_stat("a", i)
-            # Each in a frame of its own; not asserted unacked here: on a loaded
-            # machine the 1 s re-send timer may already have fired.
-            sp.flush(0.01)
+            # Each in a frame of its own (framed and sent before the next value is
+            # recorded); not asserted unacked here: on a loaded machine the 1 s
+            # re-send timer may already have fired.
+            wait_for(lambda: sp.client_counters()["frames_sent"] >= sent + i, what=f"value {i} sent")
         assert sp.flush(30)  # no reconnect: only the timer can bring them back
         assert peer.state.values("Cat", "a") == [0.0, 1.0, 2.0, 3.0]
         assert peer.state.gaps >= 2
