@@ -2,7 +2,7 @@
 
     python -m statbus.workers --plugin NAME --group G --target module:function
         --address ADDR --state-file PATH --run-options JSON
-        [--call-timeout S] [--parent-pid PID] [--max-bytes N] [--log-level L]
+        [--call-timeout S] [--heartbeat-interval S] [--parent-pid PID] [--max-bytes N] [--log-level L]
 
 ``--run-options`` is ``RunOptions.as_dict()`` as JSON (the plugin's own options
 in ``plugin_options``), or ``@path`` of a file holding that JSON.  Exit codes:
@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--state-file", required=True, help="this plugin's state page")
     parser.add_argument("--run-options", required=True, help="RunOptions as JSON, or @file")
     parser.add_argument("--call-timeout", type=_positive_float, default=None, help="seconds one writer call may take")
+    parser.add_argument("--heartbeat-interval", type=_positive_float, default=None,
+                        help="seconds between two heartbeats on the state page (default 1)")
     parser.add_argument("--parent-pid", type=int, default=None, help="exit when this is no longer our parent")
     parser.add_argument("--max-bytes", type=int, default=None, help="entry bytes asked for per fetch")
     parser.add_argument("--log-level", default="INFO", help="logging level (stderr)")
@@ -69,7 +71,9 @@ def parse_config(argv: Optional[List[str]]) -> tuple[HostConfig, str]:
     options = _run_options(args.run_options)
     if options is not None and not isinstance(options, dict):
         raise HostExit(ExitCode.BAD_CONFIG, "--run-options must be a JSON object")
-    extra = {} if args.max_bytes is None else {"max_bytes": args.max_bytes}
+    extra: dict = {} if args.max_bytes is None else {"max_bytes": args.max_bytes}
+    if args.heartbeat_interval is not None:
+        extra["heartbeat_interval"] = args.heartbeat_interval
     config = HostConfig(
         plugin=args.plugin,
         group=args.group,

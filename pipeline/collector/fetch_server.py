@@ -32,8 +32,9 @@ logger = logging.getLogger(__name__)
 _BATCH = EntryKind.BATCH.value
 _SUMMARY = EntryKind.SUMMARY.value
 
-PARK_SECONDS = 0.5
-"""Longest a fetch with nothing new waits before an empty reply (the worker's liveness signal)."""
+PARK_SECONDS = 2.0
+"""Longest a fetch with nothing new waits before an empty reply (the worker's liveness signal: it
+gives up on the collector after :data:`statbus.workers.host.fetch_client.REPLY_TIMEOUT`, 5 s)."""
 MAX_FETCH_ENTRIES = 10_000
 MAX_CACHED_READS = 8
 MAX_CACHED_READ_BYTES = 2 << 20

@@ -52,6 +52,11 @@ from .write_stall import StallControl, WriteStall
 logger = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.1
+QUIET_TICK_SECONDS = 1.0
+"""The tick's period once nothing has happened for :data:`QUIET_AFTER` seconds and nothing waits on
+a tick (no worker starting or restarting, no fsync due, no full disk): an idle collector then wakes
+about twice a second in all, for its tick and for the workers' parked fetches."""
+QUIET_AFTER = 1.0
 DATA_RCVHWM = 10_000
 DATA_MAXMSGSIZE = MAX_FRAME_BYTES + 4096
 """libzmq drops the connection of a peer whose message is bigger, before buffering it: an
@@ -318,21 +323,28 @@ class Collector(DataDrain, StopSignals):
         poller.register(work, zmq.POLLIN)
         poller.register(ctl, zmq.POLLIN)
         intake_open = True
-        next_tick = self.clock()
+        next_tick = last_activity = self.clock()
         while True:
             timeout_ms = max(0, int((next_tick - self.clock()) * 1000))
             events = dict(poller.poll(timeout_ms))
+            active = False
             if intake_open:
                 for data in datas:
                     if data in events:
                         self._drain(data)
+                        active = True
             if work in events:
                 self.fetch.on_readable()
             if ctl in events:
                 control.on_readable()
+                active = True
             now = self.clock()
+            if active:
+                last_activity = now
+                next_tick = min(next_tick, now + TICK_SECONDS)
             if now >= next_tick:
-                next_tick = now + TICK_SECONDS
+                quiet = now - last_activity >= QUIET_AFTER and self._nothing_due()
+                next_tick = now + (QUIET_TICK_SECONDS if quiet else TICK_SECONDS)
                 self._tick()
             if self._stop_graceful is False:
                 logger.info("stopping at once")
@@ -358,6 +370,16 @@ class Collector(DataDrain, StopSignals):
 
     def _rotate(self) -> None:
         self.retention.note_appended(self.journal.rotate(encode_snapshot(self.intake, self.aggregator)), anchor=True)
+
+    def _nothing_due(self) -> bool:
+        """True when no tick soon would find anything to do: the loop may then tick slower."""
+        return (
+            self.phase is _Phase.RUNNING
+            and self._stop_graceful is None
+            and self.stall is None
+            and not self.journal.sync_due
+            and (self.supervisor is None or self.supervisor.settled())
+        )
 
     def _tick(self) -> None:
         try:

@@ -202,6 +202,11 @@ class Journal(JournalOpening):
             self._fsync_if_due()
         self.write_error = None
 
+    @property
+    def sync_due(self) -> bool:
+        """Written since the last fsync, which a later :meth:`tick` makes (the interval policy)."""
+        return self._dirty and self._fd >= 0 and self._policy is FsyncPolicy.INTERVAL
+
     def tick(self) -> None:
         """Interval fsync of what commit() already wrote; cheap when nothing is due."""
         if self._fd >= 0 and self._policy is FsyncPolicy.INTERVAL:

@@ -18,7 +18,9 @@ from typing import IO, Optional
 
 _RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (\w+) worker\[\S+ \d+\] (\S+): (.*)$")
 _CONSOLE_LOGGER = "statbus.console"
-POLL_SECONDS = 0.1
+POLL_SECONDS = 0.25
+"""ML-Agents prints a line per summary, seconds apart: a quarter second late is on time, and
+the training process's thread wakes less."""
 
 
 class ConsoleEcho:
@@ -48,6 +50,8 @@ class ConsoleEcho:
 
     def _read(self) -> None:
         try:
+            if os.stat(self.path).st_size <= self._offset:
+                return  # nothing new: one stat, no open (the common case)
             with open(self.path, "rb") as handle:
                 handle.seek(self._offset)
                 data = handle.read()

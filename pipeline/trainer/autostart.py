@@ -14,6 +14,7 @@ time; ``STATBUS_FORCE`` is set to it in this process's environment when its
 configuration is read (:func:`.config.force_before`), so that processes it
 starts later share it.  A fleet of processes started separately sets
 ``STATBUS_FORCE`` to one Unix time (e.g. ``$(date +%s)`` at launch) instead of 1.
+``STATBUS_CONFIG`` names the per-plugin settings file of the collector started so.
 """
 
 from __future__ import annotations
@@ -25,15 +26,20 @@ from typing import Any, List, MutableMapping
 from ...plugins import StatbusError
 from ..collector.lifecycle.daemon import ensure_running
 from ..layout import RunLayout
-from .config import force_before
+from .config import ENV_CONFIG, force_before
 
 logger = logging.getLogger(__name__)
 
 def on_demand_arguments(environ: MutableMapping[str, str] = os.environ) -> List[str]:
+    """The collector's arguments for a start on demand: ``STATBUS_FORCE`` and ``STATBUS_CONFIG`` as flags."""
     extra = ["--on-demand"]
     moment = force_before(environ)
     if moment is not None:
         extra += ["--force-before", repr(moment)]
+    config = environ.get(ENV_CONFIG)
+    if config:
+        # Absolute: the collector is a daemon and may not share our working directory for long.
+        extra += ["--config", os.path.abspath(config)]
     return extra
 
 

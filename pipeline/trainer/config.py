@@ -2,7 +2,7 @@
 
 A launcher configures child processes it does not own through the environment
 (``STATBUS_RUN_ID``, ``STATBUS_RESULTS_DIR``, ``STATBUS_ADDRESS``,
-``STATBUS_BUFFER_BYTES``, ``STATBUS_AUTOSTART``, ``STATBUS_FORCE``, ``STATBUS_RAY``); an
+``STATBUS_BUFFER_BYTES``, ``STATBUS_AUTOSTART``, ``STATBUS_FORCE``, ``STATBUS_CONFIG``, ``STATBUS_RAY``); an
 explicit ``configure()`` call overrides them.  A process that never calls ``configure()`` gets the
 environment's settings (or the defaults) lazily, on its first stat.
 """
@@ -28,6 +28,8 @@ ENV_BUFFER_BYTES = "STATBUS_BUFFER_BYTES"
 ENV_AUTOSTART = "STATBUS_AUTOSTART"
 ENV_FORCE = "STATBUS_FORCE"
 ENV_RAY = "STATBUS_RAY"
+ENV_CONFIG = "STATBUS_CONFIG"
+"""The per-plugin settings file (TOML) of a collector started on demand."""
 
 DEFAULT_RUN_ID = "ppo"
 DEFAULT_RESULTS_DIR = "results"

@@ -7,6 +7,7 @@ committed cursor and waits for the reply, or for its stop flag.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Callable, Optional
 
@@ -20,8 +21,9 @@ logger = logging.getLogger(__name__)
 REPLY_TIMEOUT = 5.0
 """Seconds without any reply after which the collector is considered gone."""
 
-_POLL_SLICE_MS = 250
-"""Longest single wait, so that a stop request is noticed promptly."""
+_POLL_SLICE_MS = 1000
+"""Longest single wait.  A stop signal ends a wait at once through ``wake_fd``; the slice is
+for a stop flag set without a signal (or a plugin that took the wakeup fd for itself)."""
 
 class LostCollector(StatbusError):
     """No reply to a fetch within :data:`REPLY_TIMEOUT`."""
@@ -42,6 +44,7 @@ class FetchClient:
         max_bytes: int = DEFAULT_MAX_BYTES,
         reply_timeout: float = REPLY_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
+        wake_fd: Optional[int] = None,
     ) -> None:
         self.plugin = plugin
         self.max_bytes = max_bytes
@@ -51,6 +54,11 @@ class FetchClient:
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_REPLY_BYTES)
         self._socket.connect(address)
+        self._poller = zmq.Poller()
+        self._poller.register(self._socket, zmq.POLLIN)
+        self._wake_fd = wake_fd
+        if wake_fd is not None:
+            self._poller.register(wake_fd, zmq.POLLIN)
 
     def close(self) -> None:
         self._socket.close(linger=0)
@@ -77,5 +85,17 @@ class FetchClient:
             remaining = deadline - self._clock()
             if remaining <= 0:
                 raise LostCollector(f"no reply to a fetch from the collector in {self.reply_timeout:g} s")
-            if self._socket.poll(min(_POLL_SLICE_MS, max(1, int(remaining * 1000))), zmq.POLLIN):
+            events = dict(self._poller.poll(min(_POLL_SLICE_MS, max(1, int(remaining * 1000)))))
+            if self._wake_fd in events:
+                _drain(self._wake_fd)
+            if self._socket in events:
                 return decode_reply(self._socket.recv(copy=True))
+
+
+def _drain(fd: int) -> None:
+    """Empty the signal wakeup pipe (the signal numbers in it are not needed: the stop flag says it)."""
+    try:
+        while os.read(fd, 512):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass

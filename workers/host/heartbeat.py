@@ -14,8 +14,9 @@ from typing import Callable, Optional
 from ..exits import ExitCode, die
 from ..statepage import StatePage
 
-HEARTBEAT_INTERVAL = 0.25
-"""Seconds between two heartbeats (and parent / call-timeout checks)."""
+HEARTBEAT_INTERVAL = 1.0
+"""Seconds between two heartbeats (and parent / call-timeout checks), unless the supervisor
+asks for a shorter one (a third of the plugin's ``heartbeat_timeout`` at most)."""
 
 CALL_TIMEOUT_GRACE = 1.0
 """The host gives up on a stuck writer call this long after ``call_timeout``:
@@ -35,7 +36,7 @@ def _alive(pid: Optional[int]) -> bool:
 
 
 class Heartbeat(threading.Thread):
-    """Beats every 0.25 s; ends the process when the parent is gone or a call is stuck."""
+    """Beats every ``interval`` s; ends the process when the parent is gone or a call is stuck."""
 
     def __init__(
         self,
@@ -43,6 +44,7 @@ class Heartbeat(threading.Thread):
         parent_pid: Optional[int],
         call_timeout: Optional[float],
         current_call: Callable[[], str],
+        interval: float = HEARTBEAT_INTERVAL,
     ) -> None:
         super().__init__(name="statbus-heartbeat", daemon=True)
         self._page = page
@@ -51,6 +53,7 @@ class Heartbeat(threading.Thread):
         self._call_timeout = call_timeout
         self._current_call = current_call
         self._stop_event = threading.Event()
+        self._interval = interval
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -67,5 +70,5 @@ class Heartbeat(threading.Thread):
             busy_since = self._page.busy_since
             if self._call_timeout is not None and busy_since and now - busy_since > self._call_timeout + CALL_TIMEOUT_GRACE:
                 die(ExitCode.WRITER_CRASH, f"{self._current_call()} did not return within {self._call_timeout:g} s")
-            if self._stop_event.wait(HEARTBEAT_INTERVAL):
+            if self._stop_event.wait(self._interval):
                 return

@@ -37,7 +37,7 @@ from ..statepage import NO_INFLIGHT, HostState, StatePage
 from .disk_wait import DiskWait, StoppedWaiting
 from .dispatch import WriterCrash, Writers
 from .fetch_client import FetchClient, LostCollector
-from .heartbeat import Heartbeat
+from .heartbeat import HEARTBEAT_INTERVAL, Heartbeat
 from .loading import load_plugin
 
 logger = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ class HostConfig:
     grandparent (an interpreter wrapper that does not exec); losing our direct
     parent (``os.getppid()`` changing) counts as lost too."""
     max_bytes: int = DEFAULT_MAX_BYTES
+    heartbeat_interval: float = HEARTBEAT_INTERVAL
 
     @property
     def plugin_info(self) -> PluginInfo:
@@ -76,10 +77,15 @@ class HostConfig:
 # --- the host ------------------------------------------------------------------
 
 class StopFlag:
-    """Set by SIGTERM/SIGINT; the handler only records (the loop acts on it)."""
+    """Set by SIGTERM/SIGINT; the handler only records (the loop acts on it).
+
+    ``wake_fd`` becomes readable when a signal arrives (Python's wakeup fd), so a
+    wait that polls it as well ends at once instead of waking now and then to look.
+    """
 
     def __init__(self) -> None:
         self.requested = False
+        self.wake_fd: Optional[int] = None
 
     def __call__(self) -> bool:
         return self.requested
@@ -90,6 +96,9 @@ class StopFlag:
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
+        read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        self.wake_fd = read_end  # both ends live as long as the process
 
 
 class WorkerHost:
@@ -199,13 +208,15 @@ def run_host(config: HostConfig) -> ExitCode:
         return ExitCode.BAD_CONFIG
     page.reset_for_host(os.getpid(), time.time())
     writers: Optional[Writers] = None
-    heartbeat = Heartbeat(page, config.parent_pid, config.call_timeout, lambda: writers.current_call if writers else "")
+    heartbeat = Heartbeat(page, config.parent_pid, config.call_timeout,
+                          lambda: writers.current_call if writers else "", config.heartbeat_interval)
     heartbeat.start()
     context = zmq.Context()
     try:
         writers = load_plugin(config, page)
         logger.info("plugin %s: %d writer(s), committed=%d", config.plugin, len(writers.writers), page.committed)
-        with FetchClient(context, config.address, config.plugin, max_bytes=config.max_bytes) as client:
+        with FetchClient(context, config.address, config.plugin, max_bytes=config.max_bytes,
+                         wake_fd=stop.wake_fd) as client:
             page.state = HostState.READY
             writers.disk_wait = DiskWait(page, stop, config.plugin)
             code = WorkerHost(config, writers, page, client, stop).run()

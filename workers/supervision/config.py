@@ -66,6 +66,10 @@ class PluginSettings:
     max_restarts: int = 5
     restart_window: float = 60.0
     """Restart budget: at most ``max_restarts`` restarts in ``restart_window`` seconds."""
+    nice: int = 10
+    """How much lower than the collector's the host's CPU priority is (Unix nice, 0–19): on a
+    busy machine a plugin takes no CPU from training; what it has not written yet waits in
+    the journal."""
 
     @property
     def python(self) -> str:
@@ -103,6 +107,7 @@ _CHECKS: Dict[str, Tuple[Any, str]] = {
     "backfill": (lambda v: isinstance(v, bool), "true or false"),
     "max_restarts": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an integer >= 0"),
     "restart_window": (_positive_number, "a positive number of seconds"),
+    "nice": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 19, "an integer from 0 to 19"),
 }
 assert set(_CHECKS) == set(_FIELDS), "every setting needs a check"
 

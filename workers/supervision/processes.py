@@ -21,6 +21,7 @@ else (split out of ``supervisor.py`` so that each module has one job):
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -30,6 +31,8 @@ from typing import Any, Callable, List, Mapping, Optional, Tuple
 import psutil
 
 from ..exits import HOST_EXITS, ExitCode, parse_error_line
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_GRACE = 2.0
 """Seconds between TERM and KILL."""
@@ -139,6 +142,7 @@ def host_argv(
     state_file: str,
     run_options: Mapping[str, Any],
     call_timeout: float,
+    heartbeat_timeout: float,
     log_level: Optional[str] = None,
 ) -> List[str]:
     """The command line of a worker host (docs/internals.md, "Worker host")."""
@@ -151,6 +155,8 @@ def host_argv(
         "--state-file", state_file,
         "--run-options", json.dumps(dict(run_options), default=str),
         "--call-timeout", repr(float(call_timeout)),
+        # Three beats at least within the timeout; never more than one a second (an idle host's wakeups).
+        "--heartbeat-interval", repr(min(1.0, float(heartbeat_timeout) / 3)),
         "--parent-pid", str(os.getpid()),
     ]
     if log_level:
@@ -204,8 +210,9 @@ def spawn_host(
     spawn: Spawn = subprocess.Popen,
     env: Optional[Mapping[str, str]] = None,
     wall_clock: Callable[[], float] = time.time,
+    nice: int = 0,
 ) -> HostProcess:
-    """Start one worker host in a session of its own, output appended to ``log_path``.
+    """Start one worker host in a session of its own, output appended to ``log_path``, ``nice`` lower in priority.
 
     Raises ``OSError`` when the log cannot be written or the interpreter not started.
     """
@@ -226,7 +233,24 @@ def spawn_host(
             close_fds=True,
             env=child_env,
         )
+    if nice:
+        _lower_priority(proc.pid, nice)
     return HostProcess(proc, log_path, offset)
+
+
+def _lower_priority(pid: int, nice: int) -> None:
+    """Renice the new host, whose one thread is still starting Python: its threads to come inherit it.
+
+    Done from here rather than in the child (no ``preexec_fn`` in a threaded parent), a few
+    milliseconds into its start; a host that already ended is no error.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + nice))
+    except ProcessLookupError:
+        pass
+    except OSError as exc:  # not permitted under some sandboxes: the host runs, at our priority
+        logger.warning("could not lower the priority of worker host %d: %s", pid, exc)
+
 
 
 def describe_exit(returncode: int, error: Optional[str], last_output: Optional[str] = None) -> str:

@@ -83,6 +83,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 HEAD_SAMPLE_INTERVAL = 0.5
+_SETTLED = frozenset((WorkerState.READY, WorkerState.STOPPED, WorkerState.FAILED))
 """Seconds between two remembered journal heads (for lag in seconds)."""
 
 DISABLED = "DISABLED"
@@ -191,6 +192,14 @@ class Supervisor:
             for worker in self._workers.values()
             if worker.enabled and worker.state is not WorkerState.FAILED
         )
+
+    def settled(self) -> bool:
+        """No plugin is starting, stopping or waiting for a restart: a tick now and then is enough.
+
+        A READY host's death is still seen at the next tick; what must not wait for a
+        slow tick is a start's READY, a restart's backoff and a kill's deadline.
+        """
+        return all(worker.state in _SETTLED for worker in self._workers.values())
 
     def status(self) -> List[Dict[str, Any]]:
         return [self._status_of(worker) for worker in self._workers.values()]

@@ -318,6 +318,7 @@ class PluginWatcher:
             host = spawn_host(
                 argv, context.paths.log_file(self.name),
                 plugin=self.name, spawn=context.spawn, env=context.env, wall_clock=context.wall_clock,
+                nice=self.settings.nice,
             )
         except OSError as exc:
             self._fail_unstarted(f"cannot start {argv[0]}: {exc}")
@@ -342,6 +343,7 @@ class PluginWatcher:
             state_file=context.paths.state_file(info.name),
             run_options=context.run_options.with_plugin_options(settings.options).as_dict(),
             call_timeout=settings.call_timeout,
+            heartbeat_timeout=settings.heartbeat_timeout,
             log_level=context.log_level,
         )
 

@@ -5,9 +5,22 @@ alternated, medians of ``repetitions``: training steps per second (steps over
 the training loop's wall time), the whole command's wall time, and the CPU
 seconds statbus's processes used (the collector and its workers: the
 launcher's reaped children beyond the env worker, which both launchers have).
-Then both again with one extra plugin that sleeps 50 ms in every
-``write_stats`` (a summary every 200 steps; a sleep per ``on_add_stat`` too
-would hold ``mlagents-learn`` for minutes: ML-Agents adds a few values per step).  Skipped, with the reason, where mlagents is not importable.
+Three scenarios:
+
+* ``default``: the default writers (under ``statbus learn`` its built-ins; every
+  other installed ``mlagents.stats_writer`` plugin is disabled through
+  ``STATBUS_CONFIG``, while ``mlagents-learn`` still loads them in process);
+* ``slow_plugin``: the same and one plugin that sleeps 50 ms in every
+  ``write_stats`` (a summary every 200 steps; a sleep per ``on_add_stat`` too
+  would hold ``mlagents-learn`` for minutes: ML-Agents adds a few values per
+  step).  It imports nothing of mlagents, so that its worker's start costs what
+  any worker's does and the figure shows the sleep alone;
+* ``installed``: every installed plugin, as a user who configures nothing gets
+  it.  A plugin that imports ``mlagents.trainers.stats`` makes its worker import
+  torch (ML-Agents' module does), seconds of CPU at the start that
+  ``mlagents-learn`` paid already.
+
+Skipped, with the reason, where mlagents is not importable.
 """
 
 from __future__ import annotations
@@ -19,7 +32,7 @@ import os
 import statistics
 import subprocess
 import sys
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 CONFIG = """\
 behaviors:
@@ -35,10 +48,17 @@ behaviors:
 
 SLOW_PLUGIN = '''\
 import time
-from mlagents.trainers.stats import StatsWriter
 
 
-class Slow(StatsWriter):
+class Slow:
+    """Duck-typed: ML-Agents calls all three methods, statbus only what a writer has."""
+
+    def on_add_stat(self, category, key, value, aggregation):
+        pass
+
+    def add_property(self, category, property_type, value):
+        pass
+
     def write_stats(self, category, values, step):
         time.sleep(0.05)
 
@@ -53,6 +73,8 @@ class LearnConfig:
     max_steps: int = 10_000
     repetitions: int = 3
     slow_plugin: bool = True
+    installed: bool = True
+    """Also with every installed plugin (when there are any besides the default writers)."""
     enabled: bool = True
 
 
@@ -70,10 +92,30 @@ def _slow_plugin_dir(root: str) -> str:
     return path
 
 
-def _train(root: str, mode: str, index: int, config: str, pythonpath: str) -> Dict[str, Any]:
+def _plugin_config(root: str, disabled: List[str]) -> str:
+    """A ``STATBUS_CONFIG`` file that disables ``disabled``."""
+    path = os.path.join(root, "plugins.toml")
+    with open(path, "w", encoding="utf-8") as handle:
+        for name in disabled:
+            handle.write(f"[plugins.{name}]\nenabled = false\n\n")
+    return path
+
+
+def _third_party_plugins() -> List[str]:
+    """Installed ``mlagents.stats_writer`` plugins other than ML-Agents' own ``default``."""
+    from ....plugins.discovery import discover_plugins
+
+    return sorted(p.name for p in discover_plugins() if p.group == "mlagents.stats_writer" and p.name != "default")
+
+
+def _train(root: str, mode: str, index: int, config: str, pythonpath: str,
+           plugin_config: Optional[str]) -> Dict[str, Any]:
     run_id = f"{mode}-{index}"
     report = os.path.join(root, f"{run_id}.json")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=pythonpath)
+    env.pop("STATBUS_CONFIG", None)
+    if plugin_config is not None:
+        env["STATBUS_CONFIG"] = plugin_config
     with open(os.path.join(root, f"{run_id}.log"), "w", encoding="utf-8") as log:
         done = subprocess.run(
             [sys.executable, "-m", "statbus.pipeline.bench.learn_env", mode, report, config,
@@ -90,9 +132,11 @@ def _median(runs: List[Dict[str, Any]], key: str) -> float:
     return statistics.median(run[key] for run in runs)
 
 
-def _scenario(root: str, name: str, config: LearnConfig, pythonpath: str) -> Dict[str, Any]:
+def _scenario(root: str, name: str, config: LearnConfig, pythonpath: str,
+              disabled: Optional[List[str]]) -> Dict[str, Any]:
     directory = os.path.join(root, name)
     os.makedirs(directory, exist_ok=True)
+    plugin_config = None if disabled is None else _plugin_config(directory, disabled)
     path = os.path.join(directory, "config.yaml")
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(CONFIG.format(max_steps=config.max_steps))
@@ -100,7 +144,7 @@ def _scenario(root: str, name: str, config: LearnConfig, pythonpath: str) -> Dic
     for index in range(config.repetitions):
         order = ("plain", "statbus") if index % 2 == 0 else ("statbus", "plain")
         for mode in order:
-            runs[mode].append(_train(directory, mode, index, path, pythonpath))
+            runs[mode].append(_train(directory, mode, index, path, pythonpath, plugin_config))
     result: Dict[str, Any] = {}
     for mode, done in runs.items():
         result[mode] = {
@@ -113,6 +157,7 @@ def _scenario(root: str, name: str, config: LearnConfig, pythonpath: str) -> Dic
     result["statbus"]["statbus_processes_cpu_s"] = max(
         0.0, result["statbus"]["children_cpu_s"] - result["plain"]["children_cpu_s"])
     result["speed_ratio"] = result["statbus"]["steps_per_s"] / result["plain"]["steps_per_s"]
+    result["disabled_plugins"] = disabled or []
     return result
 
 
@@ -122,8 +167,11 @@ def run(root: str, config: LearnConfig) -> Dict[str, Any]:
     if importlib.util.find_spec("mlagents") is None:
         return {"skipped": "mlagents is not installed (pip install -e '.[mlagents]' and the mlagents wheels)"}
     base = os.environ.get("PYTHONPATH", "")
-    figures = {"default": _scenario(root, "default", config, base)}
+    third_party = _third_party_plugins()
+    figures = {"default": _scenario(root, "default", config, base, third_party)}
     if config.slow_plugin:
         slow = os.pathsep.join(p for p in (_slow_plugin_dir(root), base) if p)
-        figures["slow_plugin"] = _scenario(root, "slow", config, slow)
+        figures["slow_plugin"] = _scenario(root, "slow", config, slow, third_party)
+    if config.installed and third_party:
+        figures["installed"] = _scenario(root, "installed", config, base, None)
     return figures

@@ -490,6 +490,9 @@ class FakeSupervisor:
     def all_caught_up(self, head_position: int) -> bool:
         return all(c >= head_position for c in self.cursors.values())
 
+    def settled(self) -> bool:
+        return True
+
     def stop(self, timeout: float) -> None:
         self.stopped = True
 

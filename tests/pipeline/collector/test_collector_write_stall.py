@@ -96,6 +96,7 @@ class Consumers:
     def consumers(self): return ["p"]
     def status(self): return []
     def all_caught_up(self, head_position: int) -> bool: return self.cursor >= head_position
+    def settled(self) -> bool: return True
     def stop(self, timeout: float) -> None: ...
 
 

@@ -7,6 +7,7 @@ seed 7, 3000 steps, a summary every 500.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -173,7 +174,7 @@ def test_threaded_trainer_and_two_envs(tmp_path):
 
 
 def test_resume_continues_the_run(twin_runs, tmp_path):
-    """Last in this module: it trains the twin statbus run on, from 3000 to 4000 steps."""
+    """Next to last in this module: it trains the twin statbus run on, from 3000 to 4000 steps."""
     _, statbus = twin_runs
     directory = os.path.dirname(os.path.dirname(statbus.run_dir))
     run = train("statbus", directory, "statbus", write_config(str(tmp_path), max_steps=4000), "--resume")
@@ -181,3 +182,22 @@ def test_resume_continues_the_run(twin_runs, tmp_path):
     assert [s["step"] for s in jsonl_summaries(run.run_dir)] == SUMMARY_STEPS + [3500, 4000]
     assert [step for step, _ in scalars(run.run_dir)["Policy/Entropy"]] == SUMMARY_STEPS + [3500, 4000]
     assert [line.split(". ")[1] for line in progress_lines(run.stdout)] == ["Step: 3500", "Step: 4000"]
+
+
+def test_force_starts_the_run_over(twin_runs, tmp_path):
+    """Last in this module: ``--force`` on the twin statbus run, after it was resumed to 4000 steps."""
+    _, statbus = twin_runs
+    directory = os.path.dirname(os.path.dirname(statbus.run_dir))
+    with open(os.path.join(statbus.run_dir, "statbus", "run.json"), encoding="utf-8") as handle:
+        earlier_start = json.load(handle)["start_time"]
+    run = train("statbus", directory, "statbus", write_config(str(tmp_path), max_steps=1000), "--force")
+    assert run.code == 0, run.stderr[-3000:]
+    # What the earlier trainings wrote is gone; only this one's two summaries are there.
+    assert [s["step"] for s in jsonl_summaries(run.run_dir)] == [500, 1000]
+    assert [step for step, _ in scalars(run.run_dir)["Policy/Entropy"]] == [500, 1000]
+    event_files = [n for n in os.listdir(os.path.join(run.run_dir, BEHAVIOR)) if n.startswith("events.out")]
+    assert len(event_files) == 1, event_files
+    assert [line.split(". ")[1] for line in progress_lines(run.stdout)] == ["Step: 500", "Step: 1000"]
+    # The run's identity starts again too: elapsed time counts from this training.
+    with open(os.path.join(run.run_dir, "statbus", "run.json"), encoding="utf-8") as handle:
+        assert json.load(handle)["start_time"] > earlier_start

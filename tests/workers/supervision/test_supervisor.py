@@ -42,7 +42,7 @@ STUB = textwrap.dedent(
 
     parser = argparse.ArgumentParser()
     for name in ("--plugin", "--group", "--target", "--address", "--state-file", "--run-options",
-                 "--call-timeout", "--parent-pid", "--log-level"):
+                 "--call-timeout", "--heartbeat-interval", "--parent-pid", "--log-level"):
         parser.add_argument(name)
     args = parser.parse_args()
     options = json.loads(args.run_options)["plugin_options"]
