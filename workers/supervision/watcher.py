@@ -43,6 +43,9 @@ logger = logging.getLogger(__name__)
 
 DeadLetterSource = Callable[[str, int], Optional[Mapping[str, Any]]]
 
+QUIET_SAMPLE_FACTOR = 5
+"""A host with nothing delivered since its last resource sample is sampled this many times less often."""
+
 
 @dataclasses.dataclass(frozen=True)
 class WorkerPaths:
@@ -117,6 +120,7 @@ class PluginWatcher:
         # testable on an injected clock).
         self.heartbeat_seen = (0.0, 0.0)
         self.busy_seen = (0.0, 0.0)
+        self.sampled_committed = -1  # the page's cursor at the last resource sample
         self.abort_reason = ""
         self.abort_inflight: Optional[int] = None
         self.restart_at: Optional[float] = None
@@ -267,7 +271,12 @@ class PluginWatcher:
             self.policy.progressed(page.committed)
         sampler = host.resources
         if sampler.due(now, self.context.sample_interval):
-            sampler.sample(now, self.context.sample_interval)
+            # A host that delivered nothing since the last sample is sampled less often: it
+            # grows (if at all) by itself, slowly; one at work is watched every interval.
+            committed = page.committed
+            quiet = committed == self.sampled_committed and not page.busy_since
+            self.sampled_committed = committed
+            sampler.sample(now, self.context.sample_interval * (QUIET_SAMPLE_FACTOR if quiet else 1))
             if sampler.rss_mb > settings.memory_cap_mb:
                 reason = f"memory cap: RSS {sampler.rss_mb:.0f} MB over {settings.memory_cap_mb:g} MB"
                 self._abort(reason, None, now)
