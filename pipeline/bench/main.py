@@ -48,7 +48,7 @@ MODES: Dict[str, BenchConfig] = {
         memory.MemoryConfig(values=10_000_000, trainers=2, buffer_bytes=16 << 20),
         startup.StartupConfig(collector_starts=5, imports=5),
         frameworks.FrameworksConfig(calls=20_000, repetitions=5),
-        learn.LearnConfig(max_steps=10_000, repetitions=3),
+        learn.LearnConfig(max_steps=10_000, repetitions=5),
         idle.IdleConfig(seconds=30.0),
     ),
     "quick": BenchConfig(

@@ -155,8 +155,9 @@ def host_argv(
         "--state-file", state_file,
         "--run-options", json.dumps(dict(run_options), default=str),
         "--call-timeout", repr(float(call_timeout)),
-        # Three beats at least within the timeout; never more than one a second (an idle host's wakeups).
-        "--heartbeat-interval", repr(min(1.0, float(heartbeat_timeout) / 3)),
+        # Four beats at least within the timeout (the collector's quiet tick sees a beat up to 1 s
+        # late); never more than two a second (an idle host's wakeups).
+        "--heartbeat-interval", repr(min(0.5, float(heartbeat_timeout) / 4)),
         "--parent-pid", str(os.getpid()),
     ]
     if log_level:
