@@ -9,7 +9,8 @@ FIGURES = ("startup", "hotpath", "throughput", "recovery", "memory", "frameworks
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help="smaller loads, fewer repetitions (under a minute)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller loads, fewer repetitions (figures 1-6 and 8 in about a minute; 7, real training, a few more)")
     parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--json", metavar="PATH", help="also write every figure, the targets and versions as JSON")
     parser.add_argument("--only", metavar="A,B", help=f"run only these figures ({', '.join(FIGURES)})")

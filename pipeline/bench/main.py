@@ -1,7 +1,8 @@
 """``statbus bench`` / ``scripts/bench.py``: every figure in one run, table and JSON.
 
-Modes: default (about 3-4 minutes on 2 cores; 5 repetitions, A/B alternated,
-medians), ``--quick`` (under a minute: smaller loads, fewer repetitions) and
+Modes: default (figures 1-6 and 8 in about 4 minutes on 2 cores, figure 7's real
+training 15 more; 5 repetitions, A/B alternated, medians), ``--quick`` (smaller
+loads, fewer repetitions: about a minute, and 4 for figure 7) and
 a hidden ``--smoke`` (the smallest configuration, for the test suite).  Every
 run works in a temporary directory, removed at the end unless ``--keep``.
 """
