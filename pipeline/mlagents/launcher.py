@@ -33,6 +33,12 @@ logger = logging.getLogger(__name__)
 FLUSH_TIMEOUT = 30.0
 """Seconds the launcher waits at the end for the collector to acknowledge every stat."""
 
+VALUE_BATCH_INTERVAL = 0.25
+"""How long the trainer client gathers ``add_stat`` values into one frame (a training's default
+is 0.05 s).  ML-Agents adds a few values per step and sums them up every ``summary_freq``
+steps; a summary and a property are sent at once anyway.  Frames five times rarer wake the
+collector and every worker five times less often, CPU taken from training on a small machine."""
+
 
 class LearnSession:
     """One training's statbus side: the forwarding writer, the collector, the console echo."""
@@ -50,7 +56,8 @@ class LearnSession:
         """Called by ML-Agents' ``run_training`` after its directory checks: start statbus, return one writer."""
         checkpoint = options.checkpoint_settings
         layout = RunLayout(checkpoint.results_dir, checkpoint.run_id)
-        trainer_config.configure(run_id=layout.run_id, results_dir=layout.results_dir, autostart=False)
+        trainer_config.configure(run_id=layout.run_id, results_dir=layout.results_dir, autostart=False,
+                                 batch_interval=VALUE_BATCH_INTERVAL)
         self.collector = CollectorSession(layout)
         try:
             self.collector.start(
