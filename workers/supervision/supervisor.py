@@ -70,7 +70,9 @@ from .processes import (
     read_log_tail,
 )
 from .states import WorkerState
-from .watcher import DeadLetterSource, PluginWatcher, WatchContext, WorkerPaths, read_dead_letter_positions
+from .context import DeadLetterSource, WatchContext, WorkerPaths
+from .dead_letters import read_dead_letter_positions
+from .watcher import PluginWatcher
 
 # Names that lived here before the process handling (.processes) and the
 # per-plugin watching (.watcher) moved out; still importable from here.

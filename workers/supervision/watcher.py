@@ -12,27 +12,21 @@ escalates TERM → grace → KILL over several ticks.  The rules are listed in
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
-import os
 import signal
-import subprocess
-import time
-from typing import Any, Callable, FrozenSet, List, Mapping, Optional, Set
+from typing import Any, FrozenSet, List, Mapping, Optional, Set
 
 from ...plugins.discovery import PluginInfo
-from ...plugins.settings import RunOptions
 from ..statepage import NO_INFLIGHT, HostState, StatePage, StatePageError, read_state
 from .config import PluginSettings
+from .context import WatchContext
+from .dead_letters import append_dead_letter, read_dead_letter_positions
 from .policy import Action, RestartPolicy
 from .processes import (
-    DEFAULT_GRACE,
     EXTERNAL_EXITS,
     FATAL_EXITS,
     NOT_A_RECORD_FAULT,
     HostProcess,
-    Spawn,
     describe_exit,
     host_argv,
     spawn_host,
@@ -41,62 +35,8 @@ from .states import StateMachine, WorkerEvent, WorkerState
 
 logger = logging.getLogger(__name__)
 
-DeadLetterSource = Callable[[str, int], Optional[Mapping[str, Any]]]
-
 QUIET_SAMPLE_FACTOR = 5
 """A host with nothing delivered since its last resource sample is sampled this many times less often."""
-
-
-@dataclasses.dataclass(frozen=True)
-class WorkerPaths:
-    """Where the supervisor keeps a run's per-plugin files (docs/internals.md, run directory)."""
-
-    statbus_dir: str
-
-    def state_file(self, plugin: str) -> str:
-        return os.path.join(self.statbus_dir, "consumers", f"{plugin}.state")
-
-    def log_file(self, plugin: str) -> str:
-        return os.path.join(self.statbus_dir, "logs", f"{plugin}.log")
-
-    def dead_letter_file(self, plugin: str) -> str:
-        return os.path.join(self.statbus_dir, "dead-letter", f"{plugin}.jsonl")
-
-
-@dataclasses.dataclass(frozen=True)
-class WatchContext:
-    """What every watcher of one supervisor shares: the run, the clocks, how to spawn."""
-
-    paths: WorkerPaths
-    run_options: RunOptions
-    worker_address: str
-    head: Callable[[], int]
-    """The journal head now (a new plugin's first cursor, unless it back-fills)."""
-    stopping: Callable[[], bool]
-    """True once the supervisor shuts down: nothing is started any more."""
-    clock: Callable[[], float] = time.monotonic
-    wall_clock: Callable[[], float] = time.time
-    spawn: Spawn = subprocess.Popen
-    on_dead_letter: Optional[DeadLetterSource] = None
-    grace: float = DEFAULT_GRACE
-    sample_interval: float = 1.0
-    env: Optional[Mapping[str, str]] = None
-    log_level: Optional[str] = None
-
-
-def read_dead_letter_positions(path: str) -> Set[int]:
-    """Positions listed in a dead-letter file (none when it does not exist)."""
-    positions: Set[int] = set()
-    try:
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                try:
-                    positions.add(int(json.loads(line)["position"]))
-                except (ValueError, KeyError, TypeError):
-                    logger.warning("ignoring a malformed line in %s", path)
-    except FileNotFoundError:
-        pass
-    return positions
 
 
 class PluginWatcher:
@@ -420,15 +360,9 @@ class PluginWatcher:
                 record = context.on_dead_letter(self.name, position)
             except Exception:  # the collector's lookup failing must not stop the set-aside
                 logger.exception("plugin %s: could not read poison record at %d", self.name, position)
-        line = {"plugin": self.name, "position": position, "record": record, "error": reason,
-                "time": context.wall_clock()}
         path = context.paths.dead_letter_file(self.name)
-        try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(line, default=repr) + "\n")
-        except OSError:
-            logger.exception("plugin %s: cannot write dead-letter file %s", self.name, path)
+        append_dead_letter(path, {"plugin": self.name, "position": position, "record": record, "error": reason,
+                                  "time": context.wall_clock()})
         self.skip.add(position)
         self.skip_frozen = frozenset(self.skip)
         logger.error("plugin %s: record at %d killed it %d times; set aside in %s",

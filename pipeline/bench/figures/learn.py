@@ -151,12 +151,17 @@ def _scenario(root: str, name: str, config: LearnConfig, pythonpath: str,
             "steps_per_s": statistics.median(config.max_steps / r["train_s"] for r in done),
             "wall_s": _median(done, "wall_s"),
             "training_process_cpu_s": _median(done, "self_cpu_s"),
+            "training_thread_cpu_s": statistics.median(r.get("train_thread_cpu_s", 0.0) for r in done),
             "children_cpu_s": _median(done, "children_cpu_s"),
             "runs": done,
         }
     result["statbus"]["statbus_processes_cpu_s"] = max(
         0.0, result["statbus"]["children_cpu_s"] - result["plain"]["children_cpu_s"])
     result["speed_ratio"] = result["statbus"]["steps_per_s"] / result["plain"]["steps_per_s"]
+    # The same ratio within each alternated pair: a machine whose speed drifts during the
+    # figure (a shared host's steal time) moves both runs of a pair alike.
+    result["paired_ratio_median"] = statistics.median(
+        p["train_s"] / s["train_s"] for p, s in zip(runs["plain"], runs["statbus"]))
     result["disabled_plugins"] = disabled or []
     return result
 
