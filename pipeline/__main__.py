@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default=os.environ.get("STATBUS_LOG_LEVEL", "INFO"))
     parser.add_argument(
+        "--nice", type=int, choices=range(0, 20), default=0, metavar="N",
+        help="lower this collector's CPU priority by N (0-19) before it starts anything; its workers "
+        "go N plus their own 'nice' setting lower (statbus learn uses 5: training comes first)",
+    )
+    parser.add_argument(
         "--run-options", metavar="FILE",
         help="JSON of the RunOptions handed to plugins (statbus learn writes ML-Agents' there); "
         "the run id and results dir stay this collector's",
@@ -153,6 +158,8 @@ def supervisor_factory(layout: RunLayout, plugins: List[PluginInfo], args: argpa
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.nice:
+        os.nice(args.nice)  # before any thread: every thread and process it starts inherits it
     logging.basicConfig(
         level=args.log_level.upper(),
         stream=sys.stderr,

@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 RUN_OPTIONS_FILE = "learn-run-options.json"
 STOP_TIMEOUT = 60.0
+COLLECTOR_NICE = 5
+"""The collector of one training yields the CPU to it (its workers 10 more): acks may come a
+little later, which costs the training nothing (its client never waits for them)."""
 
 
 def plugin_run_options(options: Any, start_time: float) -> Dict[str, Any]:
@@ -64,7 +67,7 @@ class CollectorSession:
         env = dict(os.environ)
         if force:
             env[ENV_FORCE] = "1"  # on_demand_arguments turns it into this training's start time
-        extra = on_demand_arguments(env) + ["--run-options", path]
+        extra = on_demand_arguments(env) + ["--run-options", path, "--nice", str(COLLECTOR_NICE)]
         started = ensure_running(self.layout, extra=extra, env=env)
         self.pid = started.pid
         self.ours = not started.already_running

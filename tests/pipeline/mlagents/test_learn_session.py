@@ -46,6 +46,8 @@ def test_force_reaches_the_collector_as_statbus_force(tmp_path, started, force):
     assert ("--force-before" in call["extra"]) is force
     assert (session.ENV_FORCE in call["env"]) is force
     assert call["extra"][:1] == ["--on-demand"]
+    # The training's own collector yields the CPU to it (its workers lower still).
+    assert call["extra"][call["extra"].index("--nice") + 1] == str(session.COLLECTOR_NICE)
     assert collector.ours and collector.pid == 4242
 
 

@@ -239,6 +239,21 @@ def test_start_ready_status_and_stop(make: Callable[..., Harness], tmp_path: Pat
     assert not _alive(alpha["pid"])
 
 
+def test_hosts_run_their_nice_setting_lower_than_the_collector(make: Callable[..., Harness]) -> None:
+    h = make(["background", "level"], config(level={"nice": 0}))
+    h.sup.start()
+    h.wait_state("background", WorkerState.READY)
+    h.wait_state("level", WorkerState.READY)
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    try:
+        # Every thread of the host, started after the renice, inherits it (the heartbeat's too).
+        for name, lower in (("background", 10), ("level", 0)):
+            host = psutil.Process(h.status(name)["pid"])
+            assert {psutil.Process(t.id).nice() for t in host.threads()} == {min(19, ours + lower)}, name
+    finally:
+        h.sup.stop(timeout=5.0)
+
+
 def test_crash_then_backoff_then_restart_resumes(make: Callable[..., Harness], tmp_path: Path) -> None:
     counter = str(tmp_path / "count")
     h = make(["crashy"], config(crashy={"options": {"mode": "crash", "inflight": 7, "counter": counter, "ok_after": 2}}))
