@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-options", required=True, help="RunOptions as JSON, or @file")
     parser.add_argument("--call-timeout", type=_positive_float, default=None, help="seconds one writer call may take")
     parser.add_argument("--heartbeat-interval", type=_positive_float, default=None,
-                        help="seconds between two heartbeats on the state page (default 0.5)")
+                        help="seconds between two heartbeats on the state page (default 0.75)")
     parser.add_argument("--parent-pid", type=int, default=None, help="exit when this is no longer our parent")
     parser.add_argument("--max-bytes", type=int, default=None, help="entry bytes asked for per fetch")
     parser.add_argument("--log-level", default="INFO", help="logging level (stderr)")

@@ -14,9 +14,9 @@ from typing import Callable, Optional
 from ..exits import ExitCode, die
 from ..statepage import StatePage
 
-HEARTBEAT_INTERVAL = 0.5
-"""Seconds between two heartbeats (and parent / call-timeout checks), unless the supervisor
-asks for a shorter one (a quarter of the plugin's ``heartbeat_timeout`` at most)."""
+HEARTBEAT_INTERVAL = 0.75
+"""Seconds between two heartbeats (and parent / call-timeout checks); the supervisor asks for a
+quarter of the plugin's ``heartbeat_timeout`` (0.75 s for the default 3 s), one a second at most."""
 
 CALL_TIMEOUT_GRACE = 1.0
 """The host gives up on a stuck writer call this long after ``call_timeout``:

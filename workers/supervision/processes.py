@@ -156,8 +156,8 @@ def host_argv(
         "--run-options", json.dumps(dict(run_options), default=str),
         "--call-timeout", repr(float(call_timeout)),
         # Four beats at least within the timeout (the collector's quiet tick sees a beat up to 1 s
-        # late); never more than two a second (an idle host's wakeups).
-        "--heartbeat-interval", repr(min(0.5, float(heartbeat_timeout) / 4)),
+        # late): 0.75 s for the default 3 s; never slower than one a second (an idle host's wakeups).
+        "--heartbeat-interval", repr(min(1.0, float(heartbeat_timeout) / 4)),
         "--parent-pid", str(os.getpid()),
     ]
     if log_level:

@@ -35,7 +35,7 @@ from .states import StateMachine, WorkerEvent, WorkerState
 
 logger = logging.getLogger(__name__)
 
-QUIET_SAMPLE_FACTOR = 5
+QUIET_SAMPLE_FACTOR = 10
 """A host with nothing delivered since its last resource sample is sampled this many times less often."""
 
 
