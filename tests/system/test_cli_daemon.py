@@ -198,6 +198,20 @@ def test_on_demand_start_raced_by_8_trainers_gives_one_collector_that_idles_out(
     assert "on-demand collector" in read_text(layout.log_file)
 
 
+def test_statbus_config_sets_up_the_plugins_of_a_collector_started_on_demand(layout, tmp_path) -> None:
+    settings = tmp_path / "plugins.toml"
+    settings.write_text("[plugins.tensorboard]\nenabled = false\n")
+    env = trainer_env(layout, STATBUS_IDLE_EXIT="1", STATBUS_CONFIG=str(settings))
+    trainer = subprocess.run([sys.executable, "-c", TRAINER, "10", "write"], env=env, timeout=90)
+    assert trainer.returncode == 0
+    wait_for(lambda: running_pid(layout.pid_file) is None, timeout=60, what="on-demand collector to exit")
+    # jsonl wrote the summary; tensorboard, disabled by the file, never ran.
+    with open(os.path.join(layout.run_dir, "stats.jsonl"), encoding="utf-8") as handle:
+        assert [json.loads(line)["step"] for line in handle] == [1]
+    assert not any(name.startswith("events.out") for _, _, files in os.walk(layout.run_dir) for name in files)
+    assert not os.path.exists(os.path.join(layout.statbus_dir, "logs", "tensorboard.log"))
+
+
 def test_a_scripted_collector_does_not_idle_out(layout) -> None:
     env = dict(os.environ, STATBUS_IDLE_EXIT="0.5")
     assert start(layout, env=env).returncode == 0

@@ -69,9 +69,9 @@ from .processes import (
     last_error_line,
     read_log_tail,
 )
-from .states import WorkerState
 from .context import DeadLetterSource, WatchContext, WorkerPaths
 from .dead_letters import read_dead_letter_positions
+from .states import WorkerState
 from .watcher import PluginWatcher
 
 # Names that lived here before the process handling (.processes) and the
@@ -85,8 +85,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 HEAD_SAMPLE_INTERVAL = 0.5
-_SETTLED = frozenset((WorkerState.READY, WorkerState.STOPPED, WorkerState.FAILED))
 """Seconds between two remembered journal heads (for lag in seconds)."""
+_SETTLED = frozenset((WorkerState.READY, WorkerState.STOPPED, WorkerState.FAILED))
+"""States in which a plugin waits on no deadline of the supervisor's (see :meth:`Supervisor.settled`)."""
 
 DISABLED = "DISABLED"
 """What :meth:`Supervisor.status` shows as the state of a disabled plugin."""

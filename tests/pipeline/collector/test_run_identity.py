@@ -221,6 +221,8 @@ def test_statbus_force_is_shared_with_the_processes_a_trainer_starts():
     assert on_demand_arguments(env) == ["--on-demand", "--force-before", repr(moment)]
     assert force_before({"STATBUS_FORCE": "0"}) is None and force_before({}) is None
     assert on_demand_arguments({}) == ["--on-demand"]
+    assert on_demand_arguments({"STATBUS_CONFIG": "plugins.toml"}) == [
+        "--on-demand", "--config", os.path.abspath("plugins.toml")]
 
 
 def test_a_trainer_shares_its_start_with_its_children_when_it_reads_its_configuration(monkeypatch):
