@@ -190,16 +190,14 @@ def learn_rows(figure: Dict[str, Any]) -> List[Row]:
             passed = s["steps_per_s"] >= normal["statbus"]["steps_per_s"] * 0.9
         rows.append(Row("7 learn", f"{label}: training steps/s (ratio)", f"{s['steps_per_s']:,.0f} ({f['speed_ratio']:.2f}×)",
                         f"{p['steps_per_s']:,.0f} mlagents-learn", target, passed))
-        if "paired_ratio_median" in f:
-            rows.append(Row("7 learn", f"{label}: ratio within each alternated pair, median",
-                            f"{f['paired_ratio_median']:.2f}×", "", "", None))
+        rows.append(Row("7 learn", f"{label}: ratio within each alternated pair, median",
+                        f"{f['paired_ratio_median']:.2f}×", "", "", None))
         rows.append(Row("7 learn", f"{label}: wall time", f"{s['wall_s']:.1f} s", f"{p['wall_s']:.1f} s", "", None))
         rows.append(Row("7 learn", f"{label}: CPU, training process / statbus processes",
                         f"{s['training_process_cpu_s']:.1f} s / {s['statbus_processes_cpu_s']:.1f} s",
                         f"{p['training_process_cpu_s']:.1f} s / -", "", None))
-        if "training_thread_cpu_s" in s:
-            rows.append(Row("7 learn", f"{label}: CPU of the training loop's thread",
-                            f"{s['training_thread_cpu_s']:.1f} s", f"{p['training_thread_cpu_s']:.1f} s", "", None))
+        rows.append(Row("7 learn", f"{label}: CPU of the training loop's thread",
+                        f"{s['training_thread_cpu_s']:.1f} s", f"{p['training_thread_cpu_s']:.1f} s", "", None))
     return rows
 
 

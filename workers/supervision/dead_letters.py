@@ -29,13 +29,11 @@ def read_dead_letter_positions(path: str) -> Set[int]:
     return positions
 
 
-def append_dead_letter(path: str, line: Mapping[str, Any]) -> bool:
-    """Append one line; False (logged) when the file cannot be written: the record is set aside anyway."""
+def append_dead_letter(path: str, line: Mapping[str, Any]) -> None:
+    """Append one line; a file that cannot be written is logged: the record is set aside anyway."""
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(line, default=repr) + "\n")
     except OSError:
         logger.exception("plugin %s: cannot write dead-letter file %s", line.get("plugin"), path)
-        return False
-    return True

@@ -151,7 +151,7 @@ def _scenario(root: str, name: str, config: LearnConfig, pythonpath: str,
             "steps_per_s": statistics.median(config.max_steps / r["train_s"] for r in done),
             "wall_s": _median(done, "wall_s"),
             "training_process_cpu_s": _median(done, "self_cpu_s"),
-            "training_thread_cpu_s": statistics.median(r.get("train_thread_cpu_s", 0.0) for r in done),
+            "training_thread_cpu_s": _median(done, "train_thread_cpu_s"),
             "children_cpu_s": _median(done, "children_cpu_s"),
             "runs": done,
         }
