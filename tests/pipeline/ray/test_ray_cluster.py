@@ -254,13 +254,12 @@ def test_sigkill_of_the_collector_actor_loses_and_doubles_nothing(cluster, fleet
             _step(fleet, step)
         os.kill(info.actor_pid, signal.SIGKILL)
         wait_for(lambda: not _alive(info.collector_pid), what="the collector to die with its actor")
-        # Training goes on while Ray restarts the actor: these calls return before the
-        # new collector is even there (its start time, below, comes after them).
+        # Training goes on while Ray restarts the actor: step 3 goes into the trainers'
+        # buffers whether or not the new collector is up yet. Which comes first is Ray's
+        # timing (a restart has beaten these calls in CI); that the calls never wait for
+        # a collector is shown without a race by the successor test below.
         _step(fleet, 3, flush=False)
-        calls_returned = time.time()
         _finish_step(fleet, 3)
-        status = collector_status(run_id)
-        assert time.time() - status["uptime"] > calls_returned
         for step in range(4, STEPS + 3):
             _step(fleet, step)
         after = collector_info(run_id)

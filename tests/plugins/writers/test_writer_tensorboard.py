@@ -6,6 +6,8 @@ import dataclasses
 import math
 import os
 import struct
+import subprocess
+import sys
 import time
 
 import pytest
@@ -270,6 +272,34 @@ def test_idempotent_per_step_across_restart(tmp_path):
     acc = accumulator(tmp_path / "c")
     assert scalars(acc, "k") == [(10, 1.0), (20, 2.0)]
     assert len(acc.Tensors("Hyperparameters")) == 1
+
+
+FRESH_THEN_RESTARTED = """
+import sys, time
+from statbus.plugins import StatsAggregationMethod, StatsPropertyType, StatsSummary
+from statbus.plugins.writers.tensorboard import TensorboardWriter
+LOADER = "tensorboard.backend.event_processing.event_file_loader"
+start = time.time() - 1
+fresh = TensorboardWriter(sys.argv[1], clear_past_data=True, start_time=start)
+fresh.add_property("c", StatsPropertyType.HYPERPARAMETERS, {"a": 1})
+fresh.write_stats("c", {"k": StatsSummary([1.0], StatsAggregationMethod.AVERAGE)}, 10)
+fresh.close()
+print(LOADER in sys.modules)
+restarted = TensorboardWriter(sys.argv[1], clear_past_data=True, start_time=start)
+restarted.write_stats("c", {"k": StatsSummary([1.0], StatsAggregationMethod.AVERAGE)}, 10)
+restarted.close()
+print(LOADER in sys.modules)
+"""
+
+
+def test_only_a_restarted_writer_imports_tensorboards_reader(tmp_path):
+    # The reader costs a worker 0.4 s of CPU at start (fsspec, the tensorflow stub): a
+    # fresh run has nothing of its own to read back, so it must not import it.
+    done = subprocess.run([sys.executable, "-c", FRESH_THEN_RESTARTED, str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True"]
+    assert [step for step, _ in scalars(accumulator(tmp_path / "c"), "k")] == [10]
 
 
 def test_past_runs_cleared_unless_resume(tmp_path):
