@@ -125,9 +125,12 @@ def environment() -> Dict[str, Any]:
 
 
 def run_bench(mode: str, figures: Sequence[str], root: str,
-              progress: Callable[[str], None] = lambda text: None) -> Dict[str, Any]:
+              progress: Callable[[str], None] = lambda text: None,
+              learn_pairs: Optional[int] = None) -> Dict[str, Any]:
     """Run ``figures`` in ``mode`` under ``root``; returns the JSON document (figures, targets, environment)."""
     config = MODES[mode]
+    if learn_pairs is not None:
+        config = dataclasses.replace(config, learn=dataclasses.replace(config.learn, repetitions=learn_pairs))
     started = time.time()
     clock = time.monotonic()
     results: Dict[str, Any] = {}
@@ -164,7 +167,8 @@ def run(args: argparse.Namespace) -> int:
     root = tempfile.mkdtemp(prefix="sbbench-")
     print(f"statbus bench ({mode} mode) in {root}", file=sys.stderr)
     try:
-        document = run_bench(mode, figures, root, lambda text: print(f"  {text}", file=sys.stderr, flush=True))
+        document = run_bench(mode, figures, root, lambda text: print(f"  {text}", file=sys.stderr, flush=True),
+                             learn_pairs=args.learn_pairs)
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)

@@ -28,11 +28,13 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import math
 import os
+import random
 import statistics
 import subprocess
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 CONFIG = """\
 behaviors:
@@ -132,6 +134,20 @@ def _median(runs: List[Dict[str, Any]], key: str) -> float:
     return statistics.median(run[key] for run in runs)
 
 
+def paired_ratio_estimate(ratios: List[float], resamples: int = 2000) -> Tuple[float, Tuple[float, float]]:
+    """The geometric mean of the pairs' speed ratios and its 95% bootstrap interval.
+
+    On a shared host one run can be 20% slower than the identical run before it;
+    the interval says how far a handful of pairs pins the ratio down.  Seeded, so
+    the same pairs always give the same interval.
+    """
+    logs = [math.log(r) for r in ratios]
+    rng = random.Random(0)
+    means = sorted(statistics.fmean(rng.choices(logs, k=len(logs))) for _ in range(resamples))
+    low, high = means[int(0.025 * (resamples - 1))], means[int(0.975 * (resamples - 1))]
+    return math.exp(statistics.fmean(logs)), (math.exp(low), math.exp(high))
+
+
 def _scenario(root: str, name: str, config: LearnConfig, pythonpath: str,
               disabled: Optional[List[str]]) -> Dict[str, Any]:
     directory = os.path.join(root, name)
@@ -160,8 +176,9 @@ def _scenario(root: str, name: str, config: LearnConfig, pythonpath: str,
     result["speed_ratio"] = result["statbus"]["steps_per_s"] / result["plain"]["steps_per_s"]
     # The same ratio within each alternated pair: a machine whose speed drifts during the
     # figure (a shared host's steal time) moves both runs of a pair alike.
-    result["paired_ratio_median"] = statistics.median(
-        p["train_s"] / s["train_s"] for p, s in zip(runs["plain"], runs["statbus"]))
+    pairs = [p["train_s"] / s["train_s"] for p, s in zip(runs["plain"], runs["statbus"])]
+    result["paired_ratio_median"] = statistics.median(pairs)
+    result["paired_ratio_geomean"], result["paired_ratio_ci95"] = paired_ratio_estimate(pairs)
     result["disabled_plugins"] = disabled or []
     return result
 

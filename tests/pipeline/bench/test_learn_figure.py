@@ -1,0 +1,51 @@
+"""The learn figure's statistics and its target mark: logic on made-up runs, no training."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from statbus.pipeline.bench.figures.learn import paired_ratio_estimate
+from statbus.pipeline.bench.report import learn_rows
+
+
+def test_the_geometric_mean_of_pairs_weighs_a_slower_and_a_faster_pair_alike():
+    mean, (low, high) = paired_ratio_estimate([0.5, 2.0])
+    assert mean == pytest.approx(1.0)
+    assert 0.5 <= low <= mean <= high <= 2.0
+
+
+def test_identical_pairs_leave_no_doubt_and_spread_pairs_some():
+    assert paired_ratio_estimate([0.98] * 6) == (pytest.approx(0.98), (pytest.approx(0.98), pytest.approx(0.98)))
+    ratios = [1.27, 1.17, 0.99, 1.04, 0.91]
+    mean, (low, high) = paired_ratio_estimate(ratios)
+    assert mean == pytest.approx(math.exp(sum(map(math.log, ratios)) / len(ratios)))
+    assert min(ratios) < low < mean < high < max(ratios)
+    assert paired_ratio_estimate(ratios) == (mean, (low, high))  # seeded: the same pairs, the same interval
+
+
+def _setup(plain_train_s, statbus_train_s, steps=1000):
+    def side(train):
+        return {"steps_per_s": steps / sorted(train)[len(train) // 2], "wall_s": 1.0, "training_process_cpu_s": 1.0,
+                "training_thread_cpu_s": 1.0, "statbus_processes_cpu_s": 0.5}
+    pairs = [p / s for p, s in zip(plain_train_s, statbus_train_s)]
+    mean, interval = paired_ratio_estimate(pairs)
+    plain, statbus = side(plain_train_s), side(statbus_train_s)
+    return {"plain": plain, "statbus": statbus, "speed_ratio": statbus["steps_per_s"] / plain["steps_per_s"],
+            "paired_ratio_median": sorted(pairs)[len(pairs) // 2], "paired_ratio_geomean": mean,
+            "paired_ratio_ci95": interval}
+
+
+def _speed_mark(figure):
+    (row,) = [r for r in learn_rows(figure) if r.target.startswith("≥ 0.97")]
+    return row.passed
+
+
+def test_the_speed_target_is_judged_within_pairs_not_on_the_ratio_of_medians():
+    # Medians of runs taken minutes apart move with the host; each pair's two runs move alike.
+    plain = [10.0, 12.0, 20.0, 11.0, 19.0]
+    within = _setup(plain, [t * 1.01 for t in plain])
+    assert _speed_mark({"default": dict(within, speed_ratio=0.90)}) is True
+    slower = _setup(plain, [t * 1.05 for t in plain])
+    assert _speed_mark({"default": dict(slower, speed_ratio=1.05)}) is False
