@@ -200,6 +200,8 @@ def learn_rows(figure: Dict[str, Any]) -> List[Row]:
                         f"{p['training_process_cpu_s']:.1f} s / -", "", None))
         rows.append(Row("7 learn", f"{label}: CPU of the training loop's thread",
                         f"{s['training_thread_cpu_s']:.1f} s", f"{p['training_thread_cpu_s']:.1f} s", "", None))
+        rows.append(Row("7 learn", f"{label}: training loop's thread not running (loop's wall - its CPU)",
+                        f"{s['training_thread_waited_s']:.2f} s", f"{p['training_thread_waited_s']:.2f} s", "", None))
     return rows
 
 

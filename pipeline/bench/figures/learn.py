@@ -4,8 +4,10 @@ The same seeded PPO run (:mod:`..learn_env`), the two launchers
 alternated, medians of ``repetitions``: training steps per second (steps over
 the training loop's wall time), the whole command's wall time, and the CPU
 seconds statbus's processes used (the collector and its workers: the
-launcher's reaped children beyond the env worker, which both launchers have).
-Three scenarios:
+launcher's reaped children beyond the env worker, which both launchers have);
+the training loop's thread's CPU and the time it did not run (its wall minus its
+CPU); the speed ratio within each pair, as a geometric mean with a 95%
+bootstrap interval, which the target is judged on.  Three scenarios:
 
 * ``default``: the default writers (under ``statbus learn`` its built-ins; every
   other installed ``mlagents.stats_writer`` plugin is disabled through
@@ -168,6 +170,9 @@ def _scenario(root: str, name: str, config: LearnConfig, pythonpath: str,
             "wall_s": _median(done, "wall_s"),
             "training_process_cpu_s": _median(done, "self_cpu_s"),
             "training_thread_cpu_s": _median(done, "train_thread_cpu_s"),
+            # Runnable but off its core, or waiting for the GIL: what other processes and
+            # threads cost the training loop, apart from how fast the host runs it.
+            "training_thread_waited_s": statistics.median(r["train_s"] - r["train_thread_cpu_s"] for r in done),
             "children_cpu_s": _median(done, "children_cpu_s"),
             "runs": done,
         }

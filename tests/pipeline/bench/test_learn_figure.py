@@ -28,7 +28,7 @@ def test_identical_pairs_leave_no_doubt_and_spread_pairs_some():
 def _setup(plain_train_s, statbus_train_s, steps=1000):
     def side(train):
         return {"steps_per_s": steps / sorted(train)[len(train) // 2], "wall_s": 1.0, "training_process_cpu_s": 1.0,
-                "training_thread_cpu_s": 1.0, "statbus_processes_cpu_s": 0.5}
+                "training_thread_cpu_s": 1.0, "training_thread_waited_s": 0.1, "statbus_processes_cpu_s": 0.5}
     pairs = [p / s for p, s in zip(plain_train_s, statbus_train_s)]
     mean, interval = paired_ratio_estimate(pairs)
     plain, statbus = side(plain_train_s), side(statbus_train_s)
