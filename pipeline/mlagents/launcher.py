@@ -64,6 +64,7 @@ class LearnSession:
                 plugin_run_options(options, start_time=time.time()),
                 force=bool(checkpoint.force) and not checkpoint.resume,
             )
+            self.collector.wait_for_workers()
         except StatbusError as exc:
             # Training goes on: the client keeps what it can (STATBUS_BUFFER_BYTES) for a
             # collector started by hand (`statbus collector start --run-id ...`).

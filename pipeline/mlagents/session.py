@@ -26,6 +26,13 @@ logger = logging.getLogger(__name__)
 
 RUN_OPTIONS_FILE = "learn-run-options.json"
 STOP_TIMEOUT = 60.0
+WORKERS_READY_TIMEOUT = 15.0
+"""How long the launcher waits, before training starts, for the plugins' workers to be up.
+``mlagents-learn`` builds every writer before its first step; waiting as it does keeps the
+workers' start (an interpreter, imports, a plugin's own set-up: about 0.25 s of CPU each)
+from competing with the first steps for the cores.  A plugin that takes longer, or crashes,
+is left to come up on its own while training goes on (it catches up from the journal)."""
+READY_POLL_SECONDS = 0.05
 COLLECTOR_NICE = 5
 """The collector of one training yields the CPU to it (its workers 10 more): acks may come a
 little later, which costs the training nothing (its client never waits for them)."""
@@ -76,6 +83,28 @@ class CollectorSession:
                 "statbus learn: run %s already has a collector (pid %s); its plugins and options stay as they are",
                 self.layout.run_id, started.pid,
             )
+
+    def wait_for_workers(self, timeout: float = WORKERS_READY_TIMEOUT) -> bool:
+        """Wait until none of our collector's workers is still starting; True when none is."""
+        if not self.ours:
+            return True
+        from ..control import control_request
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                status = control_request(self.layout.control_address, {"op": "status"}, timeout=5.0)
+            except StatbusError as exc:
+                logger.warning("statbus learn: no status from the collector (%s); training starts now", exc)
+                return False
+            starting = sorted(p["name"] for p in status.get("plugins", []) if p.get("state") == "STARTING")
+            if not starting:
+                return True
+            if time.monotonic() >= deadline:
+                logger.info("statbus learn: training starts while %s still start(s); they catch up",
+                            ", ".join(starting))
+                return False
+            time.sleep(READY_POLL_SECONDS)
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> bool:
         """Ask our collector to stop once every plugin caught up; True when it has exited."""

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import time
 import types
 
 import pytest
 
 from statbus.pipeline.__main__ import select_plugins
 from statbus.pipeline.collector.lifecycle.daemon import Started
+from statbus.pipeline.control import control_request
 from statbus.pipeline.layout import RunLayout
 from statbus.pipeline.mlagents import session
-from statbus.plugins import PluginInfo, RunOptions
+from statbus.plugins import PluginInfo, RunOptions, discover_plugins
+
+from zoo import zoo_env, zoo_plugins
 
 
 def _options(force: bool, resume: bool) -> types.SimpleNamespace:
@@ -83,3 +87,31 @@ def test_import_statbus_pipeline_imports_no_mlagents_nor_torch():
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
     assert callable(__import__("statbus.pipeline", fromlist=["learn"]).learn)
+
+
+def test_training_waits_until_no_worker_is_still_starting(tmp_path, monkeypatch):
+    # A real collector of the run with three plugins: jsonl and the zoo's good plugin come up,
+    # register_raises exits at registration; none of them may still be STARTING once the wait ends.
+    kept = {"jsonl", "good", "register_raises"}
+    # ([plugins.default] would be the settings of every plugin; ML-Agents' `default` is left out anyway.)
+    found = ({p.name for p in discover_plugins()} | set(zoo_plugins())) - {"default"}
+    settings = tmp_path / "plugins.toml"
+    settings.write_text("".join(f"[plugins.{name}]\nenabled = false\n\n" for name in sorted(found - kept)))
+    for name, value in zoo_env(STATBUS_CONFIG=str(settings)).items():
+        monkeypatch.setenv(name, value)
+    layout = RunLayout(str(tmp_path / "results"), "ready")
+    checkpoint = types.SimpleNamespace(run_id="ready", results_dir=layout.results_dir, resume=False, force=False,
+                                       initialize_from=None)
+    options = types.SimpleNamespace(checkpoint_settings=checkpoint, debug=False, as_dict=lambda: {})
+    collector = session.CollectorSession(layout)
+    collector.start(session.plugin_run_options(options, start_time=time.time()), force=False)
+    try:
+        assert collector.ours
+        assert collector.wait_for_workers()
+        plugins = control_request(layout.control_address, {"op": "status"})["plugins"]
+        states = {p["name"]: p["state"] for p in plugins if p["enabled"]}
+        assert set(states) == kept
+        assert states["jsonl"] == states["good"] == "READY"
+        assert states["register_raises"] != "STARTING"
+    finally:
+        assert collector.stop(timeout=20)
