@@ -32,7 +32,7 @@ import zmq
 from ...plugins.discovery import PluginInfo
 from ...plugins.errors import RecordError, StatbusError
 from ..exits import ExitCode, HostExit, report_error
-from ..fetch_protocol import DEFAULT_MAX_BYTES, FetchedEntry, FetchProtocolError
+from ..fetch_protocol import DEFAULT_MAX_BYTES, EntryKind, FetchedEntry, FetchProtocolError
 from ..statepage import NO_INFLIGHT, HostState, StatePage
 from .disk_wait import DiskWait, StoppedWaiting
 from .dispatch import WriterCrash, Writers
@@ -110,6 +110,10 @@ class WorkerHost:
         self.page = page
         self.client = client
         self.stop = stop
+        self._replaying = True
+        """Until the first entries are delivered: a restarted host's first reply is what its
+        predecessor may have died on.  A plugin that dies at its n-th summary of a life would
+        never get past a backlog of n summaries committed as one; one by one, each life moves on."""
 
 
     def run(self) -> ExitCode:
@@ -141,6 +145,8 @@ class WorkerHost:
             if reply.skipped:
                 logger.warning("collector skipped %d entries after %d (quota or poison)", reply.skipped, committed)
             self._deliver_reply(reply.entries, reply.next_after, committed)
+            if reply.entries:
+                self._replaying = False
 
     def _deliver_reply(self, entries: List[FetchedEntry], next_after: int, committed: int) -> None:
         page = self.page
@@ -165,6 +171,7 @@ class WorkerHost:
             uncommitted += 1
             if (
                 self.stop.requested
+                or (self._replaying and entry.kind is EntryKind.SUMMARY)
                 or uncommitted >= COMMIT_ENTRIES
                 or time.monotonic() - last_commit >= COMMIT_INTERVAL
             ):

@@ -392,6 +392,20 @@ def test_flaky_writes_every_summary_before_it_crashes(tmp_path, fake_collector, 
     assert [c["step"] for c in read_lines(zoo_output(host.results, "run1", "flaky"))] == [7]
 
 
+def test_a_restarted_host_commits_a_backlog_summary_by_summary(tmp_path, fake_collector, hosts):
+    # A plugin that dies at its third summary of every life, given six at once: with the
+    # backlog committed as one, every life would redo summaries 1 and 2 and die at 3.
+    positions = [fake_collector.add(*summary("A", step, x=[float(step)])) for step in range(1, 7)]
+    first = start(hosts, tmp_path, zoo_plugin("exit_third"), fake_collector.address)
+    assert first.wait_exit() == 1, first.log()
+    assert first.page.committed == positions[2]
+    again = start(hosts, tmp_path, zoo_plugin("exit_third"), fake_collector.address, state_file=first.state_file)
+    assert again.wait_exit() == 1, again.log()
+    assert again.page.committed == positions[4]
+    steps = [c["step"] for c in read_lines(zoo_output(first.results, "run1", "exit_third"))]
+    assert steps == [1, 2, 3, 4]
+
+
 @pytest.mark.parametrize("args", [["--run-options", "{not json"], ["--run-options", '{"nope": 1}'], ["--bogus"]])
 def test_bad_config_exits_64(tmp_path, fake_collector, hosts, args):
     host = Host(tmp_path, zoo_plugin("good"), fake_collector.address)
