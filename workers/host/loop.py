@@ -110,10 +110,10 @@ class WorkerHost:
         self.page = page
         self.client = client
         self.stop = stop
+        # Until the first entries are delivered, commit after every summary: a restarted host's
+        # first reply is what its predecessor may have died on.  A plugin that dies at its n-th
+        # summary of a life never gets past n summaries committed as one; one by one, it moves on.
         self._replaying = True
-        """Until the first entries are delivered: a restarted host's first reply is what its
-        predecessor may have died on.  A plugin that dies at its n-th summary of a life would
-        never get past a backlog of n summaries committed as one; one by one, each life moves on."""
 
 
     def run(self) -> ExitCode:
