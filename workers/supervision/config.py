@@ -31,6 +31,7 @@ Overrides (command-line flags) use the same names: ``{"my_plugin":
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import sys
 from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
@@ -41,6 +42,8 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_TABLE = "default"
 """Name of the table whose settings apply to every plugin."""
@@ -181,6 +184,15 @@ def load_config(
         )
         for name in sorted(names)
     }
+    if default_values.get("enabled") is False and not any(p.enabled for p in plugins.values()):
+        # ML-Agents' own writers are the entry point named "default" too: a user who writes
+        # this table to turn those off (statbus leaves them out anyway) loses every plugin.
+        logger.warning(
+            "%s: [plugins.%s] holds the settings of every plugin: its enabled = false turns every "
+            "plugin off, and no [plugins.NAME] table turns one on (ML-Agents' own 'default' writers "
+            "are left out by statbus anyway; to turn one plugin off, write enabled = false in its table)",
+            _where(path), DEFAULT_TABLE,
+        )
     extra = {key: value for key, value in document.items() if key != "plugins"}
     return Config(default=_settings(default_values), plugins=plugins, source=path, extra=extra)
 

@@ -131,3 +131,21 @@ def test_config_is_frozen() -> None:
     config = Config()
     with pytest.raises(Exception):
         config.default = PluginSettings()  # type: ignore[misc]
+
+
+def test_a_default_table_that_turns_every_plugin_off_is_warned_about(tmp_path: Path, caplog) -> None:
+    # ML-Agents' own entry point is also named "default": a user who disables it this way
+    # disables every plugin.
+    path = write(tmp_path, "[plugins.default]\nenabled = false\n")
+    with caplog.at_level("WARNING", logger="statbus.workers.supervision.config"):
+        config = load_config(path)
+    assert not config.for_plugin("jsonl").enabled
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert path in caplog.text and "[plugins.default]" in caplog.text and "every plugin" in caplog.text
+
+    caplog.clear()
+    chosen = write(tmp_path, "[plugins.default]\nenabled = false\n\n[plugins.jsonl]\nenabled = true\n")
+    with caplog.at_level("WARNING", logger="statbus.workers.supervision.config"):
+        config = load_config(chosen)
+    assert config.for_plugin("jsonl").enabled and not config.for_plugin("console").enabled
+    assert caplog.records == []
