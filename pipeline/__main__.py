@@ -65,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="quiet seconds before an on-demand collector exits (default: $STATBUS_IDLE_EXIT, else 30)",
     )
     parser.add_argument(
+        "--owner-pid", type=int, metavar="PID",
+        help="with --on-demand: not idle while process PID on this host runs, even before its first "
+        "frame (statbus learn passes its own)",
+    )
+    parser.add_argument(
         "--force", action="store_true",
         help="start the run over: remove its earlier outputs first (what `statbus collector start --help` "
         "lists); without it an existing run is continued and nothing of it is removed",
@@ -177,6 +182,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             quota_bytes=int(args.quota_mb * (1 << 20)),
             stop_timeout=args.stop_timeout,
             idle_exit=args.idle_exit if args.on_demand else None,
+            owner_pid=args.owner_pid,
             force=args.force,
             force_before=args.force_before,
         )

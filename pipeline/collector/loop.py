@@ -123,7 +123,7 @@ class Collector(DataDrain, StopSignals):
         self._authenticators: List[Any] = []
         self._data_auth: Dict[zmq.Socket, Any] = {}
         """The CURVE authenticator of each data socket that has one."""
-        self._idle = IdleWatch(options.idle_exit) if options.idle_exit is not None else None
+        self._idle = IdleWatch(options.idle_exit, options.owner_pid) if options.idle_exit is not None else None
         self._datas: List[zmq.Socket] = []
         """The trainer sockets: ``bind`` and, with ``also_bind``, a second one."""
         self._ctl: Optional[zmq.Socket] = None

@@ -66,6 +66,8 @@ class CollectorOptions:
     """Default time live plugins get to catch up on a graceful stop."""
     idle_exit: Optional[float] = None
     """On-demand collectors: stop once trainers are gone, plugins caught up, and this long quiet."""
+    owner_pid: Optional[int] = None
+    """On-demand collectors: never idle while this process (on this host) runs (see :mod:`.idle`)."""
     force: bool = False
     """Start the run over: clear its outputs first (``--force``); otherwise an existing run is continued."""
     force_before: Optional[float] = None

@@ -56,9 +56,10 @@ class LearnSession:
         """Called by ML-Agents' ``run_training`` after its directory checks: start statbus, return one writer."""
         checkpoint = options.checkpoint_settings
         layout = RunLayout(checkpoint.results_dir, checkpoint.run_id)
-        trainer_config.configure(run_id=layout.run_id, results_dir=layout.results_dir, autostart=False,
-                                 batch_interval=VALUE_BATCH_INTERVAL)
         self.collector = CollectorSession(layout)
+        trainer_config.configure(run_id=layout.run_id, results_dir=layout.results_dir,
+                                 collector_args=tuple(self.collector.collector_args),
+                                 batch_interval=VALUE_BATCH_INTERVAL)
         try:
             self.collector.start(
                 plugin_run_options(options, start_time=time.time()),
@@ -66,8 +67,8 @@ class LearnSession:
             )
             self.collector.wait_for_workers()
         except StatbusError as exc:
-            # Training goes on: the client keeps what it can (STATBUS_BUFFER_BYTES) for a
-            # collector started by hand (`statbus collector start --run-id ...`).
+            # Training goes on: the client keeps what it can (STATBUS_BUFFER_BYTES) and tries
+            # an on-demand start itself once its frames wait; or one is started by hand.
             logger.error("statbus learn: the run's collector did not start: %s", exc)
         self.echo = ConsoleEcho(os.path.join(layout.statbus_dir, "logs", "console.log")).start()
         self.writer = ForwardingWriter()

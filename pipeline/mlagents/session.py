@@ -14,10 +14,11 @@ import json
 import logging
 import os
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from ...plugins import StatbusError
 from ..collector.lifecycle.daemon import ensure_running, wait_for_exit
+from ..collector.lifecycle.pidfile import running_pid
 from ..layout import RunLayout
 from ..trainer.autostart import on_demand_arguments
 from ..trainer.config import ENV_FORCE
@@ -66,15 +67,29 @@ class CollectorSession:
         self.pid: Optional[int] = None
         self.ours = False
 
+    @property
+    def collector_args(self) -> List[str]:
+        """The arguments of this training's collector, on top of an on-demand start's.
+
+        The trainer client starts the collector again with them if it dies during the
+        training (``autostart``), so a restart runs the same plugins with the same options.
+        The owner is this process: it may take a while to send its first frame (workers to
+        wait for, ML-Agents' environment to build), and the collector must not idle out meanwhile.
+        """
+        return [
+            "--run-options", os.path.join(self.layout.statbus_dir, RUN_OPTIONS_FILE),
+            "--nice", str(COLLECTOR_NICE),
+            "--owner-pid", str(os.getpid()),
+        ]
+
     def start(self, run_options: Dict[str, Any], force: bool) -> None:
         os.makedirs(self.layout.statbus_dir, exist_ok=True)
-        path = os.path.join(self.layout.statbus_dir, RUN_OPTIONS_FILE)
-        with open(path, "w", encoding="utf-8") as handle:
+        with open(os.path.join(self.layout.statbus_dir, RUN_OPTIONS_FILE), "w", encoding="utf-8") as handle:
             json.dump(run_options, handle)
         env = dict(os.environ)
         if force:
             env[ENV_FORCE] = "1"  # on_demand_arguments turns it into this training's start time
-        extra = on_demand_arguments(env) + ["--run-options", path, "--nice", str(COLLECTOR_NICE)]
+        extra = on_demand_arguments(env) + self.collector_args
         started = ensure_running(self.layout, extra=extra, env=env)
         self.pid = started.pid
         self.ours = not started.already_running
@@ -119,8 +134,10 @@ class CollectorSession:
             # would be a second stop: "at once"); an on-demand collector that did not take
             # the request still ends once idle, within the wait below.
             logger.debug("statbus learn: no reply to the stop request (%s); waiting for the collector", exc)
+        # The run's collector now: the trainer client may have started another after ours died.
+        pid = running_pid(self.layout.pid_file) or self.pid
         deadline = time.monotonic() + timeout + 15.0
-        if wait_for_exit(self.pid, max(0.0, deadline - time.monotonic())):
+        if wait_for_exit(pid, max(0.0, deadline - time.monotonic())):
             return True
-        logger.warning("statbus learn: the collector (pid %s) is still running; it stops by itself once idle", self.pid)
+        logger.warning("statbus learn: the collector (pid %s) is still running; it stops by itself once idle", pid)
         return False

@@ -1,20 +1,27 @@
-"""The collector ``statbus learn`` starts: its arguments and environment (logic only, no process)."""
+"""The collector ``statbus learn`` starts: its arguments and environment, and its life beside the training."""
 
 from __future__ import annotations
 
 import json
+import os
 import time
 import types
+import warnings
 
+import psutil
 import pytest
 
 from statbus.pipeline.__main__ import select_plugins
-from statbus.pipeline.collector.lifecycle.daemon import Started
+from statbus.pipeline.collector.lifecycle.daemon import Started, ensure_running
+from statbus.pipeline.collector.lifecycle.pidfile import running_pid
 from statbus.pipeline.control import control_request
 from statbus.pipeline.layout import RunLayout
 from statbus.pipeline.mlagents import session
+from statbus.pipeline.trainer import reporter
 from statbus.plugins import PluginInfo, RunOptions, discover_plugins
 
+from collector_helpers import end_daemon
+from waiting import holds_for, wait_for
 from zoo import zoo_env, zoo_plugins
 
 
@@ -115,3 +122,88 @@ def test_training_waits_until_no_worker_is_still_starting(tmp_path, monkeypatch)
         assert states["register_raises"] != "STARTING"
     finally:
         assert collector.stop(timeout=20)
+
+
+def _only_jsonl(tmp_path, monkeypatch, **extra: str) -> None:
+    """This process's environment: the run's collectors run the jsonl plugin alone."""
+    others = sorted({p.name for p in discover_plugins()} - {"jsonl", "default"})
+    settings = tmp_path / "plugins.toml"
+    settings.write_text("".join(f"[plugins.{name}]\nenabled = false\n\n" for name in others))
+    monkeypatch.setenv("STATBUS_CONFIG", str(settings))
+    for name, value in extra.items():
+        monkeypatch.setenv(name, value)
+
+
+def _bare_options(layout: RunLayout) -> types.SimpleNamespace:
+    checkpoint = types.SimpleNamespace(run_id=layout.run_id, results_dir=layout.results_dir, resume=False,
+                                       force=False, initialize_from=None)
+    return types.SimpleNamespace(checkpoint_settings=checkpoint, debug=False, as_dict=lambda: {})
+
+
+def test_the_collector_waits_for_a_training_that_is_slow_to_send_its_first_stat(tmp_path, monkeypatch):
+    # ML-Agents builds its environment and trainers between starting statbus and its first
+    # stat; on a slow host that took longer than an on-demand collector's idle period, the
+    # collector left, and every stat of the training had nowhere to go.
+    _only_jsonl(tmp_path, monkeypatch, STATBUS_IDLE_EXIT="0.3")
+    layout = RunLayout(str(tmp_path / "results"), "slow")
+    collector = session.CollectorSession(layout)
+    try:
+        collector.start(session.plugin_run_options(_bare_options(layout), start_time=time.time()), force=False)
+        assert collector.ours
+        # No stat, no trainer; the launcher (this process) still runs: the collector stays.
+        holds_for(lambda: running_pid(layout.pid_file) == collector.pid, 3.0, "the collector stays up")
+    finally:
+        stopped = collector.stop(timeout=20)
+        end_daemon(layout)
+    assert stopped
+    # Without an owner the same collector leaves within its idle period (what the owner prevents).
+    other = RunLayout(str(tmp_path / "results"), "ownerless")
+    try:
+        started = ensure_running(other, extra=["--on-demand"])
+        wait_for(lambda: running_pid(other.pid_file) is None, timeout=30, what="the ownerless collector to idle out")
+        assert started.pid not in {running_pid(other.pid_file)}
+    finally:
+        end_daemon(other)
+
+
+def test_a_collector_that_dies_during_training_is_started_again_and_nothing_is_lost(tmp_path, monkeypatch):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # mlagents 1.1.0's protos and pkg_resources import warn here
+        from statbus.pipeline.mlagents.launcher import LearnSession
+
+    _only_jsonl(tmp_path, monkeypatch, STATBUS_IDLE_EXIT="1")
+    layout = RunLayout(str(tmp_path / "results"), "crash")
+    learn = LearnSession()
+    try:
+        (writer,) = learn.register_stats_writer_plugins(_bare_options(layout))
+        first = learn.collector.pid
+
+        def summary(step: int) -> None:
+            writer.on_add_stat("Target", "Policy/Entropy", float(step))
+            writer.write_stats("Target", {}, step)
+
+        for step in (10, 20, 30):
+            summary(step)
+        assert reporter.flush(20)
+        # The collector and its workers die at once, as in an OOM kill; its sockets stay behind.
+        family = psutil.Process(first).children(recursive=True) + [psutil.Process(first)]
+        for process in family:
+            process.kill()
+        psutil.wait_procs(family, timeout=10)
+        for step in (40, 50, 60):
+            summary(step)
+        # The training's client starts the run's collector again, as statbus learn started it.
+        assert reporter.flush(60)
+        second = running_pid(layout.pid_file)
+        assert second not in (None, first)
+        command = psutil.Process(second).cmdline()
+        assert command[command.index("--owner-pid") + 1] == str(os.getpid())
+        assert "--run-options" in command and "--force-before" not in command
+        learn.close()
+        assert running_pid(layout.pid_file) is None  # close() waited for the new collector
+    finally:
+        reporter.shutdown(0)
+        end_daemon(layout)
+    with open(os.path.join(layout.run_dir, "stats.jsonl"), encoding="utf-8") as handle:
+        steps = [json.loads(line).get("step") for line in handle]
+    assert steps == [10, 20, 30, 40, 50, 60]
