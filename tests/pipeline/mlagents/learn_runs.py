@@ -152,6 +152,15 @@ def jsonl_summaries(run_dir: str) -> List[Dict]:
     return [e for e in entries if e.get("category") == BEHAVIOR and "step" in e]
 
 
+def collector_log(run_dir: str, tail: int = 4000) -> str:
+    """The end of the run's collector log: what a failed assertion on the plugins' output shows."""
+    try:
+        with open(os.path.join(run_dir, "statbus", "collector.log"), encoding="utf-8", errors="replace") as handle:
+            return handle.read()[-tail:]
+    except OSError as exc:
+        return f"(no collector log: {exc})"
+
+
 def mlzoo_records(run_dir: str, name: str) -> List[Dict]:
     path = os.path.join(run_dir, "mlzoo", f"{name}.jsonl")
     if not os.path.exists(path):

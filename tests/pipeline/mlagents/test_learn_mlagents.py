@@ -16,6 +16,7 @@ import pytest
 
 from learn_runs import (
     BEHAVIOR,
+    collector_log,
     gauges,
     hyperparameter_lines,
     jsonl_summaries,
@@ -84,7 +85,7 @@ def test_same_timers_gauges_and_every_summary_in_stats_jsonl(twin_runs):
         # statbus receives each value as a float64 and averages in float64: equal to float32's precision.
         for field in ("value", "min", "max"):
             assert ours[name][field] == pytest.approx(gauge[field], rel=1e-6, abs=1e-9), (name, field)
-    assert [s["step"] for s in jsonl_summaries(statbus.run_dir)] == SUMMARY_STEPS
+    assert [s["step"] for s in jsonl_summaries(statbus.run_dir)] == SUMMARY_STEPS, collector_log(statbus.run_dir)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +99,7 @@ def test_misbehaving_plugins_do_not_reach_training(zoo_dir, twin_runs):
                 mlzoo="mlzoo_raises,mlzoo_sleeps,mlzoo_exit_third,mlzoo_recorder")
     assert run.code == 0, run.stderr[-3000:]
     assert run.report["writers"] == [FORWARDER] and run.report["plugin_modules"] == []
-    assert [s["step"] for s in jsonl_summaries(run.run_dir)] == SUMMARY_STEPS
+    assert [s["step"] for s in jsonl_summaries(run.run_dir)] == SUMMARY_STEPS, collector_log(run.run_dir)
     assert [step for step, _ in scalars(run.run_dir)["Policy/Entropy"]] == SUMMARY_STEPS
     recorded = mlzoo_records(run.run_dir, "recorder")
     assert [r["step"] for r in recorded if r["kind"] == "summary"] == SUMMARY_STEPS
