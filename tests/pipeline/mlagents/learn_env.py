@@ -8,7 +8,7 @@ same seed gives the same run.
 
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import List, Mapping, Optional, Tuple
 
 import numpy as np
 from mlagents_envs.base_env import (
