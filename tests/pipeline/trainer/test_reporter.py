@@ -267,8 +267,13 @@ def test_a_lost_frame_is_sent_again_after_the_ack_timeout(address) -> None:
             wait_for(lambda: sp.client_counters()["frames_sent"] >= sent + i, what=f"value {i} sent")
         assert sp.flush(30)  # no reconnect: only the timer can bring them back
         assert peer.state.values("Cat", "a") == [0.0, 1.0, 2.0, 3.0]
-        assert peer.state.gaps >= 2
-        assert sp.client_counters()["frames_resent"] >= resent + 3
+        resends = sp.client_counters()["frames_resent"] - resent
+        assert resends >= 1
+        # Usually values 2 and 3 reach the peer before the timer fires: two gaps, and all
+        # three frames sent again.  On a machine that stalls the test for a second between
+        # two values, the timer fires first and the later values follow in order (CI saw it).
+        if peer.state.gaps:
+            assert peer.state.gaps >= 2 and resends >= 3
 
 
 def test_trainer_started_before_the_peer(address) -> None:
