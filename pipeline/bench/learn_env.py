@@ -95,6 +95,15 @@ def factory(env_path: Any, no_graphics: Any, no_graphics_monitor: Any, seed: int
     return create
 
 
+def _run_delay() -> float:
+    """Seconds this thread has been runnable but waiting for a core (Linux's schedstat; 0 elsewhere)."""
+    try:
+        with open("/proc/thread-self/schedstat", encoding="ascii") as handle:
+            return int(handle.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def _cpu(who: int) -> float:
     usage = resource.getrusage(who)
     return usage.ru_utime + usage.ru_stime
@@ -119,10 +128,12 @@ def main(argv: List[str]) -> int:
 
     def timed(self: Any, env_manager: Any) -> Any:
         timing["train_start"], timing["thread_cpu_start"] = time.monotonic(), time.thread_time()
+        timing["run_delay_start"] = _run_delay()
         try:
             return start_learning(self, env_manager)
         finally:
             timing["train_end"], timing["thread_cpu_end"] = time.monotonic(), time.thread_time()
+            timing["run_delay_end"] = _run_delay()
 
     TrainerController.start_learning = timed
     started = time.monotonic()
@@ -139,6 +150,8 @@ def main(argv: List[str]) -> int:
         "train_s": timing.get("train_end", 0.0) - timing.get("train_start", 0.0),
         # The training loop's own thread: what training cost, apart from waiting for a core.
         "train_thread_cpu_s": timing.get("thread_cpu_end", 0.0) - timing.get("thread_cpu_start", 0.0),
+        # Of the time it did not run, how long it was ready to and another thread or process had the core.
+        "train_thread_run_delay_s": timing.get("run_delay_end", 0.0) - timing.get("run_delay_start", 0.0),
         "self_cpu_s": _cpu(resource.RUSAGE_SELF),
         "children_cpu_s": _cpu(resource.RUSAGE_CHILDREN),
     }

@@ -202,6 +202,14 @@ def learn_rows(figure: Dict[str, Any]) -> List[Row]:
                         f"{s['training_thread_cpu_s']:.1f} s", f"{p['training_thread_cpu_s']:.1f} s", "", None))
         rows.append(Row("7 learn", f"{label}: training loop's thread not running (loop's wall - its CPU)",
                         f"{s['training_thread_waited_s']:.2f} s", f"{p['training_thread_waited_s']:.2f} s", "", None))
+        rows.append(Row("7 learn", f"{label}: of which ready to run, no core free (Linux schedstat)",
+                        f"{s['training_thread_run_delay_s']:.2f} s", f"{p['training_thread_run_delay_s']:.2f} s",
+                        "", None))
+        for key, what in (("paired_thread_cpu", "thread's CPU for the same work, mlagents-learn / statbus"),
+                          ("paired_on_cpu", "share of the loop's time the thread ran, statbus / mlagents-learn")):
+            low, high = f[f"{key}_ci95"]
+            rows.append(Row("7 learn", f"{label}: speed ratio's factor: {what}, pairs' geometric mean",
+                            f"{f[f'{key}_geomean']:.3f}× [{low:.3f}–{high:.3f}]", "", "", None))
     return rows
 
 

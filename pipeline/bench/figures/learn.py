@@ -6,8 +6,11 @@ the training loop's wall time), the whole command's wall time, and the CPU
 seconds statbus's processes used (the collector and its workers: the
 launcher's reaped children beyond the env worker, which both launchers have);
 the training loop's thread's CPU and the time it did not run (its wall minus its
-CPU); the speed ratio within each pair, as a geometric mean with a 95%
-bootstrap interval, which the target is judged on.  Three scenarios:
+CPU), and of that the time it was ready to run but had no core; the speed ratio
+within each pair, as a geometric mean with a 95% bootstrap interval, which the
+target is judged on, and the pair ratio's two factors: the thread's CPU for the
+same work (plain / statbus), and the share of the loop's wall time the thread ran
+(statbus / plain).  Three scenarios:
 
 * ``default``: the default writers (under ``statbus learn`` its built-ins; every
   other installed ``mlagents.stats_writer`` plugin is disabled through
@@ -150,6 +153,26 @@ def paired_ratio_estimate(ratios: List[float], resamples: int = 2000) -> Tuple[f
     return math.exp(statistics.fmean(logs)), (math.exp(low), math.exp(high))
 
 
+def pair_statistics(plain: List[Dict[str, Any]], statbus: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """The speed ratio within each alternated pair (``plain[i]``, ``statbus[i]``), and its two factors.
+
+    A machine whose speed drifts during the figure (a shared host's steal time) moves
+    both runs of a pair alike.  Each pair's ratio is exactly the product of two factors:
+    the thread's CPU for the same seeded work, which carries the host's drift (one run's
+    7 s is the next one's 11 s), and the share of the loop's wall time the thread ran,
+    which hardly moves with the host and is where whatever competes with the training for
+    a core or the GIL shows.
+    """
+    pairs = [p["train_s"] / s["train_s"] for p, s in zip(plain, statbus)]
+    cpu = [p["train_thread_cpu_s"] / s["train_thread_cpu_s"] for p, s in zip(plain, statbus)]
+    on_cpu = [(s["train_thread_cpu_s"] / s["train_s"]) / (p["train_thread_cpu_s"] / p["train_s"])
+              for p, s in zip(plain, statbus)]
+    result: Dict[str, Any] = {"paired_ratio_median": statistics.median(pairs)}
+    for key, ratios in (("paired_ratio", pairs), ("paired_thread_cpu", cpu), ("paired_on_cpu", on_cpu)):
+        result[f"{key}_geomean"], result[f"{key}_ci95"] = paired_ratio_estimate(ratios)
+    return result
+
+
 def _scenario(root: str, name: str, config: LearnConfig, pythonpath: str,
               disabled: Optional[List[str]]) -> Dict[str, Any]:
     directory = os.path.join(root, name)
@@ -170,20 +193,17 @@ def _scenario(root: str, name: str, config: LearnConfig, pythonpath: str,
             "wall_s": _median(done, "wall_s"),
             "training_process_cpu_s": _median(done, "self_cpu_s"),
             "training_thread_cpu_s": _median(done, "train_thread_cpu_s"),
-            # Runnable but off its core, or waiting for the GIL: what other processes and
-            # threads cost the training loop, apart from how fast the host runs it.
+            # Waiting for the env worker, the GIL or a core: what other processes and threads
+            # cost the training loop, apart from how fast the host runs it.
             "training_thread_waited_s": statistics.median(r["train_s"] - r["train_thread_cpu_s"] for r in done),
+            "training_thread_run_delay_s": _median(done, "train_thread_run_delay_s"),
             "children_cpu_s": _median(done, "children_cpu_s"),
             "runs": done,
         }
     result["statbus"]["statbus_processes_cpu_s"] = max(
         0.0, result["statbus"]["children_cpu_s"] - result["plain"]["children_cpu_s"])
     result["speed_ratio"] = result["statbus"]["steps_per_s"] / result["plain"]["steps_per_s"]
-    # The same ratio within each alternated pair: a machine whose speed drifts during the
-    # figure (a shared host's steal time) moves both runs of a pair alike.
-    pairs = [p["train_s"] / s["train_s"] for p, s in zip(runs["plain"], runs["statbus"])]
-    result["paired_ratio_median"] = statistics.median(pairs)
-    result["paired_ratio_geomean"], result["paired_ratio_ci95"] = paired_ratio_estimate(pairs)
+    result.update(pair_statistics(runs["plain"], runs["statbus"]))
     result["disabled_plugins"] = disabled or []
     return result
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from statbus.pipeline.bench.figures.learn import paired_ratio_estimate
+from statbus.pipeline.bench.figures.learn import pair_statistics, paired_ratio_estimate
 from statbus.pipeline.bench.report import learn_rows
 
 
@@ -25,16 +25,36 @@ def test_identical_pairs_leave_no_doubt_and_spread_pairs_some():
     assert paired_ratio_estimate(ratios) == (mean, (low, high))  # seeded: the same pairs, the same interval
 
 
+def _run(train_s, thread_cpu_s):
+    return {"train_s": train_s, "train_thread_cpu_s": thread_cpu_s}
+
+
 def _setup(plain_train_s, statbus_train_s, steps=1000):
     def side(train):
         return {"steps_per_s": steps / sorted(train)[len(train) // 2], "wall_s": 1.0, "training_process_cpu_s": 1.0,
-                "training_thread_cpu_s": 1.0, "training_thread_waited_s": 0.1, "statbus_processes_cpu_s": 0.5}
-    pairs = [p / s for p, s in zip(plain_train_s, statbus_train_s)]
-    mean, interval = paired_ratio_estimate(pairs)
+                "training_thread_cpu_s": 1.0, "training_thread_waited_s": 0.1, "training_thread_run_delay_s": 0.01,
+                "statbus_processes_cpu_s": 0.5}
     plain, statbus = side(plain_train_s), side(statbus_train_s)
-    return {"plain": plain, "statbus": statbus, "speed_ratio": statbus["steps_per_s"] / plain["steps_per_s"],
-            "paired_ratio_median": sorted(pairs)[len(pairs) // 2], "paired_ratio_geomean": mean,
-            "paired_ratio_ci95": interval}
+    figure = {"plain": plain, "statbus": statbus, "speed_ratio": statbus["steps_per_s"] / plain["steps_per_s"]}
+    figure.update(pair_statistics([_run(t, 0.9 * t) for t in plain_train_s],
+                                  [_run(t, 0.9 * t) for t in statbus_train_s]))
+    return figure
+
+
+def test_a_pairs_speed_ratio_is_its_two_factors_and_the_hosts_drift_stays_in_the_cpu_one():
+    # Pair 1: the host slowed the statbus run's thread by 30%; the thread ran 95% of the
+    # loop's time under mlagents-learn and 93% under statbus.  Pair 2: the other way round.
+    plain = [_run(10.0 / 0.95, 10.0), _run(13.0 / 0.95, 13.0)]
+    statbus = [_run(13.0 / 0.93, 13.0), _run(10.0 / 0.93, 10.0)]
+    stats = pair_statistics(plain, statbus)
+    pairs = [p["train_s"] / s["train_s"] for p, s in zip(plain, statbus)]
+    assert stats["paired_ratio_geomean"] == pytest.approx(math.sqrt(pairs[0] * pairs[1]))
+    assert stats["paired_ratio_geomean"] == pytest.approx(
+        stats["paired_thread_cpu_geomean"] * stats["paired_on_cpu_geomean"])
+    assert stats["paired_thread_cpu_geomean"] == pytest.approx(1.0)
+    assert stats["paired_thread_cpu_ci95"][0] < 0.9 and stats["paired_thread_cpu_ci95"][1] > 1.1
+    assert stats["paired_on_cpu_geomean"] == pytest.approx(0.93 / 0.95)
+    assert stats["paired_on_cpu_ci95"] == (pytest.approx(0.93 / 0.95), pytest.approx(0.93 / 0.95))
 
 
 def _speed_mark(figure):
