@@ -13,18 +13,19 @@ workers) to REPORT.json.  mlagents is imported only when this runs.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import time
 from typing import Any, Dict, List
-
-import numpy as np
 
 AGENTS = 4
 EPISODE_STEPS = 10
 
 
 def make_env(seed: int) -> Any:
+    import numpy as np
+
     from mlagents_envs.base_env import (
         ActionSpec, BaseEnv, BehaviorSpec, DecisionSteps, DimensionProperty, ObservationSpec, ObservationType,
         TerminalSteps,
@@ -95,6 +96,50 @@ def factory(env_path: Any, no_graphics: Any, no_graphics_monitor: Any, seed: int
     return create
 
 
+TIME_WRITERS = "STATBUS_BENCH_TIME_WRITERS"
+"""Set to 1: time every call of every stats writer in the training process (costs a little per call)."""
+
+
+def timed_call(method: Any, spent: Dict[str, float]) -> Any:
+    clock, wall = time.thread_time, time.perf_counter
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        cpu, started = clock(), wall()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            spent["wall_s"] += wall() - started
+            spent["cpu_s"] += clock() - cpu
+            spent["calls"] += 1
+
+    return call
+
+
+def wrapper_cpu_per_call() -> float:
+    """The timing wrapper's own CPU per call, taken off what the writers are charged."""
+    spent = {"wall_s": 0.0, "cpu_s": 0.0, "calls": 0}
+    noop = timed_call(lambda *_: None, spent)
+    calls = 20_000
+    started = time.thread_time()
+    for _ in range(calls):
+        noop("category", "key", 1.0, None)
+    return (time.thread_time() - started) / calls
+
+
+def _time_writers() -> Dict[str, Dict[str, float]]:
+    """Wrap each writer ML-Agents registered; ML-Agents calls them on the thread that adds the stat."""
+    from mlagents.trainers.stats import StatsReporter
+
+    writers: Dict[str, Dict[str, float]] = {}
+    for writer in StatsReporter.writers:
+        spent = writers.setdefault(type(writer).__name__, {"wall_s": 0.0, "cpu_s": 0.0, "calls": 0})
+        for name in ("on_add_stat", "write_stats", "add_property"):
+            method = getattr(writer, name, None)
+            if method is not None:
+                setattr(writer, name, timed_call(method, spent))
+    return writers
+
+
 def _run_delay() -> float:
     """Seconds this thread has been runnable but waiting for a core (Linux's schedstat; 0 elsewhere)."""
     try:
@@ -126,7 +171,11 @@ def main(argv: List[str]) -> int:
     timing: Dict[str, float] = {}
     start_learning = TrainerController.start_learning
 
+    writers: Dict[str, Dict[str, float]] = {}
+
     def timed(self: Any, env_manager: Any) -> Any:
+        if os.environ.get(TIME_WRITERS) == "1":
+            writers.update(_time_writers())
         timing["train_start"], timing["thread_cpu_start"] = time.monotonic(), time.thread_time()
         timing["run_delay_start"] = _run_delay()
         try:
@@ -155,6 +204,12 @@ def main(argv: List[str]) -> int:
         "self_cpu_s": _cpu(resource.RUSAGE_SELF),
         "children_cpu_s": _cpu(resource.RUSAGE_CHILDREN),
     }
+    if writers:
+        overhead = wrapper_cpu_per_call()
+        for spent in writers.values():
+            spent["cpu_s"] = max(0.0, spent["cpu_s"] - spent["calls"] * overhead)
+            spent["wall_s"] = max(0.0, spent["wall_s"] - spent["calls"] * overhead)
+        report["writers"] = writers
     with open(report_path, "w", encoding="utf-8") as handle:
         json.dump(report, handle)
     return code

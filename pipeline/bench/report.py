@@ -205,12 +205,25 @@ def learn_rows(figure: Dict[str, Any]) -> List[Row]:
         rows.append(Row("7 learn", f"{label}: of which ready to run, no core free (Linux schedstat)",
                         f"{s['training_thread_run_delay_s']:.2f} s", f"{p['training_thread_run_delay_s']:.2f} s",
                         "", None))
+        timed = f.get("writers_on_training_thread")
+        if timed:
+            rows.append(Row("7 learn", f"{label}: stats writers on the training thread, CPU / wall (one more pair, "
+                            "every call timed)", _writers_cell(timed["statbus"]), _writers_cell(timed["plain"]),
+                            "", None))
         for key, what in (("paired_thread_cpu", "thread's CPU for the same work, mlagents-learn / statbus"),
                           ("paired_on_cpu", "share of the loop's time the thread ran, statbus / mlagents-learn")):
             low, high = f[f"{key}_ci95"]
             rows.append(Row("7 learn", f"{label}: speed ratio's factor: {what}, pairs' geometric mean",
                             f"{f[f'{key}_geomean']:.3f}× [{low:.3f}–{high:.3f}]", "", "", None))
     return rows
+
+
+def _writers_cell(writers: Dict[str, Dict[str, float]]) -> str:
+    cpu = sum(w["cpu_s"] for w in writers.values())
+    wall = sum(w["wall_s"] for w in writers.values())
+    calls = sum(int(w["calls"]) for w in writers.values())
+    names = ", ".join(sorted(writers))
+    return f"{cpu:.3f} s / {wall:.3f} s, {calls:,} calls ({names})"
 
 
 def idle_rows(figure: Dict[str, Any]) -> List[Row]:

@@ -41,6 +41,8 @@ import subprocess
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..learn_env import TIME_WRITERS
+
 CONFIG = """\
 behaviors:
   Bench:
@@ -115,12 +117,13 @@ def _third_party_plugins() -> List[str]:
     return sorted(p.name for p in discover_plugins() if p.group == "mlagents.stats_writer" and p.name != "default")
 
 
-def _train(root: str, mode: str, index: int, config: str, pythonpath: str,
-           plugin_config: Optional[str]) -> Dict[str, Any]:
+def _train(root: str, mode: str, index: Any, config: str, pythonpath: str,
+           plugin_config: Optional[str], time_writers: bool = False) -> Dict[str, Any]:
     run_id = f"{mode}-{index}"
     report = os.path.join(root, f"{run_id}.json")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=pythonpath)
     env.pop("STATBUS_CONFIG", None)
+    env[TIME_WRITERS] = "1" if time_writers else "0"
     if plugin_config is not None:
         env["STATBUS_CONFIG"] = plugin_config
     with open(os.path.join(root, f"{run_id}.log"), "w", encoding="utf-8") as log:
@@ -204,6 +207,13 @@ def _scenario(root: str, name: str, config: LearnConfig, pythonpath: str,
         0.0, result["statbus"]["children_cpu_s"] - result["plain"]["children_cpu_s"])
     result["speed_ratio"] = result["statbus"]["steps_per_s"] / result["plain"]["steps_per_s"]
     result.update(pair_statistics(runs["plain"], runs["statbus"]))
+    # One more pair, with every writer's call on the training thread timed: the one place
+    # where the two launchers' training threads do different work.  Apart from the pairs
+    # above, since the timing itself costs a little per call.
+    result["writers_on_training_thread"] = {
+        mode: _train(directory, mode, "timed", path, pythonpath, plugin_config, time_writers=True)["writers"]
+        for mode in ("plain", "statbus")
+    }
     result["disabled_plugins"] = disabled or []
     return result
 
