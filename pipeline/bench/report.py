@@ -207,13 +207,12 @@ def learn_rows(figure: Dict[str, Any]) -> List[Row]:
                         "", None))
         timed = f.get("writers_on_training_thread")
         if timed:
-            rows.append(Row("7 learn", f"{label}: stats writers on the training thread, CPU / wall (one more pair, "
-                            "every call timed)", _writers_cell(timed["statbus"]), _writers_cell(timed["plain"]),
+            rows.append(Row("7 learn", f"{label}: writers on the training thread, CPU / wall (one more pair, each call timed)", _writers_cell(timed["statbus"]), _writers_cell(timed["plain"]),
                             "", None))
-        for key, what in (("paired_thread_cpu", "thread's CPU for the same work, mlagents-learn / statbus"),
-                          ("paired_on_cpu", "share of the loop's time the thread ran, statbus / mlagents-learn")):
+        for key, what in (("paired_thread_cpu", "1, thread's CPU for the same work, mlagents-learn / statbus"),
+                          ("paired_on_cpu", "2, share of the loop's time the thread ran, statbus / mlagents-learn")):
             low, high = f[f"{key}_ci95"]
-            rows.append(Row("7 learn", f"{label}: speed ratio's factor: {what}, pairs' geometric mean",
+            rows.append(Row("7 learn", f"{label}: pair ratio's factor {what}",
                             f"{f[f'{key}_geomean']:.3f}× [{low:.3f}–{high:.3f}]", "", "", None))
     return rows
 

@@ -18,9 +18,9 @@ from typing import IO, Optional
 
 _RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (\w+) worker\[\S+ \d+\] (\S+): (.*)$")
 _CONSOLE_LOGGER = "statbus.console"
-POLL_SECONDS = 0.25
-"""ML-Agents prints a line per summary, seconds apart: a quarter second late is on time, and
-the training process's thread wakes less."""
+POLL_SECONDS = 1.0
+"""ML-Agents prints a line per summary, seconds apart: a second late is on time, and the
+training process's threads wake less (each wake-up of this thread also takes the GIL)."""
 
 
 class ConsoleEcho:

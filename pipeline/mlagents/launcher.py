@@ -33,11 +33,12 @@ logger = logging.getLogger(__name__)
 FLUSH_TIMEOUT = 30.0
 """Seconds the launcher waits at the end for the collector to acknowledge every stat."""
 
-VALUE_BATCH_INTERVAL = 0.25
-"""How long the trainer client gathers ``add_stat`` values into one frame (a training's default
-is 0.05 s).  ML-Agents adds a few values per step and sums them up every ``summary_freq``
-steps; a summary and a property are sent at once anyway.  Frames five times rarer wake the
-collector and every worker five times less often, CPU taken from training on a small machine."""
+VALUE_BATCH_INTERVAL = 1.0
+"""How long the trainer client gathers ``add_stat`` values into one frame, summaries included (a
+training's default is 0.05 s, each summary at once).  ML-Agents adds a few values per step and
+sums them up every ``summary_freq`` steps; a console line a second late is on time.  Every frame
+wakes the collector, every worker and threads of the training process; on a small machine each
+wake-up costs the training more than its CPU (a virtual machine's steal time grew with them)."""
 
 
 class LearnSession:
@@ -59,7 +60,7 @@ class LearnSession:
         self.collector = CollectorSession(layout)
         trainer_config.configure(run_id=layout.run_id, results_dir=layout.results_dir,
                                  collector_args=tuple(self.collector.collector_args),
-                                 batch_interval=VALUE_BATCH_INTERVAL)
+                                 batch_interval=VALUE_BATCH_INTERVAL, prompt_summaries=False)
         try:
             self.collector.start(
                 plugin_run_options(options, start_time=time.time()),

@@ -51,6 +51,9 @@ class TrainerConfig:
     address: str = ""
     buffer_bytes: int = DEFAULT_BUFFER_BYTES
     batch_interval: float = DEFAULT_BATCH_INTERVAL
+    prompt_summaries: bool = True
+    """Send a ``write_stats`` at once; False: with the next batch, at most ``batch_interval`` later
+    (one wake-up of every statbus process fewer per summary)."""
     linger: float = DEFAULT_LINGER
     autostart: bool = True
     collector_args: Tuple[str, ...] = ()
@@ -132,6 +135,7 @@ def build_config(
     *,
     buffer_bytes: Optional[int] = None,
     batch_interval: float = DEFAULT_BATCH_INTERVAL,
+    prompt_summaries: bool = True,
     linger: float = DEFAULT_LINGER,
     autostart: Optional[bool] = None,
     ray: Optional[bool] = None,
@@ -148,6 +152,7 @@ def build_config(
         address=address or env.get(ENV_ADDRESS) or "",
         buffer_bytes=_env_buffer_bytes(env) if buffer_bytes is None else buffer_bytes,
         batch_interval=batch_interval,
+        prompt_summaries=prompt_summaries,
         linger=linger,
         autostart=_env_autostart(env) if autostart is None else bool(autostart),
         collector_args=tuple(collector_args),
@@ -172,6 +177,7 @@ def configure(
     *,
     buffer_bytes: int = DEFAULT_BUFFER_BYTES,
     batch_interval: float = DEFAULT_BATCH_INTERVAL,
+    prompt_summaries: bool = True,
     linger: float = DEFAULT_LINGER,
     autostart: Optional[bool] = None,
     collector_args: Tuple[str, ...] = (),
@@ -195,6 +201,7 @@ def configure(
         address,
         buffer_bytes=None if buffer_bytes == DEFAULT_BUFFER_BYTES else buffer_bytes,
         batch_interval=batch_interval,
+        prompt_summaries=prompt_summaries,
         linger=linger,
         autostart=autostart,
         collector_args=collector_args,

@@ -323,7 +323,7 @@ class StatsReporter:
         if client is None:
             _retired["events_dropped"] += 1
         else:
-            client.add_event(WriteEvent(self.category, step), wake=True)
+            client.add_event(WriteEvent(self.category, step), wake=client.config.prompt_summaries)
 
 
 def write_period(category: str, entries: Dict[str, list], step: Optional[int]) -> None:

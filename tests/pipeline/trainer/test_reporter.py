@@ -163,6 +163,28 @@ def test_set_stat_replaces_pending_values_and_later_adds_follow(tmp_path) -> Non
     ]
 
 
+@pytest.mark.parametrize("prompt", [True, False])
+def test_a_summary_goes_at_once_or_with_the_next_batch(tmp_path, prompt) -> None:
+    # statbus learn sends summaries with its 1 s batches: one wake-up of every process fewer each.
+    address = _setup(tmp_path, batch_interval=4.0, prompt_summaries=prompt)
+    try:
+        reporter = StatsReporter("Cat")
+        with AckPeer(address) as peer:
+            reporter.add_stat("k", 1.0)
+            reporter.write_stats(7)
+            if prompt:
+                wait_for(lambda: peer.state.writes("Cat"), timeout=3.0, what="the summary, sent at once")
+            else:
+                # The batch timer fires 4 s after the first stat: nothing can have gone before.
+                threading.Event().wait(1.5)
+                assert not peer.state.writes("Cat")
+                wait_for(lambda: peer.state.writes("Cat"), timeout=30.0, what="the summary, with the batch")
+            assert [w.step for w in peer.state.writes("Cat")] == [7]
+            assert peer.state.values("Cat", "k") == [1.0]
+    finally:
+        sp.shutdown(0.5)
+
+
 def test_properties_are_made_msgpack_safe(address) -> None:
     class Opaque:
         def __str__(self) -> str:
