@@ -164,8 +164,8 @@ def pair_statistics(plain: List[Dict[str, Any]], statbus: List[Dict[str, Any]]) 
     the thread's CPU for the same seeded work, which carries the host's drift (one run's
     7 s is the next one's 11 s), and the share of the loop's wall time the thread ran,
     which moves less with the host and is where whatever competes with the training for a
-    core or the GIL shows.  Steal time lands in the first: a virtual machine charges it
-    to the thread that was running.
+    core or the GIL shows.  A virtual machine's steal time shows in the first (on the
+    2-core dev VM it followed the thread's CPU run by run).
     """
     pairs = [p["train_s"] / s["train_s"] for p, s in zip(plain, statbus)]
     cpu = [p["train_thread_cpu_s"] / s["train_thread_cpu_s"] for p, s in zip(plain, statbus)]
