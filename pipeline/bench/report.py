@@ -218,7 +218,6 @@ def learn_rows(figure: Dict[str, Any]) -> List[Row]:
 
 
 def _writers_cell(writers: Dict[str, Dict[str, float]]) -> str:
-    # CPU only: the wall time of calls this short is mostly the clocks' own (kept in the JSON).
     cpu = sum(w["cpu_s"] for w in writers.values())
     calls = sum(int(w["calls"]) for w in writers.values())
     names = ", ".join(sorted(writers))
