@@ -1,10 +1,19 @@
-"""On-demand collector: a trainer whose run has no collector starts one.
+"""On-demand collector: a trainer whose run has no collector starts one, every time it finds none.
 
 Called by the trainer client's sender thread (never by a training call) when
-frames wait and nothing answers.  ``STATBUS_AUTOSTART=0`` turns it off.  The
+frames wait and nothing has acknowledged them for :data:`RESTART_AFTER`.  The
 collector it starts is the daemon of ``statbus collector start``, flagged as on
 demand so that it exits by itself once every trainer has said goodbye and every
-plugin has caught up.
+plugin has caught up.  ``STATBUS_AUTOSTART=0`` turns it off.
+
+Dead or busy: a collector holds its run's pidfile lock (``flock``) for its whole
+life, and the kernel drops that lock the moment the process ends, however it
+ends.  So a client that hears no ack looks at the lock first: held means a
+collector is alive (slow, stalled on a full disk, or started by hand) and is left
+alone — the client only waits; free means none is alive, and the client starts
+one through :func:`..collector.lifecycle.daemon.ensure_running`, which serializes
+the starters of a run on ``autostart.lock`` so that any number of clients racing
+after a kill make one collector between them.
 
 ``STATBUS_FORCE=1`` makes that start start the run over (``--force``), once per
 training: the start passes ``--force-before`` the training's start time, and a run
@@ -19,16 +28,24 @@ starts later share it.  A fleet of processes started separately sets
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
-from typing import Any, List, MutableMapping
+from typing import List, MutableMapping, NamedTuple, Optional
 
 from ...plugins import StatbusError
-from ..collector.lifecycle.daemon import ensure_running
+from ..collector.lifecycle.pidfile import is_locked
 from ..layout import RunLayout
-from .config import ENV_CONFIG, force_before
+from .config import ENV_CONFIG, TrainerConfig, force_before
 
 logger = logging.getLogger(__name__)
+
+RESTART_AFTER = 1.0
+"""Seconds without an ack, while frames wait, before a client looks for its run's collector;
+also how often it looks again while a live collector (its pidfile lock held) stays silent."""
+RESTART_BACKOFF_MAX = 60.0
+"""Starts that did not bring acks back are spaced 1, 2, 4, ... seconds apart, at most this."""
+
 
 def on_demand_arguments(environ: MutableMapping[str, str] = os.environ) -> List[str]:
     """The collector's arguments for a start on demand: ``STATBUS_FORCE`` and ``STATBUS_CONFIG`` as flags."""
@@ -43,18 +60,101 @@ def on_demand_arguments(environ: MutableMapping[str, str] = os.environ) -> List[
     return extra
 
 
-def ensure_collector(config: Any) -> bool:
-    """Start the run's collector if none serves it; True when one is ready."""
+class Outcome(enum.Enum):
+    NOT_OURS = "not ours"
+    """Autostart off, a Ray run, or an address no local start would serve: never look again."""
+    ALIVE = "alive"
+    """A collector holds the run's pidfile lock (perhaps just started by another client)."""
+    STARTED = "started"
+    FAILED = "failed"
+
+
+class Ensured(NamedTuple):
+    outcome: Outcome
+    pid: Optional[int] = None
+    error: str = ""
+
+
+def ensure_collector(config: TrainerConfig) -> Ensured:
+    """Start the run's collector if no live process holds its pidfile lock."""
+    if not config.autostart or config.ray:
+        return Ensured(Outcome.NOT_OURS)  # a Ray run's collector is its actor's to start
     layout = RunLayout(config.results_dir, config.run_id)
     if config.address != layout.data_address:
         # A collector somewhere else (tcp, or a socket of the user's choosing)
         # is the operator's to run; starting a local one would not reach it.
-        return False
+        return Ensured(Outcome.NOT_OURS)
+    if is_locked(layout.pid_file):
+        return Ensured(Outcome.ALIVE)
+    # Imported here: starting a daemon (subprocess, its readiness) is no cost of `import statbus.pipeline`.
+    from ..collector.lifecycle.daemon import ensure_running
+
     try:
-        started = ensure_running(layout, extra=[*on_demand_arguments(), *getattr(config, "collector_args", ())])
-    except StatbusError as exc:
-        logger.warning("could not start a collector for run %s: %s", layout.run_id, exc)
-        return False
-    if not started.already_running:
-        logger.info("started a collector for run %s (pid %s, log %s)", layout.run_id, started.pid, layout.log_file)
-    return True
+        started = ensure_running(layout, extra=[*on_demand_arguments(), *config.collector_args])
+    except (StatbusError, OSError) as exc:
+        return Ensured(Outcome.FAILED, error=str(exc))
+    if started.already_running:
+        return Ensured(Outcome.ALIVE, started.pid)
+    return Ensured(Outcome.STARTED, started.pid)
+
+
+class CollectorKeeper:
+    """When the sender thread looks for its collector again, and what it tells the user.
+
+    Pure bookkeeping on the times it is given (tested on a fake clock); the sender
+    calls :meth:`due`, runs :func:`ensure_collector` when it is, hands the result to
+    :meth:`record`, and calls :meth:`acked` whenever an ack releases frames.  An
+    *episode* is a stretch without acks: a failure to start is said once per episode,
+    and the spacing between starts doubles within it.
+    """
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.starts = 0
+        self.failures = 0
+        self._next_at = 0.0
+        self._delay = RESTART_AFTER
+        self._given_up = False
+        self._ever_acked = False
+        self._failed_in_episode = False
+
+    def due(self, now: float) -> bool:
+        return not self._given_up and now >= self._next_at
+
+    def record(self, ensured: Ensured, now: float) -> None:
+        outcome = ensured.outcome
+        if outcome is Outcome.NOT_OURS:
+            self._given_up = True
+            return
+        if outcome is Outcome.ALIVE:
+            self._next_at = now + RESTART_AFTER
+            return
+        self._next_at = now + self._delay
+        self._delay = min(self._delay * 2, RESTART_BACKOFF_MAX)
+        if outcome is Outcome.STARTED:
+            self.starts += 1
+            if self._ever_acked:
+                logger.warning("statbus: no collector served run %s any more; started a new one (pid %s), "
+                               "which gets what the last one journaled and what this process holds",
+                               self.run_id, ensured.pid)
+            else:
+                logger.info("statbus: started a collector for run %s (pid %s)", self.run_id, ensured.pid)
+            return
+        self.failures += 1
+        if not self._failed_in_episode:
+            self._failed_in_episode = True
+            logger.warning("statbus: could not start a collector for run %s: %s\n"
+                           "Trying again in %.0f s, then ever more slowly (at most every %.0f s); stats wait "
+                           "in this process meanwhile (up to its buffer).",
+                           self.run_id, ensured.error, self._next_at - now, RESTART_BACKOFF_MAX)
+        else:
+            logger.debug("statbus: collector start for run %s failed again: %s", self.run_id, ensured.error)
+
+    def acked(self) -> None:
+        """A collector answers: the next silence starts a new episode."""
+        if self._failed_in_episode:
+            logger.warning("statbus: run %s's collector answers again", self.run_id)
+        self._ever_acked = True
+        self._failed_in_episode = False
+        self._delay = RESTART_AFTER
+        self._next_at = 0.0

@@ -16,7 +16,6 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from ..wire import Refusal
-from .config import TrainerConfig
 from .rate_log import RateLimitedLog
 
 logger = logging.getLogger(__name__)
@@ -34,19 +33,6 @@ RECONNECT_AFTER_MAX = 30.0
 SNDHWM = 32
 """Frames ZeroMQ may queue per connection; the rest wait in our own (bounded) buffer."""
 _rlog = RateLimitedLog(logger)
-
-
-def start_collector_on_demand(config: TrainerConfig) -> None:
-    """The on-demand collector: called once per client by the
-    sender thread when frames wait and nothing has acked them for ~1 s."""
-    if not config.autostart or config.ray:
-        return  # a Ray run's collector is its actor's to start (statbus collector start --ray)
-    try:
-        from .autostart import ensure_collector
-    except ImportError as exc:
-        logger.info("statbus: no on-demand collector available (%s)", exc)
-        return
-    ensure_collector(config)
 
 
 _HANDSHAKE_FAILED = (

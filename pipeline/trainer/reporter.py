@@ -148,7 +148,7 @@ _failed_at = -1e9
 _orphans: List[Client] = []  # a forked child keeps its parent's client, untouched, forever
 _retired: Dict[str, int] = collections.Counter()
 _CUMULATIVE = ("values_recorded", "values_dropped", "frames_sent", "frames_resent", "frames_acked",
-               "frames_dropped", "errors", "events_dropped")
+               "frames_dropped", "errors", "events_dropped", "collector_starts", "collector_start_failures")
 
 
 def _get_client() -> Optional[Client]:

@@ -22,7 +22,8 @@ import zmq
 
 from ..wire import WireError, bye_record, decode_ack_or_refusal, hello_record
 from .config import TrainerConfig
-from .connection import RECONNECT_AFTER, REDISCOVER_AFTER, Connection, start_collector_on_demand
+from .autostart import RESTART_AFTER, CollectorKeeper, Ensured, Outcome, ensure_collector
+from .connection import RECONNECT_AFTER, REDISCOVER_AFTER, Connection
 from .framing import BYE, FlushEvent, FrameBuilder, Ticket, drain_events
 from .handoff import Handoff
 from .rate_log import RateLimitedLog
@@ -34,7 +35,6 @@ RESEND_AFTER = 1.0
 """Seconds without ack progress after which every unacked frame is sent again ..."""
 RESEND_AFTER_MAX = 8.0
 """... doubling while acks stay away, so a slow collector is not buried under duplicates."""
-ENSURE_COLLECTOR_AFTER = 1.0
 PAUSE_TIMEOUT = 1.0
 """Longest a fork waits for the sender thread to stop (it answers a wake-up at once but for
 a collector being started on demand)."""
@@ -71,6 +71,7 @@ class Client(Connection, Handoff):
             "frames_acked": 0, "values_dropped": 0, "frames_dropped": 0, "errors": 0,
             "buffer_bytes": 0, "buffer_bytes_max": 0, "buffer_frames": 0, "acked_seq": 0,
             "last_seq": 0, "lowest_sendable": 1, "events_dropped": 0, "reconnects": 0, "refusals": 0,
+            "collector_starts": 0, "collector_start_failures": 0,
         })
         self._stopping = False
         # sender-thread state
@@ -80,7 +81,7 @@ class Client(Connection, Handoff):
         self._acked_at = self._rewound_at = time.monotonic()
         self._resend_after = RESEND_AFTER
         self._hello_sent = False
-        self._ensured = False
+        self._keeper = CollectorKeeper(config.run_id)
         self._reconnect_at: Optional[float] = None
         self._reconnect_after = RECONNECT_AFTER
         self._refused = False     # the collector refused this connection's frames: send nothing more on it
@@ -289,6 +290,7 @@ class Client(Connection, Handoff):
                 self._resend_after = RESEND_AFTER
                 self._rediscover_after = REDISCOVER_AFTER
                 self._refused_after = RECONNECT_AFTER
+                self._keeper.acked()
                 self.counters["frames_acked"] += released
                 self._update_buffer_counters()
 
@@ -376,13 +378,15 @@ class Client(Connection, Handoff):
                 self._resend_after = min(self._resend_after * 2, RESEND_AFTER_MAX)
         if self._route is not None and now >= self._rediscover_at and now - max(self._acked_at, oldest.created) >= REDISCOVER_AFTER:
             self._rediscover(now)
-        if not self._ensured and now - max(self._acked_at, oldest.created) >= ENSURE_COLLECTOR_AFTER:
-            self._ensured = True
+        if now - max(self._acked_at, oldest.created) >= RESTART_AFTER and self._keeper.due(now):
             try:
-                start_collector_on_demand(self.config)
-            except Exception as exc:  # noqa: BLE001 — the hook must not stop the sender
+                ensured = ensure_collector(self.config)
+            except Exception as exc:  # noqa: BLE001 — looking for a collector must not stop the sender
                 self.counters["errors"] += 1
-                logger.warning("statbus: starting a collector on demand failed: %r", exc)
+                ensured = Ensured(Outcome.FAILED, error=repr(exc))
+            self._keeper.record(ensured, time.monotonic())
+            self.counters["collector_starts"] = self._keeper.starts
+            self.counters["collector_start_failures"] = self._keeper.failures
 
     def _settle_tickets(self) -> None:
         if not self._tickets:

@@ -301,31 +301,6 @@ def test_config_arguments_then_environment_then_defaults(tmp_path) -> None:
         trainer_config.build_config(run_id="a/b", environ={})
 
 
-def test_ensure_collector_hook_is_called_once_when_nothing_acks(tmp_path, monkeypatch) -> None:
-    import statbus.pipeline.trainer.autostart as autostart
-
-    calls = []
-    monkeypatch.setattr(autostart, "ensure_collector", lambda config: calls.append(config))
-    sp.configure(run_id="t", results_dir=str(tmp_path), address=_address(tmp_path), autostart=True, linger=0.2)
-    try:
-        reporter = StatsReporter("Cat")
-        reporter.add_stat("a", 1.0)
-        reporter.write_stats(1)
-        wait_for(lambda: calls, what="the on-demand hook")
-        reporter.add_stat("a", 2.0)
-        assert sp.flush(1.5) is False  # more time without an ack: still called only once
-        assert len(calls) == 1 and calls[0].run_id == "t"
-    finally:
-        sp.shutdown(0.2)
-    sp.configure(run_id="t", results_dir=str(tmp_path), address=_address(tmp_path), autostart=False, linger=0.2)
-    try:
-        StatsReporter("Cat").add_stat("a", 1.0)
-        assert sp.flush(1.5) is False
-        assert len(calls) == 1
-    finally:
-        sp.shutdown(0.2)
-
-
 def test_configure_after_use_restarts_the_client_at_the_new_address(tmp_path) -> None:
     first, second = _address(tmp_path), "ipc://" + os.path.join(str(tmp_path), "e")
     reporter = StatsReporter("Cat")
