@@ -309,3 +309,29 @@ def test_autostart_off_starts_nothing(tmp_path):
     counters = json.loads(result.stdout)
     assert counters["collector_starts"] == counters["collector_start_failures"] == 0
     assert not os.path.exists(layout.run_dir)
+
+
+def test_a_stalled_collector_is_waited_for_not_started_over(tmp_path, monkeypatch):
+    _plugins_only(tmp_path, monkeypatch, keep=("jsonl",))
+    layout = RunLayout(str(tmp_path / "results"), "stalled")
+    sp.configure(run_id=layout.run_id, results_dir=layout.results_dir, linger=5.0)
+    reporter = StatsReporter("Cat")
+    collector = None
+    try:
+        reporter.add_stat("x", 1.0)
+        assert sp.flush(60)
+        collector = psutil.Process(running_pid(layout.pid_file))
+        collector.suspend()  # alive, holding its pidfile lock, answering nothing: a busy or stuck collector
+        reporter.add_stat("x", 2.0)
+        reporter.write_stats(1)
+        assert sp.flush(4) is False  # four looks at the lock while nothing acks
+        counters = sp.client_counters()
+        assert (counters["collector_starts"], counters["collector_start_failures"]) == (1, 0)  # no second start tried
+        assert running_pid(layout.pid_file) == collector.pid
+        collector.resume()
+        assert sp.flush(60)
+    finally:
+        if collector is not None:
+            collector.resume()
+        sp.shutdown(1.0)
+        end_daemon(layout)
