@@ -29,7 +29,7 @@ the trainer stops re-sending on it and tells its user.
 from __future__ import annotations
 
 import enum
-from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import msgpack
 
@@ -151,6 +151,26 @@ def bye_record(info: Dict[str, Any]) -> list:
 
 def encode_frame(sender: str, seq: int, lowest_sendable: int, dropped: int, records: Sequence[list]) -> bytes:
     return msgpack.packb([WIRE_VERSION, sender, seq, lowest_sendable, dropped, list(records)], use_bin_type=True)
+
+
+def frame_records_bytes(frame: bytes) -> bytes:
+    """The ``records`` array of an encoded frame (one we wrote, or one :func:`decode_frame` accepted), as bytes.
+
+    Skips the five envelope items with an Unpacker and slices at ``tell()``: the same
+    cost for a frame of ten values as for one of a million.  The journal's FRAME entries
+    reach the plugins as exactly this slice.
+    """
+    unpacker = msgpack.Unpacker(max_buffer_size=len(frame) + 1)
+    unpacker.feed(frame)
+    unpacker.read_array_header()
+    for _ in range(5):
+        unpacker.skip()
+    return frame[unpacker.tell():]
+
+
+def frame_records(frame: bytes) -> List[list]:
+    """The records of an encoded frame this process wrote (a trainer re-encoding its own frames)."""
+    return msgpack.unpackb(frame_records_bytes(frame), raw=False)
 
 
 def encode_ack(acked_seq: int) -> bytes:

@@ -288,6 +288,26 @@ def decode_record(obj: Any) -> WriterRecord:
     return decoder(obj)
 
 
+def pack_summary(summary: SummaryRecord) -> bytes:
+    """A summary's bytes, as the journal's SUMMARY entries and the fetch protocol carry them.
+
+    Deterministic, so a summary rebuilt by the collector's recovery compares byte for byte.
+    """
+    return msgpack.packb(summary.to_msgpack(), use_bin_type=True)
+
+
+def unpack_summary(data: bytes) -> SummaryRecord:
+    """The summary of :func:`pack_summary`'s bytes; raises :class:`RecordError`."""
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception as exc:  # noqa: BLE001 — msgpack raises many types for bad input
+        raise RecordError(f"summary is not msgpack: {exc!r}") from None
+    record = decode_record(obj)
+    if not isinstance(record, SummaryRecord):
+        raise RecordError(f"expected a summary record, got {type(record).__name__}")
+    return record
+
+
 def decode_batch(data: bytes, stats: bool = True) -> List[StatRecord | PropertyRecord]:
     """The writer records of a journaled batch (the ``records`` array of a frame).
 

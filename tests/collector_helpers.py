@@ -19,7 +19,7 @@ from statbus.pipeline.collector.lifecycle.pidfile import running_pid
 from statbus.pipeline.journal.writer import EntryType, iter_entries
 from statbus.pipeline.layout import RunLayout
 from statbus.pipeline.wire import decode_ack_or_refusal, encode_frame
-from statbus.plugins.records import decode_summary, unpack_values
+from statbus.plugins.records import unpack_summary, unpack_values
 from statbus.workers.fetch_protocol import FetchReply, encode_fetch
 from statbus.workers.fetch_protocol import decode_reply as decode_fetch_reply
 from waiting import wait_for  # noqa: F401 — also re-exported for the collector tests
@@ -245,7 +245,7 @@ def journal_summaries(journal_dir: str) -> List[Summary]:
     found = []
     for entry in iter_entries(journal_dir):
         if entry.type == EntryType.SUMMARY:
-            record = decode_summary(msgpack.unpackb(entry.payload, raw=False))
+            record = unpack_summary(entry.payload)
             found.append(
                 (record.category, record.step, {k: (a.value, unpack_values(p)) for k, a, p in record.entries})
             )

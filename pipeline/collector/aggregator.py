@@ -23,8 +23,6 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict, Iterable, List, Mapping
 
-import msgpack
-
 from ...plugins import StatbusError
 from ...plugins.records import STEPPED_MARK as MARK
 from ...plugins.records import PropertyRecord, StatOp, StatRecord, SummaryRecord, check_name, check_packed
@@ -54,12 +52,6 @@ Snapshot = Dict[str, List[List[Any]]]
 
 class SnapshotError(StatbusError):
     """A period snapshot read back from the journal is malformed."""
-
-
-def encode_summary(summary: SummaryRecord) -> bytes:
-    """A SUMMARY entry's payload, as journaled live and by recovery; deterministic, so
-    replayed summaries compare byte for byte."""
-    return msgpack.packb(summary.to_msgpack(), use_bin_type=True)
 
 
 class Aggregator:

@@ -11,9 +11,9 @@ from typing import Any, Dict, List, Optional
 
 import zmq
 
+from ...plugins.records import pack_summary
 from ..journal.writer import EntryType, JournalWriteError
 from ..wire import Refusal, encode_ack, encode_refusal
-from .aggregator import encode_summary
 from .intake import Verdict
 
 MAX_FRAMES_PER_ITERATION = 1024
@@ -68,7 +68,7 @@ class DataDrain:
             if decision.verdict is Verdict.ACCEPT:
                 self.retention.note_appended(journal.append(EntryType.FRAME, payload))
                 for summary in aggregator.apply(decision.frame.records, decision.frame.sender):
-                    self.retention.note_appended(journal.append(EntryType.SUMMARY, encode_summary(summary)))
+                    self.retention.note_appended(journal.append(EntryType.SUMMARY, pack_summary(summary)))
                     self.summaries += 1
                 appended = True
                 if journal.needs_rotation():

@@ -28,7 +28,6 @@ import zmq
 from ...plugins import ConfigError, StatbusError
 from ...workers.exits import ExitCode
 from ..control import ControlServer
-from ..journal.recovery import encode_snapshot, read_entry_record, replay_newest_segment
 from ..journal.retention import Retention
 from ..journal.writer import Journal, JournalReader, JournalWriteError
 from ..layout import RunLayout
@@ -37,11 +36,13 @@ from ..wire import MAX_FRAME_BYTES
 from .aggregator import Aggregator
 from .control import answer_control
 from .drain import DataDrain
+from .entry_records import read_entry_record
 from .fetch_server import FetchServer
 from .lifecycle.identity import RunIdentity, establish
 from .idle import IdleWatch
 from .intake import Intake
 from .options import CollectorOptions, SupervisorFactory, SupervisorHooks, SupervisorLike
+from .recovery import encode_snapshot, replay_newest_segment
 from .lifecycle.pidfile import AlreadyRunning, PidFile
 from .lifecycle.ready import ready_path, remove_ready, write_ready
 from .lifecycle.signals import StopSignals
@@ -223,7 +224,7 @@ class Collector(DataDrain, StopSignals):
                     self.identity.run_options(self.layout),
                 )
             )
-            self.retention.supervisor = self.supervisor
+            self.retention.cursors = self.supervisor
             self.supervisor.start(self.journal.end_position)
         self._announce_ready()
         self._loop(self._datas, work, ctl, control)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import array
 import bisect
 import logging
-from typing import Any, Dict, List, Optional
+from typing import Dict, List, Optional, Protocol
 
 from .writer import Journal
 
@@ -24,6 +24,14 @@ logger = logging.getLogger(__name__)
 
 RETENTION_INTERVAL = 1.0
 """Seconds between two retention passes (each reads every consumer's state page)."""
+
+
+class Cursors(Protocol):
+    """Whose cursors hold the journal back, and where each stands (the collector's worker supervisor)."""
+
+    def consumers(self) -> List[str]: ...
+
+    def committed(self, plugin: str) -> int: ...
 
 
 def quota_position(committed: int, head: int, segment_starts: List[int], quota_bytes: int) -> int:
@@ -96,7 +104,7 @@ class Retention:
     def __init__(self, journal: Journal, quota_bytes: int) -> None:
         self._journal = journal
         self.quota_bytes = quota_bytes
-        self.supervisor: Optional[Any] = None
+        self.cursors: Optional[Cursors] = None
         self._quota_positions: Dict[str, int] = {}
         self.index = EntryIndex()
         self._next_pass = 0.0
@@ -128,10 +136,10 @@ class Retention:
         if now < self._next_pass:
             return
         self._next_pass = now + RETENTION_INTERVAL
-        supervisor = self.supervisor
-        if supervisor is None:
+        cursors = self.cursors
+        if cursors is None:
             return
-        consumers = supervisor.consumers()
+        consumers = cursors.consumers()
         if not consumers:
             self._quota_positions = {}
             return
@@ -140,7 +148,7 @@ class Retention:
         positions: Dict[str, int] = {}
         cut = head
         for plugin in consumers:
-            committed = supervisor.committed(plugin)
+            committed = cursors.committed(plugin)
             position = quota_position(committed, head, starts, self.quota_bytes)
             if position:
                 if position != self._quota_positions.get(plugin):
@@ -155,5 +163,5 @@ class Retention:
         if freed:
             self.deleted_bytes += freed
             # Samples before the oldest consumer's cursor are no longer asked about.
-            self.index.prune(min(min(supervisor.committed(p) for p in consumers), cut))
+            self.index.prune(min(min(cursors.committed(p) for p in consumers), cut))
             logger.info("retention: deleted %d bytes of journal before %d", freed, self._journal.start_position)

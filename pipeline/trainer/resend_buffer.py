@@ -11,9 +11,7 @@ import collections
 import time
 from typing import Deque, List, Optional, Tuple
 
-import msgpack
-
-from ..wire import encode_frame
+from ..wire import encode_frame, frame_records
 from .framing import MAX_FRAME_RECORDS, STAT_KIND, WRITE_KIND
 
 MAX_MERGED_BYTES = 2 << 20
@@ -58,7 +56,7 @@ class Outgoing:
     @property
     def records(self) -> List[list]:
         """The frame's records, decoded from its payload."""
-        return msgpack.unpackb(self.payload, raw=False)[5]
+        return frame_records(self.payload)
 
     def encode(self, sender: str, lowest_sendable: int, dropped: int, records: Optional[List[list]] = None) -> None:
         # lowest_sendable goes into the payload, so a frame is re-encoded when it moves.

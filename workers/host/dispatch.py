@@ -13,11 +13,9 @@ import logging
 import time
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
-import msgpack
-
-from ...plugins.errors import RecordError, StatbusError, disk_full_error
-from ...plugins.records import (STEPPED_MARK, PropertyRecord, StatRecord, SummaryRecord, decode_batch, decode_record,
-                                public_category, public_values, unpack_values)
+from ...plugins.errors import StatbusError, disk_full_error
+from ...plugins.records import (STEPPED_MARK, PropertyRecord, StatRecord, SummaryRecord, decode_batch, public_category,
+                                public_values, unpack_summary, unpack_values)
 from ..fetch_protocol import EntryKind, FetchedEntry
 from ..statepage import StatePage
 from .disk_wait import DiskWait, StoppedWaiting
@@ -82,10 +80,7 @@ class Writers:
     def deliver(self, entry: FetchedEntry) -> bool:
         """Deliver one entry to every writer; True if it was a summary."""
         if entry.kind == _SUMMARY:
-            record = decode_record(_unpack_summary(entry.data))
-            if not isinstance(record, SummaryRecord):
-                raise RecordError(f"entry at {entry.position} is not a summary")
-            self._deliver_summary(record)
+            self._deliver_summary(unpack_summary(entry.data))
             return True
         if self.needs_batches:
             # Writers without on_add_stat only need the batch's properties: its stat
@@ -200,10 +195,3 @@ class Writers:
                 close()
             except Exception:  # noqa: BLE001 — one writer's close must not skip the others'
                 logger.exception("%s.close() raised", _describe(writer))
-
-
-def _unpack_summary(data: bytes) -> Any:
-    try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=True)
-    except Exception as exc:  # noqa: BLE001
-        raise RecordError(f"summary is not msgpack: {exc!r}") from None

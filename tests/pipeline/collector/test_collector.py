@@ -10,11 +10,11 @@ import pytest
 import zmq
 
 from collector_helpers import CollectorProcess, RawTrainer, Worker, journal_frames, journal_summaries, settle, wait_for
-from statbus.pipeline.collector.fetch_server import FetchServer, batch_slice
+from statbus.pipeline.collector.fetch_server import FetchServer
 from statbus.pipeline.collector.intake import Intake, Verdict
 from statbus.pipeline.control import ControlError, control_request
 from statbus.pipeline.journal.writer import EntryType, Journal, JournalReader
-from statbus.pipeline.wire import encode_frame, hello_record, property_record, stat_record, write_record
+from statbus.pipeline.wire import encode_frame, frame_records_bytes, hello_record, property_record, stat_record, write_record
 from statbus.plugins.records import PropertyRecord, StatRecord, decode_batch, pack_values
 from statbus.workers.fetch_protocol import MAX_FETCH_BYTES, FetchProtocolError, decode_fetch, encode_fetch
 
@@ -66,9 +66,9 @@ def test_hello_and_bye_fill_the_sender_table():
     assert restored.senders["a"].last_seq == 1 and restored.senders["a"].info["pid"] == 42
 
 
-def test_batch_slice_is_the_records_array():
+def test_frame_records_bytes_is_the_records_array():
     records = [property_record("C", "hyperparameters", {"lr": 0.1}), stat("C", "k", [1.0, 2.0]), write_record("C", 3)]
-    sliced = batch_slice(encode_frame("sender-x", 12, 3, 4, records))
+    sliced = frame_records_bytes(encode_frame("sender-x", 12, 3, 4, records))
     assert msgpack.unpackb(sliced, raw=False) == msgpack.unpackb(msgpack.packb(records, use_bin_type=True), raw=False)
     decoded = decode_batch(sliced)
     assert [type(r) for r in decoded] == [PropertyRecord, StatRecord]
@@ -502,7 +502,7 @@ def test_retention_quota_poison_and_plugin_control_with_a_supervisor(tmp_path, c
 
     from statbus.pipeline.collector.loop import Collector
     from statbus.pipeline.collector.options import CollectorOptions
-    from statbus.pipeline.journal.recovery import read_entry_record
+    from statbus.pipeline.collector.entry_records import read_entry_record
     from statbus.pipeline.journal.writer import EntryType, iter_entries
     from statbus.pipeline.layout import RunLayout
 

@@ -18,16 +18,18 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import msgpack
 
-from ..collector.aggregator import Aggregator, SnapshotError, encode_summary
-from ..collector.intake import Intake
+from ...plugins.errors import RecordError
+from ...plugins.records import pack_summary, unpack_summary
+from ..journal.writer import EntryType, Journal
 from ..wire import WireError, decode_frame
-from .writer import EntryType, Journal
+from .aggregator import Aggregator, SnapshotError
+from .intake import Intake
 
 logger = logging.getLogger(__name__)
 
 
 def encode_snapshot(intake: Intake, aggregator: Aggregator) -> bytes:
-    """The SNAPSHOT payload that starts every segment (docs/internals.md, "Journal")."""
+    """The SNAPSHOT payload that starts every segment (docs/internals.md, "Journal"); read by :func:`_load_snapshot`."""
     return msgpack.packb({"senders": intake.snapshot(), "periods": aggregator.snapshot()}, use_bin_type=True)
 
 
@@ -67,9 +69,10 @@ def _find_pending(pending: List[Tuple[Tuple[str, int], bytes]], payload: bytes) 
         if expected == payload:
             return index
     try:
-        _, category, step = msgpack.unpackb(payload, raw=False)[:3]
-    except Exception:  # noqa: BLE001 — CRC-valid but unreadable: matches nothing
+        summary = unpack_summary(payload)
+    except RecordError:  # CRC-valid but unreadable: matches nothing
         return None
+    category, step = summary.category, summary.step
     for index, (key, _) in enumerate(pending):
         if key == (category, step):
             return index
@@ -110,7 +113,7 @@ def replay_newest_segment(journal: Journal, intake: Intake, aggregator: Aggregat
                 skipped += 1
                 continue
             replayed += 1
-            pending.extend(((s.category, s.step), encode_summary(s)) for s in aggregator.apply(frame.records, frame.sender))
+            pending.extend(((s.category, s.step), pack_summary(s)) for s in aggregator.apply(frame.records, frame.sender))
         elif kind == EntryType.SUMMARY:
             index = _find_pending(pending, entry.payload)
             if index is None:
@@ -136,39 +139,3 @@ def replay_newest_segment(journal: Journal, intake: Intake, aggregator: Aggregat
     report = ReplayReport(had_snapshot, replayed, skipped, matched, reemitted, unexpected, differing, entries)
     logger.info("recovery: %s", report)
     return report
-
-
-def read_entry_record(payload: bytes, kind: EntryType) -> Optional[Dict[str, Any]]:
-    """A journal entry as a JSON-safe dict (the dead-letter file's ``record``)."""
-    from ...plugins.records import decode_batch, decode_record, finite_or_none, unpack_values
-    from ..collector.fetch_server import batch_slice
-
-    def values(packed: bytes) -> list:
-        return [finite_or_none(v) for v in unpack_values(packed)]
-
-    try:
-        if kind == EntryType.SUMMARY:
-            summary = decode_record(msgpack.unpackb(payload, raw=False))
-            return {
-                "kind": "summary",
-                "category": summary.category,
-                "step": summary.step,
-                "values": {key: {"aggregation": agg.name, "values": values(p)} for key, agg, p in summary.entries},
-            }
-        if kind == EntryType.FRAME:
-            records = []
-            for record in decode_batch(batch_slice(payload)):
-                if hasattr(record, "packed"):
-                    records.append({
-                        "kind": "stat", "category": record.category, "key": record.key,
-                        "aggregation": record.aggregation.name, "op": record.op.name, "values": values(record.packed),
-                    })
-                else:
-                    records.append({
-                        "kind": "property", "category": record.category,
-                        "property_type": record.property_type.value, "value": repr(record.value)[:10_000],
-                    })
-            return {"kind": "batch", "records": records}
-    except Exception as exc:  # noqa: BLE001 — a dead letter is evidence, never a reason to fail
-        return {"kind": "unreadable", "error": repr(exc)[:500]}
-    return None

@@ -7,13 +7,13 @@ import random
 import shutil
 
 from collector_helpers import CollectorProcess, RawTrainer, journal_frames, journal_summaries, settle
-from statbus.pipeline.collector.aggregator import Aggregator, encode_summary
+from statbus.pipeline.collector.aggregator import Aggregator
 from statbus.pipeline.collector.intake import Intake
 from statbus.pipeline.control import control_request
-from statbus.pipeline.journal.recovery import encode_snapshot, replay_newest_segment
+from statbus.pipeline.collector.recovery import encode_snapshot, replay_newest_segment
 from statbus.pipeline.journal.writer import EntryType, Journal, iter_entries
 from statbus.pipeline.wire import decode_frame, encode_frame, hello_record, stat_record, write_record
-from statbus.plugins.records import pack_values
+from statbus.plugins.records import pack_summary, pack_values
 
 TRAINERS = 4
 
@@ -50,7 +50,7 @@ def test_replay_rebuilds_senders_and_open_periods_and_reemits_a_torn_summary(tmp
         assert intake.judge(frame).ack == seq
         journal.append(EntryType.FRAME, payload)
         for summary in aggregator.apply(frame.records):
-            journal.append(EntryType.SUMMARY, encode_summary(summary))
+            journal.append(EntryType.SUMMARY, pack_summary(summary))
         journal.commit()
         if journal.needs_rotation():
             journal.rotate(encode_snapshot(intake, aggregator))
@@ -60,7 +60,7 @@ def test_replay_rebuilds_senders_and_open_periods_and_reemits_a_torn_summary(tmp
     intake.judge(frame)
     journal.append(EntryType.FRAME, payload)
     (summary,) = aggregator.apply(frame.records)
-    summary_position = journal.append(EntryType.SUMMARY, encode_summary(summary))
+    summary_position = journal.append(EntryType.SUMMARY, pack_summary(summary))
     journal.commit()
     journal.close()
     assert len(journal.segment_starts()) > 2
@@ -79,7 +79,7 @@ def test_replay_rebuilds_senders_and_open_periods_and_reemits_a_torn_summary(tmp
     assert aggregator2.snapshot() == aggregator.snapshot() == {"C": [["b", 0, pack_values([2.0])]]}
     journal2.close()
     summaries = [e.payload for e in iter_entries(directory) if e.type == EntryType.SUMMARY]
-    assert summaries[-1] == encode_summary(summary)
+    assert summaries[-1] == pack_summary(summary)
     assert len(summaries) == len(set(summaries)) == 60 // 7 + 1
 
 
@@ -360,7 +360,7 @@ def test_random_tail_cuts_replay_to_exactly_the_surviving_frames(tmp_path):
         intake.judge(frame)
         journal.append(EntryType.FRAME, payload)
         for summary in aggregator.apply(frame.records):
-            journal.append(EntryType.SUMMARY, encode_summary(summary))
+            journal.append(EntryType.SUMMARY, pack_summary(summary))
         journal.commit()
     journal.close()
     entries = list(iter_entries(source))
@@ -376,7 +376,7 @@ def test_random_tail_cuts_replay_to_exactly_the_surviving_frames(tmp_path):
         expected = []
         for entry in entries:
             if entry.type == EntryType.FRAME and entry.end <= cut:
-                expected += [encode_summary(s) for s in model.apply(decode_frame(entry.payload).records)]
+                expected += [pack_summary(s) for s in model.apply(decode_frame(entry.payload).records)]
         intake2, aggregator2 = Intake(), Aggregator()
         recovered = Journal(directory)
         recovered.open()
