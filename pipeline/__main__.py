@@ -21,7 +21,7 @@ from ..plugins import ConfigError, StatbusError
 from ..plugins.discovery import PluginInfo, discover_plugins
 from ..plugins.settings import RunOptions
 from ..workers.exits import ExitCode
-from .cli.keys import add_transport_security_arguments, transport_security_from_args
+from .security.arguments import add_transport_security_arguments, transport_security_from_args
 from .collector.loop import Collector
 from .collector.options import CollectorOptions, SupervisorFactory, SupervisorHooks
 from .journal.writer import FsyncPolicy

@@ -63,7 +63,8 @@ class Tally:
 
 
 def env_worker(index: int, stop_at: float, steps_per_second: float, step_counter, results) -> None:
-    from . import StatsAggregationMethod, StatsReporter, flush, shutdown
+    from ..plugins.stats import StatsAggregationMethod
+    from .trainer.reporter import StatsReporter, flush, shutdown
 
     reporter = StatsReporter(BEHAVIOR)
     tally = Tally()
@@ -103,7 +104,8 @@ class Learner:
     """Records per-update stats and writes a summary every ``summary_freq`` steps."""
 
     def __init__(self, summary_freq: int) -> None:
-        from . import StatsPropertyType, StatsReporter
+        from ..plugins.stats import StatsPropertyType
+        from .trainer.reporter import StatsReporter
 
         self.reporter = StatsReporter(BEHAVIOR)
         self.tally = Tally()
@@ -154,7 +156,8 @@ def main(argv: List[str] | None = None) -> int:
     parser.add_argument("--summary-freq", type=int, default=2000, help="steps between summaries")
     args = parser.parse_args(argv)
 
-    from . import configure, flush, shutdown
+    from .trainer.config import configure
+    from .trainer.reporter import flush, shutdown
 
     configure(run_id=args.run_id, results_dir=args.results_dir)
     # Spawned, not forked: each env worker is a fresh interpreter, as with

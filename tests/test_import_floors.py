@@ -1,4 +1,6 @@
-"""The map stays true: imports point down the floors (pipeline → workers → plugins) and form no circle.
+"""The map stays true: imports point down the floors (pipeline → workers → plugins) and form no circle,
+neither between modules nor between rooms (a floor's subpackages, e.g. ``pipeline/journal`` and
+``pipeline/collector``: two rooms that import each other are one room in two folders).
 
 Every module of the three packages is parsed (``ast``, nothing is imported) and
 each import resolved to the statbus module it names.  Imports under
@@ -125,6 +127,31 @@ def _cycles(edges: Dict[str, Set[str]]) -> List[List[str]]:
     return found
 
 
+def _room(module: str) -> str:
+    """The room a module lives in: its floor's subpackage; a module at a floor's top is a room of its own.
+
+    A floor's ``__init__`` is its public face (``statbus.pipeline``): a room inside the floor
+    that imported it would import every room the face imports, so it counts as a room too.
+    """
+    for package in FLOORS:
+        if module.startswith(package + "."):
+            top = module[len(package) + 1:].split(".")
+            room = f"{package}.{top[0]}"
+            return room if len(top) > 1 and room in MODULES else module
+    return module
+
+
+def _room_graph(edges: Dict[str, Set[str]]) -> Dict[str, Set[str]]:
+    rooms: Dict[str, Set[str]] = {}
+    for module, targets in edges.items():
+        rooms.setdefault(_room(module), set())
+        for target in targets:
+            rooms.setdefault(_room(target), set())
+            if _room(target) != _room(module):
+                rooms[_room(module)].add(_room(target))
+    return rooms
+
+
 def test_the_packages_are_found() -> None:
     # A broken walk would make the other tests pass vacuously.
     assert {"statbus.plugins.records", "statbus.workers.exits", "statbus.pipeline.trainer.reporter",
@@ -140,6 +167,22 @@ def test_no_import_circle() -> None:
     edges, _ = _graph()
     cycles = _cycles(edges)
     assert cycles == [], "import circles:\n" + "\n".join(" ⇄ ".join(cycle) for cycle in cycles)
+
+
+def test_no_circle_between_rooms() -> None:
+    edges, _ = _graph()
+    cycles = _cycles(_room_graph(edges))
+    assert cycles == [], "rooms importing each other:\n" + "\n".join(" ⇄ ".join(cycle) for cycle in cycles)
+
+
+def test_a_circle_between_rooms_is_caught() -> None:
+    # Two modules that import each other's room but not each other (what the module check cannot see).
+    edges = {"statbus.pipeline.journal.writer": {"statbus.pipeline.collector.aggregator"},
+             "statbus.pipeline.collector.aggregator": set(),
+             "statbus.pipeline.collector.loop": {"statbus.pipeline.journal.writer"},
+             "statbus.pipeline.wire": set()}
+    assert _cycles(edges) == []
+    assert _cycles(_room_graph(edges)) == [["statbus.pipeline.collector", "statbus.pipeline.journal"]]
 
 
 @pytest.mark.parametrize("source, bad", [

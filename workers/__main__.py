@@ -20,7 +20,8 @@ import sys
 from typing import Any, List, NoReturn, Optional
 
 from .exits import ExitCode, HostExit, report_error
-from .host.loop import HostConfig, run_host
+from .host.config import HostConfig
+from .host.loop import run_host
 
 
 class _Parser(argparse.ArgumentParser):

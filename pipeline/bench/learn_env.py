@@ -188,7 +188,7 @@ def main(argv: List[str]) -> int:
     TrainerController.start_learning = timed
     started = time.monotonic()
     if mode == "statbus":
-        from .. import learn
+        from ..mlagents.launcher import learn
 
         code = learn(args)
     else:

@@ -60,7 +60,8 @@ def wait_go() -> None:
 
 def role_trainer(args: argparse.Namespace) -> int:
     """Record ``--values`` values over the 12 PPO keys, a write_stats every ``--write-every`` values."""
-    from statbus.pipeline import StatsReporter, client_counters, configure, flush, shutdown
+    from statbus.pipeline.trainer.config import configure
+    from statbus.pipeline.trainer.reporter import StatsReporter, client_counters, flush, shutdown
 
     configure(args.run_id, args.results_dir, autostart=False)
     reporter = StatsReporter(args.category)
@@ -95,7 +96,8 @@ def role_trainer(args: argparse.Namespace) -> int:
 
 def role_stream(args: argparse.Namespace) -> int:
     """Record a steady stream (12 keys x 20 values and a write_stats every 50 ms) for ``--duration`` s."""
-    from statbus.pipeline import StatsReporter, client_counters, configure, flush, shutdown
+    from statbus.pipeline.trainer.config import configure
+    from statbus.pipeline.trainer.reporter import StatsReporter, client_counters, flush, shutdown
 
     configure(args.run_id, args.results_dir, autostart=False)
     reporter = StatsReporter(args.category)
@@ -212,7 +214,8 @@ def role_raw_pull(args: argparse.Namespace) -> int:
 
 def role_buffer_fill(args: argparse.Namespace) -> int:
     """With no collector, record values until the trainer's buffer overflows, then as many again."""
-    from statbus.pipeline import StatsReporter, client_counters, configure, shutdown
+    from statbus.pipeline.trainer.config import configure
+    from statbus.pipeline.trainer.reporter import StatsReporter, client_counters, shutdown
 
     base = rss_bytes()
     configure(args.run_id, args.results_dir, address=args.address, autostart=False,

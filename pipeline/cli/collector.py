@@ -10,7 +10,7 @@ from ...plugins import StatbusError
 from ..collector.lifecycle.daemon import collector_command, default_layout, start_detached, wait_for_exit
 from ..collector.lifecycle.pidfile import AlreadyRunning, running_pid
 from ..ray.cli import add_ray_arguments
-from .keys import add_transport_security_arguments, transport_security_argv
+from ..security.arguments import add_transport_security_arguments, transport_security_argv
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:

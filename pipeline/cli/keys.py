@@ -10,54 +10,17 @@ Typical setup of a collector on tcp and one remote trainer::
 
 Authorize and revoke take effect on the next connection, without a restart.
 
-:func:`add_transport_security_arguments` / :func:`transport_security_from_args`
-give the collector's own parser ``--key-dir``, ``--allow-dir`` and ``--insecure``.
+The collector's own flags for them (``--key-dir``, ``--allow-dir``, ``--insecure``) are
+:mod:`..security.arguments`'.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from typing import List
-
 from ...plugins import ConfigError
 from ..security import keyfiles
-from ..security.curve import ENV_CLIENT_KEY, ENV_SERVER_KEY, TransportSecurity
-
-
-def add_transport_security_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--key-dir``, ``--allow-dir``, ``--insecure`` for a command that binds the data socket."""
-    parser.add_argument(
-        "--key-dir", metavar="DIR",
-        help="directory with the collector's CURVE key pair (server.key_secret), required for tcp:// "
-        "unless --insecure; make it with `statbus keys generate --dir DIR`",
-    )
-    parser.add_argument(
-        "--allow-dir", metavar="DIR",
-        help="directory of authorized trainers' public keys (*.key); re-read on every connection",
-    )
-    parser.add_argument(
-        "--insecure", action="store_true",
-        help="allow plain tcp without CURVE: anyone who reaches the port can send data (logged loudly)",
-    )
-
-
-def transport_security_from_args(args: argparse.Namespace) -> TransportSecurity:
-    return TransportSecurity.from_key_dir(
-        getattr(args, "key_dir", None), getattr(args, "allow_dir", None), bool(getattr(args, "insecure", False))
-    )
-
-
-def transport_security_argv(args: argparse.Namespace) -> List[str]:
-    """The same flags again, for a command line that starts the daemon."""
-    argv: List[str] = []
-    for flag in ("key_dir", "allow_dir"):
-        value = getattr(args, flag, None)
-        if value:
-            argv += ["--" + flag.replace("_", "-"), os.path.abspath(value)]
-    if getattr(args, "insecure", False):
-        argv.append("--insecure")
-    return argv
+from ..security.curve import ENV_CLIENT_KEY, ENV_SERVER_KEY
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .availability import RayMissing
+from ..trainer.ray_discovery import RayMissing
 
 _LAZY = {
     "start_collector": ".control",

@@ -16,8 +16,7 @@ import sys
 from typing import Any, Callable, Dict, Iterator, List
 
 from ...plugins import ConfigError, StatbusError
-from .availability import import_ray
-from .names import NAMESPACE
+from ..trainer.ray_discovery import NAMESPACE, import_ray
 
 
 def add_ray_arguments(parser: argparse.ArgumentParser, placement: bool = False) -> None:

@@ -12,8 +12,7 @@ from typing import Any, Dict, Optional, Sequence
 
 from ...plugins import ConfigError, StatbusError
 from ..collector.lifecycle.daemon import StartFailed
-from .availability import import_ray
-from .names import NAMESPACE, actor_name
+from ..trainer.ray_discovery import NAMESPACE, actor_name, import_ray
 
 RAY_CALL_TIMEOUT = 30.0
 """Seconds a call to the actor may take before the caller gives up (it never blocks training)."""

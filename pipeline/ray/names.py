@@ -1,7 +1,8 @@
-"""The names and node-side files that make one run's Ray collector findable and restartable.
+"""The node-side files that make one run's Ray collector restartable, and trainer key names.
 
 Every process of the cluster finds the run's collector as the actor
-``statbus-collector:<run_id>`` in the Ray namespace ``statbus``.  On the collector's
+``statbus-collector:<run_id>`` in the Ray namespace ``statbus``
+(:mod:`..trainer.ray_discovery`, where the trainer needs them).  On the collector's
 node, ``<results>/<run>/statbus/ray/`` keeps what a restarted actor must reuse so
 that connected trainers never notice: the collector's CURVE key pair, the allow-list
 of trainer keys, and the tcp endpoint it bound first.
@@ -16,15 +17,8 @@ import re
 from ...plugins import ConfigError
 from ..layout import RunLayout
 
-NAMESPACE = "statbus"
-ACTOR_PREFIX = "statbus-collector:"
 CLIENT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
 """A trainer key's name in the allow-list (also the CURVE user id the collector reports)."""
-
-
-def actor_name(run_id: str) -> str:
-    RunLayout(".", run_id)  # the same rule for run ids everywhere
-    return ACTOR_PREFIX + run_id
 
 
 def check_client_name(name: str) -> str:

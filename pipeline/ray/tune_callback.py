@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 from ...plugins.stats import StatsPropertyType
 from ..trainer.reporter import StatsReporter, flush
 from ..trainer.config import configure
-from .availability import import_ray
+from ..trainer.ray_discovery import import_ray
 
 logger = logging.getLogger(__name__)
 _tune = import_ray("ray.tune")

@@ -42,7 +42,7 @@ _HANDSHAKE_FAILED = (
 
 def _connect(sock: zmq.Socket, address: str, route: Any = None) -> None:
     if route is not None:
-        route.connect(sock)  # found through Ray, CURVE keys in memory (statbus.pipeline.ray.discovery)
+        route.connect(sock)  # found through Ray, CURVE keys in memory (statbus.pipeline.trainer.ray_discovery)
     elif address.startswith("tcp://"):
         # CURVE keys from STATBUS_CLIENT_KEY / STATBUS_SERVER_KEY; imported only here,
         # so that an ipc trainer never loads the key-handling code.
@@ -90,7 +90,7 @@ class Connection:
         Meanwhile what training records goes into the bounded frame buffer, as while
         a collector is down; only this thread waits.
         """
-        from ..ray.discovery import discover  # only Ray trainers import Ray
+        from .ray_discovery import discover  # only Ray trainers import Ray
 
         delay = 0.5
         while not self._stopping and not self._pausing:
@@ -108,7 +108,7 @@ class Connection:
 
     def _rediscover(self, now: float) -> None:
         """Ray: nothing acked for a while — if the collector is elsewhere now, connect there."""
-        from ..ray.discovery import discover
+        from .ray_discovery import discover
 
         self._rediscover_at = now + self._rediscover_after
         self._rediscover_after = min(self._rediscover_after * 2, REDISCOVER_AFTER_MAX)

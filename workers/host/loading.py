@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ...plugins.errors import StatbusError
 from ..exits import ExitCode, HostExit
 from ..statepage import StatePage
+from .config import HostConfig
 from .disk_wait import DiskWait
 from .dispatch import Writers
 from .mlagents_types import TypedWriter, real_mlagents_types
-
-if TYPE_CHECKING:
-    from .loop import HostConfig
 
 
 def load_plugin(config: HostConfig, page: StatePage) -> Writers:

@@ -20,24 +20,23 @@ to stderr last, for the supervisor to show as the plugin's last error.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import signal
 import time
-from typing import Any, List, Mapping, Optional
+from typing import Any, List, Optional
 
 import zmq
 
-from ...plugins.discovery import PluginInfo
 from ...plugins.errors import RecordError, StatbusError
 from ..exits import ExitCode, HostExit, report_error
-from ..fetch_protocol import DEFAULT_MAX_BYTES, EntryKind, FetchedEntry, FetchProtocolError
+from ..fetch_protocol import EntryKind, FetchedEntry, FetchProtocolError
 from ..statepage import NO_INFLIGHT, HostState, StatePage
 from .disk_wait import DiskWait, StoppedWaiting
 from .dispatch import WriterCrash, Writers
 from .fetch_client import FetchClient, LostCollector
-from .heartbeat import HEARTBEAT_INTERVAL, Heartbeat
+from .heartbeat import Heartbeat
+from .config import HostConfig
 from .loading import load_plugin
 
 logger = logging.getLogger(__name__)
@@ -50,28 +49,6 @@ COMMIT_ENTRIES = 32
 was not committed: with a time-only cadence, a fast plugin that crashes now and
 then re-delivers a whole catch-up backlog (hundreds of summaries in 100 ms) on
 every restart, crashes again before its first commit, and never gets past it."""
-
-
-@dataclasses.dataclass(frozen=True)
-class HostConfig:
-    plugin: str
-    group: str
-    target: str
-    address: str
-    state_file: str
-    run_options: Mapping[str, Any]
-    call_timeout: Optional[float] = None
-    parent_pid: Optional[int] = None
-    """The collector's pid: exit with LOST_PARENT once it is gone.  It may be a
-    grandparent (an interpreter wrapper that does not exec); losing our direct
-    parent (``os.getppid()`` changing) counts as lost too."""
-    max_bytes: int = DEFAULT_MAX_BYTES
-    heartbeat_interval: float = HEARTBEAT_INTERVAL
-
-    @property
-    def plugin_info(self) -> PluginInfo:
-        """The one entry point to load: built from the arguments, never by scanning."""
-        return PluginInfo(self.group, self.plugin, self.target, None, None)
 
 
 # --- the host ------------------------------------------------------------------

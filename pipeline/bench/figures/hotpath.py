@@ -87,7 +87,7 @@ class _Prober(threading.Thread):
 
 def _drained() -> None:
     """Wait until statbus's sender has taken every queued value (then one batch interval for the encode)."""
-    from ... import client_counters
+    from ...trainer.reporter import client_counters
 
     deadline = time.monotonic() + 10.0
     while client_counters().get("values_queued", 0) and time.monotonic() < deadline:
@@ -171,13 +171,14 @@ def _summarize(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 
 def _statbus_make(category: str) -> Any:
-    from ... import StatsReporter
+    from ...trainer.reporter import StatsReporter
 
     return StatsReporter(category)
 
 
 def run(root: str, config: HotPathConfig) -> Dict[str, Any]:
-    from ... import configure, shutdown
+    from ...trainer.config import configure
+    from ...trainer.reporter import shutdown
 
     results: Dict[str, Dict[str, Any]] = {}
     base_dir = os.path.join(root, "baseline")

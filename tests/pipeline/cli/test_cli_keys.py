@@ -13,7 +13,7 @@ import pytest
 import zmq
 import zmq.auth
 
-from statbus.pipeline.cli.keys import (
+from statbus.pipeline.security.arguments import (
     add_transport_security_arguments,
     transport_security_argv,
     transport_security_from_args,

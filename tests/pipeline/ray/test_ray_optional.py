@@ -63,7 +63,7 @@ def test_a_ray_trainer_without_ray_logs_what_to_install_and_keeps_training():
     done = _python(
         NO_RAY
         + "import logging, statbus.pipeline as sp\n"
-        + "from statbus.pipeline.ray.discovery import discover\n"
+        + "from statbus.pipeline.trainer.ray_discovery import discover\n"
         + "from statbus.pipeline.trainer.config import build_config\n"
         + "logging.basicConfig(level=logging.WARNING)\n"
         + "config = build_config(run_id='r', ray=True, environ={})\n"

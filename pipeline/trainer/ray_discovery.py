@@ -1,5 +1,9 @@
 """A trainer finds its run's collector through Ray (``configure(ray=True)``, ``STATBUS_RAY=1``).
 
+Also the lowest place the two halves of the Ray door share — the guarded import of Ray
+and the actor's name — so that the trainer, which the Ray room (:mod:`..ray`) builds on,
+never imports that room back.
+
 Called by the trainer client's sender thread, never by a training call.  On the
 collector's node the trainer uses the collector's private ``ipc://`` socket.
 Anywhere else it makes its own CURVE key pair (once per process; the secret key
@@ -10,20 +14,43 @@ nothing else: stats go over ZeroMQ.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import socket
 import threading
 import uuid
+from types import ModuleType
 from typing import Any, NamedTuple, Optional
 
 import zmq
 
 from ...plugins import StatbusError
-from .availability import RayMissing, import_ray
-from .names import NAMESPACE, actor_name
+from ..layout import RunLayout
 
 logger = logging.getLogger(__name__)
+
+NAMESPACE = "statbus"
+"""Every process of the cluster finds the run's collector as the actor ``statbus-collector:<run_id>`` here."""
+ACTOR_PREFIX = "statbus-collector:"
+INSTALL_HINT = "statbus's Ray features need Ray: pip install 'statbus[ray]'"
+
+
+class RayMissing(StatbusError):
+    """Ray (or Ray Tune) is not installed in this environment."""
+
+
+def import_ray(module: str = "ray") -> ModuleType:
+    """``ray`` (or ``ray.tune``, ...) or :class:`RayMissing` with the install hint."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise RayMissing(f"{INSTALL_HINT} ({module} cannot be imported: {exc})") from None
+
+
+def actor_name(run_id: str) -> str:
+    RunLayout(".", run_id)  # the same rule for run ids everywhere
+    return ACTOR_PREFIX + run_id
 
 CALL_TIMEOUT = 10.0
 """Seconds one question to the actor may take (the sender asks again later)."""
