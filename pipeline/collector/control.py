@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Dict
+from typing import TYPE_CHECKING, Any, Dict
 
 from ...plugins import StatbusError
 from .status import build_status
 
-# The collector is passed in, not imported: loop.py imports this module,
-# and no module imports one that imports it back.
-CollectorT = Any
+if TYPE_CHECKING:  # loop.py imports this module; the collector is passed in
+    from .loop import Collector
 
 
-def answer_control(collector: CollectorT, request: Dict[str, Any]) -> Dict[str, Any]:
+def answer_control(collector: Collector, request: Dict[str, Any]) -> Dict[str, Any]:
     """The reply to one decoded control request (see :mod:`..control` for the protocol)."""
     op = request["op"]
     if op == "ping":

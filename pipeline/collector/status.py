@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import collections
 import os
-from typing import Any, Callable, Deque, Dict, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Tuple
 
 from ..control import json_safe
 
-# The collector is passed in, not imported: loop.py imports this module,
-# and no module imports one that imports it back.
-CollectorT = Any
+if TYPE_CHECKING:  # loop.py imports this module; the collector is passed in
+    from .loop import Collector
 
 RATE_WINDOW = 5.0
 """Seconds over which the intake rate is averaged."""
@@ -44,7 +43,7 @@ class RateMeter:
         return (v1 - v0) / span, (f1 - f0) / span
 
 
-def build_status(collector: CollectorT) -> Dict[str, Any]:
+def build_status(collector: Collector) -> Dict[str, Any]:
     now = collector.clock()
     values_rate, frames_rate = collector.rate.rates()
     fetch = collector.fetch.status(now) if collector.fetch is not None else {"consumers": [], "bad_fetches": 0}
