@@ -4,11 +4,14 @@ Importing this package loads the trainer side only (the ML-Agents-style API
 below, zmq and msgpack): no collector, no plugin writers, no tensorboard.
 """
 
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from ..plugins.stats import StatsAggregationMethod, StatsPropertyType, StatsSummary
 from .trainer.config import TrainerConfig, configure
 from .trainer.reporter import StatsReporter, client_counters, flush, shutdown
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time, __getattr__ below loads it on first use
+    from .summary_writer import SummaryWriter
 
 
 def learn(argv: Optional[Sequence[str]] = None) -> int:

@@ -33,7 +33,8 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import msgpack
 
-from ..plugins import RecordError, StatbusError
+from ..plugins import StatbusError
+from ..plugins.errors import RecordError
 from ..plugins.records import (
     PropertyRecord,
     RecordKind,

@@ -13,7 +13,8 @@ import configparser
 import os
 from typing import Dict, Mapping, Optional
 
-from statbus.plugins import ML_AGENTS_STATS_WRITER, PluginInfo
+from statbus.plugins.discovery import PluginInfo
+from statbus.plugins.groups import ML_AGENTS_STATS_WRITER
 
 ZOO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "plugin_zoo")
 ZOO_DISTRIBUTION = "statbus_zoo"

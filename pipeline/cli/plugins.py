@@ -11,7 +11,8 @@ import json
 import sys
 from typing import List, Sequence
 
-from ...plugins import STATS_WRITER_GROUPS, PluginInfo, discover_plugins
+from ...plugins.discovery import PluginInfo, discover_plugins
+from ...plugins.groups import STATS_WRITER_GROUPS
 
 COLUMNS = ("group", "name", "target", "distribution", "version")
 

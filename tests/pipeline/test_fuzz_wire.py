@@ -41,7 +41,7 @@ from statbus.pipeline.wire import (
     stat_record,
     write_record,
 )
-from statbus.plugins import RecordError
+from statbus.plugins.errors import RecordError
 from statbus.plugins.records import (
     MAX_NAME_LENGTH,
     PropertyRecord,

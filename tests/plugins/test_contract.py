@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 import sys
 
 import pytest
 
-from statbus.plugins import (
-    ML_AGENTS_STATS_WRITER,
-    STATBUS_STATS_WRITER,
-    ConfigError,
-    RunOptions,
-    StatsAggregationMethod,
-    StatsPropertyType,
-    StatsSummary,
-    StatsWriter,
-)
+from statbus.plugins import ConfigError, RunOptions, StatsAggregationMethod, StatsPropertyType, StatsSummary, StatsWriter
+from statbus.plugins.groups import ML_AGENTS_STATS_WRITER, STATBUS_STATS_WRITER
 from statbus.plugins.settings import CheckpointSettings
 
 
@@ -192,3 +185,21 @@ def test_reductions_of_extreme_values_never_raise(values, total, mean, std) -> N
         assert same(summary.std, std)
     assert same(summary.aggregated_value, mean)
     assert same(StatsSummary(values, StatsAggregationMethod.SUM).aggregated_value, total)
+
+
+def test_the_package_exports_the_plugin_contract_and_nothing_else():
+    import statbus.plugins
+
+    assert sorted(statbus.plugins.__all__) == [
+        "CheckpointSettings", "ConfigError", "RunOptions", "StatbusError",
+        "StatsAggregationMethod", "StatsPropertyType", "StatsSummary", "StatsWriter",
+    ]
+    assert all(hasattr(statbus.plugins, name) for name in statbus.plugins.__all__)
+
+
+def test_a_trainer_imports_no_entry_point_machinery():
+    # Discovery (importlib_metadata) is the collector's and the workers': a trainer never pays for it.
+    code = ("import sys, statbus.pipeline; "
+            "print(sorted(m for m in ('importlib_metadata', 'statbus.plugins.discovery') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -17,17 +17,10 @@ import pytest
 import statbus.plugins.groups
 import statbus.plugins.settings
 import statbus.plugins.stats
-from statbus.plugins import (
-    ML_AGENTS_STATS_WRITER,
-    STATBUS_STATS_WRITER,
-    PluginError,
-    PluginImportError,
-    PluginRegistrationError,
-    StatsAggregationMethod,
-    StatsSummary,
-    discover_plugins,
-    find_plugin,
-)
+from statbus.plugins import StatsAggregationMethod, StatsSummary
+from statbus.plugins.discovery import discover_plugins, find_plugin
+from statbus.plugins.errors import PluginError, PluginImportError, PluginRegistrationError
+from statbus.plugins.groups import ML_AGENTS_STATS_WRITER, STATBUS_STATS_WRITER
 from statbus.plugins.loader import load_writers
 
 BUILTINS = {

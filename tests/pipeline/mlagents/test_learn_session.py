@@ -18,7 +18,8 @@ from statbus.pipeline.control import control_request
 from statbus.pipeline.layout import RunLayout
 from statbus.pipeline.mlagents import session
 from statbus.pipeline.trainer import reporter
-from statbus.plugins import PluginInfo, RunOptions, discover_plugins
+from statbus.plugins import RunOptions
+from statbus.plugins.discovery import PluginInfo, discover_plugins
 
 from collector_helpers import end_daemon
 from waiting import holds_for, wait_for

@@ -35,7 +35,7 @@ from statbus.pipeline.trainer.autostart import (
     on_demand_arguments,
 )
 from statbus.pipeline.trainer.config import build_config
-from statbus.plugins import discover_plugins
+from statbus.plugins.discovery import discover_plugins
 
 from chaos_helpers import tensorboard_steps
 from collector_helpers import end_daemon

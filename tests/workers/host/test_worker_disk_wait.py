@@ -9,7 +9,8 @@ from typing import List
 
 import pytest
 
-from statbus.plugins import StatOp, StatRecord, StatsAggregationMethod, StatsWriter
+from statbus.plugins import StatsAggregationMethod, StatsWriter
+from statbus.plugins.records import StatOp, StatRecord
 from statbus.plugins.errors import disk_full_error
 from statbus.plugins.writers.output_file import OutputFile
 from statbus.plugins.records import pack_values

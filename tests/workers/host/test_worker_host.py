@@ -22,17 +22,9 @@ import msgpack
 import pytest
 import zmq
 
-from statbus.plugins import (
-    PluginInfo,
-    PropertyRecord,
-    RunOptions,
-    StatOp,
-    StatRecord,
-    StatsAggregationMethod,
-    StatsPropertyType,
-    StatsWriter,
-    SummaryRecord,
-)
+from statbus.plugins import RunOptions, StatsAggregationMethod, StatsPropertyType, StatsWriter
+from statbus.plugins.discovery import PluginInfo
+from statbus.plugins.records import PropertyRecord, StatOp, StatRecord, SummaryRecord
 from statbus.plugins.records import pack_values
 from statbus.workers.exits import ExitCode, parse_error_line
 from statbus.workers.fetch_protocol import decode_fetch, encode_reply
@@ -498,7 +490,7 @@ def test_sigterm_while_waiting_for_data_exits_0(tmp_path, fake_collector, hosts)
 # --- ML-Agents-style plugins, unmodified ---------------------------------------------------
 
 def test_mlagents_style_plugins_run_unmodified(tmp_path, fake_collector, hosts):
-    from statbus.plugins import find_plugin
+    from statbus.plugins.discovery import find_plugin
 
     fake_collector.add(*batch(prop("Env", {"lr": 0.5})))
     fake_collector.add(*summary("Env", 5, reward=[1.0, 3.0]))

@@ -24,7 +24,9 @@ import psutil
 import pytest
 import zmq
 
-from statbus.plugins import PluginInfo, RunOptions, StatsAggregationMethod, SummaryRecord
+from statbus.plugins import RunOptions, StatsAggregationMethod
+from statbus.plugins.discovery import PluginInfo
+from statbus.plugins.records import SummaryRecord
 from statbus.plugins.records import pack_values
 from statbus.workers.fetch_protocol import EntryKind, FetchedEntry, decode_fetch, encode_reply
 from statbus.workers.statepage import StatePage
