@@ -2,9 +2,9 @@
 
 One thread, one :class:`zmq.Poller`, three ROUTER sockets:
 
-* ``data`` — trainer frames (:mod:`.drain`, :mod:`.intake`): decoded, judged by the delivery
-  rule, appended to the journal with the summaries they close, committed,
-  *then* acked;
+* ``data`` — trainer frames, one bounded batch at a time (:meth:`Collector._drain`, the
+  delivery rule in :mod:`.intake`): decoded, judged, appended to the journal with the
+  summaries they close, committed, *then* acked;
 * ``work`` — worker fetches (:mod:`.fetch_server`);
 * ``ctl``  — control requests (:mod:`.control`, protocol in :mod:`..control`).
 
@@ -20,32 +20,33 @@ import dataclasses
 import enum
 import logging
 import os
+import signal
+import threading
 import time
 from typing import Any, Callable, Dict, FrozenSet, List, Optional
 
 import zmq
 
 from ...plugins import ConfigError, StatbusError
+from ...plugins.records import pack_summary
 from ...workers.exits import ExitCode
 from ..control import ControlServer
 from ..journal.retention import Retention
-from ..journal.writer import Journal, JournalReader, JournalWriteError
+from ..journal.writer import EntryType, Journal, JournalReader, JournalWriteError
 from ..layout import RunLayout
 from ..security.curve import TransportSecurity, secure_bind
-from ..wire import MAX_FRAME_BYTES
+from ..wire import MAX_FRAME_BYTES, Refusal, encode_ack, encode_refusal
 from .aggregator import Aggregator
 from .control import answer_control
-from .drain import DataDrain
 from .entry_records import read_entry_record
 from .fetch_server import FetchServer
 from .lifecycle.identity import RunIdentity, establish
 from .idle import IdleWatch
-from .intake import Intake
+from .intake import Intake, Verdict
 from .options import CollectorOptions, SupervisorFactory, SupervisorHooks, SupervisorLike
 from .recovery import encode_snapshot, replay_newest_segment
 from .lifecycle.pidfile import AlreadyRunning, PidFile
 from .lifecycle.ready import ready_path, remove_ready, write_ready
-from .lifecycle.signals import StopSignals
 from .lifecycle.socket_dirs import claim, release, sweep_dead
 from .status import RateMeter
 from .write_stall import StallControl, WriteStall
@@ -68,6 +69,13 @@ CONTROL_LINGER_MS = 1000
 """How long closing the ``ctl`` socket waits to deliver replies still queued: the reply to
 ``stop`` is queued just before the loop returns, and a socket closed with linger 0 drops it
 unless libzmq's I/O thread happened to write it first."""
+MAX_FRAMES_PER_ITERATION = 1024
+MAX_BYTES_PER_ITERATION = 32 << 20
+"""Intake drains at most this much before it commits and acks: acks stay prompt under load."""
+MAX_DRAIN_SECONDS = 0.05
+"""...and for at most this long: a burst of big frames (each ~100 ms to decode and aggregate)
+would otherwise keep worker fetches and control requests unanswered for seconds, and the
+workers would take the collector for lost."""
 
 
 class _Phase(enum.Enum):
@@ -76,7 +84,7 @@ class _Phase(enum.Enum):
     DONE = "done"
 
 
-class Collector(DataDrain, StopSignals):
+class Collector:
     """One per run.  ``run()`` blocks until stopped and returns an :class:`ExitCode`."""
 
     def __init__(
@@ -369,6 +377,113 @@ class Collector(DataDrain, StopSignals):
                     self.phase = _Phase.DONE
                     return
 
+    # --- trainer intake: one bounded batch at a time -----------------------------------------
+
+    def _drain(self, data: zmq.Socket) -> None:
+        """Take up to a bounded batch of frames, journal them, commit, then ack."""
+        if self.stalls.current is not None:
+            self.stalls.drop_frames(data, MAX_FRAMES_PER_ITERATION)
+            return
+        acks: Dict[bytes, int] = {}
+        appended = False
+        budget = MAX_BYTES_PER_ITERATION
+        journal, aggregator, intake = self.journal, self.aggregator, self.intake
+        auth = self._data_auth.get(data)
+        clock = self.clock
+        deadline = clock() + MAX_DRAIN_SECONDS
+        refusals: Dict[bytes, Refusal] = {}
+        peer: Optional[str] = None
+        for _ in range(MAX_FRAMES_PER_ITERATION):
+            try:
+                if auth is None:
+                    message = data.recv_multipart(zmq.NOBLOCK)
+                else:
+                    frames = data.recv_multipart(zmq.NOBLOCK, copy=False)
+                    peer = self._admitted(frames, auth)
+                    if peer is None:
+                        if len(frames) == 2:
+                            refusals[frames[0].bytes] = Refusal.REVOKED
+                        continue
+                    message = [frame.bytes for frame in frames]
+            except zmq.Again:
+                break
+            if len(message) != 2:
+                if message:
+                    intake.rejects["bad_message"] += 1
+                continue
+            routing_id, payload = message
+            decision = intake.receive(payload, routing_id.hex(), peer)
+            if decision.refusal is not None:
+                refusals[routing_id] = decision.refusal
+                continue
+            if decision.verdict is Verdict.ACCEPT:
+                self.retention.note_appended(journal.append(EntryType.FRAME, payload))
+                for summary in aggregator.apply(decision.frame.records, decision.frame.sender):
+                    self.retention.note_appended(journal.append(EntryType.SUMMARY, pack_summary(summary)))
+                    self.summaries += 1
+                appended = True
+                if journal.needs_rotation():
+                    # Mid-drain is fine: rotate() commits first, and the snapshot it
+                    # writes is the state after every entry appended so far.
+                    try:
+                        self._rotate()
+                    except JournalWriteError as exc:
+                        if decision.ack is not None:
+                            acks[routing_id] = decision.ack
+                        self.stalls.failed(exc, self._tagged(data, acks))
+                        return
+            elif decision.substitute is not None:
+                self.retention.note_appended(journal.append(EntryType.FRAME, decision.substitute))
+                appended = True
+            if decision.ack is not None:
+                acks[routing_id] = decision.ack
+            budget -= len(payload)
+            if budget <= 0 or clock() >= deadline or journal.write_error is not None:
+                break
+        if appended:
+            try:
+                journal.commit()
+            except JournalWriteError as exc:
+                self.stalls.failed(exc, self._tagged(data, acks))
+                return
+            self.fetch.on_committed()
+        # Acks first: what a connection got journaled before its refusal is acknowledged still.
+        replies = [(routing_id, encode_ack(seq)) for routing_id, seq in acks.items()]
+        replies += [(routing_id, encode_refusal(reason)) for routing_id, reason in refusals.items()]
+        for routing_id, reply in replies:
+            try:
+                data.send_multipart([routing_id, reply], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass  # the trainer is gone or not reading: it re-sends and hears again
+
+    def _admitted(self, frames: List[zmq.Frame], auth: Any) -> Optional[str]:
+        """The message's CURVE peer if it is still on the allow-list, else None.
+
+        ZAP checks a key once per connection; a key revoked since stays connected,
+        so every frame's ``User-Id`` (the key's allow-list name) is checked again
+        here (the allow-list is re-read at most once a second).  A revoked peer is
+        told so (:data:`Refusal.REVOKED`), which stops its re-sending.
+        """
+        user = frames[-1].get("User-Id") if frames else ""
+        if not auth.is_allowed(user):
+            self.intake.count_refusal(Refusal.REVOKED, repr(user), "its key is no longer on the allow-list")
+            return None
+        return user
+
+    def _tagged(self, data: zmq.Socket, acks: Dict[bytes, int]) -> Dict[bytes, int]:
+        """``acks`` with each routing id prefixed by its socket's index: a stall holds acks of
+        every data socket, and routing ids are only unique within one socket."""
+        index = bytes([self._datas.index(data)])
+        return {index + routing_id: seq for routing_id, seq in acks.items()}
+
+    def _send_held_acks(self, acks: Dict[bytes, int]) -> None:
+        """The acks a stall held back (keys from :meth:`_tagged`), once what they acknowledge is written."""
+        for key, seq in acks.items():
+            try:
+                self._datas[key[0]].send_multipart([key[1:], encode_ack(seq)], zmq.NOBLOCK)
+            except (zmq.ZMQError, IndexError):
+                pass  # the trainer is gone or not reading (or no socket yet): it re-sends and hears again
+
     def _rotate(self) -> None:
         self.retention.note_appended(self.journal.rotate(encode_snapshot(self.intake, self.aggregator)), anchor=True)
 
@@ -408,6 +523,28 @@ class Collector(DataDrain, StopSignals):
                     "idle for %.0f s, stopping", self._idle.idle_seconds,
                 )
                 self.request_stop(graceful=True)
+
+    # --- stop signals: the handlers only set flags; the loop acts on them ---------------------
+
+    def _install_signals(self) -> Dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+        for signum, handler in ((signal.SIGTERM, self._on_sigterm), (signal.SIGINT, self._on_sigint)):
+            previous[signum] = signal.signal(signum, handler)
+        return previous
+
+    @staticmethod
+    def _restore_signals(previous: Dict[int, Any]) -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self._sigterms += 1
+        self.request_stop(graceful=self._sigterms == 1)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        self.request_stop(graceful=False)
 
     # --- hooks for the fetch server and the supervisor -----------------------------------------
 
