@@ -24,7 +24,7 @@ import logging
 import os
 import signal
 import time
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 import zmq
 
@@ -81,8 +81,10 @@ class StopFlag:
 class WorkerHost:
     """The fetch → deliver → flush → commit loop over a loaded set of writers."""
 
-    def __init__(self, config: HostConfig, writers: Writers, page: StatePage, client: FetchClient, stop: StopFlag) -> None:
+    def __init__(self, config: HostConfig, writers: Writers, page: StatePage, client: FetchClient, stop: StopFlag,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
+        self.clock = clock
         self.writers = writers
         self.page = page
         self.client = client
@@ -129,7 +131,8 @@ class WorkerHost:
         page = self.page
         deliver = self.writers.deliver
         dirty = False
-        last_commit = time.monotonic()
+        clock = self.clock
+        last_commit = clock()
         uncommitted = 0
         summaries = 0  # the page's counters move at commits: two fewer page writes per entry
         for index, entry in enumerate(entries):
@@ -150,7 +153,7 @@ class WorkerHost:
                 self.stop.requested
                 or (self._replaying and entry.kind is EntryKind.SUMMARY)
                 or uncommitted >= COMMIT_ENTRIES
-                or time.monotonic() - last_commit >= COMMIT_INTERVAL
+                or clock() - last_commit >= COMMIT_INTERVAL
             ):
                 # The next entry's start is a valid cursor: whatever lies between
                 # (padding, entries set aside) is never delivered anyway.
@@ -159,7 +162,7 @@ class WorkerHost:
                 self._commit_or_crash(upto, dirty)
                 dirty = False
                 uncommitted = summaries = 0
-                last_commit = time.monotonic()
+                last_commit = clock()
                 if self.stop.requested:
                     return
         self._count(uncommitted, summaries)
