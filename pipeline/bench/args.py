@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-FIGURES = ("startup", "hotpath", "throughput", "recovery", "memory", "frameworks", "learn", "idle")
+FIGURES = ("startup", "hotpath", "throughput", "recovery", "memory", "frameworks", "learn", "idle", "soak")
 """The benchmark's figures, in the order they run."""
 
 
@@ -25,3 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--learn-pairs", metavar="N", type=_at_least_one, default=None,
                         help="alternated mlagents-learn/statbus learn pairs per set-up of figure 7 "
                              "(default 5, --quick 3): more pairs pin a noisy machine's ratio down closer")
+    parser.add_argument("--seed", metavar="N", type=int, default=None,
+                        help="the soak's seed: the same seed replays the same kills of the same victims "
+                             "(default: a new one, printed with the figure)")
+    parser.add_argument("--soak-restart-by", choices=("script", "trainers"), default=None,
+                        help="who starts the soak's collector again after each kill: the soak itself, as a script "
+                             "or service manager would (default), or the trainers (a client starts one whenever "
+                             "none serves its run)")

@@ -22,7 +22,7 @@ import time
 from typing import Any, Callable, Dict, Optional, Sequence
 
 from .args import FIGURES, add_arguments
-from .figures import frameworks, hotpath, idle, learn, memory, recovery, startup, throughput
+from .figures import frameworks, hotpath, idle, learn, memory, recovery, soak, startup, throughput
 from .report import format_table, rows_for
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ class BenchConfig:
     frameworks: frameworks.FrameworksConfig
     learn: learn.LearnConfig
     idle: idle.IdleConfig
+    soak: soak.SoakConfig
 
 
 MODES: Dict[str, BenchConfig] = {
@@ -51,6 +52,7 @@ MODES: Dict[str, BenchConfig] = {
         frameworks.FrameworksConfig(calls=20_000, repetitions=5),
         learn.LearnConfig(max_steps=10_000, repetitions=5),
         idle.IdleConfig(seconds=30.0),
+        soak.SoakConfig(seconds=600.0),
     ),
     "quick": BenchConfig(
         hotpath.HotPathConfig(add_calls=48_000, periods=20, slow_periods=3, repetitions=3),
@@ -61,6 +63,8 @@ MODES: Dict[str, BenchConfig] = {
         frameworks.FrameworksConfig(calls=8_000, repetitions=3),
         learn.LearnConfig(max_steps=3_000, repetitions=3),
         idle.IdleConfig(seconds=10.0),
+        soak.SoakConfig(seconds=120.0, collector_every=(10.0, 20.0), worker_every=(10.0, 20.0), trainer_every=30.0,
+                        settle=30.0),
     ),
     "smoke": BenchConfig(
         hotpath.HotPathConfig(add_calls=6_000, periods=3, slow_periods=1, repetitions=1),
@@ -71,6 +75,7 @@ MODES: Dict[str, BenchConfig] = {
         frameworks.FrameworksConfig(calls=400, repetitions=1),
         learn.LearnConfig(enabled=False),  # minutes of training: not for the test suite
         idle.IdleConfig(enabled=False),  # a collector and five workers more: the suite's smoke run is long enough
+        soak.SoakConfig(enabled=False),  # minutes of kills: the suite has its own, tests/system/test_soak.py
     ),
 }
 
@@ -83,6 +88,7 @@ RUNNERS: Dict[str, Callable[[str, Any], Dict[str, Any]]] = {
     "frameworks": frameworks.run,
     "learn": learn.run,
     "idle": idle.run,
+    "soak": soak.run,
 }
 
 
@@ -126,11 +132,16 @@ def environment() -> Dict[str, Any]:
 
 def run_bench(mode: str, figures: Sequence[str], root: str,
               progress: Callable[[str], None] = lambda text: None,
-              learn_pairs: Optional[int] = None) -> Dict[str, Any]:
-    """Run ``figures`` in ``mode`` under ``root``; returns the JSON document (figures, targets, environment)."""
+              learn_pairs: Optional[int] = None, soak: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Run ``figures`` in ``mode`` under ``root``; returns the JSON document (figures, targets, environment).
+
+    ``soak``: settings of the soak figure to change (``seed``, ``restart_by``).
+    """
     config = MODES[mode]
     if learn_pairs is not None:
         config = dataclasses.replace(config, learn=dataclasses.replace(config.learn, repetitions=learn_pairs))
+    if soak:
+        config = dataclasses.replace(config, soak=dataclasses.replace(config.soak, **soak))
     started = time.time()
     clock = time.monotonic()
     results: Dict[str, Any] = {}
@@ -167,8 +178,10 @@ def run(args: argparse.Namespace) -> int:
     root = tempfile.mkdtemp(prefix="sbbench-")
     print(f"statbus bench ({mode} mode) in {root}", file=sys.stderr)
     try:
+        soak = {name: value for name, value in (("seed", args.seed), ("restart_by", args.soak_restart_by))
+                if value is not None}
         document = run_bench(mode, figures, root, lambda text: print(f"  {text}", file=sys.stderr, flush=True),
-                             learn_pairs=args.learn_pairs)
+                             learn_pairs=args.learn_pairs, soak=soak)
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)

@@ -236,9 +236,71 @@ def idle_rows(figure: Dict[str, Any]) -> List[Row]:
     ]
 
 
+def _slope(resources: Dict[str, Any], prefix: str) -> Optional[Dict[str, Any]]:
+    """The series under ``prefix`` (one per worker for ``worker_...:``) whose slope is the steepest."""
+    found = [(name, r) for name, r in resources.items() if name == prefix or name.startswith(prefix + ":")]
+    found = [(name, r) for name, r in found if r.get("slope_per_min") is not None]
+    if not found:
+        return None
+    name, r = max(found, key=lambda item: abs(item[1]["slope_per_min"]))
+    return {"name": name.partition(":")[2], **r}
+
+
+SOAK_FLAT = {"collector_rss_mb": 1.0, "worker_rss_mb": 1.0, "collector_fds": 1.0, "worker_fds": 1.0,
+             "journal_mb": 1.0}
+"""Largest slope per minute (after the first minute) that still counts as flat, judged on runs of 5 minutes or more."""
+
+
+def soak_rows(f: Dict[str, Any]) -> List[Row]:
+    if "skipped" in f:
+        return [Row("9 soak", "kills for minutes, nothing lost", "skipped", "", f["skipped"], None)]
+    kills = f["kills"]
+    outputs = f["outputs"]
+    rows = [
+        Row("9 soak", f"{f['trainers']} trainers ({f['trainer_processes']} processes), {f['seconds'] / 60:.0f} min, "
+            f"seed {f['seed']}, restarted by {f['restart_by']}",
+            f"{f['summaries']:,} summaries, {f['values']:,} values",
+            f"{f['values_per_s_per_trainer']:,.0f} values/s per trainer", "", None),
+        Row("9 soak", "SIGKILLs: collector / workers / trainers",
+            f"{kills['collector']} / {sum(kills['workers'].values())} / {kills['trainers']}",
+            ", ".join(f"{k} {v}" for k, v in sorted(kills["workers"].items())), "", None),
+        Row("9 soak", "collector SIGKILL → serving again, p50 / max",
+            f"{f['collector_kill_to_serving_s']['p50']:.2f} s / {f['collector_kill_to_serving_s']['max']:.2f} s",
+            "", "", None),
+    ]
+    for name, rule in (("stats.jsonl", "exactly once"), ("tensorboard", "exactly once"), ("example", "at least once")):
+        if name in outputs:
+            o = outputs[name]
+            rows.append(Row("9 soak", f"{name}: every acked summary {rule} (problems)", f"{o['problems']}",
+                            f"{o['summaries']:,} summaries read", "0", o["problems"] == 0))
+    rows.append(Row("9 soak", "outputs disagreeing / trainers not flushed / values dropped",
+                    f"{len(f['disagreements'])} / {f['not_flushed']} / {f['values_dropped']}", "", "0 / 0 / 0",
+                    not f["disagreements"] and not f["not_flushed"] and not f["values_dropped"]))
+    judged = f["seconds"] >= 300
+    for prefix, unit in (("collector_rss_mb", "MB"), ("worker_rss_mb", "MB"), ("collector_fds", "fds"),
+                         ("worker_fds", "fds"), ("journal_mb", "MB")):
+        r = _slope(f["resources"], prefix)
+        if r is None:
+            continue
+        label = prefix.replace("_mb", "").replace("_", " ") + (f" (steepest: {r['name']})" if r["name"] else "")
+        rows.append(Row("9 soak", f"{label}: slope after the first minute",
+                        f"{r['slope_per_min']:+.2f} {unit}/min", f"last {r['last']:.1f}, max {r['max']:.1f}",
+                        f"|slope| ≤ {SOAK_FLAT[prefix]:g}/min" if judged else "",
+                        abs(r["slope_per_min"]) <= SOAK_FLAT[prefix] if judged else None))
+    s = f["status"]
+    rows.append(Row("9 soak", "status: polls answered / violations / wrong `statbus status`",
+                    f"{s['answered']}/{s['polls']} / {s['violations']} / {len(s['cli_wrong'])}",
+                    f"{s['cli_runs']} CLI runs", "all / 0 / 0",
+                    s["answered"] == s["polls"] and not s["violations"] and not s["cli_wrong"]
+                    and not f["status_count_mismatches"]))
+    rows.append(Row("9 soak", "worker hosts left by killed collectors: most at once / at the end",
+                    f"{f['strays_max']} / {f['strays_end']}", "", "- / 0", f["strays_end"] == 0))
+    return rows
+
+
 ROW_MAKERS = {"hotpath": hotpath_rows, "throughput": throughput_rows, "recovery": recovery_rows,
               "memory": memory_rows, "startup": startup_rows, "frameworks": frameworks_rows,
-              "learn": learn_rows, "idle": idle_rows}
+              "learn": learn_rows, "idle": idle_rows, "soak": soak_rows}
 
 
 def rows_for(figures: Dict[str, Any]) -> List[Row]:

@@ -88,6 +88,13 @@ def _plugin_state(plugin: Dict[str, Any]) -> str:
     return _fmt(plugin.get("state"))
 
 
+def _trainer_state(trainer: Dict[str, Any]) -> str:
+    if trainer.get("bye"):
+        return "gone"
+    # Its process ended without a goodbye (killed, crashed): what it had not sent is lost with it.
+    return "ended, no bye" if trainer.get("gone") else "connected"
+
+
 def format_status(status: Dict[str, Any]) -> str:
     lines = [
         f"run {status.get('run_id')}  address {status.get('address')}"
@@ -128,7 +135,7 @@ def format_status(status: Dict[str, Any]) -> str:
             rows.append([
                 _fmt(t.get("host")), _fmt(t.get("pid")), _age(t.get("last_seen_ago")) + " ago",
                 _fmt(t.get("values")), _fmt(t.get("frames")), _fmt(t.get("rejects")),
-                _fmt(t.get("dropped")), "gone" if t.get("bye") else "connected",
+                _fmt(t.get("dropped")), _trainer_state(t),
             ])
         lines += ["  " + line for line in _table(rows)]
     plugins = status.get("plugins", [])

@@ -24,6 +24,7 @@ import msgpack
 from ...plugins.records import StatRecord
 from ..security.peer_bindings import PeerBindings
 from ..wire import Bye, Frame, Hello, Refusal, RejectReason, WireError, decode_frame, encode_frame
+from .idle import trainer_gone
 from .senders import INFO_FIELDS, SenderState, info_value
 
 logger = logging.getLogger(__name__)
@@ -229,7 +230,12 @@ class Intake:
         }
 
     def trainers_status(self, now: float) -> List[Dict[str, Any]]:
-        """The ``trainers`` section of ``statbus status``: one entry per known sender."""
+        """The ``trainers`` section of ``statbus status``: one entry per known sender.
+
+        ``gone``: it said goodbye, or it ran on this host and its process no longer
+        exists (a trainer killed with SIGKILL says nothing; the table keeps it, so that
+        a re-send of its frames is still recognised, but status must not call it connected).
+        """
         return [
             {
                 "sender": state.sender,
@@ -244,6 +250,7 @@ class Intake:
                 "rejects": state.rejects,
                 "dropped": state.dropped,
                 "bye": state.bye,
+                "gone": trainer_gone(state),
             }
             for state in self.senders.values()
         ]
