@@ -266,7 +266,8 @@ def soak_rows(f: Dict[str, Any]) -> List[Row]:
             ", ".join(f"{k} {v}" for k, v in sorted(kills["workers"].items())), "", None),
         Row("9 soak", "collector SIGKILL → serving again, p50 / max",
             f"{f['collector_kill_to_serving_s']['p50']:.2f} s / {f['collector_kill_to_serving_s']['max']:.2f} s",
-            "", "", None),
+            f"of which start → serving {f['collector_start_to_serving_s']['p50']:.2f} s / "
+            f"{f['collector_start_to_serving_s']['max']:.2f} s", "", None),
     ]
     for name, rule in (("stats.jsonl", "exactly once"), ("tensorboard", "exactly once"), ("example", "at least once")):
         if name in outputs:

@@ -117,6 +117,7 @@ class Soak:
         self.pid: Optional[int] = None
         self.kills: Dict[str, Any] = {"collector": 0, "workers": {}, "worker_not_running": 0, "trainers": 0}
         self.down_s: List[float] = []
+        self.restart_s: List[float] = []
         self.killed_trainers: Dict[int, float] = {}
         self.killed_workers: Dict[int, float] = {}
         self.cli: Dict[str, Any] = {"runs": 0, "wrong": []}
@@ -133,13 +134,15 @@ class Soak:
         self.collector.kill9(killed)
         self.pid = None
         self.kills["collector"] += 1
-        started = time.monotonic()
+        started = restarted = time.monotonic()
         if self.config.restart_by == "script":
             self._cli_check(expect_running=False)
             time.sleep(max(0.0, pause - (time.monotonic() - started)))
+            restarted = time.monotonic()
             self.collector.start(self.config.timeout)
         self.pid = self.collector.wait_serving(self.config.timeout, not_pid=killed)
         self.down_s.append(time.monotonic() - started)
+        self.restart_s.append(time.monotonic() - restarted)
 
     def kill_worker(self, name: str) -> None:
         process = self.collector.workers(self.pid).get(name)
@@ -294,6 +297,7 @@ def run(root: str, config: SoakConfig) -> Dict[str, Any]:
         **found, **end,
         "kills": soak.kills,
         "collector_kill_to_serving_s": spread(soak.down_s),
+        "collector_start_to_serving_s": spread(soak.restart_s),
         "status": {**soak.status.summary(), "cli_runs": soak.cli["runs"], "cli_wrong": soak.cli["wrong"]},
         "resources": resources,
         "strays_max": soak.sampler.strays_max,

@@ -87,13 +87,15 @@ class Sampler:
         self.strays_max = max(self.strays_max, len(self.collector.strays(pid)))
 
     def summary(self, after: float) -> Dict[str, Dict[str, Optional[float]]]:
-        """Per series: slope per minute after ``after`` s, and the first, last and largest value after it."""
+        """Per series: slope per minute after ``after`` s, and the first, last and largest value after it;
+        ``start`` and ``peak``: the first and largest of the whole run."""
         out: Dict[str, Dict[str, Optional[float]]] = {}
         for name, points in sorted(self.series.items()):
             late = [p for p in points if p[0] >= after] or points
             values = [v for _, v in late]
             out[name] = {"slope_per_min": slope_per_minute(late), "first": values[0], "last": values[-1],
-                         "max": max(values), "samples": float(len(late))}
+                         "max": max(values), "samples": float(len(late)),
+                         "start": points[0][1], "peak": max(v for _, v in points)}
         return out
 
 

@@ -1,0 +1,84 @@
+"""The soak, short: 16 trainer processes for 75 s while the collector, plugin workers and trainers are SIGKILLed.
+
+The bench figure (``statbus bench --only soak``, 10 minutes) is the same code with a
+longer schedule; :mod:`statbus.pipeline.bench.soak.outputs` says exactly what must
+land (every summary a trainer saw acknowledged; all of a trainer that finished).
+The kills are drawn from a seed, printed with every failure: ``STATBUS_SOAK_SEED=N``
+replays the same schedule of kills and victims.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import psutil
+import pytest
+
+from statbus.pipeline.bench.figures import soak
+from statbus.plugins.discovery import discover_plugins
+
+SEED = int(os.environ.get("STATBUS_SOAK_SEED") or random.SystemRandom().randrange(1 << 32))
+
+CONFIG = soak.SoakConfig(
+    seconds=75.0, trainers=16, per_key=25, step_seconds=1.0,
+    collector_every=(10.0, 20.0), worker_every=(8.0, 16.0), trainer_every=20.0,
+    settle=20.0, cli_every=20.0, seed=SEED, timeout=90.0,
+)
+
+FD_GROWTH = 16
+"""Open descriptors a collector or worker may have beyond its first sample (a leak of one per kill or per
+trainer would pass this within the run only if it leaked less than one per 5 s)."""
+RSS_GROWTH_MB = 150.0
+"""Growth of RSS beyond the first sample: the tensorboard worker opens an event file per category (and
+imports protobuf at its first summary); hundreds of MB would be a leak."""
+
+
+def _ours(root: str) -> list:
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if root in " ".join(proc.info["cmdline"] or []):
+                found.append((proc.pid, proc.info["cmdline"]))
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.mark.timeout(300)
+def test_soak_of_75_s_with_kills_loses_nothing_and_grows_nothing(tmp_path):
+    assert "example" in {p.name for p in discover_plugins()}, "the example plugin (plugins/examples) is installed"
+    where = f"seed {SEED} (replay: STATBUS_SOAK_SEED={SEED})"
+    result = soak.run(str(tmp_path), CONFIG)
+    assert not _ours(str(tmp_path)), (where, "processes left behind", _ours(str(tmp_path)))
+
+    kills = result["kills"]
+    # The schedule did what it says: ~5 collector kills, ~6 worker kills, 3 trainer kills in 75 s.
+    assert kills["collector"] >= 3 and sum(kills["workers"].values()) >= 3 and kills["trainers"] == 3, (where, kills)
+    assert result["trainer_processes"] == 16 + 3
+
+    outputs = result["outputs"]
+    for name in ("stats.jsonl", "tensorboard", "example"):
+        assert outputs[name]["problems"] == 0, (where, name, outputs[name])
+    assert result["summaries"] >= 16 * 60, (where, result["summaries"])  # ~70 steps each, minus the killed ones' tails
+    assert not result["disagreements"], (where, result["disagreements"])
+    assert result["not_flushed"] == 0 and result["values_dropped"] == 0, (where, result)
+    assert not result["failed_to_stop"], (where, result["failed_to_stop"])
+
+    status = result["status"]
+    assert status["polls"] >= 30 and status["answered"] == status["polls"], (where, status)
+    assert status["violations"] == 0, (where, status["first_violations"])
+    assert status["cli_runs"] >= kills["collector"] and not status["cli_wrong"], (where, status["cli_wrong"])
+    assert not result["status_count_mismatches"], (where, result["status_count_mismatches"])
+    assert result["strays_end"] == 0, where
+
+    resources = result["resources"]
+    for name, series in resources.items():
+        if "fds" in name:
+            # The collector's first sample may come before the trainers connected: one socket each.
+            connections = CONFIG.trainers if name == "collector_fds" else 0
+            assert series["peak"] <= series["start"] + connections + FD_GROWTH, (where, name, series)
+        elif "rss" in name:
+            assert series["peak"] <= series["start"] + RSS_GROWTH_MB, (where, name, series)
+    # Retention keeps the journal to a few segments behind the slowest plugin (killed ones catch up).
+    assert resources["journal_mb"]["peak"] <= 6 * CONFIG.segment_mb, (where, resources["journal_mb"])
