@@ -48,6 +48,8 @@ class Tally:
         self.counts: Dict[str, int] = collections.Counter()
         self.examples: List[str] = []
         self.summaries = 0
+        self.repeated = 0
+        """Summaries delivered more than once (allowed where the rule is "at least once")."""
         self.landed: Dict[str, int] = {}
 
     def problem(self, kind: str, text: str) -> None:
@@ -57,7 +59,7 @@ class Tally:
 
     def as_dict(self) -> Dict[str, Any]:
         return {"summaries": self.summaries, "problems": sum(self.counts.values()), **dict(self.counts),
-                "examples": self.examples}
+                "repeated": self.repeated, "examples": self.examples}
 
 
 def _judge_steps(tally: Tally, category: str, steps: List[int], want: Expected, exactly_once: bool) -> int:
@@ -163,7 +165,7 @@ def check_example(path: str, expected: Mapping[str, Expected]) -> Tally:
         tally.problem("unknown", category)
     for category, want in sorted(expected.items()):
         _judge_steps(tally, category, steps.get(category, []), want, exactly_once=False)
-    tally.counts["repeated"] = sum(len(s) - len(set(s)) for s in steps.values())
+    tally.repeated = sum(len(s) - len(set(s)) for s in steps.values())
     return tally
 
 
