@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import statistics
 import subprocess
 import sys
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
@@ -87,7 +88,7 @@ class Sampler:
         self.strays_max = max(self.strays_max, len(self.collector.strays(pid)))
 
     def summary(self, after: float) -> Dict[str, Dict[str, Optional[float]]]:
-        """Per series: slope per minute after ``after`` s, and the first, last and largest value after it;
+        """Per series: slope per minute after ``after`` s, and the first, last, median and largest value after it;
         ``start`` and ``peak``: the first and largest of the whole run."""
         out: Dict[str, Dict[str, Optional[float]]] = {}
         for name, points in sorted(self.series.items()):
@@ -95,6 +96,7 @@ class Sampler:
             values = [v for _, v in late]
             out[name] = {"slope_per_min": slope_per_minute(late), "first": values[0], "last": values[-1],
                          "max": max(values), "samples": float(len(late)),
+                         "median": statistics.median(values),
                          "start": points[0][1], "peak": max(v for _, v in points)}
         return out
 
