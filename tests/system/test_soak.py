@@ -63,7 +63,8 @@ def test_soak_of_70_s_with_kills_loses_nothing_and_grows_nothing(tmp_path):
     outputs = result["outputs"]
     for name in ("stats.jsonl", "tensorboard", "example"):
         assert outputs[name]["problems"] == 0, (where, name, outputs[name])
-    assert result["summaries"] >= 16 * 60, (where, result["summaries"])  # ~70 steps each, minus the killed ones' tails
+    # ~70 steps a slot at a step a second; asked for far fewer: the test measures no speed.
+    assert result["summaries"] >= 16 * 10, (where, result["summaries"])
     assert not result["disagreements"], (where, result["disagreements"])
     assert result["not_flushed"] == 0 and result["values_dropped"] == 0, (where, result)
     assert not result["failed_to_stop"], (where, result["failed_to_stop"])
