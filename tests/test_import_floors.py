@@ -16,28 +16,11 @@ from typing import Dict, Iterator, List, Set, Tuple
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from source_tree import REPO, source_modules
+
 FLOORS = {"statbus.plugins": 1, "statbus.workers": 2, "statbus.pipeline": 3}
-FOLDERS = {"statbus.plugins": "plugins", "statbus.workers": "workers", "statbus.pipeline": "pipeline"}
-SKIP_DIRS = {"examples", "__pycache__"}  # plugins/examples is a distribution of its own
 
-
-def _modules() -> Dict[str, str]:
-    """Dotted module name → file, for every module of the three packages."""
-    found: Dict[str, str] = {}
-    for package, folder in FOLDERS.items():
-        root = os.path.join(REPO, folder)
-        for directory, subdirs, files in os.walk(root):
-            subdirs[:] = sorted(d for d in subdirs if d not in SKIP_DIRS)
-            parts = os.path.relpath(directory, root).split(os.sep)
-            prefix = package if parts == ["."] else ".".join([package, *parts])
-            for name in files:
-                if name.endswith(".py"):
-                    found[prefix if name == "__init__.py" else f"{prefix}.{name[:-3]}"] = os.path.join(directory, name)
-    return found
-
-
-MODULES = _modules()
+MODULES = source_modules()
 
 
 def _floor(module: str) -> int:

@@ -4,4 +4,5 @@ import sys
 
 from .main import main
 
-sys.exit(main())
+if __name__ == "__main__":  # importable, like every module (tests/test_packaging.py imports them all)
+    sys.exit(main())
