@@ -1,7 +1,7 @@
 """Which packages the wheel holds; everything else about the distribution is in pyproject.toml.
 
 The three floors live in top-level folders and install as ``statbus.plugins``,
-``statbus.workers`` and ``statbus.pipeline`` (docs/design.md, "Floors").  The packages
+``statbus.workers`` and ``statbus.pipeline`` (docs/design.md §2, "Floors and rooms").  The packages
 under them are found, not listed: a folder with an ``__init__.py`` cannot be left out.
 tests/test_packaging.py builds the wheel and imports every module from it.
 """

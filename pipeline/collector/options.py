@@ -56,7 +56,7 @@ class CollectorOptions:
     """A second trainer address next to ``bind``: the Ray collector takes its own node's trainers
     on the private ``ipc://`` socket and every other node's on ``tcp://`` with CURVE."""
     security: TransportSecurity = TransportSecurity()
-    """CURVE keys / allow-list for a ``tcp://`` data address; plain tcp only when ``insecure`` (design §6)."""
+    """CURVE keys / allow-list for a ``tcp://`` data address; plain tcp only when ``insecure`` (docs/design.md §7)."""
     segment_bytes: int = 64 << 20
     fsync: FsyncPolicy = FsyncPolicy.INTERVAL
     fsync_interval: float = 1.0

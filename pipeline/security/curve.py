@@ -1,4 +1,4 @@
-"""Transport security for the trainer → collector data path (design §6).
+"""Transport security for the trainer → collector data path (docs/design.md §7).
 
 Two calls are all a socket owner needs:
 

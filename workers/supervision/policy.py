@@ -3,7 +3,7 @@
 The supervisor tells the policy what happened (a host started, a host ended
 abnormally) and the policy answers what to do; it never touches a process.
 Time comes from an injected monotonic clock and randomness from an injected
-``random.Random``, so every rule is tested on a fake clock (design §7, after
+``random.Random``, so every rule is tested on a fake clock (docs/design.md §10, after
 circus' flapping plugin: the policy is an observer).
 
 Rules:

@@ -1,6 +1,6 @@
 """The life cycle of one plugin's worker host, as one table.
 
-Design §5::
+docs/design.md §6, "The workers"::
 
     STOPPED ─start─► STARTING ─ready─► READY ─stop─► STOPPING ─exit─► STOPPED
     STARTING|READY ─exit─► EXITED ─retry─► BACKOFF ─start─► STARTING

@@ -6,7 +6,7 @@ detect hangs, sample RSS/CPU, start due restarts) without ever sleeping, so a
 stop escalates TERM → grace → KILL over several ticks.  Only :meth:`stop`, at
 shutdown, waits (bounded).
 
-Decisions (design §5):
+Decisions (docs/design.md §6, "The workers"):
 
 * **Who does what.**  Which state moves are legal: :mod:`.states`.  When to
   restart, when to give up, what is poison: :mod:`.policy` (pure).  How a host
