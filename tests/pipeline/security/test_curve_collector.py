@@ -4,7 +4,8 @@ Authorized trainers deliver every value (read back from the journal); clients
 without CURVE, with an unknown key, with the wrong server key or with a revoked key
 deliver nothing; a tcp bind without keys fails closed; and a trainer started before
 its key was authorized delivers once ``statbus keys authorize`` has run (the client
-replaces a socket the collector refused).
+replaces a socket the collector refused).  Raw trainers on an open connection: a key revoked
+meanwhile is told so and refused; plain tcp needs ``--insecure``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Dict, List
 import pytest
 import zmq
 
-from collector_helpers import REPO, journal_frames, journal_summaries, wait_for
+from collector_helpers import REPO, CollectorProcess, RawTrainer, journal_frames, journal_summaries, settle, wait_for
 from statbus.pipeline.cli.keys import run_authorize, run_revoke
 from statbus.pipeline.control import control_request
 from statbus.pipeline.security import keyfiles
@@ -47,6 +48,10 @@ ok = sp.flush(%(flush)s)
 print("flushed" if ok else "not flushed", sp.client_counters(), flush=True)
 sys.exit(0 if ok else 3)
 """
+
+
+def stat(category: str, key: str, values: List[float]) -> list:
+    return stat_record(category, key, 0, 0, pack_values(values))
 
 
 def expected_summaries(n: int) -> List[tuple]:
@@ -322,3 +327,83 @@ def test_connection_flood_on_tcp_leaves_authorized_trainers_served(tmp_path, key
             dealer.close(linger=0)
         for conn in held:
             conn.close()
+
+
+def test_curve_trainers_and_a_revoked_key_on_an_open_connection(tmp_path, context):
+    server_pub, _ = keyfiles.generate_key_pair(str(tmp_path / "server"))
+    t1_pub, t1_sec = keyfiles.generate_key_pair(str(tmp_path / "trainers"), "t1")
+    _, t2_sec = keyfiles.generate_key_pair(str(tmp_path / "trainers"), "t2")
+    allow = str(tmp_path / "allow")
+    assert run_authorize(SimpleNamespace(allow_dir=allow, public_key_file=t1_pub, name=None, force=False)) == 0
+    process = CollectorProcess(
+        str(tmp_path / "results"),
+        extra=["--no-plugins", "--bind", "tcp://127.0.0.1:0", "--key-dir", str(tmp_path / "server"), "--allow-dir", allow],
+    )
+    t1 = t2 = None
+    try:
+        process.start()
+        with open(process.ready_file, encoding="utf-8") as handle:
+            address = json.load(handle)["data"]
+        t1 = RawTrainer(context, address, "t1", ClientSecurity(t1_sec, server_pub))
+        t2 = RawTrainer(context, address, "t2", ClientSecurity(t2_sec, server_pub))  # not authorized
+        t1.frame([stat("C", "k", [1.0]), write_record("C", 1)])
+        t2.frame([stat("C", "k", [666.0])])
+        settle([t1])
+        assert not t2.pump() and t2.acked == 0
+        assert run_revoke(SimpleNamespace(allow_dir=allow, name="t1")) == 0
+
+        def revoked_count():
+            status = control_request(process.layout.control_address, {"op": "status"}, timeout=10)
+            return status["intake"]["rejects"].get("revoked", 0)
+
+        # The allow-list is re-read at most once a second: frames sent meanwhile may still pass.
+        def refused():
+            t1.frame([stat("C", "late", [2.0])])
+            t1.pump()
+            return revoked_count() > 0
+
+        wait_for(refused, interval=0.2, what="the revoked key's frames to be refused")
+        last = t1.frame([stat("C", "k", [3.0]), write_record("C", 3)])
+        seen = revoked_count()
+        wait_for(lambda: t1.resend() or revoked_count() > seen + 2, interval=0.2, what="more refusals")
+        t1.pump()
+        assert t1.acked < last
+        assert t1.refusals and {r.value for r in t1.refusals} == {"revoked"}  # told, not left re-sending
+        assert ("t1", last) not in journal_frames(process.layout.journal_dir)
+        assert journal_summaries(process.layout.journal_dir) == [("C", 1, {"k": (0, [1.0])})]
+        assert "t2" not in [s for s, _ in journal_frames(process.layout.journal_dir)]
+    finally:
+        for t in (t1, t2):
+            if t is not None:
+                t.close()
+        process.close()
+
+
+def test_plain_tcp_with_the_insecure_flag(tmp_path, context):
+    process = CollectorProcess(str(tmp_path / "results"), extra=["--no-plugins", "--bind", "tcp://127.0.0.1:0", "--insecure"])
+    t = None
+    try:
+        process.start()
+        with open(process.ready_file, encoding="utf-8") as handle:
+            address = json.load(handle)["data"]
+        assert address.startswith("tcp://127.0.0.1:") and not address.endswith(":0")
+        assert "INSECURE" in process.log()
+        t = RawTrainer(context, address, "remote")
+        t.frame([stat("C", "k", [1.0]), write_record("C", 1)])
+        settle([t])
+        assert journal_summaries(process.layout.journal_dir) == [("C", 1, {"k": (0, [1.0])})]
+    finally:
+        if t is not None:
+            t.close()
+        process.close()
+
+
+def test_insecure_tcp_is_refused(tmp_path):
+    process = CollectorProcess(str(tmp_path / "results"), extra=["--no-plugins", "--bind", "tcp://127.0.0.1:0"])
+    try:
+        with pytest.raises(AssertionError, match="exited with 64"):
+            process.start(timeout=30)
+        assert "CURVE" in process.log()
+    finally:
+        process.close()
+
