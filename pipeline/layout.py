@@ -69,6 +69,11 @@ class RunLayout:
         return os.path.join(self.consumers_dir, f"{plugin}.state")
 
     @property
+    def spool_dir(self) -> str:
+        """Frames trainers could not get acknowledged before they exited (:mod:`.spool_file`)."""
+        return os.path.join(self.statbus_dir, "spool")
+
+    @property
     def pid_file(self) -> str:
         return os.path.join(self.statbus_dir, "collector.pid")
 

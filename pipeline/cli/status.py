@@ -9,6 +9,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 
 from ...plugins import StatbusError
+from .. import spool_file
 from ..collector.lifecycle.daemon import default_layout
 from ..ray.cli import add_ray_arguments
 from .collector import add_run_arguments
@@ -81,6 +82,18 @@ def _stall_lines(stall: Any) -> List[str]:
     ]
 
 
+def _spool_line(spool: Any, answering: bool) -> List[str]:
+    """Frames exited trainers left for the run's collector (pipeline/spool_file.py), when there are any."""
+    if not isinstance(spool, dict) or not (spool.get("files") or spool.get("set_aside")):
+        return []
+    line = (f"spool: {_fmt(spool.get('files'))} files ({_fmt((spool.get('bytes') or 0) / 2**20, '.1f')} MiB) "
+            f"that exited trainers could not deliver wait in {spool.get('dir')}, "
+            + ("being taken in" if answering else "for the run's next collector (`statbus collector start`)"))
+    if spool.get("set_aside"):
+        line += f"; {spool['set_aside']} files set aside (unreadable, see the collector log)"
+    return [line]
+
+
 def _plugin_state(plugin: Dict[str, Any]) -> str:
     since = plugin.get("disk_full_since")
     if isinstance(since, (int, float)) and since > 0:
@@ -111,6 +124,7 @@ def format_status(status: Dict[str, Any]) -> str:
     intake = status.get("intake", {})
     journal = status.get("journal", {})
     lines += _stall_lines(journal.get("write_error"))
+    lines += _spool_line(status.get("spool"), answering=True)
     lines.append(
         f"intake {_fmt(intake.get('values_per_second'), '.0f')} values/s, "
         f"{_fmt(intake.get('frames_per_second'), '.1f')} frames/s; "
@@ -171,6 +185,8 @@ def _show_status(args: argparse.Namespace, fetch: Callable[[], Dict[str, Any]],
             except StatbusError as exc:
                 layout = default_layout(args.run_id, args.results_dir)
                 print(f"statbus: no collector answers for run {layout.run_id!r} ({exc})", file=sys.stderr)
+                for line in _spool_line(spool_file.summary(layout.spool_dir), answering=False):
+                    print(line, file=sys.stderr)
                 return 1
             if args.json:
                 text = json.dumps(status, indent=2, sort_keys=True)

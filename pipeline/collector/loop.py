@@ -42,12 +42,13 @@ from .entry_records import read_entry_record
 from .fetch_server import FetchServer
 from .lifecycle.identity import RunIdentity, establish
 from .idle import IdleWatch
-from .intake import Intake, Verdict
+from .intake import Decision, Intake, Verdict
 from .options import CollectorOptions, SupervisorFactory, SupervisorHooks, SupervisorLike
 from .recovery import encode_snapshot, replay_newest_segment
 from .lifecycle.pidfile import AlreadyRunning, PidFile
 from .lifecycle.ready import ready_path, remove_ready, write_ready
 from .lifecycle.socket_dirs import claim, release, sweep_dead
+from .spool_intake import SpoolIntake
 from .status import RateMeter
 from .write_stall import StallControl, WriteStall
 
@@ -119,6 +120,7 @@ class Collector:
         """Serves worker fetches once the sockets are bound (in :meth:`run`)."""
         self.retention = Retention(self.journal, options.quota_bytes)
         self.rate = RateMeter(clock)
+        self.spool = SpoolIntake(layout.spool_dir, clock)
         self.recovery: Dict[str, Any] = {}
         self.identity: Optional[RunIdentity] = None
         self._socket_dir: Optional[str] = None
@@ -387,7 +389,7 @@ class Collector:
         acks: Dict[bytes, int] = {}
         appended = False
         budget = MAX_BYTES_PER_ITERATION
-        journal, aggregator, intake = self.journal, self.aggregator, self.intake
+        journal, intake = self.journal, self.intake
         auth = self._data_auth.get(data)
         clock = self.clock
         deadline = clock() + MAX_DRAIN_SECONDS
@@ -416,25 +418,13 @@ class Collector:
             if decision.refusal is not None:
                 refusals[routing_id] = decision.refusal
                 continue
-            if decision.verdict is Verdict.ACCEPT:
-                self.retention.note_appended(journal.append(EntryType.FRAME, payload))
-                for summary in aggregator.apply(decision.frame.records, decision.frame.sender):
-                    self.retention.note_appended(journal.append(EntryType.SUMMARY, pack_summary(summary)))
-                    self.summaries += 1
-                appended = True
-                if journal.needs_rotation():
-                    # Mid-drain is fine: rotate() commits first, and the snapshot it
-                    # writes is the state after every entry appended so far.
-                    try:
-                        self._rotate()
-                    except JournalWriteError as exc:
-                        if decision.ack is not None:
-                            acks[routing_id] = decision.ack
-                        self.stalls.failed(exc, self._tagged(data, acks))
-                        return
-            elif decision.substitute is not None:
-                self.retention.note_appended(journal.append(EntryType.FRAME, decision.substitute))
-                appended = True
+            try:
+                appended = self._journal(decision, payload) or appended
+            except JournalWriteError as exc:
+                if decision.ack is not None:
+                    acks[routing_id] = decision.ack
+                self.stalls.failed(exc, self._tagged(data, acks))
+                return
             if decision.ack is not None:
                 acks[routing_id] = decision.ack
             budget -= len(payload)
@@ -455,6 +445,42 @@ class Collector:
                 data.send_multipart([routing_id, reply], zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass  # the trainer is gone or not reading: it re-sends and hears again
+
+    def _journal(self, decision: Decision, payload: bytes) -> bool:
+        """Journal what the intake accepted (with the summaries it closes) or consumed; True if anything
+        was appended.  A rotation's write error is raised (what was appended waits for the disk)."""
+        journal = self.journal
+        if decision.verdict is Verdict.ACCEPT:
+            self.retention.note_appended(journal.append(EntryType.FRAME, payload))
+            for summary in self.aggregator.apply(decision.frame.records, decision.frame.sender):
+                self.retention.note_appended(journal.append(EntryType.SUMMARY, pack_summary(summary)))
+                self.summaries += 1
+            if journal.needs_rotation():
+                # Mid-drain is fine: rotate() commits first, and the snapshot it
+                # writes is the state after every entry appended so far.
+                self._rotate()
+            return True
+        if decision.substitute is not None:
+            self.retention.note_appended(journal.append(EntryType.FRAME, decision.substitute))
+            return True
+        return False
+
+    def _take_spool(self) -> None:
+        """Frames exited trainers left in the spool, through the same intake (see :mod:`.spool_intake`)."""
+        def take(payload: bytes) -> Verdict:
+            decision = self.intake.receive(payload, "spool")
+            self._journal(decision, payload)
+            return decision.verdict
+
+        def commit() -> None:
+            self.journal.commit()
+            self.journal.sync()
+            self.fetch.on_committed()
+
+        try:
+            self.spool.take(take, commit)
+        except JournalWriteError as exc:
+            self.stalls.failed(exc, {})  # the spool file stays; taken again once the disk works
 
     def _admitted(self, frames: List[zmq.Frame], auth: Any) -> Optional[str]:
         """The message's CURVE peer if it is still on the allow-list, else None.
@@ -514,8 +540,11 @@ class Collector:
             self.retention.tick(self.clock())
         except (StatbusError, KeyError, OSError):
             logger.exception("retention pass failed; trying again at the next")
+        running = self.phase is _Phase.RUNNING and self._stop_graceful is None
+        if running and self.stall is None and self.spool.due(self.clock()):
+            self._take_spool()
         self.rate.sample(self.intake.accepted_values, self.intake.accepted_frames)
-        if self._idle is not None and self.phase is _Phase.RUNNING and self._stop_graceful is None and self.stall is None:
+        if self._idle is not None and running and self.stall is None and not self.spool.waiting:
             caught_up = self.supervisor is None or self.supervisor.all_caught_up(head)
             if self._idle.expired(self.clock(), self.intake.senders, self.intake.accepted_frames, caught_up):
                 logger.info(

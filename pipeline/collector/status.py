@@ -73,6 +73,7 @@ def build_status(collector: Collector) -> Dict[str, Any]:
             "recovery": collector.recovery,
             **collector.stalls.status(now),
         },
+        "spool": collector.spool.status(),
         "trainers": collector.intake.trainers_status(now),
         "plugins": collector.supervisor.status() if collector.supervisor is not None else [],
         "consumers": fetch["consumers"],

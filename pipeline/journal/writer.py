@@ -325,6 +325,12 @@ class Journal:
             self._fsync_if_due()
         self.write_error = None
 
+    def sync(self) -> None:
+        """fsync now what :meth:`commit` wrote (unless the policy is NEVER): before deleting
+        what the entries replace (a spool file)."""
+        if self._fd >= 0 and self._policy is not FsyncPolicy.NEVER:
+            self._fsync()
+
     @property
     def sync_due(self) -> bool:
         """Written since the last fsync, which a later :meth:`tick` makes (the interval policy)."""

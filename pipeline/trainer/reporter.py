@@ -216,19 +216,16 @@ def shutdown(timeout: Optional[float] = None) -> None:
 
 
 def _report_undelivered(client: Client, linger: float) -> None:
-    """The one line a closing client says when the collector did not take everything."""
+    """The one line a closing client says when the collector did not take everything: where it waits (the
+    spool), or, only if the spool cannot be written, that it is lost."""
+    from .spool import spool_unacked  # only a client closing with unacked frames needs it
+
     try:
-        values, summaries = client.undelivered()
-    except Exception:  # noqa: BLE001 — counting must not turn an exit into a traceback
-        values, summaries = -1, -1
-    if values == 0 and summaries == 0:
-        return
-    logger.warning(
-        "statbus: %s values and %s summaries recorded by this process were not delivered: the collector "
-        "at %s did not acknowledge them within %g s (it is not running, or cannot write its journal, "
-        "e.g. a full disk: see `statbus status`)",
-        values if values >= 0 else "some", summaries if summaries >= 0 else "some", client.config.address, linger,
-    )
+        line = spool_unacked(client, linger)
+    except Exception as exc:  # noqa: BLE001 — an exit must not turn into a traceback
+        line = f"statbus: values recorded by this process may be lost: handing them to the spool failed: {exc!r}"
+    if line:
+        logger.warning("%s", line)
 
 
 def client_counters() -> Dict[str, Any]:

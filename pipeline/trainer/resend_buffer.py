@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import collections
 import time
-from typing import Deque, List, Optional, Tuple
+from typing import Deque, List, NamedTuple, Optional, Tuple
 
 from ..wire import encode_frame, frame_records
 from .framing import MAX_FRAME_RECORDS, STAT_KIND, WRITE_KIND
@@ -75,6 +75,13 @@ class Outgoing:
         return dropped
 
 
+class HeldFrame(NamedTuple):
+    seq: int
+    payload: bytes
+    nvalues: int
+    nsummaries: int
+
+
 def _mergeable(lower: Outgoing, upper: Outgoing) -> bool:
     """Two stats-less frames, never sent (so the collector cannot hold the lower one), small enough."""
     return (
@@ -114,11 +121,16 @@ class FrameBuffer:
 
     def unacked(self) -> Tuple[int, int]:
         """``(values, summaries)`` in the buffer or dropped from it (a slow path: frames are decoded)."""
-        values, summaries = self.values_dropped, 0
-        for frame in self.frames:
-            values += frame.nvalues
-            summaries += sum(1 for record in frame.records if record[0] == WRITE_KIND)
-        return values, summaries
+        held = self.held()
+        return self.values_dropped + sum(f.nvalues for f in held), sum(f.nsummaries for f in held)
+
+    def held(self) -> List["HeldFrame"]:
+        """Every frame not acknowledged, oldest first, as it would be sent now (for the spool at exit)."""
+        return [
+            HeldFrame(frame.seq, self.payload(frame), frame.nvalues,
+                      sum(1 for record in frame.records if record[0] == WRITE_KIND))
+            for frame in self.frames
+        ]
 
     def add(self, records: List[list], nvalues: int) -> Outgoing:
         frame = Outgoing(self.next_seq, nvalues)

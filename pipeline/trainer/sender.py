@@ -29,7 +29,7 @@ from .config import TrainerConfig
 from .framing import BYE, FlushEvent, FrameBuilder, Ticket, drain_events
 from .handoff import Handoff
 from .rate_log import RateLimitedLog
-from .resend_buffer import FrameBuffer
+from .resend_buffer import FrameBuffer, HeldFrame
 
 logger = logging.getLogger(__name__)
 
@@ -204,6 +204,15 @@ class Client(Handoff):
         """``(values, summaries)`` recorded by this client and never acknowledged (sender stopped)."""
         buffered, pending = self._buffer.unacked(), self.pending()
         return buffered[0] + pending[0], buffered[1] + pending[1]
+
+    def held_frames(self) -> Optional[List[HeldFrame]]:
+        """After :meth:`close`: what the collector did not acknowledge, what was still queued framed
+        too (so it can go to the spool); None while the sender thread still runs."""
+        if self._thread.is_alive():
+            return None
+        self._drain()
+        self._enforce_buffer()  # the spool is bounded as the buffer is
+        return self._buffer.held()
 
     def forget_in_child(self) -> None:
         """After fork, in the child: drop this (the parent's) client without touching zmq."""

@@ -1,4 +1,4 @@
-"""A trainer that exits while no collector takes its data says so in one line, and nothing else."""
+"""A trainer that exits while no collector takes its data spools it and says where in one line, nothing else."""
 
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ for i in range(300_000):   # big frames: the zero-copy sends that failed at exit
 """
 
 LINE = re.compile(
-    r"^statbus: 300000 values and 10 summaries recorded by this process were not delivered: the collector "
-    r"at ipc://\S+ did not acknowledge them within 1 s \(.*statbus status.*\)$"
+    r"^statbus: 300000 values and 10 summaries recorded by this process wait in the spool (?P<dir>\S+) "
+    r"\(1 files, \d+\.\d MiB\): the collector at ipc://\S+ did not acknowledge them within 1 s "
+    r"\(.*statbus status.*\); the run's next collector takes them in$"
 )
 
 
@@ -62,4 +63,7 @@ def test_a_trainer_exiting_with_undelivered_data_prints_one_clear_line(tmp_path,
     assert process.returncode == 0
     lines = err.decode().splitlines()
     assert len(lines) == 1 and LINE.match(lines[0]), err.decode()
+    spool = tmp_path / "results" / "r" / "statbus" / "spool"
+    assert LINE.match(lines[0])["dir"] == str(spool)
+    assert [path.name.endswith(".spool") for path in spool.iterdir()] == [True]
     assert (frames > 0) == (peer == "never acks")

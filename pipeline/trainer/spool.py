@@ -1,0 +1,120 @@
+"""At exit, what the collector has not acknowledged goes to the run's spool instead of being lost.
+
+A closing client whose frames were not all acknowledged within its linger hands
+them here (:meth:`.sender.Client.held_frames`); they are written to
+``<statbus_dir>/spool/`` (format: :mod:`..spool_file`) in files of at most
+``spool_file.FILE_BYTES``, each tmp + fsync + rename, and the run's next collector
+takes them in exactly once.  Values are lost only when the spool cannot be
+written, and the one line this module composes says which it was.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, List, NamedTuple, Optional, Sequence
+
+from .. import spool_file
+from ..layout import RunLayout
+from .resend_buffer import HeldFrame
+
+if TYPE_CHECKING:  # the sender imports nothing of this module; the client is passed in
+    from .sender import Client
+
+
+class Written(NamedTuple):
+    files: int
+    nbytes: int
+    values: int
+    summaries: int
+    error: Optional[str]
+    """Why the rest could not be written (None: everything was)."""
+
+
+def _chunks(frames: Sequence[HeldFrame]) -> List[List[HeldFrame]]:
+    chunks: List[List[HeldFrame]] = []
+    size = spool_file.FILE_BYTES
+    for frame in frames:
+        if size + len(frame.payload) > spool_file.FILE_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(frame)
+        size += len(frame.payload)
+    return chunks
+
+
+def _write_file(directory: str, name: str, data: bytes) -> None:
+    path = os.path.join(directory, name)
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write(directory: str, sender: str, frames: Sequence[HeldFrame]) -> Written:
+    """Write ``frames`` (consecutive seqs, oldest first) as spool files; stops at the first failure.
+
+    The files written before a failure are complete and stay: the collector takes them in,
+    and the frames after them are lost (said by the caller).
+    """
+    files = nbytes = values = summaries = 0
+    try:
+        os.makedirs(directory, exist_ok=True)
+        for chunk in _chunks(frames):
+            data = spool_file.encode(sender, [frame.payload for frame in chunk])
+            _write_file(directory, spool_file.file_name(sender, chunk[0].seq), data)
+            files += 1
+            nbytes += len(data)
+            values += sum(frame.nvalues for frame in chunk)
+            summaries += sum(frame.nsummaries for frame in chunk)
+        if files:
+            fd = os.open(directory, os.O_RDONLY)  # the renames are durable only with their directory
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    except OSError as exc:
+        return Written(files, nbytes, values, summaries, str(exc))
+    return Written(files, nbytes, values, summaries, None)
+
+
+def spool_unacked(client: "Client", linger: float) -> Optional[str]:
+    """Spool what ``client`` (closed) did not get acknowledged; the one line to print, or None."""
+    why = (f"the collector at {client.config.address} did not acknowledge them within {linger:g} s "
+           "(it is not running, or cannot write its journal, e.g. a full disk: see `statbus status`)")
+    frames = client.held_frames()
+    if frames is None:
+        values, summaries = client.undelivered()
+        return (f"statbus: {values} values and {summaries} summaries recorded by this process are lost: {why}, "
+                "and the sender thread did not stop in time to hand them to the spool")
+    dropped = client.counters["events_dropped"] + client.counters["values_dropped"]
+    values = sum(frame.nvalues for frame in frames)
+    summaries = sum(frame.nsummaries for frame in frames)
+    earlier = f"; {dropped} more were dropped earlier (the trainer's buffer was full)" if dropped else ""
+    if not frames:
+        return f"statbus: {dropped} values recorded by this process were dropped (the trainer's buffer was full)" if dropped else None
+    directory = RunLayout(client.config.results_dir, client.config.run_id).spool_dir
+    written = write(directory, client.sender, frames)
+    if written.error is None:
+        if not values and not summaries:
+            return None  # markers alone (a goodbye): spooled for the collector, nothing to tell
+        return (f"statbus: {values} values and {summaries} summaries recorded by this process wait in the spool "
+                f"{directory} ({written.files} files, {written.nbytes / 2**20:.1f} MiB): {why}; the run's next "
+                f"collector takes them in{earlier}")
+    line = (f"statbus: {values - written.values} values and {summaries - written.summaries} summaries recorded by "
+            f"this process are lost: {why}, and the spool {directory} could not be written ({written.error})")
+    if written.files:
+        line += f"; {written.values} values and {written.summaries} summaries wait there in {written.files} files"
+    return line + earlier
