@@ -20,7 +20,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "status",
         help="show a running collector's trainers, intake, journal and plugins",
         description="Show the run, address and uptime; connected trainers; intake rate; journal "
-        "size; and per plugin its state, pid, restarts, last error, lag, RSS and CPU.",
+        "size; a spool that exited trainers left for the collector; and per plugin its state, pid, "
+        "restarts, last error, lag, RSS and CPU.  With no collector answering, a waiting spool is still shown.",
     )
     add_run_arguments(status)
     status.add_argument("--json", action="store_true", help="print the status as one JSON object")
@@ -90,7 +91,7 @@ def _spool_line(spool: Any, answering: bool) -> List[str]:
             f"that exited trainers could not deliver wait in {spool.get('dir')}, "
             + ("being taken in" if answering else "for the run's next collector (`statbus collector start`)"))
     if spool.get("set_aside"):
-        line += f"; {spool['set_aside']} files set aside (unreadable, see the collector log)"
+        line += f"; {spool['set_aside']} files set aside (see the collector log)"
     return [line]
 
 

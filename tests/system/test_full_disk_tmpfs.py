@@ -160,9 +160,10 @@ def test_a_run_on_a_full_tmpfs_loses_nothing_and_the_collector_never_exits(tmp_p
             leaver = subprocess.run([sys.executable, "-c", LEAVER, results], capture_output=True, text=True,
                                     timeout=60, env=env)
             assert leaver.returncode == 0 and len(leaver.stderr.splitlines()) == 1, leaver.stderr
-            assert leaver.stderr.startswith(
-                "statbus: 1000 values and 1 summaries recorded by this process were not delivered: "
-            ) and "cannot write its journal" in leaver.stderr
+            # The spool is on the full disk too: the one case where values are lost, and said so.
+            assert re.match(r"statbus: 1000 values and 1 summaries recorded by this process are lost: .*cannot write "
+                            r"its journal.*, and the spool \S+ could not be written \(\[Errno 28\] No space left on "
+                            r"device.*\)$", leaver.stderr), leaver.stderr
             time.sleep(2)  # several retries on a disk still full
             assert collector.process.poll() is None and trainers[1].poll() is None  # both wait, neither gives up
             stall = status(collector)["journal"]["write_error"]
@@ -191,6 +192,27 @@ def test_a_run_on_a_full_tmpfs_loses_nothing_and_the_collector_never_exits(tmp_p
                     trainer.kill()
                 trainer.wait(timeout=30)
             collector.close()
+
+
+def test_a_trainer_whose_spool_cannot_be_written_says_its_values_are_lost(tmp_path):
+    """No collector, and the run folder on a full disk: the spool cannot take the trainer's values either."""
+    with tmpfs(str(tmp_path / "disk"), "1m") as disk:
+        results = os.path.join(disk, "results")
+        spool = os.path.join(results, "r", "statbus", "spool")
+        os.makedirs(spool)
+        filler = fill(disk)
+        env = dict(os.environ, STATBUS_AUTOSTART="0")
+        leaver = subprocess.run([sys.executable, "-c", LEAVER, results], capture_output=True, text=True,
+                                timeout=60, env=env)
+        assert leaver.returncode == 0 and len(leaver.stderr.splitlines()) == 1, leaver.stderr
+        assert re.match(rf"statbus: 1000 values and 1 summaries recorded by this process are lost: the collector at "
+                        rf"\S+ did not acknowledge them within 1 s .*, and the spool {re.escape(spool)} could not be "
+                        rf"written \(\[Errno 28\] No space left on device.*\)$", leaver.stderr), leaver.stderr
+        assert os.listdir(spool) == []  # no half-written file left behind
+        os.unlink(filler)
+        leaver = subprocess.run([sys.executable, "-c", LEAVER, results], capture_output=True, text=True,
+                                timeout=60, env=env)
+        assert " wait in the spool " in leaver.stderr and len(os.listdir(spool)) == 1, leaver.stderr
 
 
 def test_a_plugin_whose_output_disk_is_full_waits_without_restarts_and_catches_up(tmp_path):

@@ -315,7 +315,8 @@ def test_autostart_off_starts_nothing(tmp_path):
     assert result.returncode == 0, result.stderr
     counters = json.loads(result.stdout)
     assert counters["collector_starts"] == counters["collector_start_failures"] == 0
-    assert not os.path.exists(layout.run_dir)
+    # Nothing of a collector: the run folder holds only the spool the exiting trainer left.
+    assert os.listdir(layout.run_dir) == ["statbus"] and os.listdir(layout.statbus_dir) == ["spool"]
 
 
 def test_a_stalled_collector_is_waited_for_not_started_over(tmp_path, monkeypatch):
