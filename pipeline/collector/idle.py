@@ -17,23 +17,13 @@ collector to go to.
 
 from __future__ import annotations
 
-import os
 import socket
 from typing import Callable, Iterable, Mapping, Optional
 
+from ...workers.pids import pid_alive
 from .senders import SenderState
 
 _HOST = socket.gethostname()
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def trainer_gone(state: SenderState, alive: Callable[[int], bool] = pid_alive) -> bool:

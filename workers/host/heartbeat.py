@@ -12,6 +12,7 @@ import time
 from typing import Callable, Optional
 
 from ..exits import ExitCode, die
+from ..pids import pid_alive
 from ..statepage import StatePage
 
 HEARTBEAT_INTERVAL = 0.75
@@ -21,18 +22,6 @@ quarter of the plugin's ``heartbeat_timeout`` (0.75 s for the default 3 s), one 
 CALL_TIMEOUT_GRACE = 1.0
 """The host gives up on a stuck writer call this long after ``call_timeout``:
 the supervisor, which watches ``busy_since``, normally acts first."""
-
-
-def _alive(pid: Optional[int]) -> bool:
-    if pid is None:
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
 
 
 class Heartbeat(threading.Thread):
@@ -63,7 +52,9 @@ class Heartbeat(threading.Thread):
         while True:
             now = time.time()
             self._page.heartbeat = now
-            if os.getppid() != self._ppid_at_start or not _alive(self._parent_pid):
+            # Without --parent-pid only the reparenting check applies.
+            parent_gone = self._parent_pid is not None and not pid_alive(self._parent_pid)
+            if os.getppid() != self._ppid_at_start or parent_gone:
                 # The collector died without stopping us: nobody reads what we
                 # would write, and lingering would hold the plugin's files.
                 die(ExitCode.LOST_PARENT, f"parent process {self._parent_pid or self._ppid_at_start} is gone")

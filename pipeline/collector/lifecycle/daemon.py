@@ -20,6 +20,7 @@ from typing import List, Mapping, Optional, Sequence
 
 from ....plugins import StatbusError
 from ....workers.exits import ExitCode
+from ....workers.pids import pid_alive
 from ...layout import RunLayout
 from .pidfile import AlreadyRunning, read_pid, running_pid
 
@@ -163,12 +164,8 @@ def wait_for_exit(pid: int, timeout: float) -> bool:
     """Wait until process ``pid`` (not our child) is gone; True if it is."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not pid_alive(pid):
             return True
-        except PermissionError:
-            return False
         time.sleep(0.05)
     return False
 

@@ -15,6 +15,7 @@ import time
 from typing import Iterator, Optional
 
 from ....plugins import StatbusError
+from ....workers.pids import pid_alive
 
 
 class AlreadyRunning(StatbusError):
@@ -71,18 +72,6 @@ def hold_if_free(path: str) -> Iterator[bool]:
         os.close(fd)  # releases the lock
 
 
-def _alive(pid: Optional[int]) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 ACQUIRE_PATIENCE = 1.0
 """Seconds to wait for a lock held while the pid in the file is dead: a sweeper's short hold."""
 
@@ -111,7 +100,7 @@ class PidFile:
                 pid = read_pid(self.path)
                 # A lock held while the recorded collector is dead is a sweeper's
                 # (socket_dirs) for a few milliseconds: wait it out.
-                if _alive(pid) or time.monotonic() >= deadline:
+                if (pid is not None and pid_alive(pid)) or time.monotonic() >= deadline:
                     os.close(fd)
                     raise AlreadyRunning(self.path, pid) from None
                 time.sleep(0.01)
