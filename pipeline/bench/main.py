@@ -21,6 +21,7 @@ import tempfile
 import time
 from typing import Any, Callable, Dict, Optional, Sequence
 
+from ...workers.exits import ExitCode
 from .args import FIGURES, add_arguments
 from .figures import frameworks, hotpath, idle, learn, memory, recovery, soak, startup, throughput
 from .report import format_table, rows_for
@@ -174,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     unknown = [f for f in figures if f not in FIGURES]
     if unknown:
         print(f"statbus bench: unknown figures {unknown}; choose from {', '.join(FIGURES)}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     root = tempfile.mkdtemp(prefix="sbbench-")
     print(f"statbus bench ({mode} mode) in {root}", file=sys.stderr)
     try:
@@ -195,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(document, handle, indent=1, default=str)
         print(f"figures written to {args.json}")
-    return 0
+    return ExitCode.OK
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -7,6 +7,7 @@ import os
 import sys
 
 from ...plugins import StatbusError
+from ...workers.exits import ExitCode
 from ..collector.lifecycle.daemon import collector_command, default_layout, start_detached, wait_for_exit
 from ..collector.lifecycle.pidfile import AlreadyRunning, running_pid
 from ..ray.cli import add_ray_arguments
@@ -95,15 +96,15 @@ def run_start(args: argparse.Namespace) -> int:
         started = start_detached(layout, _passthrough(args), timeout=args.timeout)
     except AlreadyRunning as exc:
         print(f"statbus: {exc}", file=sys.stderr)
-        return 1
+        return ExitCode.ERROR
     except StatbusError as exc:
         print(f"statbus: cannot start the collector: {exc}", file=sys.stderr)
-        return 1
+        return ExitCode.ERROR
     print(f"collector for run {layout.run_id!r} is ready")
     print(f"  address: {started.address}")
     print(f"  pid:     {started.pid}")
     print(f"  log:     {layout.log_file}")
-    return 0
+    return ExitCode.OK
 
 
 def run_stop(args: argparse.Namespace) -> int:
@@ -117,7 +118,7 @@ def run_stop(args: argparse.Namespace) -> int:
     pid = running_pid(layout.pid_file)
     if pid is None:
         print(f"no collector is running for run {layout.run_id!r}")
-        return 0
+        return ExitCode.OK
     try:
         control_request(layout.control_address, {"op": "stop", "timeout": args.timeout}, timeout=5.0)
     except StatbusError as exc:
@@ -128,6 +129,6 @@ def run_stop(args: argparse.Namespace) -> int:
             pass  # it stopped meanwhile
     if wait_for_exit(pid, args.timeout + 15.0):
         print(f"collector for run {layout.run_id!r} stopped (pid {pid})")
-        return 0
+        return ExitCode.OK
     print(f"statbus: the collector (pid {pid}) is still running after {args.timeout + 15:.0f} s", file=sys.stderr)
-    return 1
+    return ExitCode.ERROR

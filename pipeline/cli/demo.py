@@ -18,6 +18,7 @@ import time
 from typing import Any, Dict, List, Tuple
 
 from ...plugins import StatbusError
+from ...workers.exits import ExitCode
 from ..collector.lifecycle.daemon import start_detached, wait_for_exit
 from ..layout import RunLayout
 from ..simulation import BEHAVIOR
@@ -180,7 +181,7 @@ def run_demo(args: argparse.Namespace) -> int:
         started = start_detached(layout, extra, env=env)
     except StatbusError as exc:
         print(f"statbus demo: cannot start the collector: {exc}", file=sys.stderr)
-        return 1
+        return ExitCode.ERROR
     print(f"  collector ready (pid {started.pid}); plugins: {', '.join(DEMO_PLUGINS)}")
     print(f"  simulating {args.duration:.0f} s of training with {args.env_workers} env workers and a learner")
     try:
@@ -214,4 +215,4 @@ def run_demo(args: argparse.Namespace) -> int:
     print()
     print("nothing was lost." if complete else "DATA IS MISSING: see the checks above and the logs in " + layout.statbus_dir)
     print(f"open the curves with:  tensorboard --logdir {layout.run_dir}")
-    return 0 if complete else 1
+    return ExitCode.OK if complete else ExitCode.ERROR

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 from ...plugins import ConfigError
+from ...workers.exits import ExitCode
 from ..security import keyfiles
 from ..security.curve import ENV_CLIENT_KEY, ENV_SERVER_KEY
 
@@ -82,7 +83,7 @@ def run_generate(args: argparse.Namespace) -> int:
     else:
         print(f"authorize it on the collector's host: statbus keys authorize --allow-dir ALLOWDIR {public_path}")
         print(f"trainer: {ENV_CLIENT_KEY}={os.path.abspath(secret_path)}")
-    return 0
+    return ExitCode.OK
 
 
 def _name_of(path: str) -> str:
@@ -106,14 +107,14 @@ def run_authorize(args: argparse.Namespace) -> int:
     current = keyfiles.load_allow_list(args.allow_dir)
     if public in current:
         print(f"{source}: already authorized as {current[public]!r}")
-        return 0
+        return ExitCode.OK
     target = keyfiles.public_file(args.allow_dir, name)
     if os.path.lexists(target) and not args.force:
         raise ConfigError(f"{target} already holds a different key named {name!r}; pass --name or --force")
     # Only the key itself is copied: whatever else the file holds never reaches the allow-list.
     keyfiles.write_key_file(target, keyfiles.KeyPair(public, None), overwrite=True)
     print(f"authorized {name!r} ({public.decode('ascii')}): {target}")
-    return 0
+    return ExitCode.OK
 
 
 def run_revoke(args: argparse.Namespace) -> int:
@@ -130,7 +131,7 @@ def run_revoke(args: argparse.Namespace) -> int:
             f"no key named {name!r} in {args.allow_dir} (authorized: {', '.join(known) or 'none'})"
         ) from None
     print(f"revoked {name!r}: removed {target}; new connections with that key are refused")
-    return 0
+    return ExitCode.OK
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -140,4 +141,4 @@ def run_list(args: argparse.Namespace) -> int:
         raise ConfigError(f"allow-list directory {args.allow_dir} does not exist") from None
     for public, name in sorted(keys.items(), key=lambda item: item[1]):
         print(f"{name}  {public.decode('ascii')}")
-    return 0
+    return ExitCode.OK

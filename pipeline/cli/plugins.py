@@ -13,6 +13,7 @@ from typing import List, Sequence
 
 from ...plugins.discovery import PluginInfo, discover_plugins
 from ...plugins.groups import STATS_WRITER_GROUPS
+from ...workers.exits import ExitCode
 
 COLUMNS = ("group", "name", "target", "distribution", "version")
 
@@ -52,4 +53,4 @@ def run(args: argparse.Namespace) -> int:
         print(format_table(plugins))
     else:
         print("no stats-writer plugins installed (groups: " + ", ".join(STATS_WRITER_GROUPS) + ")")
-    return 0
+    return ExitCode.OK

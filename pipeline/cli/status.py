@@ -9,6 +9,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 
 from ...plugins import StatbusError
+from ...workers.exits import ExitCode
 from .. import spool_file
 from ..collector.lifecycle.daemon import default_layout
 from ..ray.cli import add_ray_arguments
@@ -188,7 +189,7 @@ def _show_status(args: argparse.Namespace, fetch: Callable[[], Dict[str, Any]],
                 print(f"statbus: no collector answers for run {layout.run_id!r} ({exc})", file=sys.stderr)
                 for line in _spool_line(spool_file.summary(layout.spool_dir), answering=False):
                     print(line, file=sys.stderr)
-                return 1
+                return ExitCode.ERROR
             if args.json:
                 text = json.dumps(status, indent=2, sort_keys=True)
             else:
@@ -201,9 +202,9 @@ def _show_status(args: argparse.Namespace, fetch: Callable[[], Dict[str, Any]],
                 time.sleep(args.interval)
             else:
                 print(text)
-                return 0
+                return ExitCode.OK
     except KeyboardInterrupt:
-        return 0
+        return ExitCode.OK
 
 
 def run_plugin_op(args: argparse.Namespace) -> int:
@@ -211,9 +212,9 @@ def run_plugin_op(args: argparse.Namespace) -> int:
         reply = _request(args, {"op": args.op, "plugin": args.plugin})
     except StatbusError as exc:
         print(f"statbus: {args.op} {args.plugin}: {exc}", file=sys.stderr)
-        return 1
+        return ExitCode.ERROR
     if not reply.get("ok"):
         print(f"statbus: {args.op} {args.plugin}: {reply.get('error', 'refused')}", file=sys.stderr)
-        return 1
+        return ExitCode.ERROR
     print(f"{args.op}: {args.plugin}: done")
-    return 0
+    return ExitCode.OK

@@ -16,6 +16,7 @@ import sys
 from typing import Any, Callable, Dict, Iterator, List
 
 from ...plugins import ConfigError, StatbusError
+from ...workers.exits import ExitCode
 from ..trainer.ray_discovery import NAMESPACE, import_ray
 
 
@@ -75,7 +76,7 @@ def run_start(args: argparse.Namespace, collector_args: List[str]) -> int:
     print(f"  collector pid {info.collector_pid}, actor pid {info.actor_pid}, start {info.starts}")
     print(f"  results: {os.path.join(info.results_dir, info.run_id)} on that node")
     print(f"trainers: configure(run_id={info.run_id!r}, ray=True) or STATBUS_RAY=1 STATBUS_RUN_ID={info.run_id}")
-    return 0
+    return ExitCode.OK
 
 
 def run_stop(args: argparse.Namespace) -> int:
@@ -85,12 +86,12 @@ def run_stop(args: argparse.Namespace) -> int:
         result = stop_collector(_run_id(args), timeout=args.timeout)
     if result is None:
         print(f"no collector actor is running for run {_run_id(args)!r}")
-        return 0
+        return ExitCode.OK
     if not result.get("stopped"):
         print(f"statbus: the collector (pid {result.get('pid')}) did not stop in time; its actor was killed", file=sys.stderr)
-        return 1
+        return ExitCode.ERROR
     print(f"collector for run {_run_id(args)!r} stopped (pid {result.get('pid')}) and its Ray actor ended")
-    return 0
+    return ExitCode.OK
 
 
 @contextlib.contextmanager
