@@ -12,10 +12,13 @@ JSON has no NaN or infinity: non-finite numbers are written as ``null``, so
 every line is valid JSON for any reader.  Huge finite values (a sum past the
 float range) do not crash the writer: see ``summarize``.
 
-Replays are dropped: a summary for a (category, step) not after the last one
-written, or a property equal to the last one of its category and type.  The
-last steps are recovered from the file at construction (lines written since
-the run started), so a restarted worker that is caught up writes nothing twice.
+Written from a worker host, a summary line also holds ``"journal_position"``: the
+position of its SUMMARY entry in the run's journal.  Replays are dropped: a summary
+whose entry is at or below the highest position this run's lines hold (read back
+at construction), or a property equal to the last one of its category and type; so
+a restarted worker writes nothing twice.  A second summary at a step already
+written (late values of a process that joined a ``SummaryWriter`` log_dir late) is
+a new entry, and a second line at that step.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from .output_file import OutputFile
+from ..delivery import already_written, journal_position
 from ..records import finite_or_none
 from ..settings import RunOptions
 from ..stats import StatsAggregationMethod, StatsPropertyType, StatsSummary, StatsWriter, summarize
@@ -96,7 +100,8 @@ class JsonlWriter(StatsWriter):
         self.path = path
         self.start_time = time.time() if start_time is None else start_time
         self.flush_secs = flush_secs
-        self._last_step: Dict[str, int] = {}
+        self._written = -1
+        """The highest journal position of a summary line this run wrote, -1 before the first."""
         self._last_property: Dict[Tuple[str, str], str] = {}
         # json.dumps of a name once, not per line: the JSON text of each
         # category, and of each key's entry up to its "num" (with the
@@ -136,27 +141,31 @@ class JsonlWriter(StatsWriter):
             if obj["time"] < self.start_time or not isinstance(obj.get("category"), str):
                 continue
             category = obj["category"]
-            if isinstance(obj.get("step"), int):
-                self._last_step[category] = max(obj["step"], self._last_step.get(category, -1))
+            position = obj.get("journal_position")
+            if type(position) is int:
+                self._written = max(self._written, position)
             elif isinstance(obj.get("property"), str):
                 self._last_property[(category, obj["property"])] = _dumps(obj.get("value"))
 
     def write_stats(self, category: str, values: Dict[str, StatsSummary], step: int) -> None:
-        if step <= self._last_step.get(category, -1):
-            logger.debug("jsonl: dropping replayed summary %s step %s", category, step)
+        position = journal_position()
+        if already_written(position, self._written):
+            logger.debug("jsonl: dropping replayed summary %s step %s (journal position %s)", category, step, position)
             return
-        self._write_line(self._summary_line(category, values, step, time.time()))
-        self._last_step[category] = step
+        self._write_line(self._summary_line(category, values, step, time.time(), position))
+        if position is not None:
+            self._written = position
 
-    def _summary_line(self, category: str, values: Dict[str, StatsSummary], step: int, now: float) -> str:
+    def _summary_line(self, category: str, values: Dict[str, StatsSummary], step: int, now: float,
+                      position: Optional[int] = None) -> str:
         """The summary line, written by hand: ``json.dumps`` of the nested dicts was most of the cost.
 
         The text is what ``_dumps`` makes of ``{"category", "step", "time",
-        "values": {key: summary_to_dict(summary)}}``; an unusual type (a
-        non-str name, a non-int step) takes that path itself.
+        ["journal_position",] "values": {key: summary_to_dict(summary)}}``; an
+        unusual type (a non-str name, a non-int step) takes that path itself.
         """
         if type(category) is not str or type(step) is not int:
-            return self._summary_line_slow(category, values, step, now)
+            return self._summary_line_slow(category, values, step, now, position)
         encoded = self._encoded
         heads = self._heads
         parts: List[str] = []
@@ -172,7 +181,7 @@ class JsonlWriter(StatsWriter):
                     heads.clear()
                 heads[key] = (method, head)
             else:
-                return self._summary_line_slow(category, values, step, now)
+                return self._summary_line_slow(category, values, step, now, position)
             full_dist = summary.full_dist
             if len(full_dist) == 1 and type(full_dist[0]) is float and full_dist[0] - full_dist[0] == 0.0:
                 # The common case, one finite value v: sum and mean are v (fsum
@@ -200,15 +209,15 @@ class JsonlWriter(StatsWriter):
             if len(encoded) >= _MAX_ENCODED:
                 encoded.clear()
             name = encoded[category] = _dumps(category)
-        return f'{{"category":{name},"step":{step},"time":{_number(now)},"values":{{{",".join(parts)}}}}}'
+        where = "" if position is None else f'"journal_position":{position:d},'
+        return f'{{"category":{name},"step":{step},"time":{_number(now)},{where}"values":{{{",".join(parts)}}}}}'
 
-    def _summary_line_slow(self, category: Any, values: Dict[Any, StatsSummary], step: Any, now: float) -> str:
-        line = {
-            "category": category,
-            "step": step,
-            "time": now,
-            "values": {key: summary_to_dict(summary) for key, summary in values.items()},
-        }
+    def _summary_line_slow(self, category: Any, values: Dict[Any, StatsSummary], step: Any, now: float,
+                           position: Optional[int]) -> str:
+        line = {"category": category, "step": step, "time": now}
+        if position is not None:
+            line["journal_position"] = position
+        line["values"] = {key: summary_to_dict(summary) for key, summary in values.items()}
         return _dumps(line)
 
     def add_property(self, category: str, property_type: StatsPropertyType, value: Any) -> None:

@@ -28,10 +28,17 @@ write, ``flush()`` or ``close()``.
 Event files left over from an earlier run (last modified over a second before
 this run started) are deleted only when the run is started over on purpose
 (``checkpoint_settings.force``, ``statbus collector start --force``), as
-ML-Agents' ``--force`` does; otherwise they stay.  What this run already wrote is
-read back at first use of a category, so a restarted worker that is caught
-up drops summaries for steps already written, and an already written
-Hyperparameters text.
+ML-Agents' ``--force`` does; otherwise they stay.
+
+Nothing twice after a restart: written from a worker host, each summary event is
+preceded by a record holding its journal position (an ``Event`` with a
+``log_message`` ``"statbus journal position <P>"`` at the summary's step; TensorBoard
+ignores such events).  What this run already wrote is read back at first use of a
+category, so a restarted worker drops summaries whose journal position is at or
+below the highest one whose summary event is in the files (a position record
+followed by a torn record counts as not written), and an already written
+Hyperparameters text.  A second summary at a step already written (late values of
+a process that joined a ``SummaryWriter`` log_dir late) is a second point at that step.
 
 ``tensorboard`` is imported when a writer is made (:func:`_protos`), not
 when this module is: importing ``statbus.plugins`` must stay cheap for
@@ -50,6 +57,7 @@ import time
 import types
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple
 
+from ..delivery import already_written, journal_position
 from ..settings import RunOptions
 from ..stats import StatsAggregationMethod, StatsPropertyType, StatsSummary, StatsWriter, sum_and_mean
 from .event_file import EVENT_FILE_PREFIX, EventFile
@@ -66,6 +74,8 @@ HISTOGRAM_SUFFIX = "_hist"
 MAX_HISTOGRAM_BUCKETS = 30
 MTIME_MARGIN_SECS = 1.0
 LAYOUTS = ("mlagents", "torch")
+POSITION_MESSAGE = "statbus journal position "
+"""The position record's ``log_message``, followed by the decimal position."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -176,7 +186,8 @@ class TensorboardWriter(StatsWriter):
         self.nonfinite_dropped = 0
         """Non-finite values left out of histograms so far."""
         self.summary_writers: Dict[str, EventFile] = {}
-        self._last_step: Dict[str, int] = {}
+        self._written: Dict[str, int] = {}
+        """category → the highest journal position of a summary event this run wrote there."""
         self._last_text: Dict[str, str] = {}
         _protos()
 
@@ -221,7 +232,7 @@ class TensorboardWriter(StatsWriter):
                 logger.error("%s was left over from a previous run and not deleted: %s", path, exc)
 
     def _recover(self, category: str, directory: str) -> None:
-        """Read back the last step and hyperparameters this run wrote for ``category``."""
+        """Read back the highest journal position and the hyperparameters this run wrote for ``category``."""
         paths: List[str] = []
         for path in self._event_files(directory):
             try:
@@ -235,32 +246,42 @@ class TensorboardWriter(StatsWriter):
         # imports fsspec and its tensorflow stub, 0.4 s of CPU that a fresh start skips.
         from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
 
-        last_step = self._last_step.get(category, -1)
+        written = self._written.get(category, -1)
         for path in paths:
+            announced: Optional[int] = None  # the position record's, until the summary event after it is read
             try:
+                # The loader yields whole records only: a summary event torn off leaves its position unconfirmed.
                 for event in LegacyEventFileLoader(path).Load():
-                    if event.wall_time < self.start_time or not event.HasField("summary"):
+                    if event.wall_time < self.start_time:
                         continue
-                    for value in event.summary.value:
-                        if value.tag == HYPERPARAMETERS_TAG and value.HasField("tensor"):
-                            self._last_text[category] = _digest(b"".join(value.tensor.string_val).decode("utf-8"))
-                        elif not value.HasField("tensor"):  # a text's step is not a summary's
-                            last_step = max(last_step, event.step)
+                    if announced is not None:
+                        written = max(written, announced)
+                        announced = None
+                    message = event.log_message.message if event.HasField("log_message") else ""
+                    if message.startswith(POSITION_MESSAGE):
+                        announced = int(message[len(POSITION_MESSAGE):])
+                    elif event.HasField("summary"):
+                        for value in event.summary.value:
+                            if value.tag == HYPERPARAMETERS_TAG and value.HasField("tensor"):
+                                self._last_text[category] = _digest(b"".join(value.tensor.string_val).decode("utf-8"))
             except Exception as exc:  # noqa: BLE001 — a damaged file must not stop the writer
                 logger.warning("tensorboard: could not read back %s: %r", path, exc)
-        if last_step >= 0:
-            self._last_step[category] = last_step
+        if written >= 0:
+            self._written[category] = written
 
     # -- StatsWriter --------------------------------------------------------------
 
     def write_stats(self, category: str, values: Dict[str, StatsSummary], step: int) -> None:
         writer = self._writer(category)
-        if step <= self._last_step.get(category, -1):
-            logger.debug("tensorboard: dropping replayed summary %s step %s", category, step)
+        position = journal_position()
+        if already_written(position, self._written.get(category, -1)):
+            logger.debug("tensorboard: dropping replayed summary %s step %s (journal position %s)",
+                         category, step, position)
             return
         # The values are added to the Event's own summary (no separate
         # Summary copied in): the cheapest way through the protobuf API.
-        event = _protos().event_pb2.Event(wall_time=time.time(), step=step)
+        now = time.time()
+        event = _protos().event_pb2.Event(wall_time=now, step=step)
         add_value = event.summary.value.add
         hidden = self.hidden_keys
         for key, stats in values.items():
@@ -283,8 +304,16 @@ class TensorboardWriter(StatsWriter):
         # One event per summary, flushed by time or flush(), never per key.
         # A summary of hidden keys only leaves nothing to show.
         if event.summary.value:
+            if position is not None:
+                writer.write(self._position_event(now, step, position))
+                self._written[category] = position
             writer.write(event.SerializeToString())
-        self._last_step[category] = step
+
+    @staticmethod
+    def _position_event(now: float, step: int, position: int) -> bytes:
+        pb = _protos().event_pb2
+        return pb.Event(wall_time=now, step=step, log_message=pb.LogMessage(
+            level=pb.LogMessage.DEBUGGING, message=f"{POSITION_MESSAGE}{position:d}")).SerializeToString()
 
     def add_property(self, category: str, property_type: StatsPropertyType, value: Any) -> None:
         if property_type == StatsPropertyType.TEXT:

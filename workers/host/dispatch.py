@@ -13,6 +13,7 @@ import logging
 import time
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
+from ...plugins.delivery import set_journal_position
 from ...plugins.errors import StatbusError, disk_full_error
 from ...plugins.records import (STEPPED_MARK, PropertyRecord, StatRecord, SummaryRecord, decode_batch, public_category,
                                 public_values, unpack_summary, unpack_values)
@@ -79,6 +80,7 @@ class Writers:
 
     def deliver(self, entry: FetchedEntry) -> bool:
         """Deliver one entry to every writer; True if it was a summary."""
+        set_journal_position(entry.position)  # what a writer records to never write the entry twice
         if entry.kind == _SUMMARY:
             self._deliver_summary(unpack_summary(entry.data))
             return True

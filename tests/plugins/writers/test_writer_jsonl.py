@@ -8,6 +8,7 @@ import math
 import pytest
 
 from statbus.plugins import RunOptions, StatsAggregationMethod, StatsPropertyType, StatsSummary
+from statbus.plugins.delivery import set_journal_position
 from statbus.plugins.writers.jsonl import FILE_NAME, JsonlWriter, get_jsonl_writer
 
 A = StatsAggregationMethod
@@ -84,46 +85,67 @@ def test_property_lines(tmp_path):
     assert all("step" not in l for l in lines)
 
 
-def test_idempotent_per_category_and_step_across_restart(tmp_path):
+def write_at(writer, position, category, values, step) -> None:
+    """``write_stats`` as a worker host makes it, delivering the journal entry at ``position``."""
+    set_journal_position(position)
+    try:
+        writer.write_stats(category, values, step)
+    finally:
+        set_journal_position(None)
+
+
+def test_replays_are_dropped_by_journal_position_across_restart_late_summaries_are_not(tmp_path):
     path = tmp_path / "stats.jsonl"
     values = {"k": StatsSummary([1.0], A.AVERAGE)}
     writer = JsonlWriter(str(path), start_time=0.0)
     writer.add_property("c", StatsPropertyType.HYPERPARAMETERS, {"a": 1})
-    writer.write_stats("c", values, 10)
-    writer.write_stats("c", values, 10)  # the same summary again
-    writer.write_stats("c", values, 5)  # older than the last: a replay
+    write_at(writer, 100, "c", values, 10)
+    write_at(writer, 200, "c", values, 10)  # a second summary at step 10 (late values): a line of its own
+    write_at(writer, 200, "c", values, 10)  # the same entry again: a replay
+    write_at(writer, 300, "c", values, 5)  # an older step in a newer entry: written
     writer.add_property("c", StatsPropertyType.HYPERPARAMETERS, {"a": 1})
-    writer.write_stats("d", values, 10)  # another category has its own steps
+    write_at(writer, 400, "d", values, 10)
     writer.flush()
-    assert len(read_lines(path)) == 3
+    assert [line.get("journal_position") for line in read_lines(path)] == [None, 100, 200, 300, 400]
 
-    # A restarted worker (new instance, same run) is caught up from the journal.
+    # A restarted worker (new instance, same run) delivers again from its committed cursor.
     restarted = JsonlWriter(str(path), start_time=0.0)
     restarted.add_property("c", StatsPropertyType.HYPERPARAMETERS, {"a": 1})
-    restarted.write_stats("c", values, 10)
-    restarted.write_stats("d", values, 10)
-    restarted.write_stats("c", values, 20)
+    write_at(restarted, 300, "c", values, 5)
+    write_at(restarted, 400, "d", values, 10)
+    write_at(restarted, 500, "c", values, 10)
     restarted.add_property("c", StatsPropertyType.HYPERPARAMETERS, {"a": 2})
     restarted.close()
     writer.close()
     lines = read_lines(path)
-    assert [(l["category"], l.get("step"), l.get("value")) for l in lines] == [
-        ("c", None, {"a": 1}),
-        ("c", 10, None),
-        ("d", 10, None),
-        ("c", 20, None),
-        ("c", None, {"a": 2}),
+    assert [(l["category"], l.get("step"), l.get("journal_position"), l.get("value")) for l in lines] == [
+        ("c", None, None, {"a": 1}),
+        ("c", 10, 100, None),
+        ("c", 10, 200, None),
+        ("c", 5, 300, None),
+        ("d", 10, 400, None),
+        ("c", 10, 500, None),
+        ("c", None, None, {"a": 2}),
     ]
+
+
+def test_outside_a_worker_host_every_summary_is_written(tmp_path):
+    path = tmp_path / "stats.jsonl"
+    writer = JsonlWriter(str(path), start_time=0.0)
+    for step in (3, 3, 1):
+        writer.write_stats("c", {"k": StatsSummary([float(step)], A.AVERAGE)}, step)
+    writer.close()
+    assert [(l["step"], "journal_position" in l) for l in read_lines(path)] == [(3, False), (3, False), (1, False)]
 
 
 def test_lines_of_an_earlier_run_are_not_replays(tmp_path):
     path = tmp_path / "stats.jsonl"
     old = JsonlWriter(str(path), start_time=0.0)
-    old.write_stats("c", {"k": StatsSummary([1.0], A.AVERAGE)}, 10)
+    write_at(old, 100, "c", {"k": StatsSummary([1.0], A.AVERAGE)}, 10)
     old.close()
-    # A later run appends, and its step 10 is new.
+    # A later run (started over: its journal too) appends, and its entry at 100 is new.
     new = JsonlWriter(str(path), start_time=read_lines(path)[0]["time"] + 1)
-    new.write_stats("c", {"k": StatsSummary([2.0], A.AVERAGE)}, 10)
+    write_at(new, 100, "c", {"k": StatsSummary([2.0], A.AVERAGE)}, 10)
     new.close()
     assert [l["values"]["k"]["mean"] for l in read_lines(path)] == [1.0, 2.0]
 
@@ -179,13 +201,11 @@ def reference_summary_dict(summary: StatsSummary) -> dict:
     }
 
 
-def reference_line(category, values, step) -> str:
-    line = {
-        "category": category,
-        "step": step,
-        "time": FROZEN_TIME,
-        "values": {key: reference_summary_dict(summary) for key, summary in values.items()},
-    }
+def reference_line(category, values, step, position=None) -> str:
+    line = {"category": category, "step": step, "time": FROZEN_TIME}
+    if position is not None:
+        line["journal_position"] = position
+    line["values"] = {key: reference_summary_dict(summary) for key, summary in values.items()}
     return json.dumps(line, allow_nan=False, separators=(",", ":"))
 
 
@@ -266,19 +286,21 @@ def test_names_are_escaped_like_json_dumps(tmp_path, frozen_time, name):
     values = {name: StatsSummary([1.0, 2.0], A.SUM), f"Environment/{name}": StatsSummary([0.5], A.AVERAGE)}
     writer.write_stats(name, values, 3)
     writer.write_stats(name, values, 4)  # the second line comes from the cached encodings
+    write_at(writer, 7, name, values, 5)
     writer.close()
     lines = raw_lines(path)
-    assert lines == [reference_line(name, values, 3), reference_line(name, values, 4)]
+    assert lines == [reference_line(name, values, 3), reference_line(name, values, 4),
+                     reference_line(name, values, 5, position=7)]
     assert all(line.isascii() for line in lines)
     parsed = json.loads(lines[1])
     assert parsed["category"] == name and set(parsed["values"]) == set(values)
 
-    # Recovery reads the escaped category back: a restarted writer drops the replay.
+    # Recovery reads the position back: a restarted writer drops the replay.
     restarted = JsonlWriter(str(path), start_time=0.0)
-    restarted.write_stats(name, values, 4)
-    restarted.write_stats(name, values, 5)
+    write_at(restarted, 7, name, values, 5)
+    write_at(restarted, 8, name, values, 6)
     restarted.close()
-    assert [json.loads(line)["step"] for line in raw_lines(path)] == [3, 4, 5]
+    assert [json.loads(line)["step"] for line in raw_lines(path)] == [3, 4, 5, 6]
 
 
 def test_huge_finite_values_do_not_crash_the_writer(tmp_path):

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from statbus.plugins import RunOptions, StatsAggregationMethod, StatsPropertyType, StatsSummary
+from statbus.plugins.delivery import set_journal_position
 from statbus.plugins.writers.tensorboard import TensorboardWriter, get_tensorboard_writer, histogram_proto
 
 A = StatsAggregationMethod
@@ -221,23 +222,34 @@ def test_many_writes_read_back_exactly(tmp_path):
     assert [s for s, _ in empty] == list(range(1, 1001)) and all(math.isnan(v) for _, v in empty)
 
 
+def write_at(writer, position, category, values, step) -> None:
+    """``write_stats`` as a worker host makes it, delivering the journal entry at ``position``."""
+    set_journal_position(position)
+    try:
+        writer.write_stats(category, values, step)
+    finally:
+        set_journal_position(None)
+
+
 def test_torn_last_record_keeps_earlier_events_readable(tmp_path):
     writer = TensorboardWriter(str(tmp_path))
     for step in range(1, 11):
-        writer.write_stats("c", {"k": StatsSummary([float(step)], A.AVERAGE)}, step)
+        write_at(writer, step * 10, "c", {"k": StatsSummary([float(step)], A.AVERAGE)}, step)
     writer.close()
     [name] = event_files(tmp_path / "c")
     path = tmp_path / "c" / name
     os.truncate(path, os.path.getsize(path) - 3)  # a crash mid-record
     assert scalars(accumulator(tmp_path / "c"), "k") == [(s, float(s)) for s in range(1, 10)]
 
-    # A restarted worker of the run reads back step 9 and goes on in a new file.
+    # A restarted worker of the run reads back position 90 (the torn summary's position
+    # record is whole, the summary is not) and goes on in a new file.
     restarted = TensorboardWriter(str(tmp_path), start_time=time.time() - 60)
-    restarted.write_stats("c", {"k": StatsSummary([9.5], A.AVERAGE)}, 9)  # replayed: dropped
-    restarted.write_stats("c", {"k": StatsSummary([11.0], A.AVERAGE)}, 11)
+    write_at(restarted, 90, "c", {"k": StatsSummary([9.5], A.AVERAGE)}, 9)  # replayed: dropped
+    write_at(restarted, 100, "c", {"k": StatsSummary([10.0], A.AVERAGE)}, 10)  # torn off: written again
+    write_at(restarted, 110, "c", {"k": StatsSummary([11.0], A.AVERAGE)}, 11)
     restarted.close()
     assert len(event_files(tmp_path / "c")) == 2
-    assert scalars(accumulator(tmp_path / "c"), "k")[-2:] == [(9, 9.0), (11, 11.0)]
+    assert scalars(accumulator(tmp_path / "c"), "k")[-3:] == [(9, 9.0), (10, 10.0), (11, 11.0)]
 
 
 def test_two_writers_in_one_second_get_distinct_files(tmp_path):
@@ -252,32 +264,45 @@ def test_two_writers_in_one_second_get_distinct_files(tmp_path):
     assert sorted(s for s, _ in scalars(accumulator(tmp_path / "c"), "k")) == [1, 2]
 
 
-def test_idempotent_per_step_across_restart(tmp_path):
+def test_replays_are_dropped_by_journal_position_across_restart_late_summaries_are_not(tmp_path):
     start = time.time() - 1
     values = {"k": StatsSummary([1.0], A.AVERAGE)}
     first = TensorboardWriter(str(tmp_path), clear_past_data=True, start_time=start)
     first.add_property("c", StatsPropertyType.HYPERPARAMETERS, {"a": 1})
-    first.write_stats("c", values, 10)
-    first.write_stats("c", values, 10)
-    first.write_stats("c", values, 9)
+    write_at(first, 100, "c", values, 10)
+    write_at(first, 200, "c", {"k": StatsSummary([3.0], A.AVERAGE)}, 10)  # a second summary at step 10
+    write_at(first, 200, "c", values, 10)  # the same entry again: a replay
+    write_at(first, 300, "c", values, 9)  # an older step in a newer entry: written
     first.add_property("c", StatsPropertyType.HYPERPARAMETERS, {"a": 1})
+    write_at(first, 400, "d", values, 1)
     first.close()
 
-    # A restarted worker of the same run: keeps the files, reads back the steps.
+    # A restarted worker of the same run: keeps the files, reads back the positions (per category).
     restarted = TensorboardWriter(str(tmp_path), clear_past_data=True, start_time=start)
     restarted.add_property("c", StatsPropertyType.HYPERPARAMETERS, {"a": 1})
-    restarted.write_stats("c", values, 10)
-    restarted.write_stats("c", {"k": StatsSummary([2.0], A.AVERAGE)}, 20)
+    write_at(restarted, 300, "c", values, 9)
+    write_at(restarted, 400, "d", values, 1)
+    write_at(restarted, 500, "c", {"k": StatsSummary([2.0], A.AVERAGE)}, 20)
     restarted.close()
     acc = accumulator(tmp_path / "c")
-    assert scalars(acc, "k") == [(10, 1.0), (20, 2.0)]
+    assert scalars(acc, "k") == [(10, 1.0), (10, 3.0), (9, 1.0), (20, 2.0)]
     assert len(acc.Tensors("Hyperparameters")) == 1
+    assert scalars(accumulator(tmp_path / "d"), "k") == [(1, 1.0)]
+
+
+def test_outside_a_worker_host_every_summary_is_written(tmp_path, writer):
+    for step in (3, 3, 1):
+        writer.write_stats("c", {"k": StatsSummary([float(step)], A.AVERAGE)}, step)
+    writer.flush()
+    assert scalars(accumulator(tmp_path / "c"), "k") == [(3, 3.0), (3, 3.0), (1, 1.0)]
 
 
 FRESH_THEN_RESTARTED = """
 import sys, time
 from statbus.plugins import StatsAggregationMethod, StatsPropertyType, StatsSummary
+from statbus.plugins.delivery import set_journal_position
 from statbus.plugins.writers.tensorboard import TensorboardWriter
+set_journal_position(5)  # both deliver the entry at 5: the restarted one drops it
 LOADER = "tensorboard.backend.event_processing.event_file_loader"
 start = time.time() - 1
 fresh = TensorboardWriter(sys.argv[1], clear_past_data=True, start_time=start)
