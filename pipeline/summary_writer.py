@@ -24,7 +24,11 @@ every plugin, ``on_add_stat`` per value.  A process's step closes when it logs a
 different step in that category, or at ``flush()``, ``close()`` or exit; the
 summary is made once *every* process logging that category has closed the step
 (see :mod:`.collector.step_merge`), so N processes logging one tag at one step give one
-point holding N values.  Scalars are aggregated AVERAGE (one value per process
+point holding N values.  A process is such a member from its ``SummaryWriter``'s
+construction on: the constructor waits (at most :data:`JOIN_WAIT_SECS`) for the collector
+to take its join.  Values that arrive for a step already written — from a process whose
+writer was made after other processes closed that step — are a second summary at that
+step, never dropped.  Scalars are aggregated AVERAGE (one value per process
 and step: ``aggregated_value`` is the mean over processes), histograms HISTOGRAM.
 
 Nothing here imports torch.  Bad input raises at the call, as ``add_stat`` does
@@ -57,6 +61,8 @@ logger = logging.getLogger(__name__)
 TORCH_LAYOUT_ARGS = ("--set", "tensorboard.options.layout=torch")
 """Given to a collector this module starts: the tensorboard writer writes a histogram under
 its own tag, as torch does, instead of ML-Agents' ``<tag>_hist`` beside a mean scalar."""
+JOIN_WAIT_SECS = 5.0
+"""A SummaryWriter's constructor waits at most this long for the collector to take its join."""
 HANDOFF_SECS = 0.05
 """Gathered values go to the trainer client at most this often (the sender's own batch interval)."""
 MAX_CATEGORY_LENGTH = MAX_NAME_LENGTH - len(MARK + JOIN)
@@ -221,6 +227,13 @@ class SummaryWriter:
         self._streams: Dict[str, _Stream] = {}
         self._main: Optional[_Stream] = None
         self._stream(self._category)
+        # A member from now on, not from its first values: once the collector has the join,
+        # no step of this log_dir closes without this process's values (see step_merge).
+        if not reporter.flush(timeout=JOIN_WAIT_SECS):
+            logger.warning("statbus: the collector did not take this SummaryWriter's join for %s within %g s; "
+                           "it is a member of the log_dir once it does (values of steps other processes "
+                           "close before then arrive as a second summary at those steps)", self.log_dir,
+                           JOIN_WAIT_SECS)
 
     def _stream(self, category: str) -> _Stream:
         stream = self._streams.get(category)

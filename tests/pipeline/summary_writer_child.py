@@ -49,6 +49,20 @@ def rank(log_dir: str, index: int, barrier: str, steps: int) -> None:
     writer.close()
 
 
+def many(log_dir: str, index: int, delay: float, steps: int) -> None:
+    """One of many processes started together: a writer, ``delay`` s of other work, then its steps 20 ms apart."""
+    from statbus.pipeline import SummaryWriter
+
+    writer = SummaryWriter(log_dir)
+    time.sleep(delay)  # the training's own start-up, before its first step
+    for step in range(steps):
+        value = index * 1000.0 + step
+        writer.add_scalar("charts/x", value, step)
+        writer.add_histogram("charts/h", [value], step)  # TensorBoard keeps a histogram's count
+        time.sleep(0.02)
+    writer.close()
+
+
 def no_close(log_dir: str) -> None:
     """Logs three steps and exits without flush() or close(): exit closes the last step."""
     from statbus.pipeline import SummaryWriter
@@ -96,6 +110,8 @@ if __name__ == "__main__":
         sequence(args[0], args[1])
     elif mode == "rank":
         rank(args[0], int(args[1]), args[2], int(args[3]))
+    elif mode == "many":
+        many(args[0], int(args[1]), float(args[2]), int(args[3]))
     elif mode == "no_close":
         no_close(args[0])
     elif mode == "ppo":
