@@ -9,13 +9,18 @@ TensorBoard (read with its own reader; a histogram point carries its count).
 from __future__ import annotations
 
 import collections
+import contextlib
 import subprocess
 import sys
+import time
 
 import numpy
 import pytest
 
+from chaos_helpers import chaos_run
+from collector_helpers import journal_summaries
 from summary_writer_helpers import CHILD, child_env, read_jsonl, read_run, start_collector, stop
+from waiting import wait_for
 
 STEPS = 20
 
@@ -65,3 +70,55 @@ def test_every_value_of_every_process_lands(tmp_path, processes, delay):
     # One TensorBoard point per summary, the mean of that summary's values (a float32 in the event).
     points = sorted(seen["scalars"]["charts/x"])
     assert points == sorted((line["step"], float(numpy.float32(line["values"]["charts/x"]["mean"]))) for line in lines)
+
+
+def test_workers_killed_mid_run_write_nothing_twice_and_keep_every_late_summary(tmp_path):
+    """16 processes at once (late joiners make second summaries at written steps) while the
+    tensorboard and jsonl workers are SIGKILLed every 200 ms: each journaled summary is in
+    stats.jsonl and in TensorBoard exactly once."""
+    processes, steps = 16, 60
+    plugins = ["tensorboard", "jsonl"]
+    with chaos_run(tmp_path, plugins, ["tensorboard.options.layout=torch"]) as run:
+        for name in plugins:
+            run.wait_plugin(name, lambda p: p["state"] == "READY", what=f"{name} ready")
+        log_dir = run.path("multi")
+
+        def start(index: int) -> None:
+            run.trainers.append(subprocess.Popen([sys.executable, CHILD, "many", log_dir, str(index), "0", str(steps)],
+                                                 env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+
+        for index in range(processes - 1):
+            start(index)
+        # The last process starts once steps are written: its values of those steps come late.
+        def written() -> bool:
+            with contextlib.suppress(FileNotFoundError), open(run.path("stats.jsonl"), encoding="utf-8") as handle:
+                return '"category":"multi"' in handle.read()
+            return False
+
+        wait_for(written, 120, "a step written")
+        start(processes - 1)
+        killed = collections.Counter()
+        while run.trainers_running():
+            for name in plugins:
+                killed[name] += run.kill_worker(name) is not None
+            time.sleep(0.2)
+        for child in run.trainers:
+            out, _ = child.communicate(timeout=60)
+            assert child.returncode == 0, out.decode(errors="replace")
+        assert all(killed[name] for name in plugins), f"the run ended before every worker was killed: {killed}"
+        run.wait_caught_up(plugins)
+        journaled = sorted((step, len(values["charts/h"][1]), sum(values["charts/h"][1]))
+                           for category, step, values in journal_summaries(run.layout.journal_dir)
+                           if category == "multi")
+        lines = [s for s in read_jsonl(run.path("stats.jsonl")) if s.get("category") == "multi"]
+        histograms = read_run(log_dir)["histograms"]["charts/h"]
+
+    assert len(journaled) > steps, "no late summary: the test did not make the case it is about"
+    num = collections.Counter()
+    for step, count, _ in journaled:
+        num[step] += count
+    assert dict(num) == {step: processes for step in range(steps)}
+    assert len({line["journal_position"] for line in lines}) == len(lines)
+    assert sorted((l["step"], l["values"]["charts/h"]["num"], l["values"]["charts/h"]["sum"]) for l in lines) \
+        == journaled
+    assert sorted((step, int(h.num), h.sum) for step, h in histograms) == journaled
