@@ -21,7 +21,8 @@ A step is closed into one summary of category ``C`` once every member of ``C`` h
 finished it (or has left), oldest step first; its values are every member's, in
 arrival order.  A member that never comes back (killed without a bye) holds ``C``
 back by at most :data:`MAX_PENDING_STEPS` steps.  Values of a step already closed
-(from a process that joined late) make a second summary at that step.
+(from a process that joined late) make a second summary at that step, which the
+writers write like any other (they tell a replay by its journal position, not its step).
 
 Deterministic in the records' order, so journal replay rebuilds the same
 summaries; the state rides in the aggregator's snapshot.
