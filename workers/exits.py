@@ -29,6 +29,8 @@ class ExitCode(enum.IntEnum):
     REGISTRATION_FAILURE = 66
     LOST_PARENT = 67
     LOST_COLLECTOR = 68
+    RUN_FOLDER_GONE = 69
+    """The collector's run folder (or its journal) was deleted, moved or replaced under it."""
     WRITER_CRASH = 70
     ALREADY_RUNNING = 75
     """A collector found another one holding the run's pidfile."""

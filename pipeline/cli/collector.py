@@ -8,8 +8,10 @@ import sys
 
 from ...plugins import StatbusError
 from ...workers.exits import ExitCode
-from ..collector.lifecycle.daemon import collector_command, default_layout, start_detached, wait_for_exit
-from ..collector.lifecycle.pidfile import AlreadyRunning, running_pid
+from ..collector.lifecycle.daemon import (
+    collector_command, default_layout, find_collector, start_detached, wait_for_exit,
+)
+from ..collector.lifecycle.pidfile import AlreadyRunning
 from ..ray.cli import add_ray_arguments
 from ..security.arguments import add_transport_security_arguments, transport_security_argv
 
@@ -115,10 +117,14 @@ def run_stop(args: argparse.Namespace) -> int:
     from ..control import control_request
 
     layout = default_layout(args.run_id, args.results_dir)
-    pid = running_pid(layout.pid_file)
-    if pid is None:
+    found = find_collector(layout)
+    if found is None:
         print(f"no collector is running for run {layout.run_id!r}")
         return ExitCode.OK
+    pid = found.pid
+    if not found.by_pidfile:
+        print(f"the collector of run {layout.run_id!r} (pid {pid}) has no pidfile at {layout.pid_file} (its run "
+              f"folder was deleted or replaced, or the file removed); found it through {layout.socket_dir}")
     try:
         control_request(layout.control_address, {"op": "stop", "timeout": args.timeout}, timeout=5.0)
     except StatbusError as exc:

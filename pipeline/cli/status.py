@@ -117,6 +117,11 @@ def format_status(status: Dict[str, Any]) -> str:
         + f"  pid {status.get('pid')}  "
         f"uptime {_age(status.get('uptime'))}",
     ]
+    if status.get("run_folder_lost"):
+        lines.append(f"run folder: {status['run_folder_lost']}; this collector is stopping")
+    if status.get("pidfile_ours") is False:
+        lines.append(f"pidfile: {status.get('pidfile')} is not this collector's (deleted or replaced); "
+                     "found through the run's socket directory")
     run = status.get("run") or {}
     if isinstance(run.get("start_time"), (int, float)):
         how = ("started over by this collector (--force)" if run.get("forced")

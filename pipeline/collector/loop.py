@@ -9,7 +9,11 @@ One thread, one :class:`zmq.Poller`, three ROUTER sockets:
 * ``ctl``  — control requests (:mod:`.control`, protocol in :mod:`..control`).
 
 A tick every ~100 ms syncs the journal per its fsync policy, answers parked
-fetches, lets the supervisor watch its workers, and applies retention.  Signal
+fetches, lets the supervisor watch its workers, and applies retention.  The tick
+and every ack first make sure the run's folders are still the ones the collector
+opened (:mod:`.lifecycle.run_folder`): a collector whose run folder was deleted,
+moved or replaced stops at once, acks nothing more, and leaves its socket directory
+to the collector the run's next trainer starts.  Signal
 handlers only set flags; the loop acts on them (SIGTERM: graceful stop;
 a second SIGTERM or SIGINT: stop at once, journal committed).
 """
@@ -47,6 +51,7 @@ from .options import CollectorOptions, SupervisorFactory, SupervisorHooks, Super
 from .recovery import encode_snapshot, replay_newest_segment
 from .lifecycle.pidfile import AlreadyRunning, PidFile
 from .lifecycle.ready import ready_path, remove_ready, write_ready
+from .lifecycle.run_folder import FolderWatch
 from .lifecycle.socket_dirs import claim, release, sweep_dead
 from .spool_intake import SpoolIntake
 from .status import RateMeter
@@ -124,6 +129,10 @@ class Collector:
         self.recovery: Dict[str, Any] = {}
         self.identity: Optional[RunIdentity] = None
         self._socket_dir: Optional[str] = None
+        self.pidfile = PidFile(layout.pid_file)
+        self._folders: Optional[FolderWatch] = None
+        self.folder_lost: Optional[str] = None
+        """Why this collector's run folder is no longer the one at its path (then it stops), or None."""
         self.started = clock()
         self.phase = _Phase.RUNNING
         self._drain_deadline = 0.0
@@ -155,7 +164,7 @@ class Collector:
             self._stop_graceful = graceful
 
     def run(self) -> int:
-        pidfile = PidFile(self.layout.pid_file)
+        pidfile = self.pidfile
         try:
             pidfile.acquire()
         except AlreadyRunning as exc:
@@ -188,6 +197,7 @@ class Collector:
         if self.data_address.startswith("tcp://"):
             self.intake.bindings.load(os.path.join(self.layout.statbus_dir, "peers.jsonl"))
         report = self.journal.open()
+        self._folders = FolderWatch(self.layout)
         self.recovery["journal"] = dataclasses.asdict(report) if dataclasses.is_dataclass(report) else repr(report)
         replay = replay_newest_segment(self.journal, self.intake, self.aggregator)
         self.recovery["replay"] = replay.as_dict()
@@ -238,7 +248,7 @@ class Collector:
             self.supervisor.start(self.journal.end_position)
         self._announce_ready()
         self._loop(self._datas, work, ctl, control)
-        return ExitCode.OK
+        return ExitCode.OK if self.folder_lost is None else ExitCode.RUN_FOLDER_GONE
 
     def _bind(
         self,
@@ -297,6 +307,8 @@ class Collector:
 
     def _shutdown(self, context: zmq.Context, sockets: List[zmq.Socket]) -> None:
         remove_ready(self.ready_file)
+        if self._folders is not None:
+            self._folders.close()
         if self.supervisor is not None:
             timeout = self._stop_timeout if self._stop_graceful is not False else FAST_STOP_WORKER_TIMEOUT
             try:
@@ -344,7 +356,7 @@ class Collector:
                     if data in events:
                         self._drain(data)
                         active = True
-            if work in events:
+            if work in events and not self.folders_lost(quick=True):
                 self.fetch.on_readable()
             if ctl in events:
                 control.on_readable()
@@ -430,6 +442,8 @@ class Collector:
             budget -= len(payload)
             if budget <= 0 or clock() >= deadline or journal.write_error is not None:
                 break
+        if self.folders_lost(quick=True):
+            return  # journaled into a deleted or replaced folder: unacknowledged, the trainers keep it
         if appended:
             try:
                 journal.commit()
@@ -510,7 +524,34 @@ class Collector:
             except (zmq.ZMQError, IndexError):
                 pass  # the trainer is gone or not reading (or no socket yet): it re-sends and hears again
 
+    def folders_lost(self, quick: bool = False) -> bool:
+        """True once the run's folders are found deleted, moved or replaced; the first time, stop at once.
+
+        Asked (``quick``) before every ack and every answer to a worker's fetch, and at every
+        tick: what is journaled into a folder that is no longer the run's must not be
+        acknowledged (its trainers keep it for the next collector), and the workers must
+        stop before they write into the new folder.
+        """
+        if self.folder_lost is not None:
+            return True
+        if self._folders is None:
+            return False
+        reason = self._folders.lost(quick)
+        if reason is None:
+            return False
+        self.folder_lost = reason
+        logger.error(
+            "statbus collector of run %s: %s. Stopping at once: no frame is taken or acknowledged any "
+            "more (trainers keep what this collector did not acknowledge), the workers stop, and the "
+            "socket directory is released, so that the run's next trainer starts a new collector on the "
+            "folder now at %s", self.layout.run_id, reason, self.layout.run_dir,
+        )
+        self.request_stop(graceful=False)
+        return True
+
     def _rotate(self) -> None:
+        if self.folders_lost():
+            return  # a new segment would be made in the folder now at the path: another run's
         self.retention.note_appended(self.journal.rotate(encode_snapshot(self.intake, self.aggregator)), anchor=True)
 
     def _nothing_due(self) -> bool:
@@ -524,6 +565,8 @@ class Collector:
         )
 
     def _tick(self) -> None:
+        if self.folders_lost():
+            return  # before retention: it deletes segments by their names, now another run's
         try:
             self.journal.tick()
         except JournalWriteError as exc:

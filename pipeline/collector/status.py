@@ -59,6 +59,9 @@ def build_status(collector: Collector) -> Dict[str, Any]:
         "uptime": now - collector.started,
         "phase": collector.phase.value,
         "on_demand": collector.options.idle_exit is not None,
+        "pidfile": collector.layout.pid_file,
+        "pidfile_ours": collector.pidfile.is_ours(),
+        "run_folder_lost": collector.folder_lost,
         "run": collector.identity.status() if collector.identity is not None else None,
         "intake": {
             "values_per_second": values_rate,

@@ -16,13 +16,14 @@ import subprocess
 import sys
 import threading
 import time
-from typing import List, Mapping, Optional, Sequence
+from typing import List, Mapping, NamedTuple, Optional, Sequence
 
 from ....plugins import StatbusError
 from ....workers.exits import ExitCode
 from ....workers.pids import pid_alive
 from ...layout import RunLayout
 from .pidfile import AlreadyRunning, read_pid, running_pid
+from .socket_dirs import listening, owner_pid
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +159,50 @@ def ensure_running(
             raise
     finally:
         os.close(fd)
+
+
+class Found(NamedTuple):
+    pid: int
+    by_pidfile: bool
+    """False: the pidfile is gone or not the collector's, found through the run's socket directory."""
+
+
+def _is_collector(pid: int) -> bool:
+    """True when process ``pid`` is a statbus collector (its command line says so)."""
+    import psutil
+
+    try:
+        return any("statbus.pipeline" in part for part in psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return False
+
+
+def find_collector(layout: RunLayout, timeout: float = 2.0) -> Optional[Found]:
+    """The run's live collector: by its pidfile, else through the run's socket directory.
+
+    A collector whose run folder was deleted or replaced, or whose pidfile was removed,
+    has no pidfile the path names; its socket directory (named by the run folder's
+    path) still has its ``ctl`` socket, which answers ``ping`` with its pid, and its
+    ``owner`` file, whose pid counts if that process is a statbus collector (one too
+    busy or stuck to answer).
+    """
+    from ...control import control_request
+
+    pid = running_pid(layout.pid_file)
+    if pid is not None:
+        return Found(pid, True)
+    if listening(layout.control_address[len("ipc://"):]):
+        try:
+            reply = control_request(layout.control_address, {"op": "ping"}, timeout=timeout)
+        except StatbusError:
+            reply = {}
+        pid = reply.get("pid")
+        if isinstance(pid, int) and reply.get("run_id") == layout.run_id:
+            return Found(pid, False)
+    pid = owner_pid(layout.socket_dir)
+    if pid is not None and pid_alive(pid) and _is_collector(pid):
+        return Found(pid, False)
+    return None
 
 
 def wait_for_exit(pid: int, timeout: float) -> bool:

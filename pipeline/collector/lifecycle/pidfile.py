@@ -111,12 +111,25 @@ class PidFile:
     def release(self) -> None:
         if self._fd is None:
             return
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        if self.is_ours():
+            # Only our own file: after the run folder was replaced, the pidfile at this
+            # path is the next collector's, and taking it away would hide that one.
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
         os.close(self._fd)
         self._fd = None
+
+    def is_ours(self) -> bool:
+        """True while :attr:`path` names the file this process locked (not deleted, not replaced)."""
+        if self._fd is None:
+            return False
+        try:
+            here, held = os.stat(self.path), os.fstat(self._fd)
+        except OSError:
+            return False
+        return (here.st_dev, here.st_ino) == (held.st_dev, held.st_ino)
 
     def __enter__(self) -> "PidFile":
         self.acquire()
