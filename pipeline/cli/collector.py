@@ -63,7 +63,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "stop",
         help="stop the collector gracefully",
         description="Stop intake, let every live plugin catch up (bounded by --timeout), stop the "
-        "workers and exit. Exits 0 when the collector is gone or was not running.",
+        "workers and exit. A collector whose pidfile is gone (removed, or its run folder deleted) is "
+        "found through the run's socket directory. Exits 0 when the collector is gone or was not running.",
     )
     add_run_arguments(stop)
     stop.add_argument("--timeout", type=float, default=30.0, help="seconds plugins get to catch up (default 30)")

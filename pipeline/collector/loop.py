@@ -187,7 +187,9 @@ class Collector:
         finally:
             self._shutdown(context, sockets)
             self._restore_signals(previous)
-            pidfile.release()
+            # Nothing is removed from a lost folder: a `shutil.rmtree` deleting it as we leave
+            # would fail on a file gone under it (and a new folder's files are not ours).
+            pidfile.release(unlink=self.folder_lost is None)
 
     # --- setup and teardown ----------------------------------------------------------------
 
@@ -306,7 +308,8 @@ class Collector:
         return ready_path(self.layout.statbus_dir)
 
     def _shutdown(self, context: zmq.Context, sockets: List[zmq.Socket]) -> None:
-        remove_ready(self.ready_file)
+        if self.folder_lost is None:
+            remove_ready(self.ready_file)
         if self._folders is not None:
             self._folders.close()
         if self.supervisor is not None:

@@ -108,10 +108,11 @@ class PidFile:
         os.write(fd, f"{os.getpid()}\n".encode("ascii"))
         self._fd = fd
 
-    def release(self) -> None:
+    def release(self, unlink: bool = True) -> None:
+        """Give up the lock; and remove the file if ``unlink`` and the path still names it."""
         if self._fd is None:
             return
-        if self.is_ours():
+        if unlink and self.is_ours():
             # Only our own file: after the run folder was replaced, the pidfile at this
             # path is the next collector's, and taking it away would hide that one.
             try:

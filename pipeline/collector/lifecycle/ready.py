@@ -2,8 +2,7 @@
 
 It holds ``{pid, run_id, data, also, work, ctl, head}`` (``also``: the ``--also-bind``
 address, or null): where a launcher (and a test)
-finds the addresses of the collector it started.  Only the collector that wrote it
-removes it: after its run folder was replaced, the file at its path is the next one's.
+finds the addresses of the collector it started.
 """
 
 from __future__ import annotations
@@ -28,11 +27,7 @@ def write_ready(path: str, info: Dict[str, Any]) -> None:
 
 
 def remove_ready(path: str) -> None:
-    """Remove this process's ready file; one another collector wrote there (its run folder is new) stays."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            if json.load(handle).get("pid") != os.getpid():
-                return
         os.unlink(path)
-    except (OSError, ValueError, AttributeError):
-        pass  # gone already, or not a ready file of ours
+    except FileNotFoundError:
+        pass

@@ -116,6 +116,17 @@ def test_a_collector_whose_run_folder_is_deleted_acks_nothing_more_and_exits(col
     assert not os.path.exists(layout.run_dir)  # and nothing was made again in the path on the way out
 
 
+def test_a_collector_whose_journal_goes_removes_nothing_from_the_folder_on_its_way_out(collector):
+    # As in the middle of `rm -rf` (or shutil.rmtree, which fails on a file gone under it):
+    # the journal is gone, the rest of the folder not yet.
+    layout = collector.layout
+    shutil.rmtree(layout.journal_dir)
+    assert collector.process.wait(timeout=30) == ExitCode.RUN_FOLDER_GONE
+    assert f"its journal folder {layout.journal_dir} was deleted. Stopping at once" in collector.log()
+    assert {"collector.pid", "collector.ready"} <= set(os.listdir(layout.statbus_dir))
+    assert not os.path.exists(layout.socket_dir)
+
+
 @pytest.fixture
 def socket_dir(tmp_path) -> Iterator[RunLayout]:
     layout = RunLayout(str(tmp_path / "results"), "r")
