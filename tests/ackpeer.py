@@ -19,6 +19,7 @@ import zmq
 from statbus.pipeline.wire import Bye, Frame, Hello, WireError, WriteMarker, decode_frame, encode_ack
 from statbus.plugins.records import PropertyRecord, StatOp, StatRecord
 from waiting import wait_for  # noqa: F401 — re-exported for the trainer tests
+from zmq_context import term_or_fail
 
 
 @dataclasses.dataclass
@@ -65,7 +66,11 @@ class PeerState:
 
 
 class AckPeer:
-    """``with AckPeer(address) as peer:`` — serves until the block ends."""
+    """``with AckPeer(address) as peer:`` — serves until the block ends.
+
+    Its context is its own (a peer is started and stopped, even restarted, inside one test) and
+    ends like the ``context`` fixture's: a socket left open fails the test in ``stop``.
+    """
 
     def __init__(self, address: str, state: Optional[PeerState] = None, *, ack: bool = True) -> None:
         self.address = address
@@ -76,6 +81,7 @@ class AckPeer:
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._error: Optional[BaseException] = None
+        self._context = zmq.Context()
         self._thread = threading.Thread(target=self._serve, name="ackpeer", daemon=True)
 
     def __enter__(self) -> "AckPeer":
@@ -93,10 +99,11 @@ class AckPeer:
         self._stop.set()
         self._thread.join(10)
         assert not self._thread.is_alive(), "ack peer thread did not stop"
+        term_or_fail(self._context)
 
     def _serve(self) -> None:
         try:
-            with zmq.Context() as ctx, ctx.socket(zmq.ROUTER) as sock:
+            with self._context.socket(zmq.ROUTER) as sock:
                 sock.setsockopt(zmq.LINGER, 0)
                 sock.bind(self.address)
                 self._ready.set()

@@ -84,7 +84,7 @@ with open(os.path.join(marks, f"t{n}.json.tmp"), "w") as f:
 os.replace(os.path.join(marks, f"t{n}.json.tmp"), os.path.join(marks, f"t{n}.json"))
 while not os.path.exists(os.path.join(marks, "stop")):
     record(50)
-    time.sleep(0.02)
+    time.sleep(0.02)  # paces the honest trainer: a steady stream beside the attack
 ok = sp.flush(90)
 print(f"VALUES {i} {ok}", flush=True)
 sys.exit(0 if ok else 3)
@@ -269,10 +269,9 @@ def send_all(sockets: List[zmq.Socket], frames: List[bytes], watch) -> None:
         assert time.monotonic() < deadline, f"attack stalled after {index} frames"
 
 
-def test_live_fuzz_leaves_honest_data_exact(tmp_path):
+def test_live_fuzz_leaves_honest_data_exact(tmp_path, context):
     collector = CollectorProcess(str(tmp_path / "results"), extra=["--no-plugins"])
     fleet = None
-    context = zmq.Context()
     sockets: List[zmq.Socket] = []
     try:
         collector.start()
@@ -343,7 +342,6 @@ def test_live_fuzz_leaves_honest_data_exact(tmp_path):
     finally:
         for sock in sockets:
             sock.close(linger=0)
-        context.term()
         if fleet is not None:
             fleet.close()
         collector.close()
@@ -409,9 +407,8 @@ def test_reject_log_lines_are_bounded_over_all_senders(caplog):
     assert intake.rejects["bad_envelope"] == 501
 
 
-def test_oversized_message_costs_its_sender_the_connection_not_the_collector(tmp_path):
+def test_oversized_message_costs_its_sender_the_connection_not_the_collector(tmp_path, context):
     collector = CollectorProcess(str(tmp_path / "results"), extra=["--no-plugins"])
-    context = zmq.Context()
     big = context.socket(zmq.DEALER)
     big.setsockopt(zmq.LINGER, 0)
     mon = big.get_monitor_socket(zmq.EVENT_DISCONNECTED)
@@ -435,5 +432,4 @@ def test_oversized_message_costs_its_sender_the_connection_not_the_collector(tmp
         big.disable_monitor()
         for sock in sockets:
             sock.close(linger=0)
-        context.term()
         collector.close()

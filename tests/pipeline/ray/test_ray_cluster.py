@@ -71,6 +71,8 @@ class Trainer:
 
     def send_with_unknown_key(self, tcp_address: str, server_key: str, wait: float) -> Dict[str, Any]:
         """A raw CURVE DEALER with a key pair nobody authorized, sending a real frame."""
+        import threading
+
         import zmq
         from zmq.utils.monitor import recv_monitor_message
 
@@ -106,7 +108,12 @@ class Trainer:
                 sock.disable_monitor()
                 monitor.close(linger=0)
         finally:
-            context.term()
+            # The actor's own context (the test's fixture is in another process), ended the way the fixture
+            # ends its: a socket left open keeps term() waiting, which fails the call instead of hanging it.
+            terminator = threading.Thread(target=context.term, daemon=True)
+            terminator.start()
+            terminator.join(10)
+            assert not terminator.is_alive(), "a socket of the actor's zmq context was left open"
         return {"auth_failed": zmq.EVENT_HANDSHAKE_FAILED_AUTH in seen,
                 "succeeded": zmq.EVENT_HANDSHAKE_SUCCEEDED in seen, "acked": acked}
 

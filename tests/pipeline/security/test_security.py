@@ -40,10 +40,10 @@ def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT, what: st
 
 
 class Rig:
-    """One context per test; every socket and authenticator it hands out is closed in ``close``."""
+    """Sockets of the test's context; every socket and authenticator it hands out is closed in ``close``."""
 
-    def __init__(self) -> None:
-        self.ctx = zmq.Context()
+    def __init__(self, context: zmq.Context) -> None:
+        self.ctx = context
         self.sockets: List[zmq.Socket] = []
         self.auths: List[Authenticator] = []
 
@@ -76,12 +76,11 @@ class Rig:
             sock.close(linger=0)
         for auth in self.auths:
             auth.stop()
-        self.ctx.term()
 
 
 @pytest.fixture
-def rig() -> Iterator[Rig]:
-    r = Rig()
+def rig(context: zmq.Context) -> Iterator[Rig]:
+    r = Rig(context)
     try:
         yield r
     finally:
@@ -359,6 +358,7 @@ def test_authenticator_stop_closes_its_sockets(rig, keys):
 
 
 def test_context_term_without_stop_does_not_hang(keys):
+    # Its own context: term() while the authenticator runs is what is tested, with a deadline of its own.
     ctx = zmq.Context()
     auth = Authenticator(ctx, keys.allow)
     terminator = threading.Thread(target=ctx.term, daemon=True)

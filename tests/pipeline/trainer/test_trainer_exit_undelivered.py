@@ -31,9 +31,8 @@ LINE = re.compile(
 
 
 @pytest.mark.parametrize("peer", ["never acks", "nobody"])
-def test_a_trainer_exiting_with_undelivered_data_prints_one_clear_line(tmp_path, peer):
+def test_a_trainer_exiting_with_undelivered_data_prints_one_clear_line(tmp_path, peer, context):
     address = f"ipc://{tmp_path}/data"
-    context = zmq.Context()
     router = context.socket(zmq.ROUTER)
     router.setsockopt(zmq.LINGER, 0)
     if peer == "never acks":
@@ -59,7 +58,6 @@ def test_a_trainer_exiting_with_undelivered_data_prints_one_clear_line(tmp_path,
             process.kill()
             process.wait()
         router.close()
-        context.term()
     assert process.returncode == 0
     lines = err.decode().splitlines()
     assert len(lines) == 1 and LINE.match(lines[0]), err.decode()

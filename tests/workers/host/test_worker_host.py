@@ -64,7 +64,8 @@ class FakeCollector:
 
     PARK = 0.2
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, context: zmq.Context, address: str) -> None:
+        self.context = context
         self.address = address
         self.entries: List[Tuple[int, int, bytes]] = []
         self.end = FIRST_POSITION
@@ -90,6 +91,7 @@ class FakeCollector:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(10)
+        assert not self._thread.is_alive(), "the fake collector's thread did not stop"
 
     def _reply(self, after: int) -> Optional[bytes]:
         with self._lock:
@@ -100,35 +102,31 @@ class FakeCollector:
         return encode_reply(entries, next_after, self.end, 0)
 
     def _run(self) -> None:
-        context = zmq.Context()
-        try:
-            with context.socket(zmq.ROUTER) as sock:
-                sock.setsockopt(zmq.LINGER, 0)
-                sock.bind(self.address)
-                self._bound.set()
-                parked: List[Tuple[List[bytes], int, float]] = []
-                while not self._stop.is_set():
-                    if sock.poll(20):
-                        *envelope, data = sock.recv_multipart()
-                        after = decode_fetch(data).after
-                        with self._lock:
-                            self.fetches.append(after)
-                        parked.append((envelope, after, time.monotonic() + self.PARK))
-                    if not self.serving:
-                        parked.clear()  # a dead collector: requests vanish
-                        continue
-                    still = []
-                    for envelope, after, deadline in parked:
-                        reply = self._reply(after)
-                        if reply is None and time.monotonic() >= deadline:
-                            reply = encode_reply([], after, self.end, 0)
-                        if reply is None:
-                            still.append((envelope, after, deadline))
-                        else:
-                            sock.send_multipart([*envelope, reply])
-                    parked = still
-        finally:
-            context.term()
+        with self.context.socket(zmq.ROUTER) as sock:
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.bind(self.address)
+            self._bound.set()
+            parked: List[Tuple[List[bytes], int, float]] = []
+            while not self._stop.is_set():
+                if sock.poll(20):
+                    *envelope, data = sock.recv_multipart()
+                    after = decode_fetch(data).after
+                    with self._lock:
+                        self.fetches.append(after)
+                    parked.append((envelope, after, time.monotonic() + self.PARK))
+                if not self.serving:
+                    parked.clear()  # a dead collector: requests vanish
+                    continue
+                still = []
+                for envelope, after, deadline in parked:
+                    reply = self._reply(after)
+                    if reply is None and time.monotonic() >= deadline:
+                        reply = encode_reply([], after, self.end, 0)
+                    if reply is None:
+                        still.append((envelope, after, deadline))
+                    else:
+                        sock.send_multipart([*envelope, reply])
+                parked = still
 
 
 @pytest.fixture
@@ -142,9 +140,10 @@ def short_dir():
 
 
 @pytest.fixture
-def fake_collector(short_dir):
-    """Not a collector: only its fetch side, serving what the test adds."""
-    with FakeCollector(f"ipc://{short_dir}/work") as server:
+def fake_collector(short_dir, context):
+    """Not a collector: only its fetch side, serving what the test adds (its socket, in a thread of its
+    own, is of the test's context: left open, it fails the test)."""
+    with FakeCollector(context, f"ipc://{short_dir}/work") as server:
         yield server
 
 
@@ -431,7 +430,7 @@ def test_a_gone_parent_pid_exits_67(tmp_path, fake_collector, hosts):
 
 ORPHANER = textwrap.dedent(
     """
-    import ctypes, os, subprocess, sys, time
+    import ctypes, os, signal, subprocess, sys
     PR_SET_CHILD_SUBREAPER = 36
     assert ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     # parent: a process that starts the host and then dies, orphaning it.
@@ -444,17 +443,17 @@ ORPHANER = textwrap.dedent(
     print(host, flush=True)
     sys.stdin.readline()          # the test says: the host is ready
     parent.kill(); parent.wait()  # the host is now our (the subreaper's) child
-    deadline = time.monotonic() + 60
-    while True:
-        pid, status = os.waitpid(host, os.WNOHANG)
-        if pid:
-            print(os.waitstatus_to_exitcode(status), flush=True)
-            break
-        if time.monotonic() > deadline:
-            os.kill(host, 9); os.waitpid(host, 0)
-            print("timeout", flush=True)
-            break
-        time.sleep(0.02)
+
+    def give_up(*_):
+        os.kill(host, 9); os.waitpid(host, 0)
+        print("timeout", flush=True)
+        os._exit(0)
+
+    signal.signal(signal.SIGALRM, give_up)
+    signal.alarm(60)  # the deadline of the wait below
+    _, status = os.waitpid(host, 0)
+    signal.alarm(0)
+    print(os.waitstatus_to_exitcode(status), flush=True)
     """
 )
 

@@ -530,9 +530,8 @@ def read_jsonl(path: str) -> List[Dict[str, Any]]:
 
 
 @pytest.fixture
-def real_host(tmp_path: Path) -> Iterator[Callable[..., tuple]]:
+def real_host(tmp_path: Path, context: zmq.Context) -> Iterator[Callable[..., tuple]]:
     made: List[tuple] = []
-    context = zmq.Context()
 
     def factory(names: List[str], settings: Config, entries: List[FetchedEntry]) -> tuple:
         harness = Harness(tmp_path, subprocess.Popen, [zoo_plugin(n) for n in names], settings, env=zoo_env(), grace=1.0)
