@@ -50,7 +50,7 @@ for step in range(1, steps + 1):
     longest = max(longest, clock() - start)
     calls += per_step + 2
     if pause:
-        time.sleep(pause)
+        time.sleep(pause)  # paces the training, so that kills land in the middle of a run
 flushed = flush(120.0)
 shutdown()
 print(json.dumps({"max_call": longest, "calls": calls, "flushed": flushed}), flush=True)

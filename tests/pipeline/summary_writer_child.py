@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 
 def calls(writer, np, hparams_name: str = "run_name") -> None:
@@ -42,8 +41,10 @@ def rank(log_dir: str, index: int, barrier: str, steps: int) -> None:
     writer = SummaryWriter(log_dir)
     assert sp.flush(30.0), "the collector did not ack the join"
     open(f"{barrier}.{index}", "w").close()
-    while not os.path.exists(barrier):
-        time.sleep(0.01)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/, for waiting
+    from waiting import wait_for
+
+    wait_for(lambda: os.path.exists(barrier), 120, what="the barrier", interval=0.01)
     for step in range(steps):
         writer.add_scalar("reward", index * 100.0 + step, step)
     writer.close()

@@ -148,7 +148,7 @@ def test_kill_9_of_a_worker_every_200_ms(tmp_path, victim):
             pid = run.kill_worker(victim)
             if pid is not None:
                 killed.add(pid)
-            time.sleep(0.2)
+            time.sleep(0.2)  # the kills' pace, on purpose: one every 200 ms while the trainers run
         reports = run.finish_trainers()
         assert killed, "the run ended before its worker could be killed"
         # The victim is caught up from its committed cursor once the kills stop.

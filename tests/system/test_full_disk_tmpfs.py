@@ -15,13 +15,13 @@ import os
 import re
 import subprocess
 import sys
-import time
 from typing import Iterator, List
 
 import pytest
 
 from collector_helpers import REPO, CollectorProcess, journal_summaries, wait_for
 from statbus.pipeline.control import control_request
+from waiting import holds_for
 
 STEPS = 20
 VALUES = 4000  # per step: 80,000 values, ~0.7 MiB of journal, well within 3 MiB once freed
@@ -53,11 +53,10 @@ def tmpfs(path: str, size: str) -> Iterator[str]:
     try:
         yield path
     finally:
-        for _ in range(50):
-            if subprocess.run(["umount", path], capture_output=True).returncode == 0:
-                break
-            time.sleep(0.1)
-        else:
+        try:  # busy while a process of the test still lets go of its files
+            wait_for(lambda: subprocess.run(["umount", path], capture_output=True).returncode == 0, 5,
+                     interval=0.1, what=f"umount {path}")
+        except AssertionError:
             subprocess.run(["umount", "-l", path], check=True)
 
 
@@ -164,7 +163,12 @@ def test_a_run_on_a_full_tmpfs_loses_nothing_and_the_collector_never_exits(tmp_p
             assert re.match(r"statbus: 1000 values and 1 summaries recorded by this process are lost: .*cannot write "
                             r"its journal.*, and the spool \S+ could not be written \(\[Errno 28\] No space left on "
                             r"device.*\)$", leaver.stderr), leaver.stderr
-            time.sleep(2)  # several retries on a disk still full
+
+            def retried() -> bool:
+                assert collector.process.poll() is None and trainers[1].poll() is None  # both wait, neither gives up
+                return status(collector)["journal"]["write_error"]["retries"] >= 2
+
+            wait_for(retried, 60, what="several retries on a disk still full")
             assert collector.process.poll() is None and trainers[1].poll() is None  # both wait, neither gives up
             stall = status(collector)["journal"]["write_error"]
             assert stall["errno"] == "ENOSPC" and stall["retries"] >= 2 and stall["free_bytes"] == 0
@@ -229,7 +233,8 @@ def test_a_plugin_whose_output_disk_is_full_waits_without_restarts_and_catches_u
             trainer = start_trainer(results, "C", 1, STEPS, str(tmp_path / "trainer.log"))
             assert finish(trainer)["delivered"] is True  # the journal took everything
             wait_for(lambda: plugin(collector, "tensorboard")["disk_full_since"], 60, what="the plugin waits for space")
-            time.sleep(4)  # long enough for several restarts, had the worker crashed
+            holds_for(lambda: plugin(collector, "tensorboard")["restarts"] == 0, 4, interval=0.2,
+                      what="no restart for as long as several would take, had the worker crashed")
             waiting = plugin(collector, "tensorboard")
             assert waiting["state"] == "READY" and waiting["restarts"] == 0 and waiting["disk_full_since"]
             assert not os.path.exists(collector.layout.dead_letter_file("tensorboard"))  # nothing taken for poison

@@ -123,7 +123,7 @@ def test_retention_frees_segments_every_cursor_passed_and_the_journal_goes_on_by
             step += 1
             t.frame([stat("C", "k", [float(step)] * 50), write_record("C", step)])
             t.pump()
-            time.sleep(0.01)
+            time.sleep(0.01)  # paces the load: the quota fills within a frame or two of the status that sees it
             assert step < 500, "the journal never filled its quota"
         last = step
         stall = status()["journal"]["write_error"]

@@ -79,7 +79,8 @@ def test_two_kill_9_of_the_collector_keep_every_tensorboard_step_once_and_every_
             run.collector.kill()
             # The crashed collector's files are well over a second old when the next one starts
             # (a writer that took them for "an earlier run" would delete them).
-            time.sleep(1.5)
+            wait_for(lambda: all(time.time() - os.path.getmtime(path) > 1.5 for path in event_files(run.run_dir)),
+                     30, what="the crashed collector's event files 1.5 s old")
             restarted_at = restarted_at or time.time()
             run.collector.start()
             assert read_identity(run.layout) == identity, f"run identity changed at restart {kill + 1}"

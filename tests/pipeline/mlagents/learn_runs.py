@@ -8,8 +8,9 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from typing import Dict, List, NamedTuple, Optional, Tuple
+
+from waiting import wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DRIVER = os.path.join(HERE, "learn_driver.py")
@@ -62,13 +63,15 @@ def _stop_collector(run_dir: str) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         return
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    def gone() -> bool:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            return
-        time.sleep(0.05)
+            return True
+        return False
+
+    wait_for(gone, 10, what=f"the left-behind collector {pid} to end after SIGKILL", interval=0.05)
 
 
 def train(

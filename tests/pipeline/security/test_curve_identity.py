@@ -23,6 +23,7 @@ from statbus.pipeline.security import keyfiles
 from statbus.pipeline.security.curve import ClientSecurity, secure_connect
 from statbus.pipeline.wire import Refusal, decode_ack_or_refusal, encode_frame, stat_record
 from statbus.plugins.records import pack_values
+from waiting import holds_for
 
 
 @pytest.fixture
@@ -125,7 +126,7 @@ while not os.path.exists(stop_file):
     step += 1
     reporter.add_stat("v", float(step))
     reporter.write_stats(step)
-    time.sleep(0.02)
+    time.sleep(0.02)  # paces the training: a steady stream of frames, not a flood
 flushed = sp.flush(1.0)
 print(json.dumps(sp.client_counters()), flush=True)
 """
@@ -155,13 +156,18 @@ def test_a_revoked_trainer_is_told_why_and_stops_resending(tmp_path, keys, curve
         # The refusal stops the re-sending: what was in flight arrives, then nothing more, while the
         # trainer keeps recording (a new connection is refused at the handshake, and backs off).
         refused = lambda: curve_collector.status()["intake"]["rejects"].get("revoked", 0)  # noqa: E731
-        settled = refused()
-        time.sleep(1.0)
-        while refused() != settled:
-            settled = refused()
-            time.sleep(1.0)
-        time.sleep(3.0)  # longer than the client's first re-send interval (1 s) and its reconnect pause
-        assert refused() == settled, "the revoked trainer is still re-sending"
+        last = {"count": refused(), "since": time.monotonic()}
+
+        def unchanged_for_a_second() -> bool:
+            count = refused()
+            if count != last["count"]:
+                last.update(count=count, since=time.monotonic())
+            return time.monotonic() - last["since"] >= 1.0
+
+        wait_for(unchanged_for_a_second, 60, interval=0.1, what="the refusals of what was in flight to end")
+        settled = last["count"]
+        # longer than the client's first re-send interval (1 s) and its reconnect pause
+        holds_for(lambda: refused() == settled, 3.0, interval=0.1, what="the revoked trainer is still re-sending")
         assert trainer.poll() is None
 
         with open(stop_file, "w"):

@@ -281,7 +281,7 @@ _STARVED = textwrap.dedent("""
     deadline = time.monotonic() + float(sys.argv[1])
     while time.monotonic() < deadline:  # training goes on meanwhile
         reporter.add_stat("x", 2.0)
-        time.sleep(0.01)
+        time.sleep(0.01)  # paces the training, as a real step would
     print(json.dumps(sp.client_counters()), flush=True)
     sp.shutdown(0)
 """)

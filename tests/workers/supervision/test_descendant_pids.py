@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import psutil
 
 from statbus.workers.supervision.processes import ResourceSampler, descendant_pids
+from waiting import wait_for
 
 
 def test_descendants_match_psutil_and_count_in_the_sampled_rss():
@@ -20,11 +20,11 @@ def test_descendants_match_psutil_and_count_in_the_sampled_rss():
             "time.sleep(30)")
     parent = subprocess.Popen([sys.executable, "-c", code])
     try:
-        deadline = time.monotonic() + 20
-        expected = []
-        while time.monotonic() < deadline and len(expected) < 2:
-            expected = sorted(c.pid for c in psutil.Process(parent.pid).children(recursive=True))
-            time.sleep(0.05)
+        def started() -> list:
+            found = sorted(c.pid for c in psutil.Process(parent.pid).children(recursive=True))
+            return found if len(found) >= 2 else []
+
+        expected = wait_for(started, 20, what="the child and the grandchild", interval=0.05)
         assert len(expected) == 2
         assert sorted(descendant_pids(parent.pid)) == expected
         sampler = ResourceSampler(parent.pid)
