@@ -288,6 +288,8 @@ def soak_rows(f: Dict[str, Any]) -> List[Row]:
                         f"{r['slope_per_min']:+.2f} {unit}/min", f"last {r['last']:.1f}, max {r['max']:.1f}",
                         f"|slope| ≤ {SOAK_FLAT[prefix]:g}/min" if judged else "",
                         abs(r["slope_per_min"]) <= SOAK_FLAT[prefix] if judged else None))
+    rows.append(Row("9 soak", "journal once every plugin caught up (retention)", f"{f['journal_mb_caught_up']:.1f} MB",
+                    f"segments of {f['segment_mb']:g} MB", "", None))
     s = f["status"]
     rows.append(Row("9 soak", "status: polls answered / violations / wrong `statbus status`",
                     f"{s['answered']}/{s['polls']} / {s['violations']} / {len(s['cli_wrong'])}",

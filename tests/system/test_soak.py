@@ -72,7 +72,9 @@ def test_soak_of_70_s_with_kills_loses_nothing_and_grows_nothing(tmp_path):
     status = result["status"]
     assert status["polls"] >= 30 and status["answered"] == status["polls"], (where, status)
     assert status["violations"] == 0, (where, status["first_violations"])
-    assert status["cli_runs"] >= kills["collector"] and not status["cli_wrong"], (where, status["cli_wrong"])
+    # `statbus status` run every 20 s (it must answer) and in each pause of a second or more before a
+    # restart (it must say that no collector answers).
+    assert status["cli_runs"] >= 3 and not status["cli_wrong"], (where, status["cli_wrong"])
     assert not result["status_count_mismatches"], (where, result["status_count_mismatches"])
     assert result["strays_end"] == 0, where
 
@@ -86,5 +88,5 @@ def test_soak_of_70_s_with_kills_loses_nothing_and_grows_nothing(tmp_path):
         elif "rss" in name:
             # Against the median: a sample taken while a restarted worker imports its plugin is low.
             assert series["peak"] <= series["median"] + RSS_GROWTH_MB, (where, name, series)
-    # Retention keeps the journal to a few segments behind the slowest plugin (killed ones catch up).
-    assert resources["journal_mb"]["peak"] <= 6 * CONFIG.segment_mb, (where, resources["journal_mb"])
+    # Retention: once every plugin caught up, the segments they all read are deleted (70 s wrote ~6 of them).
+    assert result["journal_mb_caught_up"] <= 2 * CONFIG.segment_mb, (where, result["journal_mb_caught_up"])

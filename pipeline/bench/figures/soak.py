@@ -7,8 +7,8 @@ third-party one) in their workers.  Meanwhile, on a schedule drawn from ``seed``
 
 * the collector is SIGKILLed every ``collector_every`` s (uniform) and started
   again — by the soak itself, as a script or service manager would
-  (``restart_by="script"``: ``statbus collector start``'s own code, after a pause
-  in which ``statbus status`` must say that no collector answers), or by the
+  (``restart_by="script"``: ``statbus collector start``'s own code, at once or
+  after a pause in which ``statbus status`` must say that no collector answers), or by the
   trainers (``"trainers"``: a client starts one whenever none serves its run);
 * a plugin worker, chosen at random, is SIGKILLed every ``worker_every`` s;
 * a trainer, chosen at random, is SIGKILLed every ``trainer_every`` s and
@@ -36,10 +36,13 @@ from ..collector import BenchError
 from ..soak.fleet import Collector, Fleet, kill_leftovers
 from ..soak.outputs import (check_example, check_stats_jsonl, check_tensorboard, disagreements, dropped_values,
                             expected_of)
-from ..soak.watch import Known, Sampler, StatusCheck, cli_status
+from ..soak.watch import MB, Known, Sampler, StatusCheck, cli_status, journal_bytes
 from ..stats import spread
 
 PLUGINS = ("console", "tensorboard", "gauges", "jsonl", "example")
+CLI_PAUSE = 1.0
+"""Pauses before a restart at least this long (seconds) are used to check that ``statbus status`` says no
+collector answers; shorter ones restart at once, while the killed collector's workers may still be leaving."""
 RUN_ID = "soak"
 
 
@@ -52,7 +55,7 @@ class SoakConfig:
     collector_every: Tuple[float, float] = (20.0, 40.0)
     worker_every: Tuple[float, float] = (20.0, 40.0)
     trainer_every: float = 60.0
-    restart_pause: Tuple[float, float] = (0.5, 3.0)
+    restart_pause: Tuple[float, float] = (0.0, 3.0)
     """Seconds between a collector's kill and the script's restart (``restart_by="script"``)."""
     restart_by: str = "script"
     segment_mb: float = 1.0
@@ -136,7 +139,8 @@ class Soak:
         self.kills["collector"] += 1
         started = restarted = time.monotonic()
         if self.config.restart_by == "script":
-            self._cli_check(expect_running=False)
+            if pause >= CLI_PAUSE:
+                self._cli_check(expect_running=False)
             time.sleep(max(0.0, pause - (time.monotonic() - started)))
             restarted = time.monotonic()
             self.collector.start(self.config.timeout)
@@ -219,11 +223,22 @@ class Soak:
                                  f"{[(p['name'], p['state'], p['committed'], head) for p in status['plugins']]}")
             time.sleep(0.2)
 
+    def journal_after_retention(self, wait: float = 10.0) -> float:
+        """The journal's MB once every plugin has caught up: retention leaves the newest segments only
+        (it runs as cursors commit; given ``wait`` s to get there)."""
+        deadline = time.monotonic() + wait
+        while True:
+            size = journal_bytes(self.layout.journal_dir) / MB
+            if size <= 2 * self.config.segment_mb or time.monotonic() > deadline:
+                return size
+            time.sleep(0.2)
+
     def finish(self) -> Dict[str, Any]:
         """Stop the trainers, let the plugins catch up, compare status with the trainers' counts, stop."""
         self.pid = self.collector.wait_serving(self.config.timeout)
         failed = self.fleet.stop(self.config.timeout)
         status = self.caught_up()  # not sampled: without trainers the collector holds fewer sockets
+        journal_mb = self.journal_after_retention()
         self.status.check(status, Known(self.pid, self.now(), set(), self.killed_trainers, {}))
         by_sender = {t.get("sender"): t for t in status.get("trainers", [])}
         mismatches = []
@@ -234,6 +249,7 @@ class Soak:
                 mismatches.append(f"{trainer.category}: trainer said {done}, status {entry}")
         stopped = self.collector.stop(self.config.timeout)
         return {"failed_to_stop": [t.category for t in failed], "status_count_mismatches": mismatches,
+                "journal_mb_caught_up": journal_mb,
                 "stopped_pid": stopped, "strays_end": len(self.collector.strays(None))}
 
     def outputs(self) -> Dict[str, Any]:
@@ -291,7 +307,7 @@ def run(root: str, config: SoakConfig) -> Dict[str, Any]:
     resources = soak.sampler.summary(after=min(config.settle, config.seconds / 2))
     return {
         "seed": seed, "seconds": config.seconds, "restart_by": config.restart_by, "trainers": config.trainers,
-        "trainer_processes": len(soak.fleet.all), "plugins": plugins,
+        "trainer_processes": len(soak.fleet.all), "plugins": plugins, "segment_mb": config.segment_mb,
         "values_per_s_per_trainer": 12 * config.per_key / config.step_seconds,
         **found, **end,
         "kills": soak.kills,

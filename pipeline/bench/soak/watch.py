@@ -15,6 +15,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 import psutil
@@ -54,8 +55,15 @@ def journal_bytes(directory: str) -> int:
     return total
 
 
+MIN_AGE = 10.0
+"""Seconds a process must have run to be sampled: a worker importing its plugin (the example plugin
+imports mlagents, and with it torch) or a collector replaying its journal is not yet what it will be."""
+
+
 def _measure(process: psutil.Process) -> Optional[Tuple[float, int]]:
     try:
+        if time.time() - process.create_time() < MIN_AGE:
+            return None
         return process.memory_info().rss / MB, process.num_fds()
     except psutil.Error:
         return None
@@ -76,7 +84,10 @@ class Sampler:
         self._add("journal_mb", t, journal_bytes(self.collector.layout.journal_dir) / MB)
         if pid is None:
             return
-        main = _measure(psutil.Process(pid)) if psutil.pid_exists(pid) else None
+        try:
+            main = _measure(psutil.Process(pid))
+        except psutil.Error:
+            main = None
         if main is not None:
             self._add("collector_rss_mb", t, main[0])
             self._add("collector_fds", t, main[1])
