@@ -10,9 +10,11 @@ the writer's construction, so a restarted worker does not reset it.  Lines go
 through the ``statbus.console`` logger, so they land wherever the worker host's
 logging goes (its log file).
 
-Replays are dropped: a summary for a (category, step) already printed is
-ignored.  When given a ``state_file`` the writer remembers the last printed
-step (and the last hyperparameters) per category across restarts.
+Replays are dropped: delivered by a worker host, a summary whose journal position
+is at or below the highest one printed is ignored (a second summary at a step
+already printed — late values of a ``SummaryWriter`` log_dir — is printed).  When
+given a ``state_file`` the writer remembers that position (and the last
+hyperparameters per category) across restarts.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Union
 
+from ..delivery import already_written, journal_position
 from ..errors import ConfigError
 from ..settings import RunOptions
 from ..stats import StatsAggregationMethod, StatsPropertyType, StatsSummary, StatsWriter, sum_and_mean, summarize
@@ -38,9 +41,6 @@ IS_TRAINING_KEY = "Is Training"
 
 STATE_FILE_NAME = "console_writer.json"
 """Name of the console writer's replay state in the run's ``run_logs`` dir."""
-
-_MAX_ENCODED = 4096
-"""Bound of the cache of JSON-encoded category names (plugins can invent many)."""
 
 
 def hyperparameters_to_str(params: Any, depth: int = 0) -> str:
@@ -84,9 +84,9 @@ class ConsoleWriter(StatsWriter):
         # ML-Agents prints ELO only once a SELF_PLAY property said so.
         self.self_play = False
         self._state_file = state_file
-        self._last_step: Dict[str, int] = {}
+        self._written = -1
+        """The highest journal position of a summary printed in this run, -1 before the first."""
         self._last_property: Dict[str, str] = {}
-        self._encoded: Dict[str, str] = {}
         self._ensure_visible()
         self._load_state()
 
@@ -107,7 +107,7 @@ class ConsoleWriter(StatsWriter):
         """Replay the state log of this run, then start a compacted one.
 
         The log is one JSON object per line: a header with the run's start
-        time, then ``{"step": [category, step]}`` or ``{"property": [category,
+        time, then ``{"position": journal_position}`` or ``{"property": [category,
         digest]}`` per line printed.  Appending a line costs one ``write``
         per summary (a rewrite-and-rename per summary cost more than the
         line itself); a torn last line after a crash is ignored.
@@ -135,9 +135,9 @@ class ConsoleWriter(StatsWriter):
             for entry in entries[1:]:
                 if not isinstance(entry, dict):
                     continue
-                step, prop = entry.get("step"), entry.get("property")
-                if isinstance(step, list) and len(step) == 2:
-                    self._last_step[str(step[0])] = int(step[1])
+                position, prop = entry.get("position"), entry.get("property")
+                if type(position) is int:
+                    self._written = max(self._written, position)
                 elif isinstance(prop, list) and len(prop) == 2:
                     self._last_property[str(prop[0])] = str(prop[1])
         directory = os.path.dirname(self._state_file) or "."
@@ -145,8 +145,8 @@ class ConsoleWriter(StatsWriter):
         temporary = f"{self._state_file}.{os.getpid()}.tmp"
         with open(temporary, "w", encoding="utf-8") as f:
             f.write(json.dumps({"start_time": self.training_start_time}) + "\n")
-            for category, step in self._last_step.items():
-                f.write(json.dumps({"step": [category, step]}) + "\n")
+            if self._written >= 0:
+                f.write(json.dumps({"position": self._written}) + "\n")
             for category, digest in self._last_property.items():
                 f.write(json.dumps({"property": [category, digest]}) + "\n")
         os.replace(temporary, self._state_file)
@@ -156,35 +156,26 @@ class ConsoleWriter(StatsWriter):
         if self._state_fd is not None:
             os.write(self._state_fd, (json.dumps(entry) + "\n").encode("utf-8"))
 
-    def _log_step(self, category: str, step: int) -> None:
-        """``_log_state({"step": [category, step]})``, the same bytes, without ``json.dumps`` per summary."""
-        if self._state_fd is None:
-            return
-        if type(category) is not str or type(step) is not int:
-            self._log_state({"step": [category, step]})
-            return
-        name = self._encoded.get(category)
-        if name is None:
-            # The JSON text of a name, once: json.dumps' default escaping
-            # (ensure_ascii), so the line is pure ASCII like before.
-            if len(self._encoded) >= _MAX_ENCODED:
-                self._encoded.clear()
-            name = self._encoded[category] = json.dumps(category)
-        os.write(self._state_fd, f'{{"step": [{name}, {step}]}}\n'.encode("ascii"))
+    def _log_position(self, position: int) -> None:
+        """``_log_state({"position": position})``, the same bytes, without ``json.dumps`` per summary."""
+        if self._state_fd is not None:
+            os.write(self._state_fd, b'{"position": %d}\n' % position)
 
     # -- StatsWriter ------------------------------------------------------------
 
     def write_stats(self, category: str, values: Dict[str, StatsSummary], step: int) -> None:
-        if step <= self._last_step.get(category, -1):
-            logger.debug("console: dropping replayed summary %s step %s", category, step)
+        position = journal_position()
+        if already_written(position, self._written):
+            logger.debug("console: dropping replayed summary %s step %s (journal position %s)", category, step, position)
             return
         # Not even formatted when nobody would see it.
         if logger.isEnabledFor(self.level):
             logger.log(self.level, self.format_line(category, values, step, time.time()))
-        self._last_step[category] = step
-        # Logged after the line is out: a crash in between prints a line twice
-        # rather than never.
-        self._log_step(category, step)
+        if position is not None:
+            self._written = position
+            # Logged after the line is out: a crash in between prints a line twice
+            # rather than never.
+            self._log_position(position)
 
     def format_line(self, category: str, values: Dict[str, StatsSummary], step: int, now: float) -> str:
         """ML-Agents' progress line for one summary, as of wall-clock ``now``."""

@@ -11,9 +11,11 @@ atomically (temporary file + ``os.replace``) every few seconds, on ``flush()``
 and on ``close()``, so a reader never sees half a file and a crash loses at
 most what was not yet flushed.
 
-Replays are dropped per (category, step); the last step of each category is
-kept in the file's metadata and reloaded at construction, so a restarted worker
-does not count an update twice.
+Replays are dropped by journal position: the highest position of a summary the
+gauges hold is kept in the file's metadata (``statbus_journal_position``, written
+with them) and reloaded at construction, so a restarted worker does not count an
+update twice, while a second summary at a step already seen (late values of a
+``SummaryWriter`` log_dir) is counted.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import os
 import time
 from typing import Any, Dict, List, Optional
 
+from ..delivery import already_written, journal_position
 from ..settings import RunOptions
 from ..stats import StatsSummary, StatsWriter
 
@@ -54,7 +57,8 @@ class GaugesWriter(StatsWriter):
         self.start_time = time.time() if start_time is None else start_time
         self.flush_secs = flush_secs
         self.gauges: Dict[str, Dict[str, float]] = {}
-        self._last_step: Dict[str, int] = {}
+        self._written = -1
+        """The highest journal position of a summary counted in the gauges, -1 before the first."""
         self._dirty = False
         self._last_flush = time.monotonic()
         self._load(resume)
@@ -84,9 +88,9 @@ class GaugesWriter(StatsWriter):
                 for name, gauge in gauges.items()
                 if isinstance(gauge, dict) and {"value", "min", "max", "count"} <= set(gauge)
             }
-        steps = metadata.get("statbus_last_steps")
-        if same_run and isinstance(steps, dict):
-            self._last_step = {str(k): int(v) for k, v in steps.items() if isinstance(v, int)}
+        position = metadata.get("statbus_journal_position")
+        if same_run and type(position) is int:
+            self._written = position
 
     def set_gauge(self, name: str, value: float) -> None:
         """Update one gauge as ML-Agents' ``set_gauge`` does; NaN is ignored.
@@ -107,13 +111,15 @@ class GaugesWriter(StatsWriter):
         self._dirty = True
 
     def write_stats(self, category: str, values: Dict[str, StatsSummary], step: int) -> None:
-        if step <= self._last_step.get(category, -1):
-            logger.debug("gauges: dropping replayed summary %s step %s", category, step)
+        position = journal_position()
+        if already_written(position, self._written):
+            logger.debug("gauges: dropping replayed summary %s step %s (journal position %s)", category, step, position)
             return
         for key, summary in values.items():
             self.set_gauge(sanitize_gauge_name(f"{category}.{key}.mean"), float(summary.mean))
             self.set_gauge(sanitize_gauge_name(f"{category}.{key}.sum"), float(summary.sum))
-        self._last_step[category] = step
+        if position is not None:
+            self._written = position
         self._dirty = True
         if time.monotonic() - self._last_flush >= self.flush_secs:
             self.flush()
@@ -127,7 +133,7 @@ class GaugesWriter(StatsWriter):
                 "timer_format_version": TIMER_FORMAT_VERSION,
                 "start_time_seconds": _start_time_text(self.start_time),
                 "last_update_seconds": str(int(time.time())),
-                "statbus_last_steps": self._last_step,
+                "statbus_journal_position": self._written,
             },
         }
 

@@ -8,6 +8,7 @@ import types
 import pytest
 
 from statbus.plugins import RunOptions, StatsAggregationMethod, StatsPropertyType, StatsSummary
+from statbus.plugins.delivery import set_journal_position
 from statbus.plugins.writers import console
 from statbus.plugins.writers.console import ConsoleWriter, get_console_writer, hyperparameters_to_str
 
@@ -103,30 +104,40 @@ def test_hyperparameters_dump(caplog):
     assert hyperparameters_to_str(3) == "3"
 
 
+def write_at(writer, position, category, values, step) -> None:
+    """``write_stats`` as a worker host makes it, delivering the journal entry at ``position``."""
+    set_journal_position(position)
+    try:
+        writer.write_stats(category, values, step)
+    finally:
+        set_journal_position(None)
+
+
 def test_replayed_summary_and_property_print_once(caplog, tmp_path):
     caplog.set_level(logging.INFO, logger="statbus.console")
     state = str(tmp_path / "console.json")
     values = {"Environment/Cumulative Reward": s(1.0)}
     writer = ConsoleWriter(start_time=START, state_file=state)
     writer.add_property("c", StatsPropertyType.HYPERPARAMETERS, {"a": 1})
-    writer.write_stats("c", values, 10)
-    writer.write_stats("c", values, 10)
-    writer.write_stats("c", values, 9)
+    write_at(writer, 100, "c", values, 10)
+    write_at(writer, 100, "c", values, 10)  # the same entry again: a replay
+    write_at(writer, 200, "c", values, 10)  # a second summary at step 10 (late values): printed
     writer.add_property("c", StatsPropertyType.HYPERPARAMETERS, {"a": 1})
-    writer.write_stats("other", values, 10)
-    assert len(lines(caplog)) == 3
+    write_at(writer, 300, "other", values, 9)
+    assert len(lines(caplog)) == 4
 
     # A restarted worker of the same run, caught up from the journal.
     restarted = ConsoleWriter(start_time=START, state_file=state)
     restarted.add_property("c", StatsPropertyType.HYPERPARAMETERS, {"a": 1})
-    restarted.write_stats("c", values, 10)
-    assert len(lines(caplog)) == 3
-    restarted.write_stats("c", values, 11)
+    write_at(restarted, 200, "c", values, 10)
+    write_at(restarted, 300, "other", values, 9)
+    assert len(lines(caplog)) == 4
+    write_at(restarted, 400, "c", values, 11)
     assert lines(caplog)[-1].startswith("c. Step: 11. Time Elapsed: 42.250 s.")
 
     # A new run in the same directory starts afresh.
-    ConsoleWriter(start_time=START + 1, state_file=state).write_stats("c", values, 10)
-    assert len(lines(caplog)) == 5
+    write_at(ConsoleWriter(start_time=START + 1, state_file=state), 100, "c", values, 10)
+    assert len(lines(caplog)) == 6
 
 
 def test_registration_uses_run_start_and_log_level(caplog, tmp_path):
@@ -211,29 +222,27 @@ def test_state_log_lines_are_json_dumps_bytes_and_recover(caplog, tmp_path):
     caplog.set_level(logging.INFO, logger="statbus.console")
     state = tmp_path / "console.json"
     writer = ConsoleWriter(start_time=START, state_file=str(state))
-    for step, name in enumerate(NAMES, 1):
-        writer.write_stats(name, {}, step)
-        writer.write_stats(name, {}, step + 10)
+    for position, name in enumerate(NAMES, 1):
+        write_at(writer, position, name, {}, 7)
+    writer.write_stats("c", {}, 7)  # outside a worker host: printed, not logged
     writer.close()
     logged = state.read_bytes().decode("ascii").splitlines()
     assert logged[0] == json.dumps({"start_time": START})
-    expected = []
-    for step, name in enumerate(NAMES, 1):
-        expected += [json.dumps({"step": [name, step]}), json.dumps({"step": [name, step + 10]})]
-    assert logged[1:] == expected
+    assert logged[1:] == [json.dumps({"position": position}) for position in range(1, len(NAMES) + 1)]
 
-    # A restarted worker knows every category's last step, whatever its name.
+    # A restarted worker knows the highest position printed; its state starts compacted.
     printed = len(lines(caplog))
     restarted = ConsoleWriter(start_time=START, state_file=str(state))
-    for step, name in enumerate(NAMES, 1):
-        restarted.write_stats(name, {}, step + 10)
+    assert state.read_text().splitlines()[1:] == [json.dumps({"position": len(NAMES)})]
+    for position, name in enumerate(NAMES, 1):
+        write_at(restarted, position, name, {}, 7)
     assert len(lines(caplog)) == printed
-    restarted.write_stats(NAMES[0], {}, 100)
+    write_at(restarted, 100, NAMES[0], {}, 7)
     restarted.close()
-    assert lines(caplog)[-1].startswith(f"{NAMES[0]}. Step: 100.")
+    assert lines(caplog)[-1].startswith(f"{NAMES[0]}. Step: 7.")
 
 
-def test_disabled_level_skips_formatting_but_still_records_the_step(caplog, tmp_path, monkeypatch):
+def test_disabled_level_skips_formatting_but_still_records_the_position(caplog, tmp_path, monkeypatch):
     caplog.set_level(logging.WARNING, logger="statbus.console")
     state = str(tmp_path / "console.json")
     writer = ConsoleWriter(start_time=START, state_file=state)
@@ -244,13 +253,13 @@ def test_disabled_level_skips_formatting_but_still_records_the_step(caplog, tmp_
         raise AssertionError("formatted a line nobody sees")
 
     monkeypatch.setattr(writer, "format_line", fail)
-    writer.write_stats("c", {}, 5)
+    write_at(writer, 50, "c", {}, 5)
     writer.close()
     assert lines(caplog) == []
     monkeypatch.undo()
     caplog.set_level(logging.INFO, logger="statbus.console")
     restarted = ConsoleWriter(start_time=START, state_file=state)
-    restarted.write_stats("c", {}, 5)
-    restarted.write_stats("c", {}, 6)
+    write_at(restarted, 50, "c", {}, 5)
+    write_at(restarted, 60, "c", {}, 6)
     restarted.close()
     assert [line.split(". Time")[0] for line in lines(caplog)] == ["c. Step: 6"]

@@ -9,6 +9,7 @@ import os
 import pytest
 
 from statbus.plugins import RunOptions, StatsAggregationMethod, StatsSummary
+from statbus.plugins.delivery import set_journal_position
 from statbus.plugins.writers.gauges import FILE_NAME, GaugesWriter, get_gauges_writer, sanitize_gauge_name
 
 A = StatsAggregationMethod
@@ -67,37 +68,47 @@ def test_rewrite_is_atomic_and_periodic(tmp_path):
     writer.close()
 
 
+def write_at(writer, position, category, values, step) -> None:
+    """``write_stats`` as a worker host makes it, delivering the journal entry at ``position``."""
+    set_journal_position(position)
+    try:
+        writer.write_stats(category, values, step)
+    finally:
+        set_journal_position(None)
+
+
 def test_idempotent_across_restart(tmp_path):
     path = tmp_path / "timers.json"
     values = {"k": StatsSummary([1.0], A.AVERAGE)}
     writer = GaugesWriter(str(path), start_time=5.0)
-    writer.write_stats("c", values, 10)
-    writer.write_stats("c", values, 10)
-    writer.write_stats("c", values, 3)
+    write_at(writer, 100, "c", values, 10)
+    write_at(writer, 100, "c", values, 10)  # the same entry again: a replay
+    write_at(writer, 200, "c", values, 10)  # a second summary at step 10 (late values): counted
     writer.close()
-    assert read(path)["gauges"]["c.k.mean"]["count"] == 1
+    assert read(path)["gauges"]["c.k.mean"]["count"] == 2
+    assert read(path)["metadata"]["statbus_journal_position"] == 200
 
     restarted = GaugesWriter(str(path), start_time=5.0)
-    restarted.write_stats("c", values, 10)  # caught up from the journal: a replay
-    restarted.write_stats("c", {"k": StatsSummary([7.0], A.AVERAGE)}, 11)
+    write_at(restarted, 200, "c", values, 10)  # caught up from the journal: a replay
+    write_at(restarted, 300, "c", {"k": StatsSummary([7.0], A.AVERAGE)}, 3)
     restarted.close()
-    assert read(path)["gauges"]["c.k.mean"] == {"value": 7.0, "min": 1.0, "max": 7.0, "count": 2}
+    assert read(path)["gauges"]["c.k.mean"] == {"value": 7.0, "min": 1.0, "max": 7.0, "count": 3}
 
 
 def test_new_run_starts_afresh_and_resume_carries_on(tmp_path):
     path = tmp_path / "timers.json"
     values = {"k": StatsSummary([1.0], A.AVERAGE)}
     first = GaugesWriter(str(path), start_time=5.0)
-    first.write_stats("c", values, 10)
+    write_at(first, 100, "c", values, 10)
     first.close()
 
     fresh = GaugesWriter(str(path), start_time=6.0)
-    fresh.write_stats("c", values, 10)
+    write_at(fresh, 100, "c", values, 10)
     fresh.close()
     assert read(path)["gauges"]["c.k.mean"]["count"] == 1
 
     resumed = GaugesWriter(str(path), start_time=7.0, resume=True)
-    resumed.write_stats("c", values, 10)  # a resumed run's step is not a replay of the last run's
+    write_at(resumed, 100, "c", values, 10)  # a resumed run's entry is not a replay of the last run's
     resumed.close()
     assert read(path)["gauges"]["c.k.mean"]["count"] == 2
 
