@@ -8,7 +8,7 @@ import types
 import pytest
 
 from statbus.plugins import RunOptions, StatsAggregationMethod, StatsPropertyType, StatsSummary
-from statbus.plugins.delivery import set_journal_position
+from delivering import write_at
 from statbus.plugins.writers import console
 from statbus.plugins.writers.console import ConsoleWriter, get_console_writer, hyperparameters_to_str
 
@@ -102,15 +102,6 @@ def test_hyperparameters_dump(caplog):
     )
     assert lines(caplog) == [expected]
     assert hyperparameters_to_str(3) == "3"
-
-
-def write_at(writer, position, category, values, step) -> None:
-    """``write_stats`` as a worker host makes it, delivering the journal entry at ``position``."""
-    set_journal_position(position)
-    try:
-        writer.write_stats(category, values, step)
-    finally:
-        set_journal_position(None)
 
 
 def test_replayed_summary_and_property_print_once(caplog, tmp_path):

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from statbus.plugins import RunOptions, StatsAggregationMethod, StatsSummary
-from statbus.plugins.delivery import set_journal_position
+from delivering import write_at
 from statbus.plugins.writers.gauges import FILE_NAME, GaugesWriter, get_gauges_writer, sanitize_gauge_name
 
 A = StatsAggregationMethod
@@ -66,15 +66,6 @@ def test_rewrite_is_atomic_and_periodic(tmp_path):
     assert read(path)["gauges"]["c.k.mean"]["value"] == 2.0
     assert [n for n in os.listdir(tmp_path) if n != "timers.json"] == []
     writer.close()
-
-
-def write_at(writer, position, category, values, step) -> None:
-    """``write_stats`` as a worker host makes it, delivering the journal entry at ``position``."""
-    set_journal_position(position)
-    try:
-        writer.write_stats(category, values, step)
-    finally:
-        set_journal_position(None)
 
 
 def test_idempotent_across_restart(tmp_path):

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from statbus.plugins import RunOptions, StatsAggregationMethod, StatsPropertyType, StatsSummary
-from statbus.plugins.delivery import set_journal_position
+from delivering import write_at
 from statbus.plugins.writers.jsonl import FILE_NAME, JsonlWriter, get_jsonl_writer
 
 A = StatsAggregationMethod
@@ -83,15 +83,6 @@ def test_property_lines(tmp_path):
     lines = read_lines(path)
     assert [(l["property"], l["value"]) for l in lines] == [("selfplay", True), ("hyperparameters", {"a": 1})]
     assert all("step" not in l for l in lines)
-
-
-def write_at(writer, position, category, values, step) -> None:
-    """``write_stats`` as a worker host makes it, delivering the journal entry at ``position``."""
-    set_journal_position(position)
-    try:
-        writer.write_stats(category, values, step)
-    finally:
-        set_journal_position(None)
 
 
 def test_replays_are_dropped_by_journal_position_across_restart_late_summaries_are_not(tmp_path):

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from statbus.plugins import RunOptions, StatsAggregationMethod, StatsPropertyType, StatsSummary
-from statbus.plugins.delivery import set_journal_position
+from delivering import write_at
 from statbus.plugins.writers.tensorboard import TensorboardWriter, get_tensorboard_writer, histogram_proto
 
 A = StatsAggregationMethod
@@ -220,15 +220,6 @@ def test_many_writes_read_back_exactly(tmp_path):
         assert scalars(acc, tag) == expected
     empty = scalars(acc, "Env/Empty")
     assert [s for s, _ in empty] == list(range(1, 1001)) and all(math.isnan(v) for _, v in empty)
-
-
-def write_at(writer, position, category, values, step) -> None:
-    """``write_stats`` as a worker host makes it, delivering the journal entry at ``position``."""
-    set_journal_position(position)
-    try:
-        writer.write_stats(category, values, step)
-    finally:
-        set_journal_position(None)
 
 
 def test_torn_last_record_keeps_earlier_events_readable(tmp_path):
