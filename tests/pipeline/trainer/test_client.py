@@ -1,8 +1,10 @@
-"""The trainer client in real trainer processes: env configuration, exit, fork."""
+"""The trainer client in real trainer processes: env configuration, exit, fork.
+
+Its parts have their own files: test_framing.py, test_handoff.py, test_resend_buffer.py.
+"""
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import os
 import subprocess
@@ -10,26 +12,16 @@ import sys
 import textwrap
 from typing import Dict, Iterator
 
-import msgpack
 import pytest
 
 import statbus.pipeline as sp
 from ackpeer import AckPeer, PeerState, wait_for
 from statbus.pipeline import StatsReporter
 from statbus.pipeline.trainer import config as trainer_config
-from statbus.pipeline.trainer.framing import (
-    BATCH_VALUES,
-    FrameBuilder,
-    SetStatEvent,
-    StatsEvent,
-    WriteEvent,
-    drain_events,
-)
+from statbus.pipeline.trainer.framing import BATCH_VALUES
 from statbus.pipeline.trainer.handoff import MAX_PENDING_EVENTS
-from statbus.pipeline.trainer.resend_buffer import FRAME_OVERHEAD, FrameBuffer
-from statbus.pipeline.wire import MAX_FRAME_BYTES, Hello, decode_frame, encode_frame, stat_record, write_record
+from statbus.pipeline.wire import Hello
 from statbus.plugins import ConfigError
-from statbus.plugins.records import StatOp, pack_values
 
 PRELUDE = """
 import os, sys, warnings
@@ -182,104 +174,6 @@ def test_fork_with_pending_data_each_process_sends_its_own(tmp_path) -> None:
 
 # --- the pieces, without processes -----------------------------------------
 
-def _stats(n: int) -> list:
-    return [stat_record("Cat", "k", 0, 0, pack_values(range(n)))]
-
-
-def test_frame_buffer_strips_oldest_stats_keeps_markers_and_raises_lowest_sendable() -> None:
-    buffer = FrameBuffer("me", limit=1 << 20)
-    buffer.add(_stats(100), 100)                                    # 1: stats only
-    buffer.add(_stats(100) + [write_record("Cat", 1)], 100)          # 2: stats + write
-    buffer.add(_stats(100), 100)                                    # 3: stats only
-    # Room for one whole frame and two stripped ones: frames 1 and 2 must go.
-    buffer.limit = buffer.frames[2].nbytes + 2 * (FRAME_OVERHEAD + 100)
-    dropped, lost = buffer.enforce()
-    assert (dropped, lost) == (200, 0)
-    assert [f.seq for f in buffer.frames] == [2, 3]  # 1 was left empty at the bottom: dropped
-    assert buffer.lowest_sendable == 2 and buffer.nbytes <= buffer.limit
-    frame2, frame3 = (decode_frame(buffer.payload(f)) for f in buffer.frames)
-    assert frame2.lowest_sendable == 2 and [type(r).__name__ for r in frame2.records] == ["WriteMarker"]
-    assert frame3.lowest_sendable == 2 and len(frame3.records[0].values) == 100
-    assert buffer.ack(2) == 1 and buffer.acked == 2
-    assert buffer.ack(1) == 0 and buffer.ack(99) == 1 and not buffer.frames
-
-
-def test_a_full_frame_buffer_leaves_nothing_for_the_garbage_collector_to_walk() -> None:
-    # Buffered records as Python lists made every collection in the training process walk
-    # them (millions in a full buffer): the buffer keeps encoded bytes only.
-    import gc
-
-    buffer = FrameBuffer("me", limit=1 << 30)
-    records = [[0, "Cat", f"k{i}", 0, 0, pack_values([float(i)])] for i in range(1000)]
-    gc.collect()
-    tracked_before = len(gc.get_objects())
-    for _ in range(200):
-        buffer.add([list(r) for r in records] + [write_record("Cat", 1)], 1000)
-    del records
-    gc.collect()
-    assert len(buffer.frames) == 200
-    assert len(gc.get_objects()) - tracked_before < 200 + 50  # the 200 Outgoing slots objects, not 200,000 records
-    first = buffer.frames[0]
-    assert len(first.records) == 1001 and first.nrecords == 1001  # decoded again on demand
-
-
-def test_frame_buffer_merges_unsent_marker_frames_under_pressure() -> None:
-    buffer = FrameBuffer("me", limit=1 << 20)
-    for step in range(50):
-        buffer.add(_stats(10) + [write_record("Cat", step)], 10)
-    buffer.limit = 50 * 200
-    dropped, lost = buffer.enforce()
-    assert dropped == 500 and lost == 0 and buffer.nbytes <= buffer.limit
-    # Every write survives, in order, in fewer frames; lowest_sendable moved past the merged ones.
-    frames = [decode_frame(buffer.payload(f)) for f in buffer.frames]
-    assert [r.step for f in frames for r in f.records] == list(range(50))
-    assert len(frames) < 50 and buffer.lowest_sendable == frames[0].seq
-
-
-def test_frame_buffer_last_resort_drops_whole_frames_to_stay_bounded() -> None:
-    buffer = FrameBuffer("me", limit=1 << 20)
-    for step in range(50):
-        buffer.add([write_record("Cat", step)], 0).first_sent = 1.0  # sent once: never merged
-    buffer.limit = 10 * (FRAME_OVERHEAD + 60)
-    _, lost = buffer.enforce()
-    assert lost > 0 and buffer.nbytes <= buffer.limit and buffer.frames_lost == lost
-    assert buffer.lowest_sendable == buffer.frames[0].seq
-
-
-def test_frame_builder_groups_keys_in_first_seen_order() -> None:
-    agg = sp.StatsAggregationMethod
-    builder = FrameBuilder()
-    for event in [("C", "b", 1.0, agg.AVERAGE), ("C", "a", 2.0, agg.SUM), ("C", "b", 3.0, agg.HISTOGRAM)]:
-        builder.add(*event)
-    builder.property("C", "selfplay", {"x": 1}, 10)
-    builder.write("C", 4)
-    records = builder.records()
-    assert [r[0] for r in records] == [2, 0, 0, 3]
-    assert records[1][2] == "b" and records[1][3] == agg.HISTOGRAM.value and records[2][2] == "a"
-    msgpack.packb(records)
-
-
-def test_drained_frames_stay_within_the_wire_limits_whatever_the_keys() -> None:
-    agg = sp.StatsAggregationMethod.AVERAGE
-    queue = collections.deque()
-    for i in range(20_000):  # distinct 1000-character keys: ~20 MB of names
-        key = f"{i:06d}" + "k" * 994
-        queue.append(StatsEvent({("C" * 1000, key): [agg, -1.0]}))
-        queue.append(SetStatEvent("C" * 1000, key, float(i)))  # set_stat replaces the -1
-    builders = list(drain_events(queue, lambda: []))
-    assert len(builders) > 1 and not queue
-    period: Dict[str, list] = {}  # what the collector makes of them
-    for seq, builder in enumerate(builders, 1):
-        payload = encode_frame("me", seq, 1, 0, builder.records())
-        assert len(payload) < MAX_FRAME_BYTES
-        for record in decode_frame(payload).records:
-            if record.op == StatOp.SET:
-                period[record.key] = record.values
-            else:
-                period.setdefault(record.key, []).extend(record.values)
-    assert [v for values in period.values() for v in values] == [float(i) for i in range(20_000)]
-
-
 def test_config_arguments_then_environment_then_defaults(tmp_path) -> None:
     env = {"STATBUS_RUN_ID": "envrun", "STATBUS_RESULTS_DIR": str(tmp_path), "STATBUS_BUFFER_BYTES": "123456",
            "STATBUS_AUTOSTART": "0"}
@@ -337,53 +231,3 @@ def test_a_sender_that_cannot_start_drops_stats_and_never_raises(tmp_path, monke
         sp.shutdown(0.2)
 
 
-def test_sealed_entries_are_split_across_frames_in_order() -> None:
-    # One sealed dict far past a frame's values: no frame exceeds BATCH_VALUES, order holds.
-    agg = sp.StatsAggregationMethod
-    n = 3 * BATCH_VALUES + 17
-    sealed = {("C", "big"): [agg.AVERAGE] + [float(i) for i in range(n)], ("C", "small"): [agg.SUM, 1.0, 2.0]}
-    queue = collections.deque([StatsEvent(sealed), WriteEvent("C", 5), StatsEvent({("C", "big"): [agg.AVERAGE, -1.0]})])
-    builders = list(drain_events(queue, lambda: []))
-    assert not queue and all(b.nvalues <= BATCH_VALUES for b in builders)
-    assert sum(b.nvalues for b in builders) == n + 3
-    values, kinds = [], []
-    for seq, builder in enumerate(builders, 1):
-        for record in decode_frame(encode_frame("me", seq, 1, 0, builder.records())).records:
-            kinds.append(type(record).__name__)
-            if kinds[-1] == "StatRecord" and record.key == "big":
-                values.extend(record.values)
-    assert values == [float(i) for i in range(n)] + [-1.0]
-    # The write closes the period after every value sealed before it, and before the later one.
-    assert kinds.index("WriteMarker") == len(kinds) - 2
-
-
-def test_client_seals_keep_order_across_aggregation_changes_and_cap_memory(tmp_path, monkeypatch) -> None:
-    import statbus.pipeline.trainer.handoff as handoff_module
-
-    # A sender that never drains (a long batch interval, and never woken): the
-    # current entries and the sealed values stay bounded, the rest is counted as dropped.
-    monkeypatch.setattr(handoff_module, "MAX_PENDING_VALUES", 4 * handoff_module.ENTRY_VALUES)
-    monkeypatch.setattr(handoff_module.Handoff, "wake", lambda self: None)
-    sp.configure(run_id="t", results_dir=str(tmp_path), address=_address(tmp_path), autostart=False,
-                 linger=0.2, batch_interval=10.0)
-    agg = sp.StatsAggregationMethod
-    try:
-        reporter = StatsReporter("Cat")
-        reporter.add_stat("k", 1.0, agg.SUM)
-        reporter.add_stat("k", 2.0, agg.HISTOGRAM)   # a new aggregation seals what came before
-        reporter.add_stat("k", 3.0, agg.HISTOGRAM)
-        client = sp.trainer.reporter._client
-        with client.lock:
-            assert [list(event.sealed.values()) for event in client.queue] == [[[agg.SUM, 1.0]]]
-            assert list(client.current.values()) == [[agg.HISTOGRAM, 2.0, 3.0]]
-        total = 40 * handoff_module.ENTRY_VALUES
-        for i in range(total):
-            reporter.add_stat(f"k{i % 3}", float(i))
-        counters = client.snapshot()  # this client's own, not earlier tests' retired ones
-        queued, dropped = counters["values_queued"], counters["events_dropped"]
-        assert counters["values_recorded"] == 0 and queued + dropped == total + 3
-        assert queued <= handoff_module.MAX_PENDING_VALUES + 3 * (handoff_module.ENTRY_VALUES + 1) + 3
-        assert dropped >= total - queued > 0
-    finally:
-        monkeypatch.undo()  # a sender that can be woken again, to stop
-        sp.shutdown(0.2)

@@ -1,0 +1,73 @@
+"""The trainer's resend buffer (trainer/resend_buffer.py): bounded by bytes, stripping the oldest
+stats first, keeping every WRITE marker, raising ``lowest_sendable`` past what it dropped."""
+
+from __future__ import annotations
+
+from statbus.pipeline.trainer.resend_buffer import FRAME_OVERHEAD, FrameBuffer
+from statbus.pipeline.wire import decode_frame, stat_record, write_record
+from statbus.plugins.records import pack_values
+
+
+def _stats(n: int) -> list:
+    return [stat_record("Cat", "k", 0, 0, pack_values(range(n)))]
+
+
+def test_frame_buffer_strips_oldest_stats_keeps_markers_and_raises_lowest_sendable() -> None:
+    buffer = FrameBuffer("me", limit=1 << 20)
+    buffer.add(_stats(100), 100)                                    # 1: stats only
+    buffer.add(_stats(100) + [write_record("Cat", 1)], 100)          # 2: stats + write
+    buffer.add(_stats(100), 100)                                    # 3: stats only
+    # Room for one whole frame and two stripped ones: frames 1 and 2 must go.
+    buffer.limit = buffer.frames[2].nbytes + 2 * (FRAME_OVERHEAD + 100)
+    dropped, lost = buffer.enforce()
+    assert (dropped, lost) == (200, 0)
+    assert [f.seq for f in buffer.frames] == [2, 3]  # 1 was left empty at the bottom: dropped
+    assert buffer.lowest_sendable == 2 and buffer.nbytes <= buffer.limit
+    frame2, frame3 = (decode_frame(buffer.payload(f)) for f in buffer.frames)
+    assert frame2.lowest_sendable == 2 and [type(r).__name__ for r in frame2.records] == ["WriteMarker"]
+    assert frame3.lowest_sendable == 2 and len(frame3.records[0].values) == 100
+    assert buffer.ack(2) == 1 and buffer.acked == 2
+    assert buffer.ack(1) == 0 and buffer.ack(99) == 1 and not buffer.frames
+
+
+def test_a_full_frame_buffer_leaves_nothing_for_the_garbage_collector_to_walk() -> None:
+    # Buffered records as Python lists made every collection in the training process walk
+    # them (millions in a full buffer): the buffer keeps encoded bytes only.
+    import gc
+
+    buffer = FrameBuffer("me", limit=1 << 30)
+    records = [[0, "Cat", f"k{i}", 0, 0, pack_values([float(i)])] for i in range(1000)]
+    gc.collect()
+    tracked_before = len(gc.get_objects())
+    for _ in range(200):
+        buffer.add([list(r) for r in records] + [write_record("Cat", 1)], 1000)
+    del records
+    gc.collect()
+    assert len(buffer.frames) == 200
+    assert len(gc.get_objects()) - tracked_before < 200 + 50  # the 200 Outgoing slots objects, not 200,000 records
+    first = buffer.frames[0]
+    assert len(first.records) == 1001 and first.nrecords == 1001  # decoded again on demand
+
+
+def test_frame_buffer_merges_unsent_marker_frames_under_pressure() -> None:
+    buffer = FrameBuffer("me", limit=1 << 20)
+    for step in range(50):
+        buffer.add(_stats(10) + [write_record("Cat", step)], 10)
+    buffer.limit = 50 * 200
+    dropped, lost = buffer.enforce()
+    assert dropped == 500 and lost == 0 and buffer.nbytes <= buffer.limit
+    # Every write survives, in order, in fewer frames; lowest_sendable moved past the merged ones.
+    frames = [decode_frame(buffer.payload(f)) for f in buffer.frames]
+    assert [r.step for f in frames for r in f.records] == list(range(50))
+    assert len(frames) < 50 and buffer.lowest_sendable == frames[0].seq
+
+
+def test_frame_buffer_last_resort_drops_whole_frames_to_stay_bounded() -> None:
+    buffer = FrameBuffer("me", limit=1 << 20)
+    for step in range(50):
+        buffer.add([write_record("Cat", step)], 0).first_sent = 1.0  # sent once: never merged
+    buffer.limit = 10 * (FRAME_OVERHEAD + 60)
+    _, lost = buffer.enforce()
+    assert lost > 0 and buffer.nbytes <= buffer.limit and buffer.frames_lost == lost
+    assert buffer.lowest_sendable == buffer.frames[0].seq
+
