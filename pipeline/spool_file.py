@@ -42,9 +42,14 @@ class SpoolFile(NamedTuple):
     frames: List[bytes]
 
 
+def file_prefix(sender: str) -> str:
+    """What every file of ``sender`` is named first: the sender made file-safe, and a dash."""
+    return f"{_UNSAFE.sub('_', sender)[:120]}-"
+
+
 def file_name(sender: str, first_seq: int) -> str:
     """``<sender, made file-safe>-<first seq, 20 digits>.spool``: a sender's files sort by seq."""
-    return f"{_UNSAFE.sub('_', sender)[:120]}-{first_seq:020d}{SUFFIX}"
+    return f"{file_prefix(sender)}{first_seq:020d}{SUFFIX}"
 
 
 def encode(sender: str, frames: Sequence[bytes]) -> bytes:

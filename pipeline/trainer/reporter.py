@@ -36,6 +36,7 @@ from . import config as trainer_config
 from .framing import PropertyEvent, SetStatEvent, WriteEvent
 from .handoff import ENTRY_VALUES
 from .sender import Client
+from .spool import spool_unacked
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +149,8 @@ _failed_at = -1e9
 _orphans: List[Client] = []  # a forked child keeps its parent's client, untouched, forever
 _retired: Dict[str, int] = collections.Counter()
 _CUMULATIVE = ("values_recorded", "values_dropped", "frames_sent", "frames_resent", "frames_acked",
-               "frames_dropped", "errors", "events_dropped", "collector_starts", "collector_start_failures")
+               "frames_dropped", "errors", "events_dropped", "collector_starts", "collector_start_failures",
+               "frames_spilled")
 
 
 def _get_client() -> Optional[Client]:
@@ -218,8 +220,6 @@ def shutdown(timeout: Optional[float] = None) -> None:
 def _report_undelivered(client: Client, linger: float) -> None:
     """The one line a closing client says when the collector did not take everything: where it waits (the
     spool), or, only if the spool cannot be written, that it is lost."""
-    from .spool import spool_unacked  # only a client closing with unacked frames needs it
-
     try:
         line = spool_unacked(client, linger)
     except Exception as exc:  # noqa: BLE001 — an exit must not turn into a traceback

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import collections
 import time
-from typing import Deque, List, NamedTuple, Optional, Tuple
+from typing import Callable, Deque, List, NamedTuple, Optional, Tuple
 
 from ..wire import encode_frame, frame_records
 from .framing import MAX_FRAME_RECORDS, STAT_KIND, WRITE_KIND
@@ -95,18 +95,25 @@ def _mergeable(lower: Outgoing, upper: Outgoing) -> bool:
 class FrameBuffer:
     """Unacknowledged frames, oldest first, bounded by ``limit`` bytes (docs/internals.md "Wire").
 
-    Over the limit, stat records are stripped from the oldest frames (same seq,
+    Over the limit, the oldest frames go whole to ``spill`` (the run's spool) when one is
+    given and takes them.  What it refuses, stat records are stripped from the oldest frames (same seq,
     re-encoded); frames left empty at the bottom are dropped and ``lowest_sendable`` moves
     past them.  A stripped bottom frame that was never sent is merged into the
     next one when that is stripped and unsent too (so a HELLO or a run of WRITE
     markers does not pin lowest_sendable, and costs bytes, not frames).  Only if
     markers and properties alone overflow the buffer are whole frames dropped
-    (``frames_lost``): memory stays bounded whatever happens.
+    (``frames_lost``): memory stays bounded whatever happens (but for markers alone
+    past the limit while spilled frames wait for their ack: dropping frames then would
+    move lowest_sendable past the spilled ones).
     """
 
-    def __init__(self, sender: str, limit: int) -> None:
+    def __init__(self, sender: str, limit: int, spill: Optional[Callable[[List[HeldFrame]], int]] = None) -> None:
         self.sender = sender
         self.limit = limit
+        self.spill = spill
+        """Over the limit, first: hand the oldest frames, whole, to this (the spool); it returns how many
+        of them it wrote, from the oldest, and those leave memory.  Stripping is for what it refuses."""
+        self.spilled_upto = 0  # the highest seq handed to ``spill``
         self.frames: Deque[Outgoing] = collections.deque()
         self.nbytes = 0
         self.next_seq = 1
@@ -163,6 +170,21 @@ class FrameBuffer:
             self.nbytes += frame.nbytes - before
         return frame.payload
 
+    def _spill(self) -> None:
+        """The oldest frames, whole, to the spool until half the limit is left (one write per outage
+        stretch, not one per frame); lowest_sendable stays below them, so the collector takes the
+        frames after them only once it has taken them from the spool."""
+        target, size, out = self.limit // 2, self.nbytes, []
+        for frame in self.frames:
+            if size <= target:
+                break
+            out.append(HeldFrame(frame.seq, self.payload(frame), frame.nvalues, 0))
+            size -= frame.nbytes
+        for _ in range(self.spill(out) if out else 0):
+            frame = self.frames.popleft()
+            self.nbytes -= frame.nbytes
+            self.spilled_upto = frame.seq
+
     def _merge_up(self, lower: Outgoing, upper: Outgoing) -> None:
         # Markers keep their order relative to every stat: neither frame has stats left.
         before = upper.nbytes
@@ -172,6 +194,8 @@ class FrameBuffer:
     def enforce(self) -> Tuple[int, int]:
         """Bring the buffer under its limit; returns (values dropped, frames lost) by this call."""
         values_before, lost_before = self.values_dropped, self.frames_lost
+        if self.nbytes > self.limit and self.spill is not None:
+            self._spill()
         if self.nbytes > self.limit and self.frames:
             first = self.frames[0].seq
             for index in range(max(0, self._stripped_upto + 1 - first), len(self.frames)):
@@ -183,7 +207,8 @@ class FrameBuffer:
                     before = frame.nbytes
                     self.values_dropped += frame.strip_stats(self.sender, self.lowest_sendable, self.values_dropped)
                     self.nbytes += frame.nbytes - before
-        while self.frames:
+        while self.frames and self.spilled_upto <= self.acked:
+            # (Not while spilled frames are unacknowledged: lowest_sendable must not pass them.)
             bottom = self.frames[0]
             if not bottom.empty:
                 # Merging needs no pressure: unsent stats-less neighbours are one frame's worth.

@@ -30,6 +30,7 @@ from .framing import BYE, FlushEvent, FrameBuilder, Ticket, drain_events
 from .handoff import Handoff
 from .rate_log import RateLimitedLog
 from .resend_buffer import FrameBuffer, HeldFrame
+from .spool import Spiller, read_by_run_collector
 
 logger = logging.getLogger(__name__)
 
@@ -102,11 +103,15 @@ class Client(Handoff):
             "frames_acked": 0, "values_dropped": 0, "frames_dropped": 0, "errors": 0,
             "buffer_bytes": 0, "buffer_bytes_max": 0, "buffer_frames": 0, "acked_seq": 0,
             "last_seq": 0, "lowest_sendable": 1, "events_dropped": 0, "reconnects": 0, "refusals": 0,
-            "collector_starts": 0, "collector_start_failures": 0,
+            "collector_starts": 0, "collector_start_failures": 0, "frames_spilled": 0,
         })
         self._stopping = False
         # sender-thread state
-        self._buffer = FrameBuffer(self.sender, config.buffer_bytes)
+        # Past the buffer, frames go to the run's spool only where the run's collector reads it: the
+        # frames after them wait for it, and a collector that never took them would refuse those forever.
+        spill = self._spill if read_by_run_collector(config) else None
+        self._buffer = FrameBuffer(self.sender, config.buffer_bytes, spill=spill)
+        self._spiller: Optional[Spiller] = None
         self._sent_upto = 0       # highest seq handed to zmq in this round
         self._max_sent = 0
         self._acked_at = self._rewound_at = time.monotonic()
@@ -372,6 +377,14 @@ class Client(Handoff):
             _rlog.warn("lost", "statbus: markers and properties alone overflow the buffer; "
                        "%d whole frames dropped so far", self._buffer.frames_lost)
         self._update_buffer_counters()
+
+    def _spill(self, frames: List[HeldFrame]) -> int:
+        """The buffer is full: its oldest frames to the run's spool (:class:`.spool.Spiller`); how many went."""
+        if self._spiller is None:
+            self._spiller = Spiller(self.config, self.sender)
+        spilled = self._spiller(frames)
+        self.counters["frames_spilled"] += spilled
+        return spilled
 
     def _update_buffer_counters(self) -> None:
         c, buffer = self.counters, self._buffer

@@ -10,18 +10,29 @@ written, and the one line this module composes says which it was.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import TYPE_CHECKING, List, NamedTuple, Optional, Sequence
 
 from .. import spool_file
 from ..layout import RunLayout
+from .rate_log import RateLimitedLog
 from .resend_buffer import HeldFrame
 
-if TYPE_CHECKING:  # the sender imports nothing of this module; the client is passed in
+if TYPE_CHECKING:  # the client is passed in
+    from .config import TrainerConfig
     from .sender import Client
+
+logger = logging.getLogger(__name__)
+_rlog = RateLimitedLog(logger)
+
+SPILL_BUFFERS = 4
+"""A running trainer's files waiting in the spool stay under this many times its buffer (``buffer_bytes``):
+256 MiB by default; with what it spools at exit (at most one buffer more), 320 MiB per process."""
 
 
 class Written(NamedTuple):
+    frames: int
     files: int
     nbytes: int
     values: int
@@ -69,12 +80,13 @@ def write(directory: str, sender: str, frames: Sequence[HeldFrame]) -> Written:
     The files written before a failure are complete and stay: the collector takes them in,
     and the frames after them are lost (said by the caller).
     """
-    files = nbytes = values = summaries = 0
+    nframes = files = nbytes = values = summaries = 0
     try:
         os.makedirs(directory, exist_ok=True)
         for chunk in _chunks(frames):
             data = spool_file.encode(sender, [frame.payload for frame in chunk])
             _write_file(directory, spool_file.file_name(sender, chunk[0].seq), data)
+            nframes += len(chunk)
             files += 1
             nbytes += len(data)
             values += sum(frame.nvalues for frame in chunk)
@@ -86,8 +98,50 @@ def write(directory: str, sender: str, frames: Sequence[HeldFrame]) -> Written:
             finally:
                 os.close(fd)
     except OSError as exc:
-        return Written(files, nbytes, values, summaries, str(exc))
-    return Written(files, nbytes, values, summaries, None)
+        return Written(nframes, files, nbytes, values, summaries, str(exc))
+    return Written(nframes, files, nbytes, values, summaries, None)
+
+
+def read_by_run_collector(config: "TrainerConfig") -> bool:
+    """True when the collector this trainer sends to is the run's own, on this host (its default
+    socket), so it reads this spool: a custom, tcp or Ray address may reach a collector that does not."""
+    return not config.ray and config.address == RunLayout(config.results_dir, config.run_id).data_address
+
+
+class Spiller:
+    """Past the buffer's bound while the collector does not acknowledge (a long outage), the sender's
+    oldest frames go to the spool whole, instead of losing their values (``FrameBuffer.spill``).
+
+    Bounded: this process's files waiting in the spool stay under :data:`SPILL_BUFFERS` times its
+    buffer; past that (or when the spool cannot be written) the buffer strips values as before.
+    """
+
+    def __init__(self, config: "TrainerConfig", sender: str) -> None:
+        self.directory = RunLayout(config.results_dir, config.run_id).spool_dir
+        self.sender = sender
+        self.limit = SPILL_BUFFERS * config.buffer_bytes
+        self._prefix = os.path.join(self.directory, spool_file.file_prefix(sender))
+
+    def waiting_bytes(self) -> int:
+        """Bytes of this sender's files still in the spool (the collector deletes what it took in)."""
+        return sum(size for path, size in spool_file.waiting(self.directory) if path.startswith(self._prefix))
+
+    def __call__(self, frames: List[HeldFrame]) -> int:
+        waiting = self.waiting_bytes()
+        if waiting + sum(len(frame.payload) for frame in frames) > self.limit:
+            _rlog.warn("spill-full", "statbus: this process's spool %s holds %.1f MiB, its bound (%d times "
+                       "the trainer's buffer); the oldest values are dropped from now on", self.directory,
+                       waiting / 2**20, SPILL_BUFFERS)
+            return 0
+        written = write(self.directory, self.sender, frames)
+        if written.error is not None:
+            _rlog.warn("spill-error", "statbus: the spool %s cannot be written (%s); the oldest values are "
+                       "dropped from now on", self.directory, written.error)
+        else:
+            _rlog.warn("spill", "statbus: trainer buffer full (collector unreachable?): its oldest values go to "
+                       "the spool %s, where the collector takes them in (%.1f MiB waiting, at most %.0f MiB)",
+                       self.directory, (waiting + written.nbytes) / 2**20, self.limit / 2**20)
+        return written.frames
 
 
 def spool_unacked(client: "Client", linger: float) -> Optional[str]:
@@ -110,9 +164,10 @@ def spool_unacked(client: "Client", linger: float) -> Optional[str]:
     if written.error is None:
         if not values and not summaries:
             return None  # markers alone (a goodbye): spooled for the collector, nothing to tell
+        taker = ("the run's next collector takes them in" if read_by_run_collector(client.config)
+                 else "a collector of this run folder on this host takes them in")
         return (f"statbus: {values} values and {summaries} summaries recorded by this process wait in the spool "
-                f"{directory} ({written.files} files, {written.nbytes / 2**20:.1f} MiB): {why}; the run's next "
-                f"collector takes them in{earlier}")
+                f"{directory} ({written.files} files, {written.nbytes / 2**20:.1f} MiB): {why}; {taker}{earlier}")
     line = (f"statbus: {values - written.values} values and {summaries - written.summaries} summaries recorded by "
             f"this process are lost: {why}, and the spool {directory} could not be written ({written.error})")
     if written.files:

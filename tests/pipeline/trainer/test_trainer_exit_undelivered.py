@@ -26,7 +26,7 @@ for i in range(300_000):   # big frames: the zero-copy sends that failed at exit
 LINE = re.compile(
     r"^statbus: 300000 values and 10 summaries recorded by this process wait in the spool (?P<dir>\S+) "
     r"\(1 files, \d+\.\d MiB\): the collector at ipc://\S+ did not acknowledge them within 1 s "
-    r"\(.*statbus status.*\); the run's next collector takes them in$"
+    r"\(.*statbus status.*\); a collector of this run folder on this host takes them in$"
 )
 
 

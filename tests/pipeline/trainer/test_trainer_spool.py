@@ -37,7 +37,7 @@ for step in range(1, {steps} + 1):
 SPOOLED = re.compile(
     rf"^statbus: {STEPS * VALUES} values and {STEPS} summaries recorded by this process wait in the spool (\S+) "
     r"\((\d+) files, [\d.]+ MiB\): the collector at \S+ did not acknowledge them within 1 s .*; "
-    r"the run's next collector takes them in$"
+    r"(the run's next collector|a collector of this run folder on this host) takes them in$"
 )
 
 
@@ -63,7 +63,7 @@ def spool_files(layout: RunLayout) -> List[str]:
     return sorted(name for name in os.listdir(layout.spool_dir) if name.endswith(".spool"))
 
 
-def assert_each_step_once(layout: RunLayout) -> None:
+def assert_each_step_once(layout: RunLayout, values: int = VALUES) -> None:
     """Every frame journaled once, every step summarized once with exactly its values, in the journal
     and in stats.jsonl (whose writer's own guard against replays must not be what hides a duplicate)."""
     frames = journal_frames(layout.journal_dir)
@@ -71,13 +71,13 @@ def assert_each_step_once(layout: RunLayout) -> None:
     summaries = journal_summaries(layout.journal_dir)
     assert [(category, step) for category, step, _ in summaries] == [("C", s) for s in range(1, STEPS + 1)]
     for _, step, entries in summaries:
-        assert sorted(entries["k"][1]) == [step * 100_000.0 + i for i in range(VALUES)]
+        assert sorted(entries["k"][1]) == [step * 100_000.0 + i for i in range(values)]
     with open(os.path.join(layout.run_dir, "stats.jsonl"), encoding="utf-8") as handle:
         lines = [line for line in map(json.loads, handle) if "step" in line]
     assert [line["step"] for line in lines] == list(range(1, STEPS + 1))
     for line in lines:
-        assert line["values"]["k"]["num"] == VALUES
-        assert line["values"]["k"]["sum"] == sum(line["step"] * 100_000.0 + i for i in range(VALUES))
+        assert line["values"]["k"]["num"] == values
+        assert line["values"]["k"]["sum"] == sum(line["step"] * 100_000.0 + i for i in range(values))
 
 
 def test_a_trainer_exiting_with_the_collector_stopped_is_delivered_once_by_the_next_collector(tmp_path):
@@ -188,3 +188,56 @@ def test_a_trainer_exiting_while_its_frames_are_partly_journaled_is_not_taken_tw
         back.close()
         collector.close()
     assert_each_step_once(layout)
+
+
+SPILLER = """
+import json, sys, time
+import statbus.pipeline as sp
+from statbus.pipeline import StatsReporter, configure
+results, marker = sys.argv[1:3]
+configure(run_id="r", results_dir=results, linger=1.0)
+reporter = StatsReporter("C")
+for step in range(1, {steps} + 1):
+    for i in range({values}):
+        reporter.add_stat("k", step * 100_000.0 + i)
+    reporter.write_stats(step)
+    sp.flush(0.05)
+open(marker, "w").close()
+deadline = time.monotonic() + 120
+while not sp.flush(1.0) and time.monotonic() < deadline:
+    pass  # the collector is not there yet
+print(json.dumps({"delivered": sp.flush(0.1), **sp.client_counters()}), flush=True)
+""".replace("{steps}", str(STEPS)).replace("{values}", "5000")
+
+
+def test_a_long_outage_spills_past_the_buffer_to_the_spool_and_loses_nothing(tmp_path):
+    """A live trainer whose buffer (256 KiB) overflows while no collector runs: its oldest frames go to the
+    spool whole; a collector started later takes them in, then the frames the trainer still holds."""
+    results = str(tmp_path / "results")
+    layout = RunLayout(results, "r")
+    marker = str(tmp_path / "recorded")
+    env = dict(os.environ, STATBUS_AUTOSTART="0", STATBUS_BUFFER_BYTES=str(256 << 10))
+    trainer = subprocess.Popen([sys.executable, "-c", SPILLER, results, marker],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    collector = CollectorProcess(results, "r", extra=["--plugins", "jsonl"])
+    try:
+        wait_for(lambda: os.path.exists(marker) or trainer.poll() is not None, 120, "the trainer's recording")
+        assert trainer.poll() is None
+        spilled = spool_files(layout)
+        assert spilled  # 800 KB of values against a 256 KiB buffer, and no collector
+        collector.start()
+        out, err = trainer.communicate(timeout=180)
+        assert trainer.returncode == 0, err
+        counters = json.loads(out)
+        assert counters["delivered"] is True and counters["values_dropped"] == 0, counters
+        assert counters["frames_spilled"] >= len(spilled)
+        assert all("go to the spool" in line for line in err.splitlines()), err
+        wait_for(lambda: not spool_files(layout), 30, "the spool taken in")
+        assert spool_status(collector)["duplicates"] == 0
+        assert collector.terminate(60) == 0
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+            trainer.communicate()
+        collector.close()
+    assert_each_step_once(layout, values=5000)
