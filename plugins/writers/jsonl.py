@@ -93,6 +93,32 @@ def _number(value: Any) -> str:
     return _dumps(to_json_value(value))
 
 
+_VALUES = b',"values":'
+
+
+def _recovery_fields(raw: bytes) -> Any:
+    """The fields of one line that recovery reads: of a summary line, all but its values.
+
+    A summary line's values are nearly all of its bytes and recovery needs none of
+    them.  Its other fields come first, and none can hold ``,"values":`` (a quote
+    inside a JSON string is escaped), so the text before the first one, closed, is
+    those fields.  Any other line (a property, whose value may hold that text) is
+    parsed whole.
+    """
+    cut = raw.find(_VALUES)
+    if cut > 0 and b'"property":' not in raw[:cut]:
+        try:
+            head = json.loads(raw[:cut] + b"}")
+        except ValueError:
+            head = None
+        if isinstance(head, dict) and "step" in head:
+            return head
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
 class JsonlWriter(StatsWriter):
     """Appends one JSON object per ``write_stats`` and per property to ``path``."""
 
@@ -116,36 +142,42 @@ class JsonlWriter(StatsWriter):
         self._last_flush = time.monotonic()
 
     def _recover(self) -> None:
-        """Learn what this run already wrote; cut a torn last line off."""
+        """Learn what this run already wrote; cut a torn last line off.
+
+        Line by line, and a summary line only up to its values: a run's file grows by
+        gigabytes a day, and a worker restarted late in a run must start as small and
+        nearly as fast as one restarted early (reading the whole file took twice its
+        size in memory: past the worker's memory cap, it could never start again).
+        """
         try:
             f = open(self.path, "rb+")
         except FileNotFoundError:
             return
         with f:
-            data = f.read()
-            end = len(data)
-            if data and not data.endswith(b"\n"):
+            end = 0
+            for raw in f:
+                if not raw.endswith(b"\n"):
+                    break
+                end += len(raw)
+                self._learn(_recovery_fields(raw))
+            size = f.seek(0, os.SEEK_END)
+            if size > end:
                 # A crash mid-write leaves a partial line; its record was never
                 # committed, so it will be delivered again.
-                end = data.rfind(b"\n") + 1
                 f.truncate(end)
-                logger.warning("jsonl: cut a torn last line (%d bytes) off %s", len(data) - end, self.path)
-        for raw in data[:end].splitlines():
-            try:
-                obj = json.loads(raw)
-            except ValueError:
-                continue
-            if not isinstance(obj, dict) or not isinstance(obj.get("time"), (int, float)):
-                continue
-            # Lines of earlier runs in the same file are not replays of this one.
-            if obj["time"] < self.start_time or not isinstance(obj.get("category"), str):
-                continue
-            category = obj["category"]
-            position = obj.get("journal_position")
-            if type(position) is int:
-                self._written = max(self._written, position)
-            elif isinstance(obj.get("property"), str):
-                self._last_property[(category, obj["property"])] = _dumps(obj.get("value"))
+                logger.warning("jsonl: cut a torn last line (%d bytes) off %s", size - end, self.path)
+
+    def _learn(self, obj: Any) -> None:
+        if not isinstance(obj, dict) or not isinstance(obj.get("time"), (int, float)):
+            return
+        # Lines of earlier runs in the same file are not replays of this one.
+        if obj["time"] < self.start_time or not isinstance(obj.get("category"), str):
+            return
+        position = obj.get("journal_position")
+        if type(position) is int:
+            self._written = max(self._written, position)
+        elif isinstance(obj.get("property"), str):
+            self._last_property[(obj["category"], obj["property"])] = _dumps(obj.get("value"))
 
     def write_stats(self, category: str, values: Dict[str, StatsSummary], step: int) -> None:
         position = journal_position()

@@ -365,3 +365,44 @@ def test_unusual_types_take_the_json_dumps_path(tmp_path, frozen_time):
     writer.close()
     [text] = raw_lines(path)
     assert text == reference_line("c", values, 1)
+
+
+def test_recovery_reads_what_a_whole_parse_would_from_lines_that_look_alike(tmp_path):
+    path = tmp_path / "stats.jsonl"
+    values = {"values": StatsSummary([1.0], A.AVERAGE), 'k,"values":': StatsSummary([2.0], A.SUM)}
+    writer = JsonlWriter(str(path), start_time=0.0)
+    tricky = {"a": {"b": 1}, "step": 7, "values": {"journal_position": 900}}  # a property that looks like a summary
+    writer.add_property('c,"values":', StatsPropertyType.HYPERPARAMETERS, tricky)
+    write_at(writer, 100, 'c,"values":', values, 1)
+    write_at(writer, 250, "c", values, 2)
+    writer.close()
+    restarted = JsonlWriter(str(path), start_time=0.0)
+    assert restarted._written == 250  # not the property's 900
+    write_at(restarted, 250, "c", values, 2)  # a replay: dropped
+    restarted.add_property('c,"values":', StatsPropertyType.HYPERPARAMETERS, tricky)  # the same property: dropped
+    write_at(restarted, 300, "c", values, 3)
+    restarted.close()
+    assert [(l["category"], l.get("step")) for l in read_lines(path)] == [
+        ('c,"values":', None), ('c,"values":', 1), ("c", 2), ("c", 3)]
+
+
+def test_recovery_memory_does_not_grow_with_the_file(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "stats.jsonl"
+    values = {f"Policy/key {i}": StatsSummary([float(i)] * 10, A.AVERAGE) for i in range(12)}
+    writer = JsonlWriter(str(path), start_time=0.0)
+    for step in range(1, 8001):
+        write_at(writer, step * 10, "c", values, step)
+    writer.close()
+    assert path.stat().st_size > 12 << 20
+    tracemalloc.start()
+    try:
+        restarted = JsonlWriter(str(path), start_time=0.0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    restarted.close()
+    assert restarted._written == 80_000
+    # A line at a time (reading the file whole held it twice over: 25 MB and more here).
+    assert peak < 1 << 20, peak
