@@ -53,6 +53,7 @@ import hashlib
 import logging
 import math
 import os
+import struct
 import time
 import types
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple
@@ -122,6 +123,28 @@ def histogram_proto(values: Iterable[float]) -> Tuple[Optional[Any], int]:
         bucket=buckets,
     )
     return proto, dropped
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_DOUBLE = struct.Struct("<d")
+
+
+def position_event(now: float, step: int, position: int) -> bytes:
+    """The serialized ``Event(wall_time=now, step=step, log_message=LogMessage(level=DEBUGGING,
+    message=POSITION_MESSAGE + position))``, encoded by hand: building it through the protobuf
+    API (pure Python here) cost ~20 µs a summary, a quarter of the summary event's own cost."""
+    message = f"{POSITION_MESSAGE}{position:d}".encode("ascii")
+    log = b"\x08\x0a\x12" + _varint(len(message)) + message  # level (1) = DEBUGGING (10), message (2)
+    # wall_time (1, double), step (2, varint), log_message (6, length-delimited)
+    return b"\x09" + _DOUBLE.pack(now) + b"\x10" + _varint(step) + b"\x32" + _varint(len(log)) + log
 
 
 def _markdown_cell(text: str) -> str:
@@ -305,15 +328,9 @@ class TensorboardWriter(StatsWriter):
         # A summary of hidden keys only leaves nothing to show.
         if event.summary.value:
             if position is not None:
-                writer.write(self._position_event(now, step, position))
+                writer.write(position_event(now, step, position))
                 self._written[category] = position
             writer.write(event.SerializeToString())
-
-    @staticmethod
-    def _position_event(now: float, step: int, position: int) -> bytes:
-        pb = _protos().event_pb2
-        return pb.Event(wall_time=now, step=step, log_message=pb.LogMessage(
-            level=pb.LogMessage.DEBUGGING, message=f"{POSITION_MESSAGE}{position:d}")).SerializeToString()
 
     def add_property(self, category: str, property_type: StatsPropertyType, value: Any) -> None:
         if property_type == StatsPropertyType.TEXT:

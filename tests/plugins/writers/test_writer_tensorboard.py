@@ -14,7 +14,8 @@ import pytest
 
 from statbus.plugins import RunOptions, StatsAggregationMethod, StatsPropertyType, StatsSummary
 from delivering import write_at
-from statbus.plugins.writers.tensorboard import TensorboardWriter, get_tensorboard_writer, histogram_proto
+from statbus.plugins.writers.tensorboard import (POSITION_MESSAGE, TensorboardWriter, get_tensorboard_writer,
+                                                 histogram_proto, position_event)
 
 A = StatsAggregationMethod
 
@@ -279,6 +280,15 @@ def test_replays_are_dropped_by_journal_position_across_restart_late_summaries_a
     assert scalars(acc, "k") == [(10, 1.0), (10, 3.0), (9, 1.0), (20, 2.0)]
     assert len(acc.Tensors("Hyperparameters")) == 1
     assert scalars(accumulator(tmp_path / "d"), "k") == [(1, 1.0)]
+
+
+@pytest.mark.parametrize("step, position", [(0, 0), (5, 127), (128, 2**40 + 3), (2**48 - 1, 2**63 - 1)])
+def test_the_hand_encoded_position_record_is_the_protobuf_event(step, position):
+    from tensorboard.compat.proto import event_pb2
+
+    want = event_pb2.Event(wall_time=1700000000.25, step=step, log_message=event_pb2.LogMessage(
+        level=event_pb2.LogMessage.DEBUGGING, message=f"{POSITION_MESSAGE}{position}"))
+    assert event_pb2.Event.FromString(position_event(1700000000.25, step, position)) == want
 
 
 def test_outside_a_worker_host_every_summary_is_written(tmp_path, writer):
