@@ -93,6 +93,11 @@ reporter.write_stats(1)
 """  # exits at once: its data is still unacknowledged
 
 
+def run_leaver(results: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, STATBUS_AUTOSTART="0")
+    return subprocess.run([sys.executable, "-c", LEAVER, results], capture_output=True, text=True, timeout=60, env=env)
+
+
 def start_trainer(results: str, category: str, first: int, last: int, log: str) -> subprocess.Popen:
     env = dict(os.environ, STATBUS_AUTOSTART="0", PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     with open(log, "ab") as err:
@@ -155,9 +160,7 @@ def test_a_run_on_a_full_tmpfs_loses_nothing_and_the_collector_never_exits(tmp_p
             wait_for(lambda: status(collector)["journal"]["state"] == "disk full", 60, what="the journal stalls")
             shown = statbus_status(results)
             assert re.search(r"^journal: disk full since \d\d:\d\d:\d\d ", shown, re.M), shown
-            env = dict(os.environ, STATBUS_AUTOSTART="0")
-            leaver = subprocess.run([sys.executable, "-c", LEAVER, results], capture_output=True, text=True,
-                                    timeout=60, env=env)
+            leaver = run_leaver(results)
             assert leaver.returncode == 0 and len(leaver.stderr.splitlines()) == 1, leaver.stderr
             # The spool is on the full disk too: the one case where values are lost, and said so.
             assert re.match(r"statbus: 1000 values and 1 summaries recorded by this process are lost: .*cannot write "
@@ -205,17 +208,14 @@ def test_a_trainer_whose_spool_cannot_be_written_says_its_values_are_lost(tmp_pa
         spool = os.path.join(results, "r", "statbus", "spool")
         os.makedirs(spool)
         filler = fill(disk)
-        env = dict(os.environ, STATBUS_AUTOSTART="0")
-        leaver = subprocess.run([sys.executable, "-c", LEAVER, results], capture_output=True, text=True,
-                                timeout=60, env=env)
+        leaver = run_leaver(results)
         assert leaver.returncode == 0 and len(leaver.stderr.splitlines()) == 1, leaver.stderr
         assert re.match(rf"statbus: 1000 values and 1 summaries recorded by this process are lost: the collector at "
                         rf"\S+ did not acknowledge them within 1 s .*, and the spool {re.escape(spool)} could not be "
                         rf"written \(\[Errno 28\] No space left on device.*\)$", leaver.stderr), leaver.stderr
         assert os.listdir(spool) == []  # no half-written file left behind
         os.unlink(filler)
-        leaver = subprocess.run([sys.executable, "-c", LEAVER, results], capture_output=True, text=True,
-                                timeout=60, env=env)
+        leaver = run_leaver(results)
         assert " wait in the spool " in leaver.stderr and len(os.listdir(spool)) == 1, leaver.stderr
 
 

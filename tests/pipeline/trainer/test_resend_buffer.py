@@ -71,3 +71,35 @@ def test_frame_buffer_last_resort_drops_whole_frames_to_stay_bounded() -> None:
     assert lost > 0 and buffer.nbytes <= buffer.limit and buffer.frames_lost == lost
     assert buffer.lowest_sendable == buffer.frames[0].seq
 
+
+
+def test_frame_buffer_spills_the_oldest_frames_whole_and_keeps_lowest_sendable_below_them() -> None:
+    spilled: list = []
+    refuse = False
+
+    def spill(frames: list) -> int:
+        if refuse:
+            return 0
+        spilled.extend(frames)
+        return len(frames)
+
+    buffer = FrameBuffer("me", limit=1 << 20, spill=spill)
+    for step in range(10):
+        buffer.add(_stats(100) + [write_record("Cat", step)], 100)
+    frame_bytes = buffer.frames[0].nbytes
+    buffer.limit = 6 * frame_bytes  # over by 4 frames: down to half the limit, 7 go
+    assert buffer.enforce() == (0, 0)
+    assert [f.seq for f in spilled] == list(range(1, 8)) and [f.seq for f in buffer.frames] == [8, 9, 10]
+    assert all(decode_frame(f.payload).records[0].packed == pack_values(range(100)) for f in spilled)  # whole
+    assert buffer.values_dropped == 0 and buffer.nbytes <= buffer.limit // 2
+    # What follows names seq 1 as the lowest it can send: the collector takes 8.. only after 1..7.
+    assert buffer.lowest_sendable == 1 and decode_frame(buffer.payload(buffer.frames[0])).lowest_sendable == 1
+    refuse = True  # the spool is full: stripping as before, but no frame leaves the bottom yet
+    for step in range(10, 20):
+        buffer.add(_stats(100), 100)
+    dropped, lost = buffer.enforce()
+    assert dropped > 0 and lost == 0 and buffer.frames[0].seq == 8 and buffer.lowest_sendable == 1
+    assert buffer.ack(7) == 0 and buffer.lowest_sendable == 8  # the collector took the spilled ones
+    buffer.add(_stats(100), 100)
+    buffer.enforce()  # now empty frames at the bottom may go again
+    assert buffer.lowest_sendable == buffer.frames[0].seq > 8
