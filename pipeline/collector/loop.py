@@ -570,6 +570,8 @@ class Collector:
     def _tick(self) -> None:
         if self.folders_lost():
             return  # before retention: it deletes segments by their names, now another run's
+        if self.pidfile.restore():
+            logger.warning("the pidfile %s was removed under this collector; written again", self.layout.pid_file)
         try:
             self.journal.tick()
         except JournalWriteError as exc:

@@ -169,15 +169,25 @@ def test_a_training_after_the_run_folder_was_replaced_lands_in_the_new_one(run) 
     assert "statbus collector stopped" in log
 
 
-def test_the_cli_finds_a_collector_whose_pidfile_is_gone(run) -> None:
+def test_a_removed_pidfile_is_written_again_and_the_cli_finds_a_collector_without_one(run) -> None:
     layout = run["layout"]
     args = ["--run-id", layout.run_id, "--results-dir", layout.results_dir]
     started = statbus("collector", "start", *args, "--plugins", ",".join(KEEP))
     assert started.returncode == 0, started.stderr
     family = collector_family(run)
     pid = family[0].pid
-    os.unlink(layout.pid_file)
 
+    # Removed: the collector puts it back (locked), so trainers and the command see it alive.
+    os.unlink(layout.pid_file)
+    wait_for(lambda: running_pid(layout.pid_file) == pid, timeout=30, what="the pidfile written again")
+    with open(layout.log_file, encoding="utf-8") as handle:
+        assert f"the pidfile {layout.pid_file} was removed under this collector; written again" in handle.read()
+
+    # Replaced by a file that is not the collector's (none to put back): the command still reaches it.
+    foreign = layout.pid_file + ".foreign"
+    with open(foreign, "w") as handle:
+        handle.write("999999999\n")
+    os.replace(foreign, layout.pid_file)
     status = statbus("status", *args, "--json")
     assert status.returncode == 0, status.stderr
     reply = json.loads(status.stdout)
@@ -190,5 +200,7 @@ def test_the_cli_finds_a_collector_whose_pidfile_is_gone(run) -> None:
     assert f"(pid {pid}) has no pidfile" in stopped.stdout and "stopped" in stopped.stdout
     assert gone(family)
     assert not os.path.exists(layout.socket_dir)
+    with open(layout.pid_file) as handle:
+        assert handle.read() == "999999999\n"  # not its own: left where it was
     again = statbus("collector", "stop", *args)
     assert again.returncode == 0 and "no collector is running" in again.stdout

@@ -132,6 +132,38 @@ class PidFile:
             return False
         return (here.st_dev, here.st_ino) == (held.st_dev, held.st_ino)
 
+    def restore(self) -> bool:
+        """Put this process's pidfile back at :attr:`path` when nothing is there; True if it did.
+
+        For a live collector whose pidfile was removed under it: without it the statbus
+        command and the trainers take the run for collector-less.  The new file is
+        locked before it is linked into place, so that a collector starting meanwhile
+        either finds it held or has made its own first (then the link fails, and that
+        one is left alone).
+        """
+        if self._fd is None or os.path.lexists(self.path):
+            return False  # ours, or another process's: not ours to replace
+        temporary = f"{self.path}.{os.getpid()}.tmp"
+        try:
+            fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        except OSError:
+            return False  # its folder is gone, or cannot be written: nothing to put back into
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+            os.link(temporary, self.path)
+        except OSError:
+            os.close(fd)
+            return False
+        finally:
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
+        os.close(self._fd)  # the lock on the removed file goes with it
+        self._fd = fd
+        return True
+
     def __enter__(self) -> "PidFile":
         self.acquire()
         return self

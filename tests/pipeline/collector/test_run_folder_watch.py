@@ -17,6 +17,7 @@ import pytest
 
 from collector_helpers import RawTrainer, settle
 from statbus.pipeline.collector.lifecycle.daemon import find_collector
+from statbus.pipeline.collector.lifecycle.pidfile import AlreadyRunning, PidFile, is_locked, read_pid
 from statbus.pipeline.collector.lifecycle.run_folder import FolderWatch
 from statbus.pipeline.collector.lifecycle.socket_dirs import OWNER_FILE, claim, owner_pid, release
 from statbus.pipeline.layout import RunLayout
@@ -125,6 +126,29 @@ def test_a_collector_whose_journal_goes_removes_nothing_from_the_folder_on_its_w
     assert f"its journal folder {layout.journal_dir} was deleted. Stopping at once" in collector.log()
     assert {"collector.pid", "collector.ready"} <= set(os.listdir(layout.statbus_dir))
     assert not os.path.exists(layout.socket_dir)
+
+
+def test_a_removed_pidfile_is_put_back_locked_and_a_foreign_one_is_left_alone(tmp_path):
+    path = str(tmp_path / "collector.pid")
+    held = PidFile(path)
+    held.acquire()
+    try:
+        assert not held.restore()  # in place: nothing to do
+        os.unlink(path)
+        assert not held.is_ours() and held.restore()
+        assert held.is_ours() and is_locked(path) and read_pid(path) == os.getpid()
+        with pytest.raises(AlreadyRunning):
+            PidFile(path).acquire()  # a collector starting now finds it held
+        assert sorted(os.listdir(tmp_path)) == ["collector.pid"]  # no temporary file left
+
+        foreign = str(tmp_path / "other")
+        with open(foreign, "w") as handle:
+            handle.write("999999999\n")
+        os.replace(foreign, path)
+        assert not held.restore() and not held.is_ours()
+    finally:
+        held.release()
+    assert read_pid(path) == 999999999  # released without removing what is not its own
 
 
 @pytest.fixture
