@@ -1,229 +1,25 @@
-"""The worker host as a real process, against a minimal fetch server in the test.
+"""The worker host as a real process (host_process.Host), against a stand-in collector in the test.
 
-The server is a real zmq ROUTER (in a thread of the test) serving entries from
-a list per the fetch protocol and recording every FETCH's ``after``.
+Its heartbeat (parent gone, a stuck call) is in test_heartbeat.py, its plugin loading in test_loading.py.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import signal
-import subprocess
-import sys
-import tempfile
-import textwrap
-import threading
-import time
-from typing import Dict, List, Optional, Tuple
+from typing import List, Tuple
 
 import msgpack
 import pytest
-import zmq
 
-from statbus.plugins import RunOptions, StatsAggregationMethod, StatsPropertyType, StatsWriter
-from statbus.plugins.discovery import PluginInfo
-from statbus.plugins.records import PropertyRecord, StatOp, StatRecord, SummaryRecord
+from host_process import BATCH, Host, batch, prop, read_lines, start, stat, summary
+from statbus.plugins import StatsAggregationMethod, StatsPropertyType, StatsWriter
 from statbus.plugins.records import pack_values
-from statbus.workers.exits import ExitCode, parse_error_line
-from statbus.workers.fetch_protocol import decode_fetch, encode_reply
+from statbus.workers.exits import ExitCode
 from statbus.workers.host.dispatch import Writers, overrides
 from statbus.workers.statepage import NO_INFLIGHT, HostState, StatePage
 from waiting import wait_for
-from zoo import zoo_env, zoo_output, zoo_plugin
-
-BATCH, SUMMARY = 0, 1
-FIRST_POSITION = 100  # as if a snapshot entry sat at 0: next_after must move past it
-
-
-
-# --- records -------------------------------------------------------------------
-
-def stat(category: str, key: str, values: List[float], agg=StatsAggregationMethod.AVERAGE) -> list:
-    return StatRecord(category, key, agg, StatOp.ADD, pack_values(values)).to_msgpack()
-
-
-def prop(category: str, value: object) -> list:
-    return PropertyRecord(category, StatsPropertyType.HYPERPARAMETERS, value).to_msgpack()
-
-
-def batch(*records: list) -> Tuple[int, bytes]:
-    return BATCH, msgpack.packb(list(records), use_bin_type=True)
-
-
-def summary(category: str, step: int, **values: List[float]) -> Tuple[int, bytes]:
-    entries = tuple((key, StatsAggregationMethod.AVERAGE, pack_values(v)) for key, v in values.items())
-    return SUMMARY, msgpack.packb(SummaryRecord(category, step, entries).to_msgpack(), use_bin_type=True)
-
-
-# --- the fetch server ------------------------------------------------------------
-
-class FakeCollector:
-    """Serves ``[position, kind, data]`` entries after the asked position; parks empty fetches."""
-
-    PARK = 0.2
-
-    def __init__(self, context: zmq.Context, address: str) -> None:
-        self.context = context
-        self.address = address
-        self.entries: List[Tuple[int, int, bytes]] = []
-        self.end = FIRST_POSITION
-        self.fetches: List[int] = []
-        self.serving = True
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._bound = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="fake-collector", daemon=True)
-
-    def add(self, kind: int, data: bytes) -> int:
-        with self._lock:
-            position = self.end
-            self.entries.append((position, kind, data))
-            self.end = position + 9 + len(data)  # a journal header is 9 bytes
-            return position
-
-    def __enter__(self) -> "FakeCollector":
-        self._thread.start()
-        assert self._bound.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        assert not self._thread.is_alive(), "the fake collector's thread did not stop"
-
-    def _reply(self, after: int) -> Optional[bytes]:
-        with self._lock:
-            entries = [list(e) for e in self.entries if e[0] >= after]
-            next_after = max(after, self.end)
-        if not entries and next_after == after:
-            return None
-        return encode_reply(entries, next_after, self.end, 0)
-
-    def _run(self) -> None:
-        with self.context.socket(zmq.ROUTER) as sock:
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.bind(self.address)
-            self._bound.set()
-            parked: List[Tuple[List[bytes], int, float]] = []
-            while not self._stop.is_set():
-                if sock.poll(20):
-                    *envelope, data = sock.recv_multipart()
-                    after = decode_fetch(data).after
-                    with self._lock:
-                        self.fetches.append(after)
-                    parked.append((envelope, after, time.monotonic() + self.PARK))
-                if not self.serving:
-                    parked.clear()  # a dead collector: requests vanish
-                    continue
-                still = []
-                for envelope, after, deadline in parked:
-                    reply = self._reply(after)
-                    if reply is None and time.monotonic() >= deadline:
-                        reply = encode_reply([], after, self.end, 0)
-                    if reply is None:
-                        still.append((envelope, after, deadline))
-                    else:
-                        sock.send_multipart([*envelope, reply])
-                parked = still
-
-
-@pytest.fixture
-def short_dir():
-    # AF_UNIX paths are limited to 107 bytes; pytest's tmp_path can be longer.
-    path = tempfile.mkdtemp(prefix="sbw")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def fake_collector(short_dir, context):
-    """Not a collector: only its fetch side, serving what the test adds (its socket, in a thread of its
-    own, is of the test's context: left open, it fails the test)."""
-    with FakeCollector(context, f"ipc://{short_dir}/work") as server:
-        yield server
-
-
-# --- the host process --------------------------------------------------------------
-
-class Host:
-    def __init__(self, tmp_path, plugin: PluginInfo, address: str, options: Optional[Dict] = None,
-                 extra_args: Tuple[str, ...] = (), state_file: Optional[str] = None) -> None:
-        os.makedirs(tmp_path, exist_ok=True)
-        self.results = str(tmp_path / "results")
-        self.state_file = state_file or str(tmp_path / "consumers" / f"{plugin.name}.state")
-        self.stderr_path = str(tmp_path / f"{plugin.name}.{time.monotonic_ns()}.log")
-        run_options = RunOptions.create("run1", results_dir=self.results).with_plugin_options(options or {})
-        self.args = [
-            sys.executable, "-m", "statbus.workers",
-            "--plugin", plugin.name, "--group", plugin.group, "--target", plugin.target,
-            "--address", address, "--state-file", self.state_file,
-            "--run-options", json.dumps(run_options.as_dict()), *extra_args,
-        ]
-        self.proc: Optional[subprocess.Popen] = None
-        self._page: Optional[StatePage] = None
-
-    def start(self) -> "Host":
-        with open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(self.args, env=zoo_env(), stdout=err, stderr=err)
-        return self
-
-    @property
-    def page(self) -> StatePage:
-        if self._page is None:
-            wait_for(lambda: os.path.exists(self.state_file), what="the state page")
-            self._page = StatePage(self.state_file, readonly=True)
-        return self._page
-
-    def wait_ready(self) -> None:
-        wait_for(lambda: self.page.pid == self.proc.pid and self.page.state == HostState.READY
-                 or self.proc.poll() is not None, what="READY")
-        assert self.proc.poll() is None, self.log()
-
-    def wait_exit(self, timeout: float = 30.0) -> int:
-        return self.proc.wait(timeout=timeout)
-
-    def log(self) -> str:
-        with open(self.stderr_path, encoding="utf-8", errors="replace") as handle:
-            return handle.read()
-
-    def last_error(self) -> Optional[str]:
-        lines = [line for line in self.log().splitlines() if line.strip()]
-        return parse_error_line(lines[-1]) if lines else None
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-        if self.proc is not None:
-            self.proc.wait()
-        if self._page is not None:
-            self._page.close()
-
-
-@pytest.fixture
-def hosts():
-    started: List[Host] = []
-    try:
-        yield started
-    finally:
-        for host in started:
-            host.stop()
-
-
-def start(hosts: List[Host], *args, **kwargs) -> Host:
-    host = Host(*args, **kwargs).start()
-    hosts.append(host)
-    return host
-
-
-def read_lines(path: str) -> List[dict]:
-    if not os.path.exists(path):
-        return []
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+from zoo import zoo_output, zoo_plugin
 
 
 # --- delivery -------------------------------------------------------------------------
@@ -295,27 +91,6 @@ def test_committed_advances_only_after_writers_return_and_restart_resumes(tmp_pa
     steps = [c["step"] for c in read_lines(zoo_output(host.results, "run1", "recorder")) if c["call"] == "write_stats"]
     assert steps == [1, 2, 3]
     assert third == end_one
-
-
-def test_hung_writer_shows_inflight_and_busy_since(tmp_path, fake_collector, hosts):
-    position = fake_collector.add(*summary("A", 1, x=[1.0]))
-    host = start(hosts, tmp_path, zoo_plugin("hangs"), fake_collector.address)
-    host.wait_ready()
-    wait_for(lambda: host.page.inflight == position, what="inflight")
-    busy = host.page.busy_since
-    assert busy > 0
-    heartbeat = host.page.heartbeat
-    wait_for(lambda: host.page.heartbeat > heartbeat, what="heartbeats from a host whose writer hangs")
-    assert host.page.busy_since == busy and host.page.committed == 0
-    assert host.proc.poll() is None
-
-
-def test_call_timeout_ends_a_stuck_host(tmp_path, fake_collector, hosts):
-    position = fake_collector.add(*summary("A", 1, x=[1.0]))
-    host = start(hosts, tmp_path, zoo_plugin("hangs"), fake_collector.address, extra_args=("--call-timeout", "0.3"))
-    assert host.wait_exit() == ExitCode.WRITER_CRASH
-    assert "did not return within 0.3 s" in host.last_error()
-    assert host.page.inflight == position
 
 
 def test_sigterm_finishes_the_current_entry_commits_and_exits_0(tmp_path, fake_collector, hosts):
@@ -418,64 +193,6 @@ def test_lost_collector_exits_68(tmp_path, fake_collector, hosts):
     fake_collector.serving = False
     assert host.wait_exit(timeout=60) == ExitCode.LOST_COLLECTOR, host.log()
     assert host.last_error().startswith("LOST_COLLECTOR: ")
-
-
-def test_a_gone_parent_pid_exits_67(tmp_path, fake_collector, hosts):
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()  # reaped: its pid names no process (short of pid reuse within seconds)
-    host = start(hosts, tmp_path, zoo_plugin("good"), fake_collector.address, extra_args=("--parent-pid", str(gone.pid)))
-    assert host.wait_exit() == ExitCode.LOST_PARENT
-    assert (host.last_error() or "").startswith("LOST_PARENT: "), host.log()
-
-
-ORPHANER = textwrap.dedent(
-    """
-    import ctypes, os, signal, subprocess, sys
-    PR_SET_CHILD_SUBREAPER = 36
-    assert ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    # parent: a process that starts the host and then dies, orphaning it.
-    parent = subprocess.Popen(
-        [sys.executable, "-c",
-         "import subprocess, sys; p = subprocess.Popen(sys.argv[1:]); print(p.pid, flush=True); sys.stdin.read()",
-         *sys.argv[1:]],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    host = int(parent.stdout.readline())
-    print(host, flush=True)
-    sys.stdin.readline()          # the test says: the host is ready
-    parent.kill(); parent.wait()  # the host is now our (the subreaper's) child
-
-    def give_up(*_):
-        os.kill(host, 9); os.waitpid(host, 0)
-        print("timeout", flush=True)
-        os._exit(0)
-
-    signal.signal(signal.SIGALRM, give_up)
-    signal.alarm(60)  # the deadline of the wait below
-    _, status = os.waitpid(host, 0)
-    signal.alarm(0)
-    print(os.waitstatus_to_exitcode(status), flush=True)
-    """
-)
-
-
-def test_lost_parent_exits_67(tmp_path, fake_collector, hosts):
-    host = Host(tmp_path, zoo_plugin("good"), fake_collector.address)
-    helper = subprocess.Popen(
-        [sys.executable, "-c", ORPHANER, *host.args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        text=True, env=zoo_env(),
-    )
-    try:
-        host_pid = int(helper.stdout.readline())
-        with StatePage(wait_for(lambda: os.path.exists(host.state_file) and host.state_file), readonly=True) as page:
-            wait_for(lambda: page.pid == host_pid and page.state == HostState.READY, what="READY")
-        helper.stdin.write("go\n")
-        helper.stdin.flush()
-        assert helper.stdout.readline().strip() == str(int(ExitCode.LOST_PARENT))
-    finally:
-        helper.kill()
-        helper.wait()
-        helper.stdin.close()
-        helper.stdout.close()
 
 
 def test_sigterm_while_waiting_for_data_exits_0(tmp_path, fake_collector, hosts):
