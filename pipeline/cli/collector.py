@@ -63,8 +63,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "stop",
         help="stop the collector gracefully",
         description="Stop intake, let every live plugin catch up (bounded by --timeout), stop the "
-        "workers and exit. A collector whose pidfile is gone (removed, or its run folder deleted) is "
-        "found through the run's socket directory. Exits 0 when the collector is gone or was not running.",
+        "workers and exit. A collector whose pidfile is gone (its run folder deleted or replaced, or "
+        "the file replaced by another) is found through the run's socket directory. Exits 0 when the "
+        "collector is gone or was not running.",
     )
     add_run_arguments(stop)
     stop.add_argument("--timeout", type=float, default=30.0, help="seconds plugins get to catch up (default 30)")
@@ -125,7 +126,7 @@ def run_stop(args: argparse.Namespace) -> int:
     pid = found.pid
     if not found.by_pidfile:
         print(f"the collector of run {layout.run_id!r} (pid {pid}) has no pidfile at {layout.pid_file} (its run "
-              f"folder was deleted or replaced, or the file removed); found it through {layout.socket_dir}")
+              f"folder was deleted or replaced, or the file is another's); found it through {layout.socket_dir}")
     try:
         control_request(layout.control_address, {"op": "stop", "timeout": args.timeout}, timeout=5.0)
     except StatbusError as exc:
