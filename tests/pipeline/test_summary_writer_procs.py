@@ -22,7 +22,7 @@ def test_four_processes_make_one_curve(tmp_path):
         children = [subprocess.Popen([sys.executable, CHILD, "rank", str(log_dir), str(i), barrier, str(STEPS)],
                                      env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
                     for i in range(RANKS)]
-        # Every rank has joined (its join acked by the collector) before any logs a value.
+        # Every rank has joined (its SummaryWriter returned with its join acked) before any logs a value.
         wait_for(lambda: all(os.path.exists(f"{barrier}.{i}") for i in range(RANKS)), 60, "every rank joined")
         open(barrier, "w").close()
         for child in children:
