@@ -219,6 +219,10 @@ class Client(Handoff):
         self._enforce_buffer()  # the spool is bounded as the buffer is
         return self._buffer.held()
 
+    def spilled_unacked(self) -> int:
+        """Frames this client spilled to the spool while the collector was away, not acknowledged since."""
+        return max(0, self._buffer.spilled_upto - self._buffer.acked)
+
     def forget_in_child(self) -> None:
         """After fork, in the child: drop this (the parent's) client without touching zmq."""
         super().forget_in_child()

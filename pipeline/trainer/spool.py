@@ -157,17 +157,22 @@ def spool_unacked(client: "Client", linger: float) -> Optional[str]:
     values = sum(frame.nvalues for frame in frames)
     summaries = sum(frame.nsummaries for frame in frames)
     earlier = f"; {dropped} more were dropped earlier (the trainer's buffer was full)" if dropped else ""
-    if not frames:
-        return f"statbus: {dropped} values recorded by this process were dropped (the trainer's buffer was full)" if dropped else None
+    spilled = client.spilled_unacked()
+    if not frames and not spilled:
+        if not dropped:
+            return None
+        return f"statbus: {dropped} values recorded by this process were dropped (the trainer's buffer was full)"
     directory = RunLayout(client.config.results_dir, client.config.run_id).spool_dir
     written = write(directory, client.sender, frames)
     if written.error is None:
-        if not values and not summaries:
+        if not values and not summaries and not spilled:
             return None  # markers alone (a goodbye): spooled for the collector, nothing to tell
         taker = ("the run's next collector takes them in" if read_by_run_collector(client.config)
                  else "a collector of this run folder on this host takes them in")
+        also = f", beside {spilled} frames it spilled there while the collector was away" if spilled else ""
         return (f"statbus: {values} values and {summaries} summaries recorded by this process wait in the spool "
-                f"{directory} ({written.files} files, {written.nbytes / 2**20:.1f} MiB): {why}; {taker}{earlier}")
+                f"{directory} ({written.files} files, {written.nbytes / 2**20:.1f} MiB{also}): {why}; "
+                f"{taker}{earlier}")
     line = (f"statbus: {values - written.values} values and {summaries - written.summaries} summaries recorded by "
             f"this process are lost: {why}, and the spool {directory} could not be written ({written.error})")
     if written.files:

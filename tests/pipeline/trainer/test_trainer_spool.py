@@ -203,11 +203,16 @@ for step in range(1, {steps} + 1):
     reporter.write_stats(step)
     sp.flush(0.05)
 open(marker, "w").close()
+if sys.argv[3] == "exits":
+    sys.exit(0)
 deadline = time.monotonic() + 120
 while not sp.flush(1.0) and time.monotonic() < deadline:
     pass  # the collector is not there yet
 print(json.dumps({"delivered": sp.flush(0.1), **sp.client_counters()}), flush=True)
 """.replace("{steps}", str(STEPS)).replace("{values}", "5000")
+
+
+SPILL_ENV = dict(os.environ, STATBUS_AUTOSTART="0", STATBUS_BUFFER_BYTES=str(256 << 10))
 
 
 def test_a_long_outage_spills_past_the_buffer_to_the_spool_and_loses_nothing(tmp_path):
@@ -216,9 +221,8 @@ def test_a_long_outage_spills_past_the_buffer_to_the_spool_and_loses_nothing(tmp
     results = str(tmp_path / "results")
     layout = RunLayout(results, "r")
     marker = str(tmp_path / "recorded")
-    env = dict(os.environ, STATBUS_AUTOSTART="0", STATBUS_BUFFER_BYTES=str(256 << 10))
-    trainer = subprocess.Popen([sys.executable, "-c", SPILLER, results, marker],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    trainer = subprocess.Popen([sys.executable, "-c", SPILLER, results, marker, "waits"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=SPILL_ENV)
     collector = CollectorProcess(results, "r", extra=["--plugins", "jsonl"])
     try:
         wait_for(lambda: os.path.exists(marker) or trainer.poll() is not None, 120, "the trainer's recording")
@@ -239,5 +243,27 @@ def test_a_long_outage_spills_past_the_buffer_to_the_spool_and_loses_nothing(tmp
         if trainer.poll() is None:
             trainer.kill()
             trainer.communicate()
+        collector.close()
+    assert_each_step_once(layout, values=5000)
+
+
+def test_a_trainer_that_spilled_and_then_exits_leaves_everything_to_the_next_collector(tmp_path):
+    results = str(tmp_path / "results")
+    layout = RunLayout(results, "r")
+    trainer = subprocess.run([sys.executable, "-c", SPILLER, results, str(tmp_path / "recorded"), "exits"],
+                             capture_output=True, text=True, timeout=120, env=SPILL_ENV)
+    assert trainer.returncode == 0, trainer.stderr
+    last = trainer.stderr.splitlines()[-1]
+    assert re.match(r"statbus: \d+ values and \d+ summaries recorded by this process wait in the spool \S+ "
+                    r"\(1 files, [\d.]+ MiB, beside \d+ frames it spilled there while the collector was away\): "
+                    r".*; the run's next collector takes them in$", last), trainer.stderr
+    assert len(spool_files(layout)) > 1
+    collector = CollectorProcess(results, "r", extra=["--plugins", "jsonl"])
+    try:
+        collector.start()
+        wait_for(lambda: not spool_files(layout), 30, "the spool taken in")
+        assert spool_status(collector)["set_aside"] == 0
+        assert collector.terminate(60) == 0
+    finally:
         collector.close()
     assert_each_step_once(layout, values=5000)
