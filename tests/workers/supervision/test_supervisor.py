@@ -1,11 +1,8 @@
-"""The supervisor with real processes: a stand-in worker host driven by plugin options.
+"""The supervisor with real processes: stand-in worker hosts driven by plugin options
+(supervision_harness.py), then real hosts with zoo plugins.
 
-The stand-in (written to tmp_path) takes the real host's arguments, uses the
-real state page, heartbeats, and then does what its plugin options say: run,
-crash with a record in flight, exit with a given code, hang (heartbeat stops,
-TERM ignored, a grandchild in its group), hang in a writer call, or hold
-memory.  Process tests wait for conditions with deadlines; timing-policy
-tests use a fake clock.
+Process tests wait for conditions with deadlines; timing-policy tests use a fake clock.  What
+one plugin's watcher does (hangs, memory cap, poison, kills from outside) is in test_watcher.py.
 """
 
 from __future__ import annotations
@@ -14,212 +11,24 @@ import json
 import os
 import signal
 import subprocess
-import textwrap
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List
 
 import msgpack
 import psutil
 import pytest
 import zmq
 
-from statbus.plugins import RunOptions, StatsAggregationMethod
-from statbus.plugins.discovery import PluginInfo
-from statbus.plugins.records import SummaryRecord
-from statbus.plugins.records import pack_values
+from statbus.plugins import StatsAggregationMethod
+from statbus.plugins.records import SummaryRecord, pack_values
 from statbus.workers.fetch_protocol import EntryKind, FetchedEntry, decode_fetch, encode_reply
-from statbus.workers.statepage import StatePage
-from statbus.workers.supervision.config import Config, load_config
+from statbus.workers.supervision.config import Config
 from statbus.workers.supervision.policy import PolicyConfig
 from statbus.workers.supervision.states import WorkerState
-from statbus.workers.supervision.supervisor import Supervisor, SupervisorError, describe_exit, last_error_line
-from waiting import holds_for, wait_for
+from statbus.workers.supervision.supervisor import SupervisorError, describe_exit, last_error_line
+from supervision_harness import FakeClock, Harness, _alive, config
 from zoo import zoo_env, zoo_output, zoo_plugin
-
-STUB = textwrap.dedent(
-    r'''
-    import argparse, json, os, signal, subprocess, sys, threading, time
-    from statbus.workers.statepage import HostState, StatePage
-
-    parser = argparse.ArgumentParser()
-    for name in ("--plugin", "--group", "--target", "--address", "--state-file", "--run-options",
-                 "--call-timeout", "--heartbeat-interval", "--parent-pid", "--log-level"):
-        parser.add_argument(name)
-    args = parser.parse_args()
-    options = json.loads(args.run_options)["plugin_options"]
-    mode = options.get("mode", "run")
-    counter = options.get("counter")
-    starts = 1
-    if counter:
-        if os.path.exists(counter):
-            with open(counter) as handle:
-                starts = int(handle.read()) + 1
-        with open(counter, "w") as handle:
-            handle.write(str(starts))
-    if starts <= options.get("ok_after", 0):
-        pass  # still failing: keep the mode
-    elif "ok_after" in options:
-        mode = "run"
-
-    page = StatePage(args.state_file)
-    page.reset_for_host(os.getpid(), time.time())
-    beating = threading.Event()
-    beating.set()
-
-    def beat():
-        while True:
-            if beating.is_set():
-                page.heartbeat = time.time()
-            time.sleep(0.05)  # the heartbeat's own pace, as a real host beats
-
-    threading.Thread(target=beat, daemon=True).start()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-
-    def fail(code, message):
-        sys.stderr.write("statbus-worker-error: %s: %s\n" % (
-            {64: "BAD_CONFIG", 65: "IMPORT_FAILURE", 70: "WRITER_CRASH"}.get(code, "X"), message))
-        sys.stderr.flush()
-        os._exit(code)
-
-    if mode == "exit":
-        fail(options["code"], options.get("message", "it failed"))
-    page.state = HostState.READY
-    if options.get("progress"):
-        page.committed = page.committed + options["progress"]
-    if mode == "crash":
-        page.inflight = options.get("inflight", -1)
-        time.sleep(options.get("delay", 0.0))
-        fail(70, "boom at %d" % page.inflight)
-    elif mode == "hang":
-        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-        with open(options["grandchild"], "w") as handle:
-            handle.write(str(child.pid))
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        beating.clear()
-        time.sleep(600)
-    elif mode == "busy":
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        page.inflight = options.get("inflight", -1)
-        page.busy_since = time.time()
-        time.sleep(600)
-    elif mode == "memory":
-        hoard = bytearray(options["mb"] * 1024 * 1024)
-        for index in range(0, len(hoard), 4096):
-            hoard[index] = 1
-    while not stop.is_set():
-        stop.wait(0.05)
-    page.state = HostState.STOPPING
-    sys.exit(0)
-    '''
-)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-FAST = PolicyConfig(backoff_initial=0.05, backoff_cap=0.2, backoff_jitter=0.0)
-
-
-@pytest.fixture
-def stub(tmp_path: Path) -> Callable[..., "subprocess.Popen[bytes]"]:
-    script = tmp_path / "stub_host.py"
-    script.write_text(STUB)
-
-    def spawn(argv: List[str], **kwargs: Any) -> "subprocess.Popen[bytes]":
-        assert argv[1:3] == ["-m", "statbus.workers"], argv
-        return subprocess.Popen([argv[0], str(script)] + argv[3:], **kwargs)
-
-    return spawn
-
-
-def plugin(name: str) -> PluginInfo:
-    return PluginInfo("statbus.stats_writer", name, f"stub_{name}:register", None, None)
-
-
-def config(**per_plugin: Dict[str, Any]) -> Config:
-    return load_config(None, per_plugin)
-
-
-class Harness:
-    def __init__(self, tmp_path: Path, spawn: Any, plugins: List[Any], settings: Config, **kwargs: Any) -> None:
-        self.statbus_dir = tmp_path / "run" / "statbus"
-        self.head = 0
-        self.pump: Callable[[], None] = lambda: None
-        self.dead_letter_calls: List[tuple] = []
-        kwargs.setdefault("policy", FAST)
-        kwargs.setdefault("grace", 0.3)
-        kwargs.setdefault("sample_interval", 0.1)
-        kwargs.setdefault("on_dead_letter", self._dead_letter)
-        self.sup = Supervisor(
-            str(self.statbus_dir),
-            [plugin(p) if isinstance(p, str) else p for p in plugins],
-            settings,
-            RunOptions.create("run", results_dir=str(tmp_path)),
-            "ipc://" + str(tmp_path / "work"),
-            spawn=spawn,
-            **kwargs,
-        )
-
-    def _dead_letter(self, name: str, position: int) -> Optional[dict]:
-        self.dead_letter_calls.append((name, position))
-        return {"kind": "summary", "category": "Poison", "position": position}
-
-    def status(self, name: str) -> Dict[str, Any]:
-        return next(entry for entry in self.sup.status() if entry["name"] == name)
-
-    def wait(self, condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
-        def reached() -> bool:
-            if condition():
-                return True
-            self.sup.tick(self.head)
-            self.pump()
-            return False
-
-        wait_for(reached, timeout, lambda: f"{what or condition}: {self.sup.status()}")
-
-    def wait_state(self, name: str, state: WorkerState, timeout: float = 30.0) -> None:
-        self.wait(lambda: self.status(name)["state"] == state.value, timeout, f"{name} {state.value}")
-
-
-@pytest.fixture(autouse=True)
-def no_supervisor_bugs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """The supervisor logs, and survives, exceptions around one plugin: none may happen here."""
-    yield
-    bugs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("supervising plugin")]
-    assert not bugs, bugs
-
-
-@pytest.fixture
-def make(tmp_path: Path, stub: Any) -> Iterator[Callable[..., Harness]]:
-    made: List[Harness] = []
-
-    def factory(names: List[str], settings: Config, **kwargs: Any) -> Harness:
-        harness = Harness(tmp_path, kwargs.pop("spawn", stub), names, settings, **kwargs)
-        made.append(harness)
-        return harness
-
-    try:
-        yield factory
-    finally:
-        for harness in made:
-            pids = [entry["pid"] for entry in harness.sup.status() if entry["pid"]]
-            harness.sup.stop(timeout=5.0)
-            for pid in pids:
-                assert not _alive(pid), f"pid {pid} survived stop()"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def test_start_ready_status_and_stop(make: Callable[..., Harness], tmp_path: Path) -> None:
@@ -300,69 +109,6 @@ def test_fatal_exit_fails_at_once(make: Callable[..., Harness]) -> None:
     assert status["last_error"] == "IMPORT_FAILURE: No module named x"
 
 
-def test_hung_host_group_is_killed_and_replaced(make: Callable[..., Harness], tmp_path: Path) -> None:
-    grandchild_file = tmp_path / "grandchild"
-    counter = str(tmp_path / "count")
-    h = make(
-        ["stuck"],
-        config(stuck={"heartbeat_timeout": 0.5, "options": {
-            "mode": "hang", "grandchild": str(grandchild_file), "counter": counter, "ok_after": 1}}),
-    )
-    h.sup.start()
-    h.wait(grandchild_file.exists, what="the grandchild")
-    grandchild = int(grandchild_file.read_text())
-    first_pid = h.status("stuck")["pid"]
-    assert _alive(grandchild) and os.getpgid(grandchild) == first_pid
-    h.wait(lambda: h.status("stuck")["state"] == "ABORTING", what="hang detected")
-    assert "hung: no heartbeat" in h.status("stuck")["last_error"], "shown while it is being stopped"
-    h.wait(lambda: h.status("stuck")["restarts"] >= 1 and h.status("stuck")["state"] == "READY", what="replacement")
-    assert "hung: no heartbeat" in h.status("stuck")["last_error"]
-    assert not _alive(first_pid)
-    assert not _alive(grandchild), "the whole process group is killed"
-
-
-def test_writer_call_timeout_is_a_hang_and_a_strike(make: Callable[..., Harness], tmp_path: Path) -> None:
-    h = make(["slow"], config(slow={"call_timeout": 0.3, "options": {"mode": "busy", "inflight": 4096}}))
-    h.sup.start()
-    h.wait(lambda: len(h.dead_letter_calls) == 1, timeout=60, what="poison by hanging")
-    assert h.dead_letter_calls == [("slow", 4096)]
-    assert "writer call took over 0.3 s" in h.status("slow")["last_error"]
-    assert h.sup.skip_positions("slow") == frozenset({4096})
-
-
-def test_memory_cap_restarts(make: Callable[..., Harness], tmp_path: Path) -> None:
-    counter = str(tmp_path / "count")
-    h = make(
-        ["hog"],
-        config(hog={"memory_cap_mb": 150, "options": {"mode": "memory", "mb": 200, "counter": counter, "ok_after": 1}}),
-    )
-    h.sup.start()
-    h.wait(lambda: h.status("hog")["restarts"] >= 1 and h.status("hog")["state"] == "READY", what="restart")
-    assert "memory cap" in h.status("hog")["last_error"]
-    assert h.sup.skip_positions("hog") == frozenset(), "over the cap is not a record's fault"
-
-
-def test_poison_record_goes_to_dead_letter_and_skip_set(make: Callable[..., Harness], tmp_path: Path) -> None:
-    counter = str(tmp_path / "count")
-    h = make(["victim"], config(victim={"options": {
-        "mode": "crash", "inflight": 1234, "counter": counter, "ok_after": 3}}))
-    h.sup.start()
-    h.wait(lambda: h.status("victim")["state"] == "READY" and h.status("victim")["restarts"] == 3, what="after poison")
-    assert h.sup.skip_positions("victim") == frozenset({1234})
-    assert h.dead_letter_calls == [("victim", 1234)]
-    lines = (h.statbus_dir / "dead-letter" / "victim.jsonl").read_text().splitlines()
-    assert len(lines) == 1
-    entry = json.loads(lines[0])
-    assert entry["plugin"] == "victim" and entry["position"] == 1234
-    assert entry["record"] == {"kind": "summary", "category": "Poison", "position": 1234}
-    assert entry["error"] == "WRITER_CRASH: boom at 1234" and entry["time"] > 0
-    assert h.status("victim")["skipped"] == 1
-    # A new supervisor (collector restart) reads the skip set back.
-    h.sup.stop(timeout=5.0)
-    again = make(["victim"], config())
-    assert again.sup.skip_positions("victim") == frozenset({1234})
-
-
 def test_disable_enable_restart(make: Callable[..., Harness]) -> None:
     h = make(["a"], config())
     h.sup.start()
@@ -421,13 +167,6 @@ def test_interpreter_without_statbus_shows_why(make: Callable[..., Harness], tmp
     h.sup.start()
     h.wait_state("other", WorkerState.FAILED)
     assert h.status("other")["last_error"].endswith("last: exit status 1: " + str(fake) + ": No module named statbus")
-
-
-def test_interpreter_that_cannot_start_fails(make: Callable[..., Harness], tmp_path: Path) -> None:
-    h = make(["bad"], config(bad={"interpreter": str(tmp_path / "no-such-python")}))
-    h.sup.start()
-    status = h.status("bad")
-    assert status["state"] == "FAILED" and "cannot start" in status["last_error"]
 
 
 def test_stop_kills_hosts_that_ignore_term(make: Callable[..., Harness], tmp_path: Path) -> None:
@@ -598,77 +337,3 @@ def test_real_hosts_segfault_hang_and_leak_are_contained(real_host: Callable[...
     assert h.sup.skip_positions("leaks") == frozenset()
 
 
-def test_hang_thresholds_on_the_injected_clock(make: Callable[..., Harness], tmp_path: Path) -> None:
-    clock = FakeClock()
-    grandchild_file = tmp_path / "grandchild"
-    h = make(
-        ["stuck"],
-        config(stuck={"heartbeat_timeout": 3.0, "options": {"mode": "hang", "grandchild": str(grandchild_file)}}),
-        clock=clock,
-        grace=2.0,
-    )
-    h.sup.start()
-    h.wait_state("stuck", WorkerState.READY)
-    h.wait(grandchild_file.exists, what="the grandchild")
-    page = StatePage(str(h.statbus_dir / "consumers" / "stuck.state"))
-    try:
-        stable: List[float] = []
-        h.wait(lambda: (stable.append(page.heartbeat), len(stable) > 10 and len(set(stable[-10:])) == 1)[1],
-               what="the heartbeat to stop")
-    finally:
-        page.close()
-    clock.now += 2.9
-    h.sup.tick(0)
-    assert h.status("stuck")["state"] == "READY", "2.9 s of silence is within the 3 s timeout"
-    clock.now += 0.2
-    h.sup.tick(0)
-    assert h.status("stuck")["state"] == "ABORTING"
-    pid = h.status("stuck")["pid"]
-    # It ignores TERM: nothing happens until the grace has passed on the clock.
-    holds_for(lambda: (h.sup.tick(0), _alive(pid) and h.status("stuck")["state"] == "ABORTING")[1], 0.1,
-              what="a host that ignores TERM, alive and ABORTING within its grace", interval=0.01)
-    assert _alive(pid) and h.status("stuck")["state"] == "ABORTING"
-    clock.now += 2.1
-    h.wait(lambda: h.status("stuck")["state"] == "BACKOFF", what="killed and reaped")
-    assert not _alive(pid) and not _alive(int(grandchild_file.read_text()))
-    assert h.status("stuck")["last_error"] == "hung: no heartbeat for 3.1 s"
-
-
-def test_kill_9_from_outside_never_fails_the_plugin(make: Callable[..., Harness]) -> None:
-    h = make(["target"], config(target={"max_restarts": 1}), policy=PolicyConfig(backoff_initial=0.05))
-    h.sup.start()
-    killed = set()
-    for _ in range(6):
-        h.wait(lambda: h.status("target")["pid"] is not None, what="a host to kill")
-        pid = h.status("target")["pid"]
-        os.kill(pid, signal.SIGKILL)
-        killed.add(pid)
-        h.wait(lambda: h.status("target")["pid"] != pid, what="the kill noticed")
-    h.wait_state("target", WorkerState.READY)
-    status = h.status("target")
-    assert status["restarts"] == 6 and len(killed) == 6
-    assert status["last_error"] == "killed by SIGKILL"
-    assert h.sup.skip_positions("target") == frozenset()
-
-
-def test_poison_is_set_aside_even_when_the_record_cannot_be_read(make: Callable[..., Harness], tmp_path: Path) -> None:
-    def broken_lookup(plugin: str, position: int) -> Optional[dict]:
-        raise OSError("journal segment gone")
-
-    h = make(["victim"], config(victim={"options": {"mode": "crash", "inflight": 77}}), on_dead_letter=broken_lookup)
-    h.sup.start()
-    h.wait(lambda: h.sup.skip_positions("victim") == {77}, what="set aside")
-    entry = json.loads((h.statbus_dir / "dead-letter" / "victim.jsonl").read_text())
-    assert entry["record"] is None and entry["position"] == 77
-
-
-def test_enable_while_still_stopping_starts_again(make: Callable[..., Harness]) -> None:
-    h = make(["a"], config())
-    h.sup.start()
-    h.wait_state("a", WorkerState.READY)
-    first = h.status("a")["pid"]
-    h.sup.disable("a")
-    assert h.status("a")["state"] == "STOPPING"
-    h.sup.enable("a")
-    h.wait(lambda: h.status("a")["state"] == "READY" and h.status("a")["pid"] != first, what="running again")
-    assert not _alive(first)
