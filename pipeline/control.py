@@ -2,7 +2,7 @@
 
 Requests (``ctl`` ROUTER; the client uses a DEALER)::
 
-    {"op": "ping"}                              → {"ok": true, "pid": ..., "run_id": ...}
+    {"op": "ping"}                              → {"ok": true, "pid": ..., "run_id": ..., "phase": ..., "stalled": bool}
     {"op": "status"}                            → {"ok": true, ...the status map...}
     {"op": "stop", "timeout": seconds}          → {"ok": true, "stopping": true}   (graceful)
     {"op": "restart"|"enable"|"disable", "plugin": name} → {"ok": true} | {"ok": false, "error": ...}

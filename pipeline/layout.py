@@ -78,6 +78,11 @@ class RunLayout:
         return os.path.join(self.statbus_dir, "collector.pid")
 
     @property
+    def autostart_lock(self) -> str:
+        """Held by whoever is starting the run's collector, until it answers (``daemon.ensure_running``)."""
+        return os.path.join(self.statbus_dir, "autostart.lock")
+
+    @property
     def log_file(self) -> str:
         return os.path.join(self.statbus_dir, "collector.log")
 

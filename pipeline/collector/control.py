@@ -16,7 +16,8 @@ def answer_control(collector: Collector, request: Dict[str, Any]) -> Dict[str, A
     """The reply to one decoded control request (see :mod:`..control` for the protocol)."""
     op = request["op"]
     if op == "ping":
-        return {"ok": True, "pid": os.getpid(), "run_id": collector.layout.run_id, "phase": collector.phase.value}
+        return {"ok": True, "pid": os.getpid(), "run_id": collector.layout.run_id, "phase": collector.phase.value,
+                "stalled": collector.stall is not None}
     if op == "status":
         return build_status(collector)
     if op == "stop":

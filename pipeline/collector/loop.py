@@ -41,6 +41,8 @@ from ..layout import RunLayout
 from ..security.curve import TransportSecurity, secure_bind
 from ..wire import MAX_FRAME_BYTES, Refusal, encode_ack, encode_refusal
 from .aggregator import Aggregator
+from .beacons import Beacons
+from .beacons import Beacons
 from .control import answer_control
 from .entry_records import read_entry_record
 from .fetch_server import FetchServer
@@ -112,6 +114,8 @@ class Collector:
         self.worker_address = layout.worker_address
         self.control_address = layout.control_address
         self.intake = Intake(clock)
+        self.beacons = Beacons()
+        self.beacons = Beacons()
         self.aggregator = Aggregator()
         self.journal = Journal(
             layout.journal_dir,
@@ -410,6 +414,7 @@ class Collector:
         deadline = clock() + MAX_DRAIN_SECONDS
         refusals: Dict[bytes, Refusal] = {}
         peer: Optional[str] = None
+        backlog = True  # unless the socket runs dry: frames still wait when the budget ends the drain
         for _ in range(MAX_FRAMES_PER_ITERATION):
             try:
                 if auth is None:
@@ -423,6 +428,7 @@ class Collector:
                         continue
                     message = [frame.bytes for frame in frames]
             except zmq.Again:
+                backlog = False
                 break
             if len(message) != 2:
                 if message:
@@ -462,6 +468,7 @@ class Collector:
                 data.send_multipart([routing_id, reply], zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass  # the trainer is gone or not reading: it re-sends and hears again
+        self.beacons.after_drain(self._datas, data, acks, backlog, clock())
 
     def _journal(self, decision: Decision, payload: bytes) -> bool:
         """Journal what the intake accepted (with the summaries it closes) or consumed; True if anything

@@ -68,6 +68,7 @@ def build_status(collector: Collector) -> Dict[str, Any]:
             "frames_per_second": frames_rate,
             **collector.intake.status(),
             "summaries": collector.summaries,
+            "acks_repeated": collector.beacons.sent,
             **collector.aggregator.status(),
         },
         "journal": {

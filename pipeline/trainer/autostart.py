@@ -65,6 +65,8 @@ class Outcome(enum.Enum):
     """Autostart off, a Ray run, or an address no local start would serve: never look again."""
     ALIVE = "alive"
     """A collector holds the run's pidfile lock (perhaps just started by another client)."""
+    STARTING = "starting"
+    """Another process is starting the run's collector (it holds ``autostart.lock`` until the collector answers)."""
     STARTED = "started"
     FAILED = "failed"
 
@@ -90,12 +92,42 @@ def ensure_collector(config: TrainerConfig) -> Ensured:
     from ..collector.lifecycle.daemon import ensure_running
 
     try:
-        started = ensure_running(layout, extra=[*on_demand_arguments(), *config.collector_args])
+        # Not queued behind another starter: a sender thread waiting there reads no acks meanwhile.
+        started = ensure_running(layout, extra=[*on_demand_arguments(), *config.collector_args], wait_behind=False)
     except (StatbusError, OSError) as exc:
         return Ensured(Outcome.FAILED, error=str(exc))
+    if started.under_way:
+        return Ensured(Outcome.STARTING)
     if started.already_running:
         return Ensured(Outcome.ALIVE, started.pid)
     return Ensured(Outcome.STARTED, started.pid)
+
+
+def local_collector_working(config: TrainerConfig, timeout: float = 2.0) -> bool:
+    """True when the run's local collector is being started, or answers and takes frames in.
+
+    An exiting client asks this while its collector has said nothing to it: a
+    collector busy with a backlog takes every connection's frames in turn and may not
+    have come to this one's yet; one whose journal cannot be written (a full disk),
+    or that does not answer at all, is not waited for.  False for a collector
+    elsewhere (tcp, Ray): only its acks and repeated acks tell.
+    """
+    if config.ray:
+        return False
+    layout = RunLayout(config.results_dir, config.run_id)
+    if config.address != layout.data_address:
+        return False
+    if is_locked(layout.autostart_lock):
+        return True
+    if not is_locked(layout.pid_file):
+        return False  # no collector process: nobody to ask
+    from ..control import ControlError, control_request
+
+    try:
+        reply = control_request(layout.control_address, {"op": "ping"}, timeout=timeout)
+    except ControlError:
+        return False
+    return bool(reply.get("ok")) and not reply.get("stalled") and reply.get("phase") == "running"
 
 
 class CollectorKeeper:
@@ -126,7 +158,7 @@ class CollectorKeeper:
         if outcome is Outcome.NOT_OURS:
             self._given_up = True
             return
-        if outcome is Outcome.ALIVE:
+        if outcome is Outcome.ALIVE or outcome is Outcome.STARTING:
             self._next_at = now + RESTART_AFTER
             return
         self._next_at = now + self._delay

@@ -199,7 +199,10 @@ def flush(timeout: float = 10.0) -> bool:
 
 
 def shutdown(timeout: Optional[float] = None) -> None:
-    """Send what is pending and a goodbye, wait ≤ ``timeout`` (default: linger) for acks, close.
+    """Send what is pending and a goodbye, wait for acks, close.
+
+    The wait for acks lasts while the collector shows life, up to ``timeout`` (default: the
+    linger) without a sign of it, and a minute in all (``Client.close``).
 
     A stat recorded afterwards starts a new client (with a new sender identity).
     """
@@ -210,7 +213,7 @@ def shutdown(timeout: Optional[float] = None) -> None:
         return
     linger = client.config.linger if timeout is None else max(0.0, timeout)
     if not client.close(linger):
-        _report_undelivered(client, linger)
+        _report_undelivered(client, client.exit_wait_limit)
     snapshot = client.snapshot()
     for key in _CUMULATIVE:
         _retired[key] += snapshot[key]

@@ -24,7 +24,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from ..wire import Refusal, WireError, bye_record, decode_ack_or_refusal, hello_record
-from .autostart import RESTART_AFTER, CollectorKeeper, Ensured, Outcome, ensure_collector
+from .autostart import RESTART_AFTER, CollectorKeeper, Ensured, Outcome, ensure_collector, local_collector_working
 from .config import TrainerConfig
 from .framing import BYE, FlushEvent, FrameBuilder, Ticket, drain_events
 from .handoff import Handoff
@@ -53,6 +53,11 @@ RECONNECT_AFTER_MAX = 30.0
 """... doubling while it keeps being refused, so an unauthorized trainer costs the collector little."""
 SNDHWM = 32
 """Frames ZeroMQ may queue per connection; the rest wait in our own (bounded) buffer."""
+EXIT_WAIT_MAX = 60.0
+"""Longest an exiting client waits for acks while its collector shows life (see :meth:`Client.close`)."""
+STOP_TIMEOUT = 5.0
+"""Longest ``close`` waits for the sender thread to end once the wait for acks is over: it answers
+at once, but on a host with a hundred busy processes a thread waits its turn for a core."""
 _rlog = RateLimitedLog(logger)
 
 _HANDSHAKE_FAILED = (
@@ -117,6 +122,10 @@ class Client(Handoff):
         self._acked_at = self._rewound_at = time.monotonic()
         self._resend_after = RESEND_AFTER
         self._hello_sent = False
+        self._life_at = 0.0
+        """When the collector last acked, or repeated an ack: a sign of life (see :meth:`close`)."""
+        self.exit_wait_limit = 0.0
+        """What ended :meth:`close`'s wait for acks: its linger, or :data:`EXIT_WAIT_MAX`."""
         self._keeper = CollectorKeeper(config.run_id)
         self._reconnect_at: Optional[float] = None
         self._reconnect_after = RECONNECT_AFTER
@@ -135,26 +144,62 @@ class Client(Handoff):
         self._thread = threading.Thread(target=self._run, name="statbus-sender", daemon=True)
         self._thread.start()
 
-    def flush(self, timeout: float, bye: bool = False) -> bool:
+    def flush(self, timeout: float) -> bool:
+        ticket = self._flush_ticket(bye=False)
+        if ticket is None:
+            return self._nothing_pending()
+        ticket.event.wait(max(0.0, timeout))
+        return ticket.ok
+
+    def _flush_ticket(self, bye: bool) -> Optional[Ticket]:
+        """Queue a flush (after a BYE) and wake the sender; None when the sender is not running."""
         if not self._thread.is_alive():
-            return not self.queue and not self.current and not self._buffer
+            return None
         ticket = Ticket()
         if bye:
             self.add_event(BYE, wake=False)
         self.add_event(FlushEvent(ticket), wake=True)
-        ticket.event.wait(max(0.0, timeout))
-        return ticket.ok
+        return ticket
 
-    def close(self, timeout: float) -> bool:
-        """Send what is pending plus BYE, wait ≤ ``timeout`` for acks, stop the thread."""
-        ok = self.flush(timeout, bye=True)
+    def _nothing_pending(self) -> bool:
+        return not self.queue and not self.current and not self._buffer
+
+    def close(self, linger: float) -> bool:
+        """Send what is pending plus BYE, wait for acks while the collector shows life, stop the thread.
+
+        The wait ends once everything is acked; or after ``linger`` seconds in which the
+        collector showed no life — no ack, no repeated ack (a busy collector repeats its
+        acks while frames wait: :mod:`..collector.beacons`), and, for the run's local
+        collector, no start of it under way and no answer from it that it takes frames in
+        (:func:`.autostart.local_collector_working`); or after :data:`EXIT_WAIT_MAX` in
+        all.  A busy collector is waited for; a dead, stopped or stalled one is not.
+        """
+        ticket = self._flush_ticket(bye=True)
+        ok = self._nothing_pending() if ticket is None else self._wait_while_alive(ticket, linger)
         self._stopping = True
         self.wake()
-        # Short: the loop wakes at once; only a hook stuck in starting a collector takes longer.
-        self._thread.join(timeout=1.0)
+        self._thread.join(timeout=STOP_TIMEOUT)
         if self._thread.is_alive():
             _rlog.warn("join", "statbus: sender thread did not stop in time; leaving it (daemon)")
         return ok
+
+    def _wait_while_alive(self, ticket: Ticket, linger: float) -> bool:
+        started = time.monotonic()
+        while True:
+            now = time.monotonic()
+            life = max(started, self._life_at)
+            left = linger - (now - life)
+            capped = now - started + left > EXIT_WAIT_MAX
+            if capped:
+                left = EXIT_WAIT_MAX - (now - started)
+            self.exit_wait_limit = EXIT_WAIT_MAX if capped else linger
+            if left <= 0 and not capped and local_collector_working(self.config):
+                # Asked here, not by the sender thread: on a host with a hundred busy
+                # processes that thread may wait seconds for a core, this one as long.
+                self._life_at = time.monotonic()
+                continue
+            if left <= 0 or ticket.event.wait(min(left, 0.25)):
+                return ticket.ok
 
     def pause(self, timeout: float = PAUSE_TIMEOUT) -> bool:
         """Stop the sender thread and its zmq context, keeping every frame and event (before a fork).
@@ -333,6 +378,7 @@ class Client(Handoff):
             if refusal is not None:
                 self._on_refused(refusal, now)
                 continue
+            self._life_at = now
             released = self._buffer.ack(acked)
             if released:
                 self._acked_at = now

@@ -38,6 +38,8 @@ class Started:
     pid: int
     address: str
     already_running: bool = False
+    under_way: bool = False
+    """Another process is starting it (it holds the starters' lock); not waited for."""
 
 
 def collector_command(layout: RunLayout, extra: Sequence[str] = ()) -> List[str]:
@@ -132,17 +134,22 @@ def ensure_running(
     extra: Sequence[str] = (),
     timeout: float = 30.0,
     env: Optional[Mapping[str, str]] = None,
+    wait_behind: bool = True,
 ) -> Started:
     """Make sure exactly one collector serves ``layout``; start it if none does.
 
     Starters serialize on a lock file, so that many trainers starting at once
     spawn one daemon between them instead of a crowd that all but one lose.
+    ``wait_behind=False``: when another starter holds that lock, return at once
+    (``under_way``) instead of queueing behind it.
     """
     os.makedirs(layout.statbus_dir, exist_ok=True)
-    lock_path = os.path.join(layout.statbus_dir, "autostart.lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(layout.autostart_lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait_behind else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return Started(0, layout.data_address, already_running=True, under_way=True)
         if is_ready(layout):
             pid = read_pid(layout.pid_file) or 0
             return Started(pid, layout.data_address, already_running=True)
