@@ -34,7 +34,7 @@ class Beacons:
 
     def __init__(self) -> None:
         self._acked: "collections.OrderedDict[bytes, Tuple[int, float]]" = collections.OrderedDict()
-        """Tagged routing id (see ``DataDrain._tagged``) → (last acked seq, when), least recent first."""
+        """Socket index + routing id → (last acked seq, when), least recent first."""
         self._next_at = 0.0
         self.sent = 0
 

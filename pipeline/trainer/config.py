@@ -55,6 +55,8 @@ class TrainerConfig:
     """Send a ``write_stats`` at once; False: with the next batch, at most ``batch_interval`` later
     (one wake-up of every statbus process fewer per summary)."""
     linger: float = DEFAULT_LINGER
+    """Seconds an exiting client waits for acks without a sign of life from its collector
+    (it waits while a busy one repeats its acks, 60 s at most: ``sender.Client.close``)."""
     autostart: bool = True
     collector_args: Tuple[str, ...] = ()
     """Extra arguments for a collector this trainer starts on demand (e.g. ``--set ...``)."""
