@@ -30,7 +30,7 @@ from .framing import BYE, FlushEvent, FrameBuilder, Ticket, drain_events
 from .handoff import Handoff
 from .rate_log import RateLimitedLog
 from .resend_buffer import FrameBuffer, HeldFrame
-from .spool import Spiller, read_by_run_collector
+from .spool import SPOOL_JOIN, Spiller, read_by_run_collector
 
 logger = logging.getLogger(__name__)
 
@@ -258,6 +258,7 @@ class Client(Handoff):
     def held_frames(self) -> Optional[List[HeldFrame]]:
         """After :meth:`close`: what the collector did not acknowledge, what was still queued framed
         too (so it can go to the spool); None while the sender thread still runs."""
+        self._thread.join(SPOOL_JOIN)
         if self._thread.is_alive():
             return None
         self._drain()

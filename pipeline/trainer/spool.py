@@ -26,6 +26,10 @@ if TYPE_CHECKING:  # the client is passed in
 logger = logging.getLogger(__name__)
 _rlog = RateLimitedLog(logger)
 
+SPOOL_JOIN = 5.0
+"""Longest a closing client waits for its sender thread, once it missed close()'s own second, before it
+gives up on spooling: a thread still running then is inside an on-demand collector start (which ends
+once that collector answers), and only a stopped thread leaves the buffer to the spool."""
 SPILL_BUFFERS = 4
 """A running trainer's files waiting in the spool stay under this many times its buffer (``buffer_bytes``):
 256 MiB by default; with what it spools at exit (at most one buffer more), 320 MiB per process."""
@@ -152,7 +156,8 @@ def spool_unacked(client: "Client", linger: float) -> Optional[str]:
     if frames is None:
         values, summaries = client.undelivered()
         return (f"statbus: {values} values and {summaries} summaries recorded by this process are lost: {why}, "
-                "and the sender thread did not stop in time to hand them to the spool")
+                f"and the sender thread did not stop within {SPOOL_JOIN:g} s (starting a collector?) to hand "
+                "them to the spool")
     dropped = client.counters["events_dropped"] + client.counters["values_dropped"]
     values = sum(frame.nvalues for frame in frames)
     summaries = sum(frame.nsummaries for frame in frames)
