@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
 
 def calls(writer, np, hparams_name: str = "run_name") -> None:
@@ -56,12 +57,12 @@ def many(log_dir: str, index: int, delay: float, steps: int) -> None:
     from statbus.pipeline import SummaryWriter
 
     writer = SummaryWriter(log_dir)
-    time.sleep(delay)  # the training's own start-up, before its first step
+    time.sleep(delay)  # paces the scenario on purpose: the training's own start-up, before its first step
     for step in range(steps):
         value = index * 1000.0 + step
         writer.add_scalar("charts/x", value, step)
         writer.add_histogram("charts/h", [value], step)  # TensorBoard keeps a histogram's count
-        time.sleep(0.02)
+        time.sleep(0.02)  # paces the scenario on purpose: the steps 20 ms apart
     writer.close()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import subprocess
 import sys
 import time
@@ -74,10 +75,10 @@ def test_every_value_of_every_process_lands(tmp_path, processes, delay):
 
 def test_workers_killed_mid_run_write_nothing_twice_and_keep_every_late_summary(tmp_path):
     """16 processes at once (late joiners make second summaries at written steps) while the
-    tensorboard and jsonl workers are SIGKILLed every 200 ms: each journaled summary is in
-    stats.jsonl and in TensorBoard exactly once."""
+    tensorboard, jsonl and gauges workers are SIGKILLed every 200 ms: each journaled summary is
+    in stats.jsonl and in TensorBoard exactly once, and counted once in timers.json."""
     processes, steps = 16, 60
-    plugins = ["tensorboard", "jsonl"]
+    plugins = ["tensorboard", "jsonl", "gauges"]
     with chaos_run(tmp_path, plugins, ["tensorboard.options.layout=torch"]) as run:
         for name in plugins:
             run.wait_plugin(name, lambda p: p["state"] == "READY", what=f"{name} ready")
@@ -95,7 +96,7 @@ def test_workers_killed_mid_run_write_nothing_twice_and_keep_every_late_summary(
                 return '"category":"multi"' in handle.read()
             return False
 
-        wait_for(written, 120, "a step written")
+        wait_for(written, 60, lambda: "a step written:\n" + run.collector.log()[-3000:])
         start(processes - 1)
         killed = collections.Counter()
         while run.trainers_running():
@@ -112,6 +113,9 @@ def test_workers_killed_mid_run_write_nothing_twice_and_keep_every_late_summary(
                            if category == "multi")
         lines = [s for s in read_jsonl(run.path("stats.jsonl")) if s.get("category") == "multi"]
         histograms = read_run(log_dir)["histograms"]["charts/h"]
+        stop(run.collector)  # the gauges writer rewrites timers.json at its close
+        with open(run.path("run_logs", "timers.json"), encoding="utf-8") as handle:
+            gauge = json.load(handle)["gauges"]["multi.charts.x.mean"]
 
     assert len(journaled) > steps, "no late summary: the test did not make the case it is about"
     num = collections.Counter()
@@ -122,3 +126,4 @@ def test_workers_killed_mid_run_write_nothing_twice_and_keep_every_late_summary(
     assert sorted((l["step"], l["values"]["charts/h"]["num"], l["values"]["charts/h"]["sum"]) for l in lines) \
         == journaled
     assert sorted((step, int(h.num), h.sum) for step, h in histograms) == journaled
+    assert gauge["count"] == len(journaled), gauge
