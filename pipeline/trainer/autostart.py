@@ -34,7 +34,6 @@ import os
 from typing import List, MutableMapping, NamedTuple, Optional
 
 from ...plugins import StatbusError
-from ..collector.lifecycle.pidfile import is_locked
 from ..layout import RunLayout
 from .config import ENV_CONFIG, TrainerConfig, force_before
 
@@ -86,10 +85,12 @@ def ensure_collector(config: TrainerConfig) -> Ensured:
         # A collector somewhere else (tcp, or a socket of the user's choosing)
         # is the operator's to run; starting a local one would not reach it.
         return Ensured(Outcome.NOT_OURS)
+    # Imported here: the pidfile and starting a daemon are no cost of `import statbus.pipeline`.
+    from ..collector.lifecycle.daemon import ensure_running
+    from ..collector.lifecycle.pidfile import is_locked
+
     if is_locked(layout.pid_file):
         return Ensured(Outcome.ALIVE)
-    # Imported here: starting a daemon (subprocess, its readiness) is no cost of `import statbus.pipeline`.
-    from ..collector.lifecycle.daemon import ensure_running
 
     try:
         # Not queued behind another starter: a sender thread waiting there reads no acks meanwhile.
