@@ -2,21 +2,93 @@
 stand-in hosts: hangs (no heartbeat, a writer call past its timeout) and the memory cap abort the
 host, TERM then KILL of its whole group after the grace; a record that kills it three times is set
 aside; a kill from outside never fails the plugin; a spawn that cannot start fails it at once.
+First one PluginWatcher on its own, on a fake clock.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
+import pytest
+
+from statbus.plugins import RunOptions
 from statbus.workers.statepage import StatePage
-from statbus.workers.supervision.policy import PolicyConfig
+from statbus.workers.supervision.context import WatchContext, WorkerPaths
+from statbus.workers.supervision.policy import PolicyConfig, RestartPolicy
 from statbus.workers.supervision.states import WorkerState
-from supervision_harness import FakeClock, Harness, _alive, config
-from waiting import holds_for
+from statbus.workers.supervision.watcher import PluginWatcher
+from supervision_harness import FAST, FakeClock, Harness, _alive, config, plugin
+from waiting import holds_for, wait_for
+
+
+@pytest.fixture
+def watcher(tmp_path: Path, stub: Any) -> Iterator[Callable[..., PluginWatcher]]:
+    """Builds one PluginWatcher of a stand-in host on a fake clock; its host is killed at teardown."""
+    made: List[PluginWatcher] = []
+
+    def build(spawn: Any = stub, **settings: Any) -> PluginWatcher:
+        clock = FakeClock()
+        context = WatchContext(
+            WorkerPaths(str(tmp_path / "run" / "statbus")), RunOptions.create("run", results_dir=str(tmp_path)),
+            "ipc://" + str(tmp_path / "work"), head=lambda: 0, stopping=lambda: False, clock=clock, spawn=spawn,
+            grace=0.3,
+        )
+        built = PluginWatcher(plugin("one"), config(one=settings).for_plugin("one"),
+                              RestartPolicy(FAST, clock=clock, rng=random.Random(0)), context)
+        made.append(built)
+        return built
+
+    try:
+        yield build
+    finally:
+        for built in made:
+            if built.host is not None:
+                built.signal_group(signal.SIGKILL)
+                wait_for(built.reap, what="the host reaped")
+            built.close_page()
+
+
+def ticked(one: PluginWatcher, state: WorkerState) -> Callable[[], bool]:
+    def reached() -> bool:
+        one.tick(one.context.clock())
+        return one.state is state
+    return reached
+
+
+def test_one_watcher_takes_its_host_through_ready_restart_and_disable(watcher: Callable[..., PluginWatcher]) -> None:
+    one = watcher()
+    one.spawn()
+    assert one.state is WorkerState.STARTING and one.spawns == 1
+    wait_for(ticked(one, WorkerState.READY), what="READY")
+    first = one.host.pid
+    one.restart()  # a running host: stopped first, then a new one
+    assert one.state is WorkerState.STOPPING
+    wait_for(ticked(one, WorkerState.READY), what="READY again")
+    assert one.host.pid != first and not _alive(first) and one.spawns == 2
+    second = one.host.pid
+    one.disable()
+    wait_for(ticked(one, WorkerState.STOPPED), what="STOPPED")
+    assert one.host is None and not _alive(second) and one.last_exit == 0
+    one.enable()
+    assert one.state is WorkerState.STARTING and one.spawns == 3
+
+
+def test_a_host_that_cannot_be_spawned_fails_its_plugin_at_once(watcher: Callable[..., PluginWatcher]) -> None:
+    def spawn(argv: List[str], **kwargs: Any) -> Any:
+        raise OSError("exec format error")
+
+    one = watcher(spawn=spawn)
+    one.spawn()
+    assert one.state is WorkerState.FAILED and one.host is None and one.spawns == 0
+    assert one.last_error.startswith("cannot start ") and one.last_error.endswith(": exec format error")
+
+
+# --- through the supervisor -------------------------------------------------------------------
 
 
 def test_hung_host_group_is_killed_and_replaced(make: Callable[..., Harness], tmp_path: Path) -> None:
