@@ -118,6 +118,8 @@ def local_collector_working(config: TrainerConfig, timeout: float = 2.0) -> bool
     layout = RunLayout(config.results_dir, config.run_id)
     if config.address != layout.data_address:
         return False
+    from ..collector.lifecycle.pidfile import is_locked
+
     if is_locked(layout.autostart_lock):
         return True
     if not is_locked(layout.pid_file):
