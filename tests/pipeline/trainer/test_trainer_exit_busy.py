@@ -26,10 +26,9 @@ BUSY_SECONDS = 6.0
 """How long the stand-in collector only repeats its acks: three times the trainer's linger."""
 
 
-def test_an_exiting_trainer_waits_while_its_collector_repeats_acks(tmp_path):
+def test_an_exiting_trainer_waits_while_its_collector_repeats_acks(tmp_path, context):
     address = f"ipc://{tmp_path}/data"
     env = dict(os.environ, STATBUS_AUTOSTART="0", PYTHONWARNINGS="error")
-    context = zmq.Context()
     router = context.socket(zmq.ROUTER)
     router.setsockopt(zmq.LINGER, 0)
     router.bind(address)
@@ -65,7 +64,6 @@ def test_an_exiting_trainer_waits_while_its_collector_repeats_acks(tmp_path):
             process.kill()
             process.wait()
         router.close()
-        context.term()
     assert process.returncode == 0
     assert err.decode() == ""  # nothing lost, nothing spooled, no thread left behind
     values = [v for f in frames.values() for r in f.records if type(r).__name__ == "StatRecord" for v in r.values]
