@@ -86,10 +86,9 @@ class AckPeer:
 
     def __enter__(self) -> "AckPeer":
         self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("ack peer did not start")
-        if self._error is not None:
-            raise self._error
+        if not self._ready.wait(10) or self._error is not None:
+            self.stop()  # ends the context too
+            raise self._error or RuntimeError("ack peer did not start")
         return self
 
     def __exit__(self, *exc: object) -> None:
