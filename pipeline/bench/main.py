@@ -1,6 +1,6 @@
 """``statbus bench`` / ``scripts/bench.py``: every figure in one run, table and JSON.
 
-Modes: default (figures 1-6 and 8 in about 4 minutes on 2 cores, figure 7's real
+Modes: default (figures 1-6, 8 and 10 in about 5 minutes on 2 cores, figure 7's real
 training 15 more; 5 repetitions, A/B alternated, medians), ``--quick`` (smaller
 loads, fewer repetitions: about a minute, and 4 for figure 7) and
 a hidden ``--smoke`` (the smallest configuration, for the test suite).  Every
@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 from ...workers.exits import ExitCode
 from .args import FIGURES, add_arguments
-from .figures import frameworks, hotpath, idle, learn, memory, recovery, soak, startup, throughput
+from .figures import frameworks, hotpath, idle, learn, memory, recovery, scale, soak, startup, throughput
 from .report import format_table, rows_for
 
 logger = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ class BenchConfig:
     frameworks: frameworks.FrameworksConfig
     learn: learn.LearnConfig
     idle: idle.IdleConfig
+    scale: scale.ScaleConfig
     soak: soak.SoakConfig
 
 
@@ -53,6 +54,7 @@ MODES: Dict[str, BenchConfig] = {
         frameworks.FrameworksConfig(calls=20_000, repetitions=5),
         learn.LearnConfig(max_steps=10_000, repetitions=5),
         idle.IdleConfig(seconds=30.0),
+        scale.ScaleConfig(processes=(1, 8, 32, 64, 128)),
         soak.SoakConfig(seconds=600.0),
     ),
     "quick": BenchConfig(
@@ -64,6 +66,7 @@ MODES: Dict[str, BenchConfig] = {
         frameworks.FrameworksConfig(calls=8_000, repetitions=3),
         learn.LearnConfig(max_steps=3_000, repetitions=3),
         idle.IdleConfig(seconds=10.0),
+        scale.ScaleConfig(processes=(1, 32, 128), steps=500),
         soak.SoakConfig(seconds=120.0, collector_every=(10.0, 20.0), worker_every=(10.0, 20.0), trainer_every=30.0,
                         settle=30.0),
     ),
@@ -76,6 +79,7 @@ MODES: Dict[str, BenchConfig] = {
         frameworks.FrameworksConfig(calls=400, repetitions=1),
         learn.LearnConfig(enabled=False),  # minutes of training: not for the test suite
         idle.IdleConfig(enabled=False),  # a collector and five workers more: the suite's smoke run is long enough
+        scale.ScaleConfig(processes=(2,), steps=100),
         soak.SoakConfig(enabled=False),  # minutes of kills: the suite has its own, tests/system/test_soak.py
     ),
 }
@@ -89,6 +93,7 @@ RUNNERS: Dict[str, Callable[[str, Any], Dict[str, Any]]] = {
     "frameworks": frameworks.run,
     "learn": learn.run,
     "idle": idle.run,
+    "scale": scale.run,
     "soak": soak.run,
 }
 

@@ -16,6 +16,8 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
+from . import fleet
+
 PPO_KEYS = (
     "Environment/Cumulative Reward",
     "Environment/Episode Length",
@@ -314,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     fill.add_argument("--buffer-bytes", type=int, required=True)
     fill.add_argument("--timeout", type=float, default=60.0)
     fill.set_defaults(func=role_buffer_fill)
+    fleet.add_parser(roles)
     return parser
 
 

@@ -301,9 +301,30 @@ def soak_rows(f: Dict[str, Any]) -> List[Row]:
     return rows
 
 
+def scale_rows(figure: Dict[str, Any]) -> List[Row]:
+    if "skipped" in figure:
+        return [Row("10 scale", "1 to 128 trainer processes", "skipped", "", figure["skipped"], None)]
+    rows: List[Row] = []
+    for n, f in figure.items():
+        label = f"{n} process{'es' if n != '1' else ''}"
+        if "error" in f:
+            rows.append(Row("10 scale", label, "error", "", f["error"][:100], False))
+            continue
+        rows.append(Row("10 scale", f"{label}: values/s delivered to jsonl (acked, exits included)",
+                        f"{_rate(f['delivered_values_per_s'])} ({_rate(f['acked_values_per_s'])})",
+                        f"{f['values']:,} values", "every value once", f["exact"]))
+        rows.append(Row("10 scale", f"{label}: collector CPU per million values",
+                        f"{f['collector_cpu_s_per_million']:.2f} s",
+                        f"± {0.01 / (f['values'] / 1e6):.2f} s (10 ms CPU ticks)", "", None))
+        rows.append(Row("10 scale", f"{label}: add_stat p99 / worst (all processes)",
+                        f"{_us(f['add_stat_p99_us'])} / {_us(f['add_stat_max_us'])}",
+                        f"plain loop {_us(f['plain_p99_us'])} / {_us(f['plain_max_us'])}", "", None))
+    return rows
+
+
 ROW_MAKERS = {"hotpath": hotpath_rows, "throughput": throughput_rows, "recovery": recovery_rows,
               "memory": memory_rows, "startup": startup_rows, "frameworks": frameworks_rows,
-              "learn": learn_rows, "idle": idle_rows, "soak": soak_rows}
+              "learn": learn_rows, "idle": idle_rows, "scale": scale_rows, "soak": soak_rows}
 
 
 def rows_for(figures: Dict[str, Any]) -> List[Row]:
