@@ -173,6 +173,7 @@ class Client(Handoff):
         collector, no start of it under way and no answer from it that it takes frames in
         (:func:`.autostart.local_collector_working`); or after :data:`EXIT_WAIT_MAX` in
         all.  A busy collector is waited for; a dead, stopped or stalled one is not.
+        ``linger`` 0: no wait beyond what is acked already.
         """
         ticket = self._flush_ticket(bye=True)
         ok = self._nothing_pending() if ticket is None else self._wait_while_alive(ticket, linger)
@@ -193,7 +194,7 @@ class Client(Handoff):
             if capped:
                 left = EXIT_WAIT_MAX - (now - started)
             self.exit_wait_limit = EXIT_WAIT_MAX if capped else linger
-            if left <= 0 and not capped and local_collector_working(self.config):
+            if left <= 0 and linger > 0 and not capped and local_collector_working(self.config):
                 # Asked here, not by the sender thread: on a host with a hundred busy
                 # processes that thread may wait seconds for a core, this one as long.
                 self._life_at = time.monotonic()
