@@ -137,10 +137,10 @@ def load_run_options(path: Optional[str]) -> Optional[RunOptions]:
 
 
 def supervisor_factory(layout: RunLayout, plugins: List[PluginInfo], args: argparse.Namespace) -> SupervisorFactory:
-    from ..workers.supervision.config import load_config, parse_overrides
+    from ..workers.supervision.config import load_plugin_config, parse_overrides
     from ..workers.supervision.supervisor import Supervisor
 
-    config = load_config(args.config, parse_overrides(args.set))
+    config = load_plugin_config(plugins, args.config, parse_overrides(args.set), named=_names(args.plugins))
     overlay = load_run_options(args.run_options)
 
     def make(hooks: SupervisorHooks) -> Supervisor:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from ...plugins.discovery import PluginInfo, discover_plugins
 from ...plugins.groups import STATS_WRITER_GROUPS
+from ...plugins.opt_in import missing_modules, opt_in_of
 from ...workers.exits import ExitCode
 
-COLUMNS = ("group", "name", "target", "distribution", "version")
+COLUMNS = ("group", "name", "target", "distribution", "version", "default")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -24,9 +25,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="list the installed stats-writer plugins",
         description="List every plugin registered in the entry-point groups "
         + " and ".join(STATS_WRITER_GROUPS)
-        + ": group, name, target (module:registration function), and the distribution "
-        "and version that provide it. Only package metadata is read; no plugin code is "
-        "imported or run.",
+        + ": group, name, target (module:registration function), the distribution "
+        "and version that provide it, and whether a collector runs it by default ('on', or "
+        "'off' with the environment variable that turns it on and the extra it needs when its "
+        "library is missing; a config table [plugins.NAME] with enabled = true turns it on too). "
+        "Only package metadata is read; no plugin code is imported or run.",
     )
     parser.add_argument(
         "--json",
@@ -36,10 +39,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def default_state(plugin: PluginInfo) -> str:
+    """``on``, or ``off (STATBUS_X=1[; needs statbus[x]])`` for a plugin that is off until asked for."""
+    opt_in = opt_in_of(plugin.group, plugin.name)
+    if opt_in is None:
+        return "on"
+    needs = f"; not installed: {opt_in.install_hint}" if missing_modules(opt_in) else ""
+    return f"off ({opt_in.env}=1{needs})"
+
+
+def _row(plugin: PluginInfo) -> Dict[str, Optional[str]]:
+    return {**plugin.as_dict(), "default": default_state(plugin)}
+
+
 def format_table(plugins: Sequence[PluginInfo]) -> str:
     """An aligned text table of ``plugins``, one row each, with a header."""
     rows: List[Sequence[str]] = [[c.upper() for c in COLUMNS]]
-    rows += [[getattr(p, c) or "-" for c in COLUMNS] for p in plugins]
+    rows += [[_row(p)[c] or "-" for c in COLUMNS] for p in plugins]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
@@ -47,7 +63,7 @@ def format_table(plugins: Sequence[PluginInfo]) -> str:
 def run(args: argparse.Namespace) -> int:
     plugins = discover_plugins()
     if args.json:
-        json.dump([p.as_dict() for p in plugins], sys.stdout, indent=2)
+        json.dump([_row(p) for p in plugins], sys.stdout, indent=2)
         sys.stdout.write("\n")
     elif plugins:
         print(format_table(plugins))

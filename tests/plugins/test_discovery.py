@@ -28,6 +28,8 @@ BUILTINS = {
     "tensorboard": "statbus.plugins.writers.tensorboard:get_tensorboard_writer",
     "gauges": "statbus.plugins.writers.gauges:get_gauges_writer",
     "jsonl": "statbus.plugins.writers.jsonl:get_jsonl_writer",
+    "wandb": "statbus.plugins.writers.wandb_tracker:get_wandb_writer",
+    "mlflow": "statbus.plugins.writers.mlflow_tracker:get_mlflow_writer",
 }
 
 FIXTURE_MODULE = "sb_fixture_plugins"
@@ -192,18 +194,21 @@ def test_statbus_plugins_json():
     result = run_cli("plugins", "--json")
     assert result.returncode == 0, result.stderr
     listed = json.loads(result.stdout)
-    assert all(set(p) == {"group", "name", "target", "distribution", "version"} for p in listed)
+    assert all(set(p) == {"group", "name", "target", "distribution", "version", "default"} for p in listed)
     builtins = {p["name"]: p["target"] for p in listed if p["group"] == STATBUS_STATS_WRITER}
     assert builtins == BUILTINS
+    defaults = {p["name"]: p["default"] for p in listed if p["group"] == STATBUS_STATS_WRITER}
+    assert defaults == {"console": "on", "tensorboard": "on", "gauges": "on", "jsonl": "on",
+                        "wandb": "off (STATBUS_WANDB=1)", "mlflow": "off (STATBUS_MLFLOW=1)"}
     assert {"group": ML_AGENTS_STATS_WRITER, "name": "example", "target": "statbus_example_plugin:get_example_writer",
-            "distribution": "statbus-example-plugin", "version": "0.1.0"} in listed
+            "distribution": "statbus-example-plugin", "version": "0.1.0", "default": "on"} in listed
 
 
 def test_statbus_plugins_table():
     result = run_cli("plugins")
     assert result.returncode == 0, result.stderr
     header, *rows = result.stdout.splitlines()
-    assert header.split() == ["GROUP", "NAME", "TARGET", "DISTRIBUTION", "VERSION"]
+    assert header.split() == ["GROUP", "NAME", "TARGET", "DISTRIBUTION", "VERSION", "DEFAULT"]
     assert any(row.split()[:3] == [STATBUS_STATS_WRITER, "tensorboard", BUILTINS["tensorboard"]] for row in rows)
 
 

@@ -33,10 +33,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import sys
-from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
+from ...plugins.discovery import PluginInfo
 from ...plugins.errors import ConfigError
+from ...plugins.opt_in import env_choice, missing_modules, opt_in_of
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -153,12 +156,16 @@ def _settings(values: Mapping[str, Any]) -> PluginSettings:
 def load_config(
     path: Optional[str] = None,
     overrides: Optional[Mapping[str, Mapping[str, Any]]] = None,
+    off_by_default: Iterable[str] = (),
 ) -> Config:
     """Settings from the TOML file at ``path`` (None: no file) and ``overrides``.
 
     ``overrides`` maps a plugin name (or ``"default"``) to settings that win
-    over the file's.  Raises :class:`ConfigError` for an unreadable file,
-    invalid TOML, unknown keys or wrong types.
+    over the file's.  The plugins named in ``off_by_default`` are disabled
+    unless their own table or an override says ``enabled = true`` (the
+    ``[plugins.default]`` table cannot turn them on).  Raises
+    :class:`ConfigError` for an unreadable file, invalid TOML, unknown keys or
+    wrong types.
     """
     document: Mapping[str, Any] = {}
     if path is not None:
@@ -177,10 +184,17 @@ def load_config(
     override_values = {name: _validated(table, None, name) for name, table in (overrides or {}).items()}
 
     default_values = _merge(file_values.get(DEFAULT_TABLE, {}), override_values.get(DEFAULT_TABLE, {}))
-    names = (set(file_values) | set(override_values)) - {DEFAULT_TABLE}
+    off = set(off_by_default) - {DEFAULT_TABLE}
+    names = (set(file_values) | set(override_values) | off) - {DEFAULT_TABLE}
+
+    def base(name: str) -> Dict[str, Any]:
+        if name in off and default_values.get("enabled", True):
+            return {**default_values, "enabled": False}
+        return default_values
+
     plugins = {
         name: _settings(
-            _merge(_merge(default_values, file_values.get(name, {})), override_values.get(name, {}))
+            _merge(_merge(base(name), file_values.get(name, {})), override_values.get(name, {}))
         )
         for name in sorted(names)
     }
@@ -238,3 +252,46 @@ def parse_overrides(items: Iterable[str]) -> Dict[str, Dict[str, Any]]:
         else:
             table[key] = value
     return result
+
+
+def load_plugin_config(
+    plugins: Iterable[PluginInfo],
+    path: Optional[str] = None,
+    overrides: Optional[Mapping[str, Mapping[str, Any]]] = None,
+    environ: Mapping[str, str] = os.environ,
+    named: Iterable[str] = (),
+) -> Config:
+    """:func:`load_config` for these ``plugins``, with the off-by-default ones (:mod:`statbus.plugins.opt_in`) decided.
+
+    Such a plugin is on when its own table or an override says so, else when its environment
+    variable does, or when ``named`` (``--plugins``) names it.  One that is on but whose library
+    this interpreter cannot find is turned off with one error line saying what to install: the
+    other plugins run.  (A plugin with an ``interpreter`` of its own is not checked here: its
+    worker reports what it lacks.)
+    """
+    merged: Dict[str, Dict[str, Any]] = {name: dict(table) for name, table in (overrides or {}).items()}
+    off: List[str] = []
+    named = set(named)
+    opt_ins = {}
+    for info in plugins:
+        opt_in = opt_in_of(info.group, info.name)
+        if opt_in is None:
+            continue
+        opt_ins[info.name] = opt_in
+        off.append(info.name)
+        choice = True if info.name in named or f"{info.group}:{info.name}" in named else env_choice(opt_in, environ)
+        if choice is not None and "enabled" not in merged.get(info.name, {}):
+            merged.setdefault(info.name, {})["enabled"] = choice
+    config = load_config(path, merged, off_by_default=off)
+    for name, opt_in in opt_ins.items():
+        settings = config.for_plugin(name)
+        if not settings.enabled or settings.interpreter is not None:
+            continue
+        missing = missing_modules(opt_in)
+        if missing:
+            logger.error("plugin %s is enabled but %s is not installed: %s (the other plugins run)",
+                         name, ", ".join(missing), opt_in.install_hint)
+            plugins_now = dict(config.plugins)
+            plugins_now[name] = dataclasses.replace(settings, enabled=False)
+            config = dataclasses.replace(config, plugins=plugins_now)
+    return config
