@@ -128,6 +128,9 @@ class Run:
         if self.trainer is not None:
             self.trainer.kill()
             self.trainer.wait(30)
+            for stream in (self.trainer.stdin, self.trainer.stdout):
+                if stream is not None and not stream.closed:
+                    stream.close()
         self.collector.close()
         kill_pids(self.pids | set(core_pids(os.path.join(self.results, "ppo"))))
 

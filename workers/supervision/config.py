@@ -15,7 +15,9 @@ File format::
                                       # as RunOptions.plugin_options
 
 A plugin's settings are its own table over ``[plugins.default]`` over the
-built-in defaults; ``options`` tables are merged key by key the same way.  Only
+built-in defaults (for the plugins that are off until asked for,
+:mod:`statbus.plugins.opt_in`, ``enabled`` comes only from their own table,
+an override, ``--plugins`` or their environment variable: :func:`load_plugin_config`); ``options`` tables are merged key by key the same way.  Only
 the ``plugins`` table is read here: other top-level tables belong to other
 parts of statbus and are kept, unread, in :attr:`Config.extra`.  Every key of a
 plugin table is checked: an unknown key or a value of the wrong type is a
