@@ -110,22 +110,28 @@ def wandb_points(rows: Iterable[Tuple[int, Dict[str, Any]]]) -> Dict[Tuple[str, 
 # --- MLflow, read back --------------------------------------------------------------------------------
 
 def mlflow_points(client: Any, experiment: str) -> Dict[Tuple[str, int], List[float]]:
+    """(key, step) → every value of the one run of ``experiment``, oldest first (the marker metric left out)."""
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id])
     assert len(runs) == 1, [r.info.run_name for r in runs]
     run = runs[0]
     points: Dict[Tuple[str, int], List[float]] = {}
     for key in run.data.metrics:
-        for metric in client.get_metric_history(run.info.run_id, key):
+        if key == "statbus/journal_position":
+            continue
+        for metric in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.timestamp):
             points.setdefault((key, metric.step), []).append(metric.value)
     return points
 
 
 # --- stats.jsonl, the reference ---------------------------------------------------------------------
 
-def jsonl_expected(path: str) -> Dict[Tuple[str, int], Dict[str, Any]]:
-    """(``<category>/<key>``, step) → the jsonl summary entry of every key that holds a value."""
-    expected = {}
+def jsonl_expected(path: str) -> Dict[Tuple[str, int], List[Dict[str, Any]]]:
+    """(``<category>/<key>``, step) → the jsonl summary entries of that key and step that hold a value, in order.
+
+    A step may have several: a late ``SummaryWriter`` value is a second summary at its step.
+    """
+    expected: Dict[Tuple[str, int], List[Dict[str, Any]]] = {}
     with open(path, encoding="utf-8") as handle:
         for line in handle:
             obj = json.loads(line)
@@ -133,7 +139,7 @@ def jsonl_expected(path: str) -> Dict[Tuple[str, int], Dict[str, Any]]:
                 continue
             for key, summary in obj["values"].items():
                 if summary["num"]:
-                    expected[(f"{obj['category']}/{key}", obj["step"])] = summary
+                    expected.setdefault((f"{obj['category']}/{key}", obj["step"]), []).append(summary)
     return expected
 
 
@@ -204,17 +210,17 @@ class MlflowServer:
 
         wait_for(up, timeout, what="mlflow server", interval=0.2)
 
-    def get(self, path: str, **params: Any) -> Dict[str, Any]:
+    def get(self, endpoint: str, **params: Any) -> Dict[str, Any]:
         import urllib.parse
         import urllib.request
 
-        with urllib.request.urlopen(f"{self.url}{path}?{urllib.parse.urlencode(params)}", timeout=30) as reply:
+        with urllib.request.urlopen(f"{self.url}{endpoint}?{urllib.parse.urlencode(params)}", timeout=30) as reply:
             return json.load(reply)
 
-    def post(self, path: str, body: Dict[str, Any]) -> Dict[str, Any]:
+    def post(self, endpoint: str, body: Dict[str, Any]) -> Dict[str, Any]:
         import urllib.request
 
-        request = urllib.request.Request(f"{self.url}{path}", data=json.dumps(body).encode(), method="POST",
+        request = urllib.request.Request(f"{self.url}{endpoint}", data=json.dumps(body).encode(), method="POST",
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=30) as reply:
             return json.load(reply)

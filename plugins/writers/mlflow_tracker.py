@@ -17,11 +17,15 @@ Mapping:
   MLflow params cannot change);
 * a TEXT property as the text artifact ``text/<category>/<tag>/step_<step>.txt``.
 
-Exactly once: at start the writer reads what the run holds (the last step of each metric,
-the params) and logs only later steps; ``log_batch`` returns once MLflow stored the batch,
-and ``flush()`` (called by the worker host before it commits its cursor) sends every
-pending metric, so what a killed worker sent is read back by its successor and what it had
-not sent is delivered again from the journal.  The per-run lock of
+Exactly once: every ``log_batch`` of metrics ends with the marker metric
+``statbus/journal_position`` (step: the journal position of the last summary in the batch;
+value: how many of that summary's metrics the run holds with it), stored in the same
+transaction.  ``log_batch`` returns once MLflow stored the batch, and ``flush()`` (called
+by the worker host before it commits its cursor) sends every pending metric; a new worker
+reads the marker back and skips what the run holds, so what a killed worker sent is there
+once and what it had not sent is delivered again from the journal.  (A step cannot tell a
+replay: a late ``SummaryWriter`` value is a second summary at a step already written.)
+Params and text artifacts are idempotent (the same value, the same path).  The per-run lock of
 :mod:`.tracker_common` keeps a new worker out until the old one is gone.
 
 MLflow's fluent API (``mlflow.log_metric``) is not used: it keeps an active run per
@@ -34,12 +38,13 @@ import logging
 import os
 import re
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
+from ..delivery import journal_position
 from ..errors import PluginError
 from ..settings import RunOptions
 from ..stats import StatsPropertyType, StatsSummary, StatsWriter
-from .tracker_common import StepMarks, flatten, scalar, take_lock, tracker_dir, tracker_run_key
+from .tracker_common import flatten, scalar, take_lock, tracker_dir, tracker_run_key
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +54,8 @@ MAX_PARAM_VALUE_CHARS = 6000
 MAX_KEY_CHARS = 250
 RUN_KEY_TAG = "statbus.run_key"
 RUN_ID_TAG = "statbus.run_id"
+POSITION_METRIC = "statbus/journal_position"
+"""The marker metric: at step P (a journal position), value n (metrics of that summary stored)."""
 INSTALL_HINT = "pip install 'statbus[mlflow]'"
 
 _BAD_CHARS = re.compile(r"[^\w./\- :]")
@@ -63,37 +70,49 @@ def metric_name(name: str) -> str:
 
 
 class MlflowWriter(StatsWriter):
-    def __init__(self, client: Any, run_id: str) -> None:
+    def __init__(self, client: Any, run_id: str, lock_fd: Optional[int] = None) -> None:
         self.client = client
         self.run_id = run_id
-        self.marks = StepMarks()
+        self.lock_fd = lock_fd
+        """The run's tracker lock (:func:`.tracker_common.take_lock`), released by :meth:`close`."""
+        self.stored: Tuple[int, int] = (-1, 0)
+        """(journal position P, n): the run holds the first n metrics of the summary at P and all before it."""
         self.params: Dict[str, str] = {}
-        self._pending: List[Any] = []
+        self._pending: List[Tuple[Any, Optional[Tuple[int, int]]]] = []
         from mlflow.entities import Metric, Param
 
         self._metric, self._param = Metric, Param
         self._read_back()
 
     def _read_back(self) -> None:
-        """What the run holds already: the last step of each metric, the params."""
+        """What the run holds already: the highest position marker, the params."""
         run = self.client.get_run(self.run_id)
-        for metric in run.data._metric_objs:  # the latest point of each metric: its highest step
-            self.marks.note(metric.key, int(metric.step))
+        for metric in run.data._metric_objs:  # the latest point of each metric: highest step, then value
+            if metric.key == POSITION_METRIC:
+                self.stored = (int(metric.step), int(metric.value))
         self.params = dict(run.data.params)
-        if self.marks.marks:
-            logger.info("mlflow: run %s holds %d metrics already; logging only later steps", self.run_id, len(self.marks.marks))
+        if self.stored[0] >= 0:
+            logger.info("mlflow: run %s holds the summaries up to journal position %d; logging what follows",
+                        self.run_id, self.stored[0])
 
     def write_stats(self, category: str, values: Dict[str, StatsSummary], step: int) -> None:
+        position = journal_position()
+        done = 0
+        if position is not None:
+            if position < self.stored[0]:
+                return
+            if position == self.stored[0]:
+                done = self.stored[1]  # a kill between two batches of one summary: the rest of it
         now = int(time.time() * 1000)
+        count = 0
         for key, summary in values.items():
-            name = metric_name(f"{category}/{key}")
-            if not self.marks.is_new(name, step):
-                continue
             value = scalar(summary)
             if value is None:
                 continue
-            self._pending.append(self._metric(name, value, now, step))
-            self.marks.note(name, step)
+            count += 1
+            if count > done:
+                metric = self._metric(metric_name(f"{category}/{key}"), value, now, step)
+                self._pending.append((metric, None if position is None else (position, count)))
         if len(self._pending) >= MAX_METRICS_PER_BATCH:
             self.flush()
 
@@ -122,16 +141,27 @@ class MlflowWriter(StatsWriter):
             self.client.log_batch(self.run_id, params=new[start:start + MAX_PARAMS_PER_BATCH])
 
     def flush(self) -> None:
-        # In step order per metric, so a batch cut short by a kill leaves each metric a
-        # prefix of its steps: what the next worker reads back and continues after.
+        # Each batch carries a marker metric, stored in the same transaction as the batch's
+        # metrics (MLflow stores a batch's tags in another): the next worker reads it back.
         while self._pending:
-            batch = self._pending[:MAX_METRICS_PER_BATCH]
-            self.client.log_batch(self.run_id, metrics=batch)
+            batch = self._pending[:MAX_METRICS_PER_BATCH - 1]
+            metrics = [metric for metric, _ in batch]
+            mark = batch[-1][1]
+            if mark is not None:
+                metrics.append(self._metric(POSITION_METRIC, float(mark[1]), metrics[-1].timestamp, mark[0]))
+            self.client.log_batch(self.run_id, metrics=metrics)
             del self._pending[:len(batch)]
+            if mark is not None:
+                self.stored = mark
 
     def close(self) -> None:
-        self.flush()
-        self.client.set_terminated(self.run_id)
+        try:
+            self.flush()
+            self.client.set_terminated(self.run_id)
+        finally:
+            if self.lock_fd is not None:
+                os.close(self.lock_fd)
+                self.lock_fd = None
 
 
 def find_or_create_run(client: Any, experiment_id: str, run_key: str, run_name: str) -> str:
@@ -155,7 +185,7 @@ def get_mlflow_writer(run_options: RunOptions) -> List[StatsWriter]:
         from mlflow.tracking import MlflowClient
     except ImportError as exc:
         raise PluginError("mlflow", f"mlflow is not installed ({exc}): {INSTALL_HINT}") from None
-    take_lock(tracker_dir(run_options, "mlflow"))
+    lock = take_lock(tracker_dir(run_options, "mlflow"))
     client = MlflowClient(tracking_uri=options.get("tracking_uri") or None)
     name = options.get("experiment_name") or os.environ.get("MLFLOW_EXPERIMENT_NAME") or "Default"
     experiment = client.get_experiment_by_name(name)
@@ -166,4 +196,4 @@ def get_mlflow_writer(run_options: RunOptions) -> List[StatsWriter]:
     run_id = find_or_create_run(client, experiment_id, tracker_run_key(run_options), run_options.run_id)
     logger.info("mlflow: logging to run %s (%s) of experiment %r at %s", run_id, run_options.run_id, name,
                 client.tracking_uri if hasattr(client, "tracking_uri") else "?")
-    return [MlflowWriter(client, run_id)]
+    return [MlflowWriter(client, run_id, lock)]

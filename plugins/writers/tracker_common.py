@@ -19,6 +19,7 @@ import re
 import time
 from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
+from ..delivery import journal_position
 from ..errors import PluginError
 from ..settings import RunOptions
 from ..stats import StatsAggregationMethod, StatsSummary, sum_and_mean
@@ -95,15 +96,26 @@ def finite_values(summary: StatsSummary) -> list:
     return [float(v) for v in summary.full_dist if math.isfinite(v)]
 
 
-class StepMarks:
-    """The highest step logged per key: a (key, step) at or below it is a replay."""
+class CallMarks:
+    """Each writer call's mark: (journal position of its entry, its ordinal among the calls of that entry).
+
+    A worker caught up from the journal makes the same calls for the same entries, so a
+    call whose mark is at or below the highest a tracker (or the outbox) holds is a replay.
+    A step cannot tell: a late ``SummaryWriter`` value is a second summary at a step
+    already written, and steps may go back.  Outside a worker host there is no position
+    and every call is new (mark None).
+    """
 
     def __init__(self) -> None:
-        self.marks: Dict[str, int] = {}
+        self._position: Optional[int] = None
+        self._ordinal = 0
 
-    def is_new(self, key: str, step: int) -> bool:
-        return step > self.marks.get(key, -1)
-
-    def note(self, key: str, step: int) -> None:
-        if step > self.marks.get(key, -1):
-            self.marks[key] = step
+    def next(self) -> Optional[Tuple[int, int]]:
+        position = journal_position()
+        if position is None:
+            return None
+        if position != self._position:
+            self._position, self._ordinal = position, 0
+        else:
+            self._ordinal += 1
+        return (position, self._ordinal)

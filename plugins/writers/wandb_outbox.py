@@ -8,11 +8,12 @@ to the OS (``os.write``, which a SIGKILL of the process cannot undo), and only t
 logged; a restarted worker logs again the rows of the outbox that the W&B run does
 not hold (its next ``_step``: see :mod:`.wandb_tracker`).  One JSON line per entry::
 
-    {"row": 12, "category": "3DBall", "step": 5000, "values": {"3DBall/Reward": 1.5, "3DBall/Loss": {"histogram": [..]}}}
-    {"row": 13, "category": "3DBall", "step": 5000, "values": {"3DBall/tag": {"html": "..."}}}
-    {"config": {"3DBall": {...}}}
+    {"row": 12, "mark": [8812, 0], "category": "3DBall", "step": 5000, "values": {"3DBall/Reward": 1.5, "3DBall/Loss": {"histogram": [..]}}}
+    {"row": 13, "mark": [9020, 1], "category": "3DBall", "step": 5000, "values": {"3DBall/tag": {"html": "..."}}}
+    {"mark": [9020, 0], "config": {"3DBall": {...}}}
 
-``row`` is the W&B ``_step`` the row was logged at.  NaN and infinities are written as
+``row`` is the W&B ``_step`` the row was logged at; ``mark`` the writer call's journal
+position and ordinal (:class:`.tracker_common.CallMarks`), null outside a worker host.  NaN and infinities are written as
 Python's json writes them (this file is read only here).  A torn last line (a kill in
 the middle of a write) is cut off when the outbox is opened.
 """

@@ -25,7 +25,9 @@ Exactly once: each row is written to the outbox (:mod:`.wandb_outbox`) before
 its predecessor and that one's ``wandb-core`` to end, reads back the next ``_step`` the run
 holds (offline: from the run's earlier ``.wandb`` files, read with wandb's own reader;
 online: the resumed run's step), logs again the outbox rows from there on at their own
-``_step``, and drops every (key, step) the outbox holds when the journal delivers it again.
+``_step``, and skips every call the outbox holds when the journal delivers it again (a call's
+mark is its entry's journal position and its ordinal in that entry: a step cannot tell a
+replay from a late ``SummaryWriter`` value, a second summary at a step already written).
 Offline, each worker start writes one ``offline-run-*-<id>`` folder; ``wandb sync`` them all
 (in order) to upload the run.
 """
@@ -38,14 +40,14 @@ import json
 import logging
 import os
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import psutil
 
 from ..errors import PluginError
 from ..settings import RunOptions
 from ..stats import StatsAggregationMethod, StatsPropertyType, StatsSummary, StatsWriter
-from .tracker_common import StepMarks, finite_values, scalar, take_lock, tracker_dir, tracker_run_key
+from .tracker_common import CallMarks, finite_values, scalar, take_lock, tracker_dir, tracker_run_key
 from .wandb_outbox import Outbox
 
 logger = logging.getLogger(__name__)
@@ -135,13 +137,17 @@ def _wait_for_a_new_second(files_dir: str, run_key: str) -> None:
 
 
 class WandbWriter(StatsWriter):
-    def __init__(self, run: Any, outbox: Outbox, next_step: int) -> None:
+    def __init__(self, run: Any, outbox: Outbox, next_step: int, lock_fd: Optional[int] = None) -> None:
         import wandb
 
         self._wandb = wandb
+        self.lock_fd = lock_fd
+        """The run's tracker lock (:func:`.tracker_common.take_lock`), released by :meth:`close`."""
         self.run = run
         self.outbox = outbox
-        self.marks = StepMarks()
+        self.marks = CallMarks()
+        self.highest: Tuple[int, int] = (-1, -1)
+        """The highest call mark the outbox holds: calls at or below it are replays."""
         self._defined: set = set()
         self._config: Dict[str, Any] = {}
         self.next_row = next_step
@@ -151,12 +157,11 @@ class WandbWriter(StatsWriter):
         """Learn every (key, step) of the outbox; log again the rows the W&B run does not hold."""
         again = 0
         for entry in self.outbox.entries:
+            if entry.get("mark"):
+                self.highest = max(self.highest, tuple(entry["mark"]))
             if "config" in entry:
                 self._config.update(entry["config"])
                 continue
-            step = entry["step"]
-            for name in entry["values"]:
-                self.marks.note(name, step)
             if entry["row"] >= next_step:
                 self._send(entry)
                 again += 1
@@ -186,20 +191,22 @@ class WandbWriter(StatsWriter):
         row[f"{category}/step"] = entry["step"]
         self.run.log(row, step=entry["row"], commit=True)
 
-    def _log(self, category: str, step: int, values: Dict[str, Any]) -> None:
-        entry = {"row": self.next_row, "category": category, "step": step, "values": values}
+    def _is_replay(self, mark: Optional[Tuple[int, int]]) -> bool:
+        return mark is not None and mark <= self.highest
+
+    def _log(self, mark: Optional[Tuple[int, int]], category: str, step: int, values: Dict[str, Any]) -> None:
+        entry = {"row": self.next_row, "mark": mark, "category": category, "step": step, "values": values}
         self.outbox.append(entry)  # before W&B sees it: a kill in between is repaired from here
         self._send(entry)
         self.next_row += 1
-        for name in values:
-            self.marks.note(name, step)
 
     def write_stats(self, category: str, values: Dict[str, StatsSummary], step: int) -> None:
+        mark = self.marks.next()
+        if self._is_replay(mark):
+            return
         row: Dict[str, Any] = {}
         for key, summary in values.items():
             name = f"{category}/{key}"
-            if not self.marks.is_new(name, step):
-                continue
             if summary.aggregation_method is StatsAggregationMethod.HISTOGRAM:
                 finite = finite_values(summary)
                 if finite:
@@ -209,20 +216,23 @@ class WandbWriter(StatsWriter):
             if value is not None:
                 row[name] = value
         if row:
-            self._log(category, step, row)
+            self._log(mark, category, step, row)
 
     def add_property(self, category: str, property_type: StatsPropertyType, value: Any) -> None:
+        if property_type not in (StatsPropertyType.HYPERPARAMETERS, StatsPropertyType.TEXT):
+            return
+        mark = self.marks.next()  # taken for every such call, written or not: a replay makes the same calls
+        if self._is_replay(mark):
+            return
         if property_type == StatsPropertyType.HYPERPARAMETERS:
             if self._config.get(category) != value:
-                self.outbox.append({"config": {category: value}})
+                self.outbox.append({"mark": mark, "config": {category: value}})
                 self.run.config.update({category: value}, allow_val_change=True)
                 self._config[category] = value
-        elif property_type == StatsPropertyType.TEXT:
-            if isinstance(value, dict) and isinstance(value.get("tag"), str) and isinstance(value.get("text"), str):
-                step = value.get("step") if type(value.get("step")) is int else 0
-                name = f"{category}/{value['tag']}"
-                if self.marks.is_new(name, step):
-                    self._log(category, step, {name: {"html": f"<pre>{html.escape(value['text'])}</pre>"}})
+        elif isinstance(value, dict) and isinstance(value.get("tag"), str) and isinstance(value.get("text"), str):
+            step = value.get("step") if type(value.get("step")) is int else 0
+            name = f"{category}/{value['tag']}"
+            self._log(mark, category, step, {name: {"html": f"<pre>{html.escape(value['text'])}</pre>"}})
 
     def close(self) -> None:
         try:
@@ -230,6 +240,9 @@ class WandbWriter(StatsWriter):
             self._wandb.teardown()  # wandb-core has written the .wandb file once this returns
         finally:
             self.outbox.close()
+            if self.lock_fd is not None:
+                os.close(self.lock_fd)
+                self.lock_fd = None
 
 
 def get_wandb_writer(run_options: RunOptions) -> List[StatsWriter]:
@@ -241,7 +254,7 @@ def get_wandb_writer(run_options: RunOptions) -> List[StatsWriter]:
     except ImportError as exc:
         raise PluginError("wandb", f"wandb is not installed ({exc}): {INSTALL_HINT}") from None
     state = tracker_dir(run_options, "wandb")
-    take_lock(state)
+    lock = take_lock(state)
     pid_file = os.path.join(state, "core.json")
     _wait_for_old_core(pid_file, float(options.get("core_exit_timeout", CORE_EXIT_TIMEOUT)))
     run_key = str(options.get("id") or tracker_run_key(run_options))
@@ -263,4 +276,4 @@ def get_wandb_writer(run_options: RunOptions) -> List[StatsWriter]:
         next_step = int(run.step)  # online: the resumed run's next step, as the server holds it
     outbox = Outbox(os.path.join(state, "outbox.jsonl"))
     logger.info("wandb: logging to run %s (%s mode), from row %d", run_key, mode, next_step)
-    return [WandbWriter(run, outbox, next_step)]
+    return [WandbWriter(run, outbox, next_step, lock)]

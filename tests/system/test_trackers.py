@@ -1,8 +1,8 @@
 """The wandb and mlflow writers through the whole system: StatsReporter → collector → their workers.
 
 Real libraries, offline: W&B in offline mode read back from its ``.wandb`` files with wandb's own
-reader; MLflow on a sqlite store, and through a real ``mlflow server`` on 127.0.0.1 read back
-over its REST API.  Every (key, step) of ``stats.jsonl`` must be in each tracker exactly once,
+reader; MLflow through a real ``mlflow server`` on 127.0.0.1 (sqlite behind it) read back over
+its REST API (the sqlite store without a server: tests/plugins/writers/test_writer_mlflow.py).  Every (key, step) of ``stats.jsonl`` must be in each tracker exactly once,
 with its value, after SIGKILLs of each tracker's worker and of the collector.
 """
 
@@ -13,21 +13,17 @@ import signal
 import subprocess
 import sys
 import tempfile
-from typing import Any, Dict, List, Set
+from typing import Any, Dict, List, Set, Tuple
 
 import pytest
 
 from collector_helpers import REPO, CollectorProcess
 from statbus.pipeline.control import control_request
-from trackers_helpers import (MlflowServer, core_pids, jsonl_expected, kill_pids, mlflow_points, same, tracker_config,
-                              tracker_env, wandb_config, wandb_points, wandb_rows)
+from trackers_helpers import (MlflowServer, core_pids, jsonl_expected, kill_pids, same, tracker_config, tracker_env,
+                              wandb_config, wandb_points, wandb_rows)
 from waiting import wait_for
 
-pytestmark = [
-    pytest.mark.timeout(400),
-    # mlflow 3.17's sqlite store, read here in the test's process, uses a loader SQLAlchemy 2.1 deprecates.
-    pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated:DeprecationWarning"),
-]
+pytestmark = pytest.mark.timeout(400)
 
 DRIVER = r"""
 import sys, time
@@ -135,8 +131,12 @@ class Run:
         kill_pids(self.pids | set(core_pids(os.path.join(self.results, "ppo"))))
 
 
+def mlflow_name(key: str) -> str:
+    return key.replace("?", "_").replace("=", "_")
+
+
 def check_trackers(run: Run, mlflow: Dict[Any, List[float]]) -> int:
-    """Every point of stats.jsonl exactly once in W&B and in MLflow, equal; nothing else."""
+    """Every point of stats.jsonl in W&B and in MLflow as often as there, equal; nothing else."""
     expected = jsonl_expected(os.path.join(run.results, "ppo", "stats.jsonl"))
     rows = wandb_rows(run.env["WANDB_DIR"])
     steps = [step for step, _ in rows]
@@ -149,26 +149,45 @@ def check_trackers(run: Run, mlflow: Dict[Any, List[float]]) -> int:
     wandb = {point: values for point, values in wandb.items() if point not in texts}
     assert set(wandb) == set(expected), (set(wandb) ^ set(expected))
     for point, values in wandb.items():
-        assert len(values) == 1, f"{point} logged {len(values)} times into W&B"
-        summary = expected[point]
-        if summary["aggregation"] == "HISTOGRAM":
-            assert values[0]["_type"] == "histogram" and sum(values[0]["values"]) == summary["num"], (point, values)
-        else:
-            assert same(values[0], summary["aggregated_value"]), (point, values, summary)
-    mlflow_expected = {(key.replace("?", "_").replace("=", "_"), step): summary for (key, step), summary in expected.items()}
+        summaries = expected[point]
+        assert len(values) == len(summaries), f"{point} logged {len(values)} times into W&B, {len(summaries)} in stats.jsonl"
+        for value, summary in zip(values, summaries):
+            if summary["aggregation"] == "HISTOGRAM":
+                assert value["_type"] == "histogram" and sum(value["values"]) == summary["num"], (point, value)
+            else:
+                assert same(value, summary["aggregated_value"]), (point, value, summary)
+    mlflow_expected = {(mlflow_name(key), step): summaries for (key, step), summaries in expected.items()}
     assert set(mlflow) == set(mlflow_expected), (set(mlflow) ^ set(mlflow_expected))
     for point, values in mlflow.items():
-        assert len(values) == 1, f"{point} logged {len(values)} times into MLflow"
-        summary = mlflow_expected[point]
-        assert same(values[0], summary["aggregated_value"]), (point, values, summary)
+        summaries = mlflow_expected[point]
+        assert len(values) == len(summaries), f"{point} logged {len(values)} times into MLflow, {len(summaries)} in stats.jsonl"
+        for value, summary in zip(values, summaries):
+            assert same(value, summary["aggregated_value"]), (point, values, summary)
     config = wandb_config(run.env["WANDB_DIR"])
     assert config["3DBall?team=0"]["hyperparameters"]["batch_size"] == 64
-    return len(expected)
+    return sum(len(summaries) for summaries in expected.values())
+
+
+def rest_points(server: MlflowServer, experiment_name: str) -> Tuple[Dict[str, Any], Dict[Any, List[float]]]:
+    """The one run of the experiment, and its points, through MLflow's REST API."""
+    experiment = server.get("/api/2.0/mlflow/experiments/get-by-name", experiment_name=experiment_name)["experiment"]
+    found = server.post("/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
+    assert len(found) == 1
+    points: Dict[Any, List[float]] = {}
+    for key in [m["key"] for m in found[0]["data"]["metrics"] if m["key"] != "statbus/journal_position"]:
+        history = server.get("/api/2.0/mlflow/metrics/get-history", run_id=found[0]["info"]["run_id"], metric_key=key,
+                             max_results=25000)["metrics"]
+        for metric in sorted(history, key=lambda m: int(m["timestamp"])):
+            points.setdefault((key, int(metric["step"])), []).append(float(metric["value"]))
+    return found[0], points
 
 
 def test_every_point_once_in_wandb_and_mlflow_through_kills_of_workers_and_collector(tmp_path, monkeypatch):
-    run = Run(tmp_path, monkeypatch)
+    """W&B offline and a real ``mlflow server``, read back with wandb's reader and over REST."""
+    server = MlflowServer(str(tmp_path))
+    run = Run(tmp_path, monkeypatch, tracking_uri=server.url)
     try:
+        server.wait_ready()
         run.start()
         cursors = {"wandb": 0, "mlflow": 0}
         # Both trackers' workers are killed in the same rounds: their restarts overlap.
@@ -184,42 +203,14 @@ def test_every_point_once_in_wandb_and_mlflow_through_kills_of_workers_and_colle
         run.steps(60)
         run.finish()
         assert run.collector.starts == 2
-
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri=run.env["MLFLOW_TRACKING_URI"])
-        points = check_trackers(run, mlflow_points(client, "statbus-test"))
-        assert points > 600
-        mlflow_run = client.search_runs([client.get_experiment_by_name("statbus-test").experiment_id])[0]
-        assert mlflow_run.info.run_name == "ppo" and mlflow_run.info.status == "FINISHED"
-        assert mlflow_run.data.params["3DBall_team_0.hyperparameters.batch_size"] == "64"
-        artifacts = [a.path for a in client.list_artifacts(mlflow_run.info.run_id, "text/3DBall_team_0/note")]
-        assert len(artifacts) == 300 // 25
-    finally:
-        run.close()
-
-
-def test_mlflow_server_read_back_over_rest(tmp_path, monkeypatch):
-    server = MlflowServer(str(tmp_path))
-    run = Run(tmp_path, monkeypatch, tracking_uri=server.url)
-    try:
-        server.wait_ready()
-        run.start()
-        run.steps(30)
-        run.kill_worker("mlflow", 0)
-        run.steps(30)
-        run.finish()
-        experiment = server.get("/api/2.0/mlflow/experiments/get-by-name", experiment_name="statbus-test")["experiment"]
-        found = server.post("/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
-        assert len(found) == 1
-        run_id = found[0]["info"]["run_id"]
-        keys = [m["key"] for m in found[0]["data"]["metrics"]]
-        points: Dict[Any, List[float]] = {}
-        for key in keys:
-            history = server.get("/api/2.0/mlflow/metrics/get-history", run_id=run_id, metric_key=key, max_results=25000)
-            for metric in history["metrics"]:
-                points.setdefault((key, int(metric["step"])), []).append(float(metric["value"]))
-        assert check_trackers(run, points) > 200
+        mlflow_run, points = rest_points(server, "statbus-test")
+        assert check_trackers(run, points) > 1000
+        assert mlflow_run["info"]["run_name"] == "ppo"
+        params = {p["key"]: p["value"] for p in mlflow_run["data"]["params"]}
+        assert params["3DBall_team_0.hyperparameters.batch_size"] == "64"
+        artifacts = server.get("/api/2.0/mlflow/artifacts/list", run_id=mlflow_run["info"]["run_id"],
+                               path="text/3DBall_team_0/note")
+        assert len(artifacts["files"]) == 300 // 25
     finally:
         run.close()
         server.close()
