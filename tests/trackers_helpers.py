@@ -38,6 +38,21 @@ def tracker_env(folder: str) -> Dict[str, str]:
     }
 
 
+def use_tracker_env(monkeypatch: Any, folder: str) -> Dict[str, str]:
+    """:func:`tracker_env` in this process's environment, for the processes the test starts.
+
+    wandb leaves socket folders in TMPDIR: a collector's sockets follow it there, so this
+    process must look for them there too (``tempfile`` caches its folder).
+    """
+    import tempfile
+
+    env = tracker_env(folder)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    return env
+
+
 def tracker_config(path: str, artifacts: str, extra: str = "") -> str:
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(
@@ -147,6 +162,34 @@ def same(a: Optional[float], b: Optional[float]) -> bool:
     if a is None or b is None or (isinstance(a, float) and math.isnan(a)):
         return (a is None or math.isnan(a)) and (b is None or math.isnan(b))
     return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def mlflow_name(key: str) -> str:
+    """The MLflow metric name of a statbus ``<category>/<key>`` (the characters the tests use)."""
+    return key.replace("?", "_").replace("=", "_")
+
+
+def assert_trackers_equal_jsonl(expected: Dict[Tuple[str, int], List[Dict[str, Any]]],
+                                wandb: Dict[Tuple[str, int], List[Any]],
+                                mlflow: Dict[Tuple[str, int], List[float]]) -> int:
+    """Every point of stats.jsonl in W&B and in MLflow as often as there, equal; nothing else.  Returns their number."""
+    assert set(wandb) == set(expected), (set(wandb) ^ set(expected))
+    for point, values in wandb.items():
+        summaries = expected[point]
+        assert len(values) == len(summaries), f"{point} logged {len(values)} times into W&B, {len(summaries)} in stats.jsonl"
+        for value, summary in zip(values, summaries):
+            if summary["aggregation"] == "HISTOGRAM":
+                assert value["_type"] == "histogram" and sum(value["values"]) == summary["num"], (point, value)
+            else:
+                assert same(value, summary["aggregated_value"]), (point, value, summary)
+    mlflow_expected = {(mlflow_name(key), step): summaries for (key, step), summaries in expected.items()}
+    assert set(mlflow) == set(mlflow_expected), (set(mlflow) ^ set(mlflow_expected))
+    for point, values in mlflow.items():
+        summaries = mlflow_expected[point]
+        assert len(values) == len(summaries), f"{point} logged {len(values)} times into MLflow, {len(summaries)} in stats.jsonl"
+        for value, summary in zip(values, summaries):
+            assert same(value, summary["aggregated_value"]), (point, values, summary)
+    return sum(len(summaries) for summaries in expected.values())
 
 
 # --- processes ----------------------------------------------------------------------------------------

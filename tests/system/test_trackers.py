@@ -19,8 +19,8 @@ import pytest
 
 from collector_helpers import REPO, CollectorProcess
 from statbus.pipeline.control import control_request
-from trackers_helpers import (MlflowServer, core_pids, jsonl_expected, kill_pids, same, tracker_config, tracker_env,
-                              wandb_config, wandb_points, wandb_rows)
+from trackers_helpers import (MlflowServer, assert_trackers_equal_jsonl, core_pids, jsonl_expected, kill_pids,
+                              tracker_config, tracker_env, wandb_config, wandb_points, wandb_rows)
 from waiting import wait_for
 
 pytestmark = pytest.mark.timeout(400)
@@ -131,10 +131,6 @@ class Run:
         kill_pids(self.pids | set(core_pids(os.path.join(self.results, "ppo"))))
 
 
-def mlflow_name(key: str) -> str:
-    return key.replace("?", "_").replace("=", "_")
-
-
 def check_trackers(run: Run, mlflow: Dict[Any, List[float]]) -> int:
     """Every point of stats.jsonl in W&B and in MLflow as often as there, equal; nothing else."""
     expected = jsonl_expected(os.path.join(run.results, "ppo", "stats.jsonl"))
@@ -147,25 +143,10 @@ def check_trackers(run: Run, mlflow: Dict[Any, List[float]]) -> int:
     assert sorted(step for _, step in texts) == [s * 100 for s in range(25, last + 1, 25)]
     assert all(len(values) == 1 and values[0]["_type"] == "html-file" for values in texts.values())
     wandb = {point: values for point, values in wandb.items() if point not in texts}
-    assert set(wandb) == set(expected), (set(wandb) ^ set(expected))
-    for point, values in wandb.items():
-        summaries = expected[point]
-        assert len(values) == len(summaries), f"{point} logged {len(values)} times into W&B, {len(summaries)} in stats.jsonl"
-        for value, summary in zip(values, summaries):
-            if summary["aggregation"] == "HISTOGRAM":
-                assert value["_type"] == "histogram" and sum(value["values"]) == summary["num"], (point, value)
-            else:
-                assert same(value, summary["aggregated_value"]), (point, value, summary)
-    mlflow_expected = {(mlflow_name(key), step): summaries for (key, step), summaries in expected.items()}
-    assert set(mlflow) == set(mlflow_expected), (set(mlflow) ^ set(mlflow_expected))
-    for point, values in mlflow.items():
-        summaries = mlflow_expected[point]
-        assert len(values) == len(summaries), f"{point} logged {len(values)} times into MLflow, {len(summaries)} in stats.jsonl"
-        for value, summary in zip(values, summaries):
-            assert same(value, summary["aggregated_value"]), (point, values, summary)
+    count = assert_trackers_equal_jsonl(expected, wandb, mlflow)
     config = wandb_config(run.env["WANDB_DIR"])
     assert config["3DBall?team=0"]["hyperparameters"]["batch_size"] == 64
-    return sum(len(summaries) for summaries in expected.values())
+    return count
 
 
 def rest_points(server: MlflowServer, experiment_name: str) -> Tuple[Dict[str, Any], Dict[Any, List[float]]]:
