@@ -14,8 +14,9 @@ Mapping:
   named after the run id, ``resume="allow"``, so every worker and collector of the run logs
   into the same W&B run;
 * one history row per summary: ``<category>/<key>`` = the aggregated value (sum for SUM, else
-  the mean), a HISTOGRAM key as a ``wandb.Histogram`` of its finite values (W&B draws
-  distributions over steps), and ``<category>/step`` = the summary's step, declared with
+  the mean), for a HISTOGRAM key also ``<category>/<key>_hist``, a ``wandb.Histogram`` of its
+  finite values (as ML-Agents' TensorBoard writer: ML-Agents records Cumulative Reward as a
+  HISTOGRAM, and its curve is the mean), and ``<category>/step`` = the summary's step, declared with
   ``define_metric`` as the x axis of ``<category>/*`` (behaviors step differently);
 * HYPERPARAMETERS as the run config, ``config[<category>]``; a TEXT property as
   ``wandb.Html`` at ``<category>/<tag>`` in a row of its own at its step.
@@ -56,6 +57,8 @@ INSTALL_HINT = "pip install 'statbus[wandb]'"
 CORE_EXIT_TIMEOUT = 30.0
 """Seconds a new worker waits for its predecessor's wandb-core to finish writing, then ends it."""
 DEFAULT_SETTINGS = {"console": "off", "x_disable_stats": True}
+HISTOGRAM_SUFFIX = "_hist"
+"""A HISTOGRAM key's distribution goes beside its mean, as ML-Agents' TensorBoard writer puts it."""
 
 
 def wandb_files_dir(options: Dict[str, Any], write_path: str) -> str:
@@ -207,14 +210,13 @@ class WandbWriter(StatsWriter):
         row: Dict[str, Any] = {}
         for key, summary in values.items():
             name = f"{category}/{key}"
-            if summary.aggregation_method is StatsAggregationMethod.HISTOGRAM:
-                finite = finite_values(summary)
-                if finite:
-                    row[name] = {"histogram": finite}
-                continue
             value = scalar(summary)
             if value is not None:
                 row[name] = value
+            if summary.aggregation_method is StatsAggregationMethod.HISTOGRAM:
+                finite = finite_values(summary)
+                if finite:
+                    row[f"{name}{HISTOGRAM_SUFFIX}"] = {"histogram": finite}
         if row:
             self._log(mark, category, step, row)
 
