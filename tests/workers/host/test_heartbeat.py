@@ -30,9 +30,10 @@ BEATING = textwrap.dedent(
     path, parent, call_timeout, busy_for = sys.argv[1:]
     page = StatePage(path, create=True)
     page.busy_since = time.time() - float(busy_for) if float(busy_for) else 0.0
+    # Said before the heartbeat starts: a gone parent or a stuck call may end the process at its first beat.
+    print("beating", flush=True)
     Heartbeat(page, int(parent) if parent != "-" else None, float(call_timeout) if call_timeout != "-" else None,
               lambda: "write_stats('C', 7)", interval=0.05).start()
-    print("beating", flush=True)
     sys.stdin.read()  # the main thread waits (or is the one stuck); only the heartbeat ends this process
     """
 )
