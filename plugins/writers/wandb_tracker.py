@@ -56,7 +56,10 @@ logger = logging.getLogger(__name__)
 INSTALL_HINT = "pip install 'statbus[wandb]'"
 CORE_EXIT_TIMEOUT = 30.0
 """Seconds a new worker waits for its predecessor's wandb-core to finish writing, then ends it."""
-DEFAULT_SETTINGS = {"console": "off", "x_disable_stats": True}
+DEFAULT_SETTINGS = {"console": "off", "x_disable_stats": True, "init_timeout": 30.0}
+"""``init_timeout`` below the worker's 60 s ``start_timeout``: W&B out of reach makes the plugin
+FAILED with wandb's own error in ``statbus status`` (its backlog kept in the journal for a
+``statbus restart wandb``), not a worker killed as hung and started again and again."""
 HISTOGRAM_SUFFIX = "_hist"
 """A HISTOGRAM key's distribution goes beside its mean, as ML-Agents' TensorBoard writer puts it."""
 

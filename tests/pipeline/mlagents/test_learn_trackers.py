@@ -38,4 +38,37 @@ def test_statbus_learn_in_both_trackers(tmp_path, monkeypatch):
     mlflow_run, points = mlflow_points(env["MLFLOW_TRACKING_URI"], "statbus-test")
     assert assert_trackers_equal_jsonl(expected, wandb_points(wandb_rows(env["WANDB_DIR"])), points) > 30
     assert mlflow_run.info.run_name == "trk" and mlflow_run.data.params["Target.trainer_type"] == "ppo"
+    assert mlflow_run.info.status == "FINISHED"
     assert wandb_config(env["WANDB_DIR"])["Target"]["hyperparameters"]["batch_size"] == 64
+
+
+def test_statbus_learn_trains_through_a_wandb_that_never_answers(tmp_path, monkeypatch):
+    """Online W&B pointed at a socket on 127.0.0.1 that accepts and never answers, an API key set:
+    training runs and exits; the wandb plugin is FAILED with wandb's own error (init_timeout 3 s here,
+    30 s by default), and its backlog stays in the journal for a ``statbus restart wandb``."""
+    import socket
+
+    from learn_runs import collector_log
+
+    use_tracker_env(monkeypatch, str(tmp_path))
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    try:
+        monkeypatch.setenv("WANDB_MODE", "online")
+        monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+        monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{listener.getsockname()[1]}")
+        monkeypatch.setenv("STATBUS_WANDB", "1")
+        config = tmp_path / "statbus.toml"
+        config.write_text('[plugins.wandb]\noptions = { settings = { init_timeout = 3.0, console = "off", '
+                          'x_disable_stats = true, disable_git = true, x_save_requirements = false } }\n')
+        monkeypatch.setenv("STATBUS_CONFIG", str(config))
+        directory = str(tmp_path)
+        run = train("statbus", directory, "outage", write_config(directory, max_steps=2000))
+        kill_pids(core_pids(run.run_dir))
+    finally:
+        listener.close()
+    assert run.code == 0, run.stderr[-3000:]
+    assert len({step for _, step in jsonl_expected(os.path.join(run.run_dir, "stats.jsonl"))}) == 4
+    log = collector_log(run.run_dir, tail=20000)
+    assert "plugin wandb FAILED: REGISTRATION_FAILURE" in log and "CommError('Run initialization has timed out" in log, log
