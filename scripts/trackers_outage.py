@@ -1,13 +1,14 @@
 """W&B out of reach: ``statbus learn`` with the wandb writer against ``mlagents-learn`` with a W&B
 writer in process (as ML-Agents PR #5741 wrote one), and both trackers' writers on, against the same.
 
-    python scripts/trackers_outage.py OUT_DIR [MAX_STEPS] [outage|trackers ...]
+    python scripts/trackers_outage.py OUT_DIR [MAX_STEPS] [outage|trackers|throughput ...]
 
 ``outage``: a socket on 127.0.0.1 that accepts and never answers stands in for W&B (online mode,
 an API key set).  Runs ``statbus learn`` without W&B, with the wandb writer, and ``mlagents-learn``
 with the in-process writer; while statbus learn runs it asks ``statbus status`` for the wandb
 worker's state and last error.  ``trackers``: W&B offline and MLflow on sqlite, both writers on,
-``statbus learn`` (the built-in writers) against ``mlagents-learn`` (the in-process pair).  Writes
+``statbus learn`` (the built-in writers) against ``mlagents-learn`` (the in-process pair).
+``throughput``: points per second each built-in tracker writer logs (offline W&B, sqlite MLflow).  Writes
 OUT_DIR/trackers_outage.json.  Real processes, loopback only; everything it starts ends with it.
 """
 
@@ -82,6 +83,9 @@ def register(run_options):
         writers.append(InProcessMlflow(run_options))
     return writers
 '''
+
+HANG_LIMIT = 120.0
+"""Seconds a launcher may take to exit once its training ended before it counts as hung and is killed."""
 
 CONFIG = """\
 behaviors:
@@ -160,8 +164,15 @@ def train(root: str, name: str, mode: str, env: Dict[str, str], max_steps: int, 
              "--seed=3", f"--results-dir={results}"],
             cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     states = []
+    trained_at: Optional[float] = None
+    hung = False
     try:
         while process.poll() is None and time.monotonic() - started < 900:
+            if trained_at is None and os.path.exists(report):
+                trained_at = time.monotonic()
+            if trained_at is not None and time.monotonic() - trained_at > HANG_LIMIT:
+                hung = True  # training is over and the process does not end: it hangs at exit
+                break
             if watch is not None:
                 plugin = status_of(results, "run", watch)
                 if plugin is not None and (not states or states[-1][1:] != (plugin["state"], plugin["last_error"])):
@@ -176,6 +187,8 @@ def train(root: str, name: str, mode: str, env: Dict[str, str], max_steps: int, 
         except ProcessLookupError:
             pass
     result: Dict[str, Any] = {"exit_code": process.returncode, "command_s": round(time.monotonic() - started, 1)}
+    if hung:
+        result["hung_at_exit"] = f"still running {HANG_LIMIT:.0f} s after training ended; killed"
     try:
         with open(report, encoding="utf-8") as handle:
             data = json.load(handle)
@@ -187,10 +200,52 @@ def train(root: str, name: str, mode: str, env: Dict[str, str], max_steps: int, 
     return result
 
 
+def local_env(base: Dict[str, str]) -> Dict[str, str]:
+    return dict(base, WANDB_MODE="offline", MLFLOW_EXPERIMENT_NAME="bench",
+                MLFLOW_TRACKING_URI=f"sqlite:///{os.path.join(base['WANDB_DIR'], '..', 'mlflow.db')}")
+
+
+THROUGHPUT = r'''
+import json, sys, time
+from statbus.plugins.delivery import set_journal_position
+from statbus.plugins.settings import RunOptions
+from statbus.plugins.stats import StatsAggregationMethod, StatsSummary
+from statbus.plugins.writers.mlflow_tracker import get_mlflow_writer
+from statbus.plugins.writers.wandb_tracker import get_wandb_writer
+
+name, results, summaries, keys = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+register = {"wandb": get_wandb_writer, "mlflow": get_mlflow_writer}[name]
+[writer] = register(RunOptions.create(f"tp-{name}", results))
+values = {f"Group/key {k}": StatsSummary([float(k), 2.0], StatsAggregationMethod.AVERAGE) for k in range(keys)}
+started = time.perf_counter()
+for step in range(summaries):
+    set_journal_position(1000 + step)
+    writer.write_stats("Bench", values, step)
+    if step % 32 == 31 and hasattr(writer, "flush"):
+        writer.flush()  # as the worker host does before each cursor commit
+if hasattr(writer, "flush"):
+    writer.flush()
+logged = time.perf_counter() - started
+writer.close()
+print(json.dumps({"points": summaries * keys, "points_per_s": round(summaries * keys / logged),
+                  "points_per_s_with_close": round(summaries * keys / (time.perf_counter() - started))}))
+'''
+
+
+def throughput(root: str, env: Dict[str, str], summaries: int = 2000, keys: int = 20) -> Dict[str, Any]:
+    """Points per second one tracker writer logs, with the worker host's flush cadence (in a process of its own)."""
+    result = {}
+    for name in ("wandb", "mlflow"):
+        done = subprocess.run([sys.executable, "-c", THROUGHPUT, name, os.path.join(root, "tp-results"), str(summaries),
+                               str(keys)], env=env, capture_output=True, text=True, timeout=900)
+        result[name] = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else done.stderr[-800:]
+    return result
+
+
 def main(argv: List[str]) -> int:
     root = os.path.abspath(argv[0])
     max_steps = int(argv[1]) if len(argv) > 1 else 3000
-    which = argv[2:] or ["outage", "trackers"]
+    which = argv[2:] or ["outage", "trackers", "throughput"]
     os.makedirs(root, exist_ok=True)
     base = dict(os.environ, OMP_NUM_THREADS="1", WANDB_SILENT="true", MLFLOW_DISABLE_TELEMETRY="true",
                 WANDB_DIR=os.path.join(root, "wandb-dir"), WANDB_CACHE_DIR=os.path.join(root, "wandb-cache"),
@@ -215,8 +270,7 @@ def main(argv: List[str]) -> int:
         finally:
             server.close()
     if "trackers" in which:
-        local = dict(base, WANDB_MODE="offline", MLFLOW_EXPERIMENT_NAME="bench",
-                     MLFLOW_TRACKING_URI=f"sqlite:///{os.path.join(root, 'mlflow.db')}")
+        local = local_env(base)
         pairs = []
         for index in range(2):
             pair = {}
@@ -226,6 +280,8 @@ def main(argv: List[str]) -> int:
                 pair[mode] = train(root, f"t-{mode}-{index}", mode, env, max_steps)
             pairs.append(pair)
         figures["trackers_on"] = pairs
+    if "throughput" in which:
+        figures["writer_throughput"] = throughput(root, local_env(base))
     with open(os.path.join(root, "trackers_outage.json"), "w", encoding="utf-8") as handle:
         json.dump(figures, handle, indent=2)
     print(json.dumps(figures, indent=2))
