@@ -23,6 +23,8 @@ import threading
 import time
 from typing import Any, Dict, List, Optional
 
+from statbus.pipeline.bench.figures.learn import CONFIG  # the seeded PPO of the learn figure
+
 IN_PROCESS_PLUGIN = '''\
 import os
 import time
@@ -87,17 +89,6 @@ def register(run_options):
 HANG_LIMIT = 120.0
 """Seconds a launcher may take to exit once its training ended before it counts as hung and is killed."""
 
-CONFIG = """\
-behaviors:
-  Bench:
-    trainer_type: ppo
-    hyperparameters: {{batch_size: 64, buffer_size: 640, learning_rate: 3.0e-4}}
-    network_settings: {{hidden_units: 16, num_layers: 1}}
-    max_steps: {max_steps}
-    summary_freq: 200
-    time_horizon: 10
-    checkpoint_interval: 1000000
-"""
 
 
 def plugin_dir(root: str) -> str:

@@ -160,7 +160,7 @@ class WandbWriter(StatsWriter):
         self._replay(next_step)
 
     def _replay(self, next_step: int) -> None:
-        """Learn every (key, step) of the outbox; log again the rows the W&B run does not hold."""
+        """Learn the outbox's highest call mark and config; log again the rows the W&B run does not hold."""
         again = 0
         for entry in self.outbox.entries:
             if entry.get("mark"):
@@ -252,7 +252,8 @@ class WandbWriter(StatsWriter):
 
 def get_wandb_writer(run_options: RunOptions) -> List[StatsWriter]:
     """Registration function of the ``wandb`` plugin (options: ``project``, ``entity``, ``mode``,
-    ``dir``, ``id``, ``settings``)."""
+    ``dir``, ``id``, ``settings``, ``core_exit_timeout``: seconds to wait for the previous
+    worker's wandb-core, default 30)."""
     options = dict(run_options.plugin_options)
     try:
         import wandb
