@@ -145,7 +145,7 @@ def supervisor_factory(layout: RunLayout, plugins: List[PluginInfo], args: argpa
 
     def make(hooks: SupervisorHooks) -> Supervisor:
         return Supervisor(
-            layout.statbus_dir,
+            layout.worker_paths,
             plugins,
             config,
             hooks.run_options if overlay is None else dataclasses.replace(

@@ -12,8 +12,12 @@ import dataclasses
 import hashlib
 import os
 import tempfile
+from typing import TYPE_CHECKING
 
 from ..plugins import ConfigError
+
+if TYPE_CHECKING:
+    from ..workers.supervision.context import WorkerPaths
 
 
 def socket_root() -> str:
@@ -62,11 +66,37 @@ class RunLayout:
     def dead_letter_dir(self) -> str:
         return os.path.join(self.statbus_dir, "dead-letter")
 
+    @property
+    def worker_logs_dir(self) -> str:
+        """Each worker host's output (the console writer's lines are in ``console.log``)."""
+        return os.path.join(self.statbus_dir, "logs")
+
+    @property
+    def worker_paths(self) -> "WorkerPaths":
+        """The supervisor's per-plugin files, in this run's folders."""
+        # Imported on use: a trainer imports this module and must not load statbus.workers.
+        from ..workers.supervision.context import WorkerPaths
+
+        return WorkerPaths(self.consumers_dir, self.worker_logs_dir, self.dead_letter_dir)
+
     def dead_letter_file(self, plugin: str) -> str:
-        return os.path.join(self.dead_letter_dir, f"{plugin}.jsonl")
+        return self.worker_paths.dead_letter_file(plugin)
 
     def consumer_state_file(self, plugin: str) -> str:
-        return os.path.join(self.consumers_dir, f"{plugin}.state")
+        return self.worker_paths.state_file(plugin)
+
+    def worker_log_file(self, plugin: str) -> str:
+        return self.worker_paths.log_file(plugin)
+
+    @property
+    def peers_file(self) -> str:
+        """tcp with CURVE: which key each sender belongs to (:mod:`.security.peer_bindings`)."""
+        return os.path.join(self.statbus_dir, "peers.jsonl")
+
+    @property
+    def ray_dir(self) -> str:
+        """The Ray collector's keys, allow-list and endpoint on its node (:mod:`.ray.names`)."""
+        return os.path.join(self.statbus_dir, "ray")
 
     @property
     def spool_dir(self) -> str:

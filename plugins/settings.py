@@ -18,6 +18,9 @@ from typing import Any, Dict, Mapping, Optional
 
 from .errors import ConfigError
 
+RUN_LOGS = "run_logs"
+"""The folder of ML-Agents' run logs (``timers.json``) in a run's ``write_path``."""
+
 
 @dataclasses.dataclass(frozen=True)
 class CheckpointSettings:
@@ -33,7 +36,7 @@ class CheckpointSettings:
 
     @property
     def run_logs_dir(self) -> str:
-        return os.path.join(self.write_path, "run_logs")
+        return os.path.join(self.write_path, RUN_LOGS)
 
     @property
     def maybe_init_path(self) -> Optional[str]:

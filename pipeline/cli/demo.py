@@ -18,6 +18,7 @@ import time
 from typing import Any, Dict, List, Tuple
 
 from ...plugins import StatbusError
+from ...plugins.writers.jsonl import FILE_NAME as JSONL_FILE
 from ...workers.exits import ExitCode
 from ..collector.lifecycle.daemon import start_detached, wait_for_exit
 from ..layout import RunLayout
@@ -123,7 +124,7 @@ def _check(layout: RunLayout, expected: Dict[str, Any]) -> List[Tuple[str, bool,
 
     checks: List[Tuple[str, bool, str]] = []
     summaries = expected["count"]["__summaries__"]
-    lines = [l for l in _read_jsonl(os.path.join(layout.run_dir, "stats.jsonl")) if l.get("category") == BEHAVIOR and "step" in l]
+    lines = [l for l in _read_jsonl(os.path.join(layout.run_dir, JSONL_FILE)) if l.get("category") == BEHAVIOR and "step" in l]
     checks.append(("stats.jsonl: every summary exactly once", len(lines) == summaries, f"{len(lines)} of {summaries}"))
     counts: Dict[str, int] = {}
     sums: Dict[str, float] = {}
@@ -158,7 +159,7 @@ def _check(layout: RunLayout, expected: Dict[str, Any]) -> List[Tuple[str, bool,
 
 def _console_lines(layout: RunLayout, count: int) -> List[str]:
     """ML-Agents' progress lines as the console writer printed them in its worker."""
-    path = os.path.join(layout.statbus_dir, "logs", "console.log")
+    path = layout.worker_log_file("console")
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
             lines = [line.rstrip() for line in handle if "Step:" in line]

@@ -201,7 +201,7 @@ class Collector:
         # Under the pidfile lock and before the journal opens: a forced start clears the journal too.
         self.identity = establish(self.layout, self.options.force, self.options.force_before)
         if self.data_address.startswith("tcp://"):
-            self.intake.bindings.load(os.path.join(self.layout.statbus_dir, "peers.jsonl"))
+            self.intake.bindings.load(self.layout.peers_file)
         report = self.journal.open()
         self._folders = FolderWatch(self.layout)
         self.recovery["journal"] = dataclasses.asdict(report) if dataclasses.is_dataclass(report) else repr(report)

@@ -71,7 +71,7 @@ class LearnSession:
             # Training goes on: the client keeps what it can (STATBUS_BUFFER_BYTES) and tries
             # an on-demand start itself once its frames wait; or one is started by hand.
             logger.error("statbus learn: the run's collector did not start: %s", exc)
-        self.echo = ConsoleEcho(os.path.join(layout.statbus_dir, "logs", "console.log")).start()
+        self.echo = ConsoleEcho(layout.worker_log_file("console")).start()
         self.writer = ForwardingWriter()
         return [self.writer]
 

@@ -37,7 +37,7 @@ class RayFiles:
 
     @property
     def directory(self) -> str:
-        return os.path.join(self.layout.statbus_dir, "ray")
+        return self.layout.ray_dir
 
     @property
     def key_dir(self) -> str:

@@ -17,18 +17,21 @@ DeadLetterSource = Callable[[str, int], Optional[Mapping[str, Any]]]
 
 @dataclasses.dataclass(frozen=True)
 class WorkerPaths:
-    """Where the supervisor keeps a run's per-plugin files (docs/internals.md, run directory)."""
+    """Where the supervisor keeps a run's per-plugin files: the folders are the run layout's
+    (``pipeline/layout.py`` ``RunLayout.worker_paths``), each plugin's file in them named here."""
 
-    statbus_dir: str
+    consumers_dir: str
+    logs_dir: str
+    dead_letter_dir: str
 
     def state_file(self, plugin: str) -> str:
-        return os.path.join(self.statbus_dir, "consumers", f"{plugin}.state")
+        return os.path.join(self.consumers_dir, f"{plugin}.state")
 
     def log_file(self, plugin: str) -> str:
-        return os.path.join(self.statbus_dir, "logs", f"{plugin}.log")
+        return os.path.join(self.logs_dir, f"{plugin}.log")
 
     def dead_letter_file(self, plugin: str) -> str:
-        return os.path.join(self.statbus_dir, "dead-letter", f"{plugin}.jsonl")
+        return os.path.join(self.dead_letter_dir, f"{plugin}.jsonl")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -102,7 +102,7 @@ class Supervisor:
 
     def __init__(
         self,
-        statbus_dir: str,
+        paths: WorkerPaths,
         plugins: Sequence[PluginInfo],
         settings: Config,
         run_options: RunOptions,
@@ -120,7 +120,7 @@ class Supervisor:
         log_level: Optional[str] = None,
         count_entries: Optional[Callable[[int, int], Optional[int]]] = None,
     ) -> None:
-        self.paths = WorkerPaths(statbus_dir)
+        self.paths = paths
         self.config = settings
         self.run_options = run_options
         self.worker_address = worker_address

@@ -22,7 +22,10 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 
 from ....plugins import ConfigError
-from ....plugins.settings import CheckpointSettings, RunOptions
+from ....plugins.settings import RUN_LOGS, CheckpointSettings, RunOptions
+from ....plugins.writers.console import STATE_FILE_NAME as CONSOLE_STATE_FILE
+from ....plugins.writers.gauges import FILE_NAME as GAUGES_FILE
+from ....plugins.writers.jsonl import FILE_NAME as JSONL_FILE
 from ...layout import RunLayout
 
 logger = logging.getLogger(__name__)
@@ -32,9 +35,14 @@ IDENTITY_VERSION = 1
 
 # The built-in writers' file names, spelled here: the collector never imports writer code.
 EVENT_FILE_PREFIX = "events.out.tfevents."
-RUN_OUTPUT_FILES = ("stats.jsonl", os.path.join("run_logs", "timers.json"), os.path.join("run_logs", "console_writer.json"))
+RUN_OUTPUT_FILES = (JSONL_FILE, os.path.join(RUN_LOGS, GAUGES_FILE), os.path.join(RUN_LOGS, CONSOLE_STATE_FILE))
 """The built-in writers' files, relative to the run directory."""
-STATBUS_KEPT = frozenset({"collector.log", "collector.pid", "autostart.lock", "ray"})
+
+
+def statbus_kept(layout: RunLayout) -> frozenset:
+    """What a forced start keeps in ``statbus/``: the collector's log and pidfile, the starters' lock, Ray's keys."""
+    return frozenset(os.path.basename(path) for path in (layout.log_file, layout.pid_file, layout.autostart_lock,
+                                                         layout.ray_dir))
 """Entries of ``statbus/`` a forced start keeps: the starting collector's own log, pidfile and lock,
 and the Ray actor's keys and endpoint, made before it starts the collector it passes them to."""
 
@@ -103,14 +111,15 @@ def _write_identity(layout: RunLayout, data: Dict[str, Any]) -> None:
 def clear_run_outputs(layout: RunLayout) -> List[str]:
     """Remove the run's outputs; the paths removed.  Call with the run's pidfile held.
 
-    ``statbus/`` but :data:`STATBUS_KEPT`, :data:`RUN_OUTPUT_FILES`, and every TensorBoard
+    ``statbus/`` but :func:`statbus_kept`, :data:`RUN_OUTPUT_FILES`, and every TensorBoard
     event file under the run directory; nothing else (checkpoints, a user's files).
     """
     removed: List[str] = []
     run_dir, statbus_dir = layout.run_dir, layout.statbus_dir
+    kept = statbus_kept(layout)
     if os.path.isdir(statbus_dir):
         for name in sorted(os.listdir(statbus_dir)):
-            if name in STATBUS_KEPT:
+            if name in kept:
                 continue
             path = os.path.join(statbus_dir, name)
             if os.path.isdir(path) and not os.path.islink(path):

@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import psutil
 
+from statbus.pipeline.layout import RunLayout
 from statbus.plugins import RunOptions
 from statbus.plugins.discovery import PluginInfo
 from statbus.workers.supervision.config import Config, load_config
@@ -131,7 +132,7 @@ class Harness:
         kwargs.setdefault("sample_interval", 0.1)
         kwargs.setdefault("on_dead_letter", self._dead_letter)
         self.sup = Supervisor(
-            str(self.statbus_dir),
+            RunLayout(str(tmp_path), "run").worker_paths,
             [plugin(p) if isinstance(p, str) else p for p in plugins],
             settings,
             RunOptions.create("run", results_dir=str(tmp_path)),

@@ -16,9 +16,10 @@ from typing import Any, Callable, Iterator, List, Optional
 
 import pytest
 
+from statbus.pipeline.layout import RunLayout
 from statbus.plugins import RunOptions
 from statbus.workers.statepage import StatePage
-from statbus.workers.supervision.context import WatchContext, WorkerPaths
+from statbus.workers.supervision.context import WatchContext
 from statbus.workers.supervision.policy import PolicyConfig, RestartPolicy
 from statbus.workers.supervision.states import WorkerState
 from statbus.workers.supervision.watcher import PluginWatcher
@@ -34,7 +35,7 @@ def watcher(tmp_path: Path, stub: Any) -> Iterator[Callable[..., PluginWatcher]]
     def build(spawn: Any = stub, **settings: Any) -> PluginWatcher:
         clock = FakeClock()
         context = WatchContext(
-            WorkerPaths(str(tmp_path / "run" / "statbus")), RunOptions.create("run", results_dir=str(tmp_path)),
+            RunLayout(str(tmp_path), "run").worker_paths, RunOptions.create("run", results_dir=str(tmp_path)),
             "ipc://" + str(tmp_path / "work"), head=lambda: 0, stopping=lambda: False, clock=clock, spawn=spawn,
             grace=0.3,
         )
