@@ -113,7 +113,9 @@ def wandb_points(rows: Iterable[Tuple[int, Dict[str, Any]]]) -> Dict[Tuple[str, 
     points: Dict[Tuple[str, int], List[Any]] = {}
     for _, row in rows:
         for key, value in row.items():
-            if key.startswith("_") or key.endswith("/step"):
+            # W&B's own keys (_step, _runtime...) hold no "/"; a statbus key's category may begin with "_"
+            # (a Tune trial's name: "_trainable_5ca55_00000").
+            if (key.startswith("_") and "/" not in key) or key.endswith("/step"):
                 continue
             category = key.rsplit("/", 1)[0]
             while f"{category}/step" not in row and "/" in category:

@@ -37,6 +37,8 @@ from statbus.pipeline.ray.control import collector_info, find_collector  # noqa:
 from statbus.pipeline.ray.names import RayFiles  # noqa: E402
 from statbus.pipeline.trainer import config as trainer_config  # noqa: E402
 from collector_helpers import remove_socket_dir_if_dead  # noqa: E402
+from trackers_helpers import (WANDB_TEST_SETTINGS, assert_trackers_equal_jsonl, core_pids, jsonl_expected,  # noqa: E402
+                              kill_pids, mlflow_points, wandb_config, wandb_points, wandb_rows)
 from waiting import wait_for  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
@@ -311,6 +313,23 @@ def _forget(results: str, run_id: str) -> None:
     remove_socket_dir_if_dead(RunLayout(results, run_id))
 
 
+def _end_wandb_cores(run_dir: str) -> None:
+    """Kill a wandb-core a failed stop left, and remove the empty socket folders wandb leaves in the temp
+    folder even after a clean stop (``wandb-<worker pid>-<core pid>-*``; the collector's temp folder is this
+    process's: the cluster's nodes were started from it)."""
+    import glob
+    import tempfile
+
+    cores = core_pids(run_dir)
+    kill_pids(cores)
+    for pid in cores:
+        for folder in glob.glob(os.path.join(tempfile.gettempdir(), f"wandb-*-{pid}-*")):
+            try:
+                os.rmdir(folder)
+            except OSError:
+                pass
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -349,13 +368,29 @@ def _trainable(config: Dict[str, Any]) -> None:
         tune.report({"loss": config["slope"] * i, "nested": {"half": config["slope"] * i / 2}})
 
 
+def _tracker_args(folder: str) -> List[str]:
+    """W&B (offline) and MLflow (sqlite) on, set by ``--set``: the actor starts the collector in its Ray
+    worker's environment (its node's, from when the cluster started), not in this test's."""
+    wandb = {"mode": "offline", "project": "statbus-test", "dir": os.path.join(folder, "wandb-dir"),
+             "settings": WANDB_TEST_SETTINGS}
+    mlflow = {"tracking_uri": f"sqlite:///{os.path.join(folder, 'mlflow.db')}", "experiment_name": "statbus-test",
+              "artifact_location": os.path.join(folder, "artifacts")}
+    sets = [f"{name}.options.{key}={value}" for name, options in (("wandb", wandb), ("mlflow", mlflow))
+            for key, value in options.items()]
+    return [arg for item in sets for arg in ("--set", item)]
+
+
+@pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated:DeprecationWarning")  # mlflow's reader
 def test_a_tune_sweep_reaches_the_plugins_trial_by_trial(cluster, tmp_path):
     from ray import tune
 
     from statbus.pipeline.ray import StatbusCallback
 
-    results, run_id = str(tmp_path / "results"), "sweep"
-    start_collector(run_id, results, collector_args=PLUGINS)
+    results, run_id, trackers = str(tmp_path / "results"), "sweep", str(tmp_path / "trackers")
+    # The trackers too ("they work for every door"): this run is the Ray door's test of them.
+    start_collector(run_id, results, collector_args=["--plugins", "jsonl,tensorboard,wandb,mlflow",
+                                                     *_tracker_args(trackers)])
+    stopped = None
     try:
         tuner = tune.Tuner(
             tune.with_resources(_trainable, {"cpu": 0.5}),
@@ -392,5 +427,18 @@ def test_a_tune_sweep_reaches_the_plugins_trial_by_trial(cluster, tmp_path):
     finally:
         sp.shutdown(1.0)
         trainer_config.forget_configuration()
-        stop_collector(run_id)
-        _forget(results, run_id)
+        try:
+            stopped = stop_collector(run_id, timeout=90)  # graceful: every writer catches up first
+        finally:
+            _forget(results, run_id)
+            _end_wandb_cores(os.path.join(results, run_id))
+    assert stopped is not None and stopped["stopped"] and stopped["exit_code"] == 0, stopped
+    # Every summary of stats.jsonl in W&B and in MLflow, once each and equal, and nothing else.
+    expected = jsonl_expected(os.path.join(results, run_id, "stats.jsonl"))
+    wandb_dir = os.path.join(trackers, "wandb-dir")
+    run, mlflow = mlflow_points(f"sqlite:///{os.path.join(trackers, 'mlflow.db')}", "statbus-test")
+    assert assert_trackers_equal_jsonl(expected, wandb_points(wandb_rows(wandb_dir)), mlflow) == 120  # 60 × 2 keys
+    assert run.info.status == "FINISHED" and run.info.run_name == run_id
+    config = wandb_config(wandb_dir)
+    assert sorted(config[category]["slope"] for category in by_trial) == [1.0, 2.0, 3.0]
+    assert sorted(float(run.data.params[f"{category}.slope"]) for category in by_trial) == [1.0, 2.0, 3.0]
