@@ -135,7 +135,7 @@ def test_commands_run_from_the_installed_wheel(install: Install, tmp_path: Path)
     assert "trainer_config_path" in learn and "--run-id" in learn
     plugins = _checked(install.statbus("plugins", cwd=tmp_path), "statbus plugins").stdout
     shipped = [line.split()[1] for line in plugins.splitlines() if line.startswith("statbus.stats_writer")]
-    assert sorted(shipped) == ["console", "gauges", "jsonl", "tensorboard"]
+    assert sorted(shipped) == ["console", "gauges", "jsonl", "mlflow", "tensorboard", "wandb"]
 
 
 def test_demo_runs_from_the_installed_wheel(install: Install, tmp_path: Path) -> None:
