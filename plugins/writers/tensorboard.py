@@ -59,6 +59,7 @@ import types
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from ..delivery import already_written, journal_position
+from ..media import Media
 from ..settings import RunOptions
 from ..stats import StatsAggregationMethod, StatsPropertyType, StatsSummary, StatsWriter, sum_and_mean
 from .event_file import EVENT_FILE_PREFIX, EventFile
@@ -175,6 +176,31 @@ def _text_summary(tag: str, text: str) -> "Summary":
     metadata = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="text"))
     tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[text.encode("utf-8")])
     return summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, metadata=metadata, tensor=tensor)])
+
+
+MEDIA_ENCODERS: Dict[str, str] = {
+    "image": "tb_images:encode_image",
+    "images": "tb_images:encode_images",
+    "video": "tb_images:encode_video",
+    "audio": "tb_images:encode_audio",
+    "figure": "tb_images:encode_figure",
+    "summary": "tb_plugin_data:encode_summary",
+    "event": "tb_plugin_data:encode_event",
+    "tensor": "tb_plugin_data:encode_tensor",
+}
+"""media kind (``Media.kind.value``) → ``module:function`` of this package that encodes it:
+``function(media, tag, directory) -> list of Event protos`` (``directory``: the category's
+event-file folder, for what goes beside the event files).  The writer sets each event's
+``wall_time`` and ``step``.  Imported at a kind's first use: Pillow, numpy and matplotlib
+load only in a worker that gets such media."""
+
+
+@functools.lru_cache(maxsize=None)
+def media_encoder(kind: str) -> Callable[[Media, str, str], List[Any]]:
+    import importlib
+
+    module, function = MEDIA_ENCODERS[kind].split(":")
+    return getattr(importlib.import_module(f"{__package__}.{module}"), function)
 
 
 def _digest(text: str) -> str:
@@ -355,6 +381,23 @@ class TensorboardWriter(StatsWriter):
         event = _protos().event_pb2.Event(wall_time=time.time(), step=step if type(step) is int and step >= 0 else 0,
                                           summary=_text_summary(f"{value['tag']}/text_summary", value["text"]))
         self._writer(category).write(event.SerializeToString())
+
+    def add_media(self, category: str, tag: str, media: Media, step: int) -> None:
+        """Encode one media value (see :mod:`statbus.plugins.media`) as torch's writer would."""
+        writer = self._writer(category)
+        position = journal_position()
+        if already_written(position, self._written.get(category, -1)):
+            logger.debug("tensorboard: dropping replayed %s %s of %s step %s (journal position %s)",
+                         media.kind.value, tag, category, step, position)
+            return
+        events = media_encoder(media.kind.value)(media, tag, self.category_dir(category))
+        now = time.time()
+        if events and position is not None:
+            writer.write(position_event(now, step, position))
+            self._written[category] = position
+        for event in events:
+            event.wall_time, event.step = now, step
+            writer.write(event.SerializeToString())
 
     def flush(self) -> None:
         for writer in self.summary_writers.values():
