@@ -58,6 +58,9 @@ class MediaKind(Enum):
     TENSOR = "tensor"
     """Any array, e.g. ``add_tensor``'s, ``add_histogram_raw``'s, a PR curve's, a mesh's, an
     embedding's: what it is is said by ``options["use"]`` and the options that use needs."""
+    HPARAMS = "hparams"
+    """``add_hparams``'s: no array (shape ``()``, dtype "", data b""); ``hparams`` (name → value),
+    ``metrics`` (name → value), ``hparam_domain_discrete`` (name → list), as given."""
     SUMMARY = "summary"
     """A serialized TensorBoard ``Summary`` proto (dtype ""), as ``file_writer.add_summary``
     got it."""

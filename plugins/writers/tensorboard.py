@@ -184,6 +184,7 @@ MEDIA_ENCODERS: Dict[str, str] = {
     "video": "tb_images:encode_video",
     "audio": "tb_images:encode_audio",
     "figure": "tb_images:encode_figure",
+    "hparams": "tb_hparams:encode_hparams",
     "summary": "tb_plugin_data:encode_summary",
     "event": "tb_plugin_data:encode_event",
     "tensor": "tb_plugin_data:encode_tensor",
