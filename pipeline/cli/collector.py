@@ -34,8 +34,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="start the collector (detached unless --foreground)",
         description="Start the run's collector. Without --foreground it detaches, waits until it is "
         "ready, prints the run, address and pid, and exits 0; its log is "
-        "<results-dir>/<run-id>/statbus/collector.log. It exits non-zero with the reason if it "
-        "cannot start (already running, address in use, bad config, no plugins).",
+        "<results-dir>/<run-id>/statbus/collector.log. It exits 75 when the run's collector is "
+        "already running (a script can treat that as success), and 1 with the reason for any other "
+        "failure to start (address in use, bad config, no plugins).",
     )
     add_run_arguments(start)
     start.add_argument("--bind", metavar="ADDR", help="trainer address to bind (default: a private ipc:// socket)")
@@ -100,7 +101,7 @@ def run_start(args: argparse.Namespace) -> int:
         started = start_detached(layout, _passthrough(args), timeout=args.timeout)
     except AlreadyRunning as exc:
         print(f"statbus: {exc}", file=sys.stderr)
-        return ExitCode.ERROR
+        return ExitCode.ALREADY_RUNNING
     except StatbusError as exc:
         print(f"statbus: cannot start the collector: {exc}", file=sys.stderr)
         return ExitCode.ERROR

@@ -134,7 +134,7 @@ def test_start_twice_is_refused_with_the_running_pid(layout) -> None:
     assert start(layout).returncode == 0
     pid = running_pid(layout.pid_file)
     second = start(layout)
-    assert second.returncode != 0
+    assert second.returncode == 75  # ExitCode.ALREADY_RUNNING: a script can tell it from a failure
     assert "already running" in second.stderr and str(pid) in second.stderr
     assert running_pid(layout.pid_file) == pid
 
