@@ -19,6 +19,7 @@ from typing import List, Optional, Sequence
 
 from ..plugins import ConfigError, StatbusError
 from ..plugins.discovery import PluginInfo, discover_plugins
+from ..plugins.groups import REPLACED_PLUGINS
 from ..plugins.settings import RunOptions
 from ..workers.exits import ExitCode
 from .security.arguments import add_transport_security_arguments, transport_security_from_args
@@ -91,10 +92,6 @@ def build_parser() -> argparse.ArgumentParser:
         "the run id and results dir stay this collector's",
     )
     return parser
-
-
-REPLACED_PLUGINS = frozenset({"mlagents.stats_writer:default"})
-"""Plugins statbus's built-in writers stand in for; left out unless ``--plugins`` names them."""
 
 
 def _names(text: Optional[str]) -> List[str]:

@@ -12,7 +12,7 @@ import sys
 from typing import Dict, List, Optional, Sequence
 
 from ...plugins.discovery import PluginInfo, discover_plugins
-from ...plugins.groups import STATS_WRITER_GROUPS
+from ...plugins.groups import REPLACED_PLUGINS, STATS_WRITER_GROUPS
 from ...plugins.opt_in import missing_modules, opt_in_of
 from ...workers.exits import ExitCode
 
@@ -40,7 +40,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def default_state(plugin: PluginInfo) -> str:
-    """``on``, or ``off (STATBUS_X=1[; needs statbus[x]])`` for a plugin that is off until asked for."""
+    """``on``, or ``off (...)`` saying what turns on a plugin that is off until asked for."""
+    if f"{plugin.group}:{plugin.name}" in REPLACED_PLUGINS:
+        return f"off (statbus's built-in writers replace it; name it in --plugins to run it)"
     opt_in = opt_in_of(plugin.group, plugin.name)
     if opt_in is None:
         return "on"

@@ -202,6 +202,9 @@ def test_statbus_plugins_json():
                         "wandb": "off (STATBUS_WANDB=1)", "mlflow": "off (STATBUS_MLFLOW=1)"}
     assert {"group": ML_AGENTS_STATS_WRITER, "name": "example", "target": "statbus_example_plugin:get_example_writer",
             "distribution": "statbus-example-plugin", "version": "0.1.0", "default": "on"} in listed
+    # ML-Agents' own writers (installed with the mlagents extra) are what the built-ins replace.
+    replaced = [p["default"] for p in listed if (p["group"], p["name"]) == (ML_AGENTS_STATS_WRITER, "default")]
+    assert replaced == ["off (statbus's built-in writers replace it; name it in --plugins to run it)"]
 
 
 def test_statbus_plugins_table():
