@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-FIGURES = ("startup", "hotpath", "throughput", "recovery", "memory", "frameworks", "learn", "idle", "scale", "soak")
+FIGURES = ("startup", "hotpath", "throughput", "recovery", "memory", "frameworks", "media", "learn", "idle", "scale", "soak")
 """The benchmark's figures, in the order they run."""
 
 

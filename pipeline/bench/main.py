@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 from ...workers.exits import ExitCode
 from .args import FIGURES, add_arguments
-from .figures import frameworks, hotpath, idle, learn, memory, recovery, scale, soak, startup, throughput
+from .figures import frameworks, hotpath, idle, learn, media, memory, recovery, scale, soak, startup, throughput
 from .report import format_table, rows_for
 
 logger = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ class BenchConfig:
     memory: memory.MemoryConfig
     startup: startup.StartupConfig
     frameworks: frameworks.FrameworksConfig
+    media: media.MediaConfig
     learn: learn.LearnConfig
     idle: idle.IdleConfig
     scale: scale.ScaleConfig
@@ -52,6 +53,7 @@ MODES: Dict[str, BenchConfig] = {
         memory.MemoryConfig(values=10_000_000, trainers=2, buffer_bytes=16 << 20),
         startup.StartupConfig(collector_starts=5, imports=5),
         frameworks.FrameworksConfig(calls=20_000, repetitions=5),
+        media.MediaConfig(),
         learn.LearnConfig(max_steps=10_000, repetitions=5),
         idle.IdleConfig(seconds=30.0),
         scale.ScaleConfig(processes=(1, 8, 32, 64, 128)),
@@ -64,6 +66,7 @@ MODES: Dict[str, BenchConfig] = {
         memory.MemoryConfig(values=1_000_000, trainers=2, buffer_bytes=4 << 20),
         startup.StartupConfig(collector_starts=2, imports=3),
         frameworks.FrameworksConfig(calls=8_000, repetitions=3),
+        media.MediaConfig(repetitions=2, e2e_videos=10),
         learn.LearnConfig(max_steps=3_000, repetitions=3),
         idle.IdleConfig(seconds=10.0),
         scale.ScaleConfig(processes=(1, 32, 128), steps=500),
@@ -77,6 +80,7 @@ MODES: Dict[str, BenchConfig] = {
         memory.MemoryConfig(values=60_000, trainers=1, buffer_bytes=1 << 20),
         startup.StartupConfig(collector_starts=1, imports=1),
         frameworks.FrameworksConfig(calls=400, repetitions=1),
+        media.MediaConfig(repetitions=1, calls=tuple((name, 1) for name in media.CALLS), e2e_videos=2),
         learn.LearnConfig(enabled=False),  # minutes of training: not for the test suite
         idle.IdleConfig(enabled=False),  # a collector and five workers more: the suite's smoke run is long enough
         scale.ScaleConfig(processes=(2,), steps=100),
@@ -91,6 +95,7 @@ RUNNERS: Dict[str, Callable[[str, Any], Dict[str, Any]]] = {
     "recovery": recovery.run,
     "memory": memory.run,
     "frameworks": frameworks.run,
+    "media": media.run,
     "learn": learn.run,
     "idle": idle.run,
     "scale": scale.run,

@@ -170,6 +170,12 @@ def frameworks_rows(f: Dict[str, Any]) -> List[Row]:
 
 
 
+def media_rows(figure: Dict[str, Any]) -> List[Row]:
+    from .figures.media import rows
+
+    return rows(figure, Row, _unchanged)
+
+
 def learn_rows(figure: Dict[str, Any]) -> List[Row]:
     if "skipped" in figure:
         return [Row("7 learn", "ML-Agents training", "skipped", "", figure["skipped"], None)]
@@ -323,7 +329,7 @@ def scale_rows(figure: Dict[str, Any]) -> List[Row]:
 
 
 ROW_MAKERS = {"hotpath": hotpath_rows, "throughput": throughput_rows, "recovery": recovery_rows,
-              "memory": memory_rows, "startup": startup_rows, "frameworks": frameworks_rows,
+              "memory": memory_rows, "startup": startup_rows, "frameworks": frameworks_rows, "media": media_rows,
               "learn": learn_rows, "idle": idle_rows, "scale": scale_rows, "soak": soak_rows}
 
 

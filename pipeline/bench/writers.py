@@ -50,6 +50,9 @@ class SleepyWriter(StatsWriter):
     def write_stats(self, category: str, values: Dict[str, StatsSummary], step: int) -> None:
         time.sleep(self.write_sleep)
 
+    def add_media(self, category: str, tag: str, media: Any, step: int) -> None:
+        time.sleep(self.write_sleep)
+
 
 class RaisingWriter(StatsWriter):
     """Raises from every ``write_stats``: the buggy plugin every run meets one day."""
