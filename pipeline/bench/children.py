@@ -95,3 +95,21 @@ class Children:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def run_json_child(module: str, args: Sequence[str], out_path: str, env: Mapping[str, str],
+                   timeout: float = 600.0) -> Any:
+    """Run ``python -m module *args`` to its end (killed and reaped past ``timeout``) and return the
+    JSON it wrote to ``out_path``; BenchError with the end of its output if it fails."""
+    proc = subprocess.Popen([sys.executable, "-m", module, *args], env=dict(env), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    if proc.returncode != 0:
+        raise BenchError(f"bench child {module} exited {proc.returncode}: {output.decode(errors='replace')[-2000:]}")
+    with open(out_path, encoding="utf-8") as handle:
+        return json.load(handle)

@@ -19,11 +19,11 @@ import importlib.util
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any, Callable, Dict, List
 
+from ..children import run_json_child
 from ..collector import BenchCollector, wait_for
 
 PLUGINS = ("tensorboard", "jsonl", "sleepy")
@@ -98,20 +98,8 @@ def child(run_dir: str, config: FrameworksConfig) -> Dict[str, Any]:
 def _run_child(collector: BenchCollector, config: FrameworksConfig, scenario: str) -> Dict[str, Any]:
     out_path = os.path.join(collector.root, f"frameworks-{scenario}.json")
     env = dict(collector.env, STATBUS_AUTOSTART="0", OMP_NUM_THREADS="1")
-    command = [sys.executable, "-m", __name__, collector.layout.run_dir, out_path,
-               json.dumps(dataclasses.asdict(config))]
-    proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    try:
-        output, _ = proc.communicate(timeout=600)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    if proc.returncode != 0:
-        raise RuntimeError(f"bench frameworks child exited {proc.returncode}: {output.decode(errors='replace')[-2000:]}")
-    with open(out_path, encoding="utf-8") as handle:
-        return json.load(handle)
+    return run_json_child(__name__, [collector.layout.run_dir, out_path, json.dumps(dataclasses.asdict(config))],
+                          out_path, env)
 
 
 def run(root: str, config: FrameworksConfig) -> Dict[str, Any]:

@@ -26,11 +26,11 @@ import importlib.util
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any, Callable, Dict, List, Tuple
 
+from ..children import run_json_child
 from ..collector import BenchCollector, wait_for
 
 PLUGINS = ("tensorboard", "jsonl", "sleepy")
@@ -163,20 +163,9 @@ def child(run_dir: str, config: MediaConfig, e2e: bool) -> Dict[str, Any]:
 def _run_child(collector: BenchCollector, config: MediaConfig, scenario: str) -> Dict[str, Any]:
     out_path = os.path.join(collector.root, f"media-{scenario}.json")
     env = dict(collector.env, STATBUS_AUTOSTART="0", OMP_NUM_THREADS="1", MPLBACKEND="Agg")
-    command = [sys.executable, "-m", __name__, collector.layout.run_dir, out_path,
-               json.dumps(dataclasses.asdict(config)), "e2e" if scenario == "e2e" else "calls"]
-    proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    try:
-        output, _ = proc.communicate(timeout=900)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    if proc.returncode != 0:
-        raise RuntimeError(f"bench media child exited {proc.returncode}: {output.decode(errors='replace')[-2000:]}")
-    with open(out_path, encoding="utf-8") as handle:
-        return json.load(handle)
+    args = [collector.layout.run_dir, out_path, json.dumps(dataclasses.asdict(config)),
+            "e2e" if scenario == "e2e" else "calls"]
+    return run_json_child(__name__, args, out_path, env, timeout=900.0)
 
 
 def _video_events(directory: str) -> int:
