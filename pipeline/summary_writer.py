@@ -47,9 +47,11 @@ from datetime import datetime
 from typing import Any, Dict, Iterable, Mapping, Optional, Set
 
 from ..plugins import ConfigError
+from ..plugins.media import Media
 from ..plugins.records import MAX_MARKED_STEP, MAX_NAME_LENGTH, step_marker
 from ..plugins.records import STEPPED_MARK as MARK
 from ..plugins.stats import StatsAggregationMethod, StatsPropertyType
+from . import plugin_data_calls as calls
 from .collector.step_merge import JOIN, LEAVE
 from .layout import RunLayout
 from .trainer import config as trainer_config
@@ -204,6 +206,38 @@ class _Stream:
         StatsReporter(self.wire + LEAVE).write_stats(0)
 
 
+class FileWriter:
+    """torch's ``SummaryWriter.file_writer``: TensorBoard protos made by the caller, into the log_dir.
+
+    ``walltime`` is ignored, as everywhere here; ``flush()`` and ``close()`` are the writer's
+    ``flush()`` (the log_dir's event files belong to the collector's tensorboard writer).
+    """
+
+    def __init__(self, writer: "SummaryWriter") -> None:
+        self._writer = writer
+
+    def get_logdir(self) -> str:
+        return self._writer.log_dir
+
+    def add_summary(self, summary: Any, global_step: Optional[int] = None, walltime: Optional[float] = None) -> None:
+        """A ``Summary`` proto (torch's, tensorboardX's or tensorboard's), at ``global_step`` (default 0)."""
+        tag = calls.summary_tag(summary)
+        step = _to_step(tag, global_step)
+        self._writer._send(tag, calls.summary_media(summary), step)  # noqa: SLF001 — its own writer
+
+    def add_event(self, event: Any, step: Optional[int] = None, walltime: Optional[float] = None) -> None:
+        """An ``Event`` proto, at ``step`` or, when None, the event's own."""
+        media = calls.event_media(event)
+        self._writer._send(calls.EVENT_TAG, media,  # noqa: SLF001 — its own writer
+                           _to_step(calls.EVENT_TAG, getattr(event, "step", 0) if step is None else step))
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.flush()
+
+
 class SummaryWriter:
     """Call-compatible with ``torch.utils.tensorboard.SummaryWriter`` for what training code uses.
 
@@ -214,10 +248,17 @@ class SummaryWriter:
     """
 
     def __init__(self, log_dir: Optional[str] = None, comment: str = "", purge_step: Optional[int] = None,
-                 max_queue: int = 10, flush_secs: int = 120, filename_suffix: str = "") -> None:
+                 max_queue: int = 10, flush_secs: int = 120, filename_suffix: str = "", *,
+                 logdir: Optional[str] = None) -> None:
+        if logdir is not None:  # tensorboardX's spelling
+            if log_dir is not None and os.fspath(log_dir) != os.fspath(logdir):
+                raise TypeError(f"statbus: SummaryWriter got log_dir={log_dir!r} and logdir={logdir!r}; give one")
+            log_dir = logdir
         if not log_dir:
             log_dir = default_log_dir(comment)
         self.log_dir = os.fspath(log_dir)
+        self.file_writer = FileWriter(self)
+        """torch's ``file_writer``: takes TensorBoard ``Summary``/``Event`` protos (never None here)."""
         self.purge_step, self.max_queue, self.flush_secs = purge_step, max_queue, flush_secs
         self.filename_suffix = filename_suffix
         self._layout, self._category = locate(self.log_dir)
@@ -246,6 +287,11 @@ class SummaryWriter:
         return stream
 
     def get_logdir(self) -> str:
+        return self.log_dir
+
+    @property
+    def logdir(self) -> str:
+        """tensorboardX's name of ``log_dir``."""
         return self.log_dir
 
     # --- values -------------------------------------------------------------------
@@ -319,6 +365,73 @@ class SummaryWriter:
         for key, value in checked:
             stream.at(step).add(key, value, _AVERAGE)
         stream.close_step()
+
+    # --- tensors, plugin data and protos: encoded by the tensorboard writer's worker ----------
+
+    def _send(self, tag: str, media: Media, step: int) -> None:
+        """Hand one media value of the log_dir over (never blocks; a value past the trainer's
+        media bound is dropped and counted by the client)."""
+        reporter.add_media(self._category, tag, media, step)
+
+    def add_tensor(self, tag: str, tensor: Any, global_step: Optional[int] = None,
+                   walltime: Optional[float] = None) -> None:
+        """The whole array as a ``tensor``-plugin summary (any array-like, not only a torch tensor)."""
+        self._send(tag, calls.tensor_media(tag, tensor), _to_step(tag, global_step))
+
+    def add_histogram_raw(self, tag: str, min: Any, max: Any, num: Any, sum: Any,  # noqa: A002 — torch's names
+                          sum_squares: Any, bucket_limits: Any, bucket_counts: Any,
+                          global_step: Optional[int] = None, walltime: Optional[float] = None) -> None:
+        """A histogram the caller bucketed: written as given, under ``tag``."""
+        step = _to_step(tag, global_step)
+        self._send(tag, calls.histogram_raw_media(tag, min, max, num, sum, sum_squares, bucket_limits,
+                                                  bucket_counts), step)
+
+    def add_pr_curve(self, tag: str, labels: Any, predictions: Any, global_step: Optional[int] = None,
+                     num_thresholds: int = 127, weights: Any = None, walltime: Optional[float] = None) -> None:
+        """A precision-recall curve: the labels and predictions are copied, the curve is computed in
+        the worker (torch computes it on the calling thread)."""
+        step = _to_step(tag, global_step)
+        self._send(tag, calls.pr_curve_media(tag, labels, predictions, num_thresholds, weights), step)
+
+    def add_pr_curve_raw(self, tag: str, true_positive_counts: Any, false_positive_counts: Any,
+                         true_negative_counts: Any, false_negative_counts: Any, precision: Any, recall: Any,
+                         global_step: Optional[int] = None, num_thresholds: int = 127, weights: Any = None,
+                         walltime: Optional[float] = None) -> None:
+        """A precision-recall curve the caller computed (``weights`` is ignored, as torch does)."""
+        step = _to_step(tag, global_step)
+        rows = (true_positive_counts, false_positive_counts, true_negative_counts, false_negative_counts,
+                precision, recall)
+        self._send(tag, calls.pr_curve_raw_media(tag, rows, num_thresholds), step)
+
+    def add_custom_scalars(self, layout: Mapping[str, Mapping[str, Any]]) -> None:
+        """The Custom Scalars dashboard's layout: ``{category: {title: ["Multiline" or "Margin",
+        [tag, ...]]}}`` (a margin chart: value, lower, upper)."""
+        self._send(calls.CUSTOM_SCALARS_TAG, calls.custom_scalars_media(layout), 0)
+
+    def add_custom_scalars_multilinechart(self, tags: Any, category: str = "default", title: str = "untitled") -> None:
+        self.add_custom_scalars(calls.custom_chart_layout(calls.MULTILINE, tags, category, title))
+
+    def add_custom_scalars_marginchart(self, tags: Any, category: str = "default", title: str = "untitled") -> None:
+        self.add_custom_scalars(calls.custom_chart_layout(calls.MARGIN, tags, category, title))
+
+    def add_mesh(self, tag: str, vertices: Any, colors: Any = None, faces: Any = None, config_dict: Any = None,
+                 global_step: Optional[int] = None, walltime: Optional[float] = None) -> None:
+        """A mesh or point cloud: vertices, colors and faces, each batch × points × 3."""
+        step = _to_step(tag, global_step)
+        self._send(tag, calls.mesh_media(tag, vertices, colors, faces, config_dict), step)
+
+    def add_embedding(self, mat: Any, metadata: Any = None, label_img: Any = None, global_step: Optional[int] = None,
+                      tag: str = "default", metadata_header: Any = None) -> None:
+        """Projector data: the matrix, labels and label images are copied; the worker writes
+        tensors.tsv, metadata.tsv, sprite.png and projector_config.pbtxt where torch does."""
+        step = _to_step(tag, global_step)
+        self._send(tag, calls.embedding_media(tag, mat, metadata, label_img, step, metadata_header), step)
+
+    def add_graph(self, model: Any, input_to_model: Any = None, verbose: bool = False,
+                  use_strict_trace: bool = True) -> None:
+        """The module's graph: traced here by torch (as torch's call does, and at its cost); the
+        GraphDef goes to the worker."""
+        self._send(calls.GRAPH_TAG, calls.graph_media(model, input_to_model, verbose, use_strict_trace), 0)
 
     # --- life -------------------------------------------------------------------------
 
