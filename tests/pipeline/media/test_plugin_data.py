@@ -136,18 +136,29 @@ def test_each_call_encodes_as_torch_writes_it_in_process(tmp_path, in_process_st
 
 
 def test_hparams_summaries_through_file_writer_reach_the_hparams_plugin(tmp_path, in_process_statbus):
-    """SB3's and Ray Tune's HParams path: torch's hparams() summaries through file_writer.add_summary."""
+    """SB3's and Ray Tune's HParams path: torch's and tensorboardX's hparams() summaries through
+    file_writer.add_summary."""
     from tensorboard.plugins.hparams import plugin_data_pb2
     from torch.utils.tensorboard.summary import hparams
 
     from statbus.pipeline import SummaryWriter
 
+    from tensorboardX.summary import hparams as tensorboardx_hparams
+
     run_dir, _, tensorboard = in_process_statbus
     writer = SummaryWriter(logdir=str(run_dir / "sb3"))  # tensorboardX's spelling
+    assert writer.logdir == writer.log_dir == str(run_dir / "sb3")
     for summary in hparams({"gamma": 0.99, "algo": "PPO"}, {"rollout/ep_rew_mean": 0.0}):
         writer.file_writer.add_summary(summary)
+    tune = SummaryWriter(str(run_dir / "tune"))  # Ray Tune's TBXLoggerCallback: tensorboardX's protos
+    for summary in tensorboardx_hparams({"gamma": 0.9}, {"episode_reward_mean": 0.0}):
+        tune.file_writer.add_summary(summary, 3)
     writer.close()
+    tune.close()
     tensorboard.flush()
+    tune_content = read_back(str(run_dir / "tune"))["plugins"]["hparams"]
+    assert plugin_data_pb2.HParamsPluginData.FromString(
+        tune_content["_hparams_/session_start_info"]).session_start_info.hparams["gamma"].number_value == 0.9
     content = read_back(str(run_dir / "sb3"))["plugins"]["hparams"]
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
     assert {info.name for info in experiment.hparam_infos} == {"gamma", "algo"}
