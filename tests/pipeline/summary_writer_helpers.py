@@ -30,9 +30,9 @@ def start_collector(results_dir: str, run_id: str, plugins: str = PLUGINS) -> Co
                             extra=["--plugins", plugins, *TORCH_LAYOUT_ARGS, "--stop-timeout", "30"]).start()
 
 
-def run_child(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
+def run_child(*args: str, timeout: float = 120.0, script: str = CHILD) -> subprocess.CompletedProcess:
     """Run the child script to its end (killed and reaped on timeout); fails with its output."""
-    process = subprocess.Popen([sys.executable, CHILD, *args], env=child_env(), stdout=subprocess.PIPE,
+    process = subprocess.Popen([sys.executable, script, *args], env=child_env(), stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     try:
         out, _ = process.communicate(timeout=timeout)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import sys
 
-TENSOR_TAGS = ("tensor/float32", "tensor/int64", "tensor/bool", "tensor/half", "tensor/uint8", "tensor/float64")
+TENSOR_TAGS = ("tensor/float32", "tensor/int64", "tensor/bool", "tensor/half", "tensor/uint8", "tensor/float64",
+               "tensor/bfloat16")
 
 
 def model(torch):
@@ -22,7 +23,8 @@ def plugin_data_calls(writer, np, torch) -> None:
     rng = np.random.default_rng(7)
     tensors = (torch.arange(6, dtype=torch.float32).reshape(2, 3) / 7, torch.tensor([1, -2, 3]),
                torch.tensor([True, False]), torch.tensor([0.5, -1.25], dtype=torch.float16),
-               torch.tensor([[1, 255]], dtype=torch.uint8), torch.tensor(2.0 / 3.0, dtype=torch.float64))
+               torch.tensor([[1, 255]], dtype=torch.uint8), torch.tensor(2.0 / 3.0, dtype=torch.float64),
+               torch.tensor([1.5, -3.0, 1e30], dtype=torch.bfloat16))
     for step, (tag, tensor) in enumerate(zip(TENSOR_TAGS, tensors)):
         writer.add_tensor(tag, tensor, step)
 

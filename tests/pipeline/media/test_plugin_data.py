@@ -277,3 +277,28 @@ def test_graph_is_traced_in_the_caller_and_sent_as_graphdef_bytes():
     assert media.options == {"use": "graph"} and media.dtype == ""
     events = encode(media, "step1")
     assert GraphDef.FromString(events[0].graph_def).node and events[1].tagged_run_metadata.tag == "step1"
+
+
+MINE = ("add_tensor", "add_histogram_raw", "add_pr_curve", "add_pr_curve_raw", "add_custom_scalars",
+        "add_custom_scalars_marginchart", "add_custom_scalars_multilinechart", "add_mesh", "add_embedding", "add_graph",
+        "get_logdir", "flush", "close")
+
+
+def test_methods_take_torchs_parameters_in_torchs_order():
+    import inspect
+
+    from torch.utils.tensorboard.writer import FileWriter as TorchFileWriter
+    from torch.utils.tensorboard.writer import SummaryWriter as TorchWriter
+
+    from statbus.pipeline.summary_writer import FileWriter, SummaryWriter
+
+    def parameters(function):
+        return [(p.name, p.default) for p in inspect.signature(function).parameters.values()]
+
+    for name in MINE:
+        assert parameters(getattr(SummaryWriter, name)) == parameters(getattr(TorchWriter, name)), name
+    for name in ("add_summary", "add_event", "get_logdir", "flush", "close"):
+        assert parameters(getattr(FileWriter, name)) == parameters(getattr(TorchFileWriter, name)), name
+    torch_init = parameters(TorchWriter.__init__)
+    assert parameters(SummaryWriter.__init__)[:len(torch_init)] == torch_init
+    assert "logdir" in inspect.signature(SummaryWriter.__init__).parameters  # tensorboardX's spelling
