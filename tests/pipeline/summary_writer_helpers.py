@@ -58,12 +58,18 @@ def event_dirs(root: str) -> List[str]:
     return sorted(found)
 
 
-def read_run(directory: str) -> Dict[str, Any]:
-    """What TensorBoard's reader sees in one run directory: scalars, histograms, texts by tag."""
+def accumulator(directory: str) -> Any:
+    """TensorBoard's EventAccumulator of one run directory, loaded, keeping every point."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(directory, size_guidance={"scalars": 0, "histograms": 0, "tensors": 0})
     acc.Reload()
+    return acc
+
+
+def read_run(directory: str) -> Dict[str, Any]:
+    """What TensorBoard's reader sees in one run directory: scalars, histograms, texts by tag."""
+    acc = accumulator(directory)
     tags = acc.Tags()
     return {
         "scalars": {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in tags["scalars"]},

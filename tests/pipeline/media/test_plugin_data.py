@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from plugin_data_sequence import TENSOR_TAGS, model, plugin_data_calls
+from summary_writer_helpers import accumulator, read_run
 
 PLUGINS = ("tensor", "pr_curves", "custom_scalars", "mesh", "hparams")
 TRACE_DEPRECATED = r"ignore:`torch\.jit\.trace(_method)?` is deprecated:DeprecationWarning"
@@ -19,14 +20,10 @@ TRACE_DEPRECATED = r"ignore:`torch\.jit\.trace(_method)?` is deprecated:Deprecat
 
 def read_back(directory: str) -> dict:
     """Everything TensorBoard's EventAccumulator sees in one run directory."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(directory, size_guidance={"scalars": 0, "histograms": 0, "tensors": 0})
-    acc.Reload()
+    acc = accumulator(directory)
     tags = acc.Tags()
     return {
-        "scalars": {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in tags["scalars"]},
-        "histograms": {t: [(e.step, e.histogram_value) for e in acc.Histograms(t)] for t in tags["histograms"]},
+        **{key: read_run(directory)[key] for key in ("scalars", "histograms")},
         "tensors": {t: [(e.step, e.tensor_proto) for e in acc.Tensors(t)] for t in tags["tensors"]},
         "metadata": {t: acc.SummaryMetadata(t) for t in tags["tensors"]},
         "graph": acc.Graph() if tags["graph"] else None,
