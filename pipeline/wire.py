@@ -9,8 +9,10 @@ Envelope (an array, cheaper to encode and check than a map)::
 * ``lowest_sendable``   — the lowest seq the sender can still re-send: frames below it were
   dropped by the sender's bounded buffer and will never come;
 * ``dropped`` — values the sender has dropped so far (for status);
-* ``records`` — writer records of :mod:`statbus.plugins.records` (stat, property)
-  and the pipeline's markers below.
+* ``records`` — writer records of :mod:`statbus.plugins.records` (stat, property,
+  media) and the pipeline's markers below.  A frame holds at most one media record,
+  and only a frame holding one may pass :data:`MAX_FRAME_BYTES` (up to
+  :data:`MAX_MEDIA_FRAME_BYTES`).
 
 Ack (collector → trainer, over the same ROUTER/DEALER pair)::
 
@@ -35,12 +37,16 @@ import msgpack
 
 from ..plugins import StatbusError
 from ..plugins.errors import RecordError
+from ..plugins.media import MAX_MEDIA_BYTES
 from ..plugins.records import (
+    PIPELINE_MARKER_KINDS,
+    MediaRecord,
     PropertyRecord,
     RecordKind,
     StatRecord,
     check_name,
     check_step,
+    decode_media_record,
     decode_property,
     decode_stat,
 )
@@ -50,6 +56,8 @@ WIRE_VERSION = 1
 # Limits, named so that they can be documented and tested.  A frame past any of
 # them is rejected whole, with a counted reason.
 MAX_FRAME_BYTES = 8 * 1024 * 1024
+MAX_MEDIA_FRAME_BYTES = MAX_MEDIA_BYTES + MAX_FRAME_BYTES
+"""A frame holding one media record: its raw data (at most 64 MiB) plus what any frame may hold."""
 MAX_RECORDS_PER_FRAME = 100_000
 MAX_STRING_BYTES = 64 * 1024
 MAX_MAP_ENTRIES = 4_096
@@ -65,9 +73,12 @@ class MarkerKind(enum.IntEnum):
     BYE = 5
 
 
+assert {int(kind) for kind in MarkerKind} == PIPELINE_MARKER_KINDS  # what decode_batch skips
+
 # Every record decoded looks its kind up: plain ints, not enum attribute look-ups.
 _STAT = RecordKind.STAT.value
 _PROPERTY = RecordKind.PROPERTY.value
+_MEDIA = RecordKind.MEDIA.value
 _WRITE = MarkerKind.WRITE.value
 _HELLO = MarkerKind.HELLO.value
 _BYE = MarkerKind.BYE.value
@@ -117,7 +128,7 @@ class Bye(NamedTuple):
     info: Dict[str, Any]
 
 
-Record = StatRecord | PropertyRecord | WriteMarker | Hello | Bye  # type: ignore[valid-type]
+Record = StatRecord | PropertyRecord | MediaRecord | WriteMarker | Hello | Bye  # type: ignore[valid-type]
 
 
 class Frame(NamedTuple):
@@ -250,6 +261,10 @@ def _decode_wire_record(obj: Any) -> Any:
         record = decode_property(obj)
         _check_plain(record.value)
         return record
+    if kind == _MEDIA:
+        record = decode_media_record(obj)
+        _check_plain(record.media.options)
+        return record
     if kind == _WRITE:
         if len(obj) != 3:
             raise RecordError("write record must be [3, category, step]")
@@ -274,7 +289,7 @@ def _unpack(data: bytes) -> Any:
         use_list=True,
         strict_map_key=True,
         max_str_len=min(MAX_STRING_BYTES, size),
-        max_bin_len=min(MAX_FRAME_BYTES, size),
+        max_bin_len=min(MAX_MEDIA_FRAME_BYTES, size),
         max_array_len=min(MAX_RECORDS_PER_FRAME, size),
         max_map_len=min(MAX_MAP_ENTRIES, size // 2),
         max_ext_len=0,
@@ -283,10 +298,13 @@ def _unpack(data: bytes) -> Any:
 
 def decode_frame(data: bytes) -> Frame:
     """Decode and validate one frame; raises :class:`WireError` with the reason."""
-    if len(data) > MAX_FRAME_BYTES:
-        raise WireError(RejectReason.TOO_LARGE, f"{len(data)} bytes > {MAX_FRAME_BYTES}")
+    if len(data) > MAX_MEDIA_FRAME_BYTES:
+        raise WireError(RejectReason.TOO_LARGE, f"{len(data)} bytes > {MAX_MEDIA_FRAME_BYTES}")
     try:
         envelope = _unpack(data)
+    except msgpack.ExtraData as exc:
+        # Not its repr: that would spell out every extra byte (a 72 MiB frame of zeros: ~300 MB of text).
+        raise WireError(RejectReason.NOT_MSGPACK, f"{len(exc.extra)} bytes after the envelope") from None
     except Exception as exc:  # noqa: BLE001 — msgpack raises many types for bad input
         raise WireError(RejectReason.NOT_MSGPACK, repr(exc)[:200]) from None
     if not isinstance(envelope, list) or len(envelope) != 6:
@@ -308,4 +326,10 @@ def decode_frame(data: bytes) -> Frame:
         decoded = tuple([_decode_wire_record(r) for r in records])
     except (RecordError, RecursionError) as exc:
         raise WireError(RejectReason.BAD_RECORD, str(exc), sender) from None
+    media = sum(1 for record in decoded if type(record) is MediaRecord)
+    if media > 1:
+        raise WireError(RejectReason.BAD_RECORD, f"{media} media records in one frame, at most 1", sender)
+    if len(data) > MAX_FRAME_BYTES and not media:
+        raise WireError(RejectReason.TOO_LARGE, f"{len(data)} bytes > {MAX_FRAME_BYTES} without a media record",
+                        sender)
     return Frame(sender, seq, lowest_sendable, dropped, decoded)

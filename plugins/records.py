@@ -1,14 +1,15 @@
 """The records a writer is fed, and their msgpack form.
 
-These three record types are the contract between the journal and the worker
+These record types are the contract between the journal and the worker
 hosts: a worker reads them in journal order and turns them into
-``on_add_stat``, ``write_stats`` and ``add_property`` calls.
+``on_add_stat``, ``write_stats``, ``add_property`` and (for writers that define it)
+``add_media`` calls.
 
 Their msgpack form is an array whose first element is the record kind (see
 :class:`RecordKind`).  Values travel as packed little-endian float64 (``bin``),
 because per-object encoding, not the socket, bounds throughput.  The pipeline
-adds its own marker kinds (write, hello, bye) in the code space above
-:class:`RecordKind`'s.
+adds its own marker kinds: write, hello, bye (3–5, :data:`PIPELINE_MARKER_KINDS`, older
+than MEDIA's code) and any future one in the code space above :class:`RecordKind`'s.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 import msgpack
 
 from .errors import RecordError
+from .media import Media, decode_media
 from .stats import StatsAggregationMethod, StatsPropertyType, StatsSummary
 
 MAX_NAME_LENGTH = 1024
@@ -35,6 +37,13 @@ class RecordKind(IntEnum):
     STAT = 0
     SUMMARY = 1
     PROPERTY = 2
+    MEDIA = 6
+    """One media value, alone in its frame (codes 3–5 are the pipeline's markers)."""
+
+
+PIPELINE_MARKER_KINDS = frozenset({3, 4, 5})
+"""The pipeline's marker codes below MEDIA's (write, hello, bye: ``pipeline.wire.MarkerKind``);
+a consumer of writer records skips them, as it skips any code above :class:`RecordKind`'s."""
 
 
 class StatOp(IntEnum):
@@ -136,7 +145,23 @@ class PropertyRecord(NamedTuple):
         return [RecordKind.PROPERTY, self.category, self.property_type.value, self.value]
 
 
-WriterRecord = StatRecord | SummaryRecord | PropertyRecord  # type: ignore[valid-type]
+class MediaRecord(NamedTuple):
+    """One media value a trainer recorded (``SummaryWriter.add_image``, ...): what ``add_media`` receives.
+
+    ``category`` is the public one (a ``SummaryWriter``'s log_dir name or ``<name>/<sub-run>``).
+    A frame holds at most one, so its journal entry identifies it (docs/internals.md "Wire").
+    """
+
+    category: str
+    tag: str
+    step: int
+    media: Media
+
+    def to_msgpack(self) -> list:
+        return [RecordKind.MEDIA.value, self.category, self.tag, self.step, self.media.to_msgpack()]
+
+
+WriterRecord = StatRecord | SummaryRecord | PropertyRecord | MediaRecord  # type: ignore[valid-type]
 
 
 STEPPED_MARK = "\x00"
@@ -274,7 +299,14 @@ def decode_property(obj: Sequence[Any]) -> PropertyRecord:
     return PropertyRecord(check_name(obj[1], "category"), _PROPERTY_TYPES[ptype], obj[3])
 
 
-_DECODERS = {RecordKind.STAT: decode_stat, RecordKind.SUMMARY: decode_summary, RecordKind.PROPERTY: decode_property}
+def decode_media_record(obj: Sequence[Any]) -> MediaRecord:
+    _check_arity(obj, 5, "media")
+    return MediaRecord(check_name(obj[1], "category"), check_name(obj[2], "media tag"), check_step(obj[3]),
+                       decode_media(obj[4]))
+
+
+_DECODERS = {RecordKind.STAT: decode_stat, RecordKind.SUMMARY: decode_summary, RecordKind.PROPERTY: decode_property,
+             RecordKind.MEDIA: decode_media_record}
 
 
 def decode_record(obj: Any) -> WriterRecord:
@@ -308,11 +340,14 @@ def unpack_summary(data: bytes) -> SummaryRecord:
     return record
 
 
-def decode_batch(data: bytes, stats: bool = True) -> List[StatRecord | PropertyRecord]:
+BatchRecord = StatRecord | PropertyRecord | MediaRecord  # type: ignore[valid-type]
+
+
+def decode_batch(data: bytes, stats: bool = True) -> List[BatchRecord]:
     """The writer records of a journaled batch (the ``records`` array of a frame).
 
-    Kinds above :class:`RecordKind`'s are the pipeline's markers (write, hello,
-    bye): a consumer of writer records skips them.  With ``stats=False`` stat
+    Kinds 3–5 (:data:`PIPELINE_MARKER_KINDS`) and above :class:`RecordKind`'s are the
+    pipeline's markers (write, hello, bye): a consumer of writer records skips them.  With ``stats=False`` stat
     records are skipped unchecked too (a consumer that only wants properties
     pays for the msgpack parse, not for validating every value).
     """
@@ -322,7 +357,7 @@ def decode_batch(data: bytes, stats: bool = True) -> List[StatRecord | PropertyR
         raise RecordError(f"batch is not msgpack: {exc!r}") from None
     if not isinstance(items, list):
         raise RecordError("a batch must be an array of records")
-    records: List[StatRecord | PropertyRecord] = []
+    records: List[BatchRecord] = []
     append = records.append
     for item in items:
         if type(item) is list and item and type(item[0]) is int:
@@ -331,9 +366,9 @@ def decode_batch(data: bytes, stats: bool = True) -> List[StatRecord | PropertyR
                 if stats:
                     append(decode_stat(item))
                 continue
-            if kind > _MAX_RECORD_KIND:
+            if kind > _MAX_RECORD_KIND or kind in PIPELINE_MARKER_KINDS:
                 continue
-        record = decode_record(item)  # a property, or a malformed item that raises here
+        record = decode_record(item)  # a property or media, or a malformed item that raises here
         if isinstance(record, SummaryRecord):
             raise RecordError("a batch cannot hold a summary record")
         append(record)

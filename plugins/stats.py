@@ -174,3 +174,10 @@ class StatsWriter(abc.ABC):
 
     def add_property(self, category: str, property_type: StatsPropertyType, value: Any) -> None:
         """Called when a trainer announces a run property; does nothing by default."""
+
+    def add_media(self, category: str, tag: str, media: Any, step: int) -> None:
+        """statbus only (ML-Agents' ``StatsWriter`` has no such method): called once per media value
+        a trainer recorded (``SummaryWriter.add_image``, ``add_video``, ...), in journal order between
+        the other calls; ``media`` is a :class:`statbus.plugins.media.Media` (kind, shape, dtype, raw
+        bytes, options), not encoded.  Does nothing by default; a writer that does not override it
+        is not handed media at all."""

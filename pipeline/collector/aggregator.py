@@ -25,7 +25,7 @@ from typing import Any, Dict, Iterable, List, Mapping
 
 from ...plugins import StatbusError
 from ...plugins.records import STEPPED_MARK as MARK
-from ...plugins.records import PropertyRecord, StatOp, StatRecord, SummaryRecord, check_name, check_packed
+from ...plugins.records import MediaRecord, PropertyRecord, StatOp, StatRecord, SummaryRecord, check_name, check_packed
 from ...plugins.stats import StatsAggregationMethod
 from ..wire import Bye, Hello, WriteMarker
 from .step_merge import StepMerger
@@ -174,8 +174,8 @@ class Aggregator:
                     summaries.append(self.write(record.category, record.step))
             elif kind is Bye:
                 summaries += self._steps.leave_all(sender)
-            elif kind in (PropertyRecord, Hello):
-                continue  # properties go to writers through the journaled batch, not a period
+            elif kind in (PropertyRecord, MediaRecord, Hello):
+                continue  # properties and media go to writers through the journaled batch, not a period
             else:
                 raise TypeError(f"cannot aggregate a {kind.__name__}")
         return summaries

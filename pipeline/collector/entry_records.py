@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-from ...plugins.records import decode_batch, finite_or_none, unpack_summary, unpack_values
+from ...plugins.records import MediaRecord, decode_batch, finite_or_none, unpack_summary, unpack_values
 from ..journal.writer import EntryType
 from ..wire import frame_records_bytes
 
@@ -30,6 +30,13 @@ def read_entry_record(payload: bytes, kind: EntryType) -> Optional[Dict[str, Any
                     records.append({
                         "kind": "stat", "category": record.category, "key": record.key,
                         "aggregation": record.aggregation.name, "op": record.op.name, "values": values(record.packed),
+                    })
+                elif type(record) is MediaRecord:
+                    media = record.media  # its bytes stay in the journal: the dead letter says what it was
+                    records.append({
+                        "kind": "media", "category": record.category, "tag": record.tag, "step": record.step,
+                        "media": media.kind.value, "shape": list(media.shape), "dtype": media.dtype,
+                        "nbytes": media.nbytes,
                     })
                 else:
                     records.append({

@@ -39,7 +39,7 @@ from ..journal.retention import Retention
 from ..journal.writer import EntryType, Journal, JournalReader, JournalWriteError
 from ..layout import RunLayout
 from ..security.curve import TransportSecurity, secure_bind
-from ..wire import MAX_FRAME_BYTES, Refusal, encode_ack, encode_refusal
+from ..wire import MAX_MEDIA_FRAME_BYTES, Refusal, encode_ack, encode_refusal
 from .aggregator import Aggregator
 from .beacons import Beacons
 from .beacons import Beacons
@@ -68,10 +68,11 @@ a tick (no worker starting or restarting, no fsync due, no full disk): an idle c
 about twice a second in all, for its tick and for the workers' parked fetches."""
 QUIET_AFTER = 1.0
 DATA_RCVHWM = 10_000
-DATA_MAXMSGSIZE = MAX_FRAME_BYTES + 4096
+DATA_MAXMSGSIZE = MAX_MEDIA_FRAME_BYTES + 4096
 """libzmq drops the connection of a peer whose message is bigger, before buffering it: an
 oversized frame costs neither memory nor a decode (the slack lets frames just past the wire
-limit through, to be rejected and counted as ``too_large``)."""
+limit through, to be rejected and counted as ``too_large``).  A frame holding one media value
+may be up to 72 MiB (``wire.MAX_MEDIA_FRAME_BYTES``), so this is that, not the 8 MiB of others."""
 FAST_STOP_WORKER_TIMEOUT = 2.0
 CONTROL_LINGER_MS = 1000
 """How long closing the ``ctl`` socket waits to deliver replies still queued: the reply to

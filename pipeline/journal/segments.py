@@ -30,8 +30,9 @@ from ...plugins import StatbusError
 HEADER = struct.Struct("<IIB")
 HEADER_SIZE = HEADER.size  # 9
 # Sanity cap on one payload.  A length above it is garbage, not a huge entry: the
-# largest real payload is a wire frame (8 MiB) or a snapshot, far below this.
-MAX_PAYLOAD = 64 << 20
+# largest real payload is a wire frame holding one media value (72 MiB,
+# wire.MAX_MEDIA_FRAME_BYTES) or a snapshot, below this.
+MAX_PAYLOAD = 96 << 20
 SEGMENT_SUFFIX = ".seg"
 _SEGMENT_NAME = re.compile(r"^(\d{20})\.seg$")
 

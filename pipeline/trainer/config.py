@@ -2,7 +2,7 @@
 
 A launcher configures child processes it does not own through the environment
 (``STATBUS_RUN_ID``, ``STATBUS_RESULTS_DIR``, ``STATBUS_ADDRESS``,
-``STATBUS_BUFFER_BYTES``, ``STATBUS_AUTOSTART``, ``STATBUS_FORCE``, ``STATBUS_CONFIG``, ``STATBUS_RAY``); an
+``STATBUS_BUFFER_BYTES``, ``STATBUS_MEDIA_BYTES``, ``STATBUS_AUTOSTART``, ``STATBUS_FORCE``, ``STATBUS_CONFIG``, ``STATBUS_RAY``); an
 explicit ``configure()`` call overrides them.  A process that never calls ``configure()`` gets the
 environment's settings (or the defaults) lazily, on its first stat.
 """
@@ -25,6 +25,7 @@ ENV_RUN_ID = "STATBUS_RUN_ID"
 ENV_RESULTS_DIR = "STATBUS_RESULTS_DIR"
 ENV_ADDRESS = "STATBUS_ADDRESS"
 ENV_BUFFER_BYTES = "STATBUS_BUFFER_BYTES"
+ENV_MEDIA_BYTES = "STATBUS_MEDIA_BYTES"
 ENV_AUTOSTART = "STATBUS_AUTOSTART"
 ENV_FORCE = "STATBUS_FORCE"
 ENV_RAY = "STATBUS_RAY"
@@ -34,6 +35,7 @@ ENV_CONFIG = "STATBUS_CONFIG"
 DEFAULT_RUN_ID = "ppo"
 DEFAULT_RESULTS_DIR = "results"
 DEFAULT_BUFFER_BYTES = 64 << 20
+DEFAULT_MEDIA_BYTES = 256 << 20
 DEFAULT_BATCH_INTERVAL = 0.05
 DEFAULT_LINGER = 2.0
 
@@ -50,6 +52,9 @@ class TrainerConfig:
     results_dir: str = DEFAULT_RESULTS_DIR
     address: str = ""
     buffer_bytes: int = DEFAULT_BUFFER_BYTES
+    media_bytes: int = DEFAULT_MEDIA_BYTES
+    """Raw bytes of media values (``add_media``) queued and not yet acknowledged past which a new
+    one is dropped and counted; apart from ``buffer_bytes``, which bounds everything else."""
     batch_interval: float = DEFAULT_BATCH_INTERVAL
     prompt_summaries: bool = True
     """Send a ``write_stats`` at once; False: with the next batch, at most ``batch_interval`` later
@@ -71,6 +76,8 @@ class TrainerConfig:
             raise ConfigError(f"address {self.address!r} must start with one of {', '.join(_ADDRESS_SCHEMES)}")
         if type(self.buffer_bytes) is not int or self.buffer_bytes < MIN_BUFFER_BYTES:
             raise ConfigError(f"buffer_bytes must be an integer >= {MIN_BUFFER_BYTES}, got {self.buffer_bytes!r}")
+        if type(self.media_bytes) is not int or self.media_bytes < 0:
+            raise ConfigError(f"media_bytes must be an integer >= 0, got {self.media_bytes!r}")
         if not 0.001 <= float(self.batch_interval) <= 10.0:
             raise ConfigError(f"batch_interval must be between 0.001 and 10 seconds, got {self.batch_interval!r}")
         if not 0.0 <= float(self.linger) <= 3600.0:
@@ -86,14 +93,14 @@ def _env_ray(environ: Mapping[str, str]) -> bool:
     return environ.get(ENV_RAY, "0").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _env_buffer_bytes(environ: Mapping[str, str]) -> int:
-    raw = environ.get(ENV_BUFFER_BYTES)
+def _env_bytes(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name)
     if raw is None or not raw.strip():
-        return DEFAULT_BUFFER_BYTES
+        return default
     try:
         return int(raw.strip())
     except ValueError:
-        raise ConfigError(f"{ENV_BUFFER_BYTES}={raw!r} is not an integer") from None
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
 
 
 _OFF = ("", "0", "false", "no", "off")
@@ -136,6 +143,7 @@ def build_config(
     address: Optional[str] = None,
     *,
     buffer_bytes: Optional[int] = None,
+    media_bytes: Optional[int] = None,
     batch_interval: float = DEFAULT_BATCH_INTERVAL,
     prompt_summaries: bool = True,
     linger: float = DEFAULT_LINGER,
@@ -152,7 +160,8 @@ def build_config(
         run_id=run_id or env.get(ENV_RUN_ID) or DEFAULT_RUN_ID,
         results_dir=results_dir or env.get(ENV_RESULTS_DIR) or DEFAULT_RESULTS_DIR,
         address=address or env.get(ENV_ADDRESS) or "",
-        buffer_bytes=_env_buffer_bytes(env) if buffer_bytes is None else buffer_bytes,
+        buffer_bytes=_env_bytes(env, ENV_BUFFER_BYTES, DEFAULT_BUFFER_BYTES) if buffer_bytes is None else buffer_bytes,
+        media_bytes=_env_bytes(env, ENV_MEDIA_BYTES, DEFAULT_MEDIA_BYTES) if media_bytes is None else media_bytes,
         batch_interval=batch_interval,
         prompt_summaries=prompt_summaries,
         linger=linger,
@@ -178,6 +187,7 @@ def configure(
     address: Optional[str] = None,
     *,
     buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+    media_bytes: int = DEFAULT_MEDIA_BYTES,
     batch_interval: float = DEFAULT_BATCH_INTERVAL,
     prompt_summaries: bool = True,
     linger: float = DEFAULT_LINGER,
@@ -191,7 +201,9 @@ def configure(
     actor, started by ``statbus collector start --ray`` — from any node of the cluster
     (:mod:`statbus.pipeline.ray`); ``address`` is then ignored.
 
-    ``buffer_bytes`` left at its default still yields to ``STATBUS_BUFFER_BYTES``.
+    ``buffer_bytes`` left at its default still yields to ``STATBUS_BUFFER_BYTES``, and
+    ``media_bytes`` (the bound of media queued and not yet acknowledged, 256 MiB; past it a new
+    media value is dropped and counted) to ``STATBUS_MEDIA_BYTES``.
     Calling it after stats were recorded shuts the running client down (sending
     what it holds, bounded by its linger) and the next stat starts a new one.
     Raises :class:`~statbus.plugins.ConfigError` on a bad setting.
@@ -202,6 +214,7 @@ def configure(
         results_dir,
         address,
         buffer_bytes=None if buffer_bytes == DEFAULT_BUFFER_BYTES else buffer_bytes,
+        media_bytes=None if media_bytes == DEFAULT_MEDIA_BYTES else media_bytes,
         batch_interval=batch_interval,
         prompt_summaries=prompt_summaries,
         linger=linger,

@@ -14,7 +14,7 @@ import threading
 from itertools import chain
 from typing import Any, Callable, Deque, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
-from ...plugins.records import RecordKind, StatOp, pack_values
+from ...plugins.records import MediaRecord, RecordKind, StatOp, pack_values
 from ...plugins.stats import StatsAggregationMethod
 from ..wire import MAX_RECORDS_PER_FRAME, MarkerKind, property_record
 
@@ -71,6 +71,14 @@ class WriteEvent(NamedTuple):
     step: int
 
 
+class MediaEvent(NamedTuple):
+    """``reporter.add_media``: one media value, checked; it goes out in a frame of its own."""
+
+    record: MediaRecord
+    nbytes: int
+    """Its raw bytes (``Media.nbytes``): what it counts against the trainer's media bound."""
+
+
 class FlushEvent(NamedTuple):
     """``flush()``/``shutdown()``: the ticket is settled once every frame before it is acked."""
 
@@ -83,7 +91,7 @@ class ByeEvent(NamedTuple):
 
 BYE = ByeEvent()
 
-Event = Union[StatsEvent, SetStatEvent, PropertyEvent, WriteEvent, FlushEvent, ByeEvent]
+Event = Union[StatsEvent, SetStatEvent, PropertyEvent, WriteEvent, MediaEvent, FlushEvent, ByeEvent]
 
 # Enum attribute and .value look-ups cost ~0.1 µs each on Python 3.11 (and hashing a
 # member runs Python code); a frame of a summary-heavy trainer does a few per record, so
@@ -126,6 +134,8 @@ class FrameBuilder:
         """``set_stat`` values of the open period (its SET record goes before the key's ADD)."""
         self.markers: List[list] = []
         """Records after every period (BYE)."""
+        self.media: Optional[MediaEvent] = None
+        """The one media value of a media frame (which then holds nothing else but a HELLO)."""
         self.nvalues = 0
         self.nbytes = 0
         self.nrecords = 0
@@ -134,7 +144,7 @@ class FrameBuilder:
 
     @property
     def empty(self) -> bool:
-        return not (self.properties or self.body or self.stats or self.markers)
+        return not (self.properties or self.body or self.stats or self.markers or self.media)
 
     def add(self, category: str, key: str, value: float, aggregation: Optional[StatsAggregationMethod]) -> bool:
         """Add one value (aggregation ``None``: ``set_stat``); True when it opened a new (category, key) entry."""
@@ -198,6 +208,8 @@ class FrameBuilder:
         out: List[list] = []
         if self.hello is not None:
             out.append(self.hello)
+        if self.media is not None:
+            out.append(self.media.record.to_msgpack())
         out.extend(self.properties)
         out.extend(self.body)
         self._stat_records(out)
@@ -222,7 +234,8 @@ def drain_events(queue: Deque[Event], bye: Callable[[], list]) -> Iterator[Union
     """Pop the events queued now; yield closed frames and, in their place, flush tickets.
 
     A WRITE closes a period within the frame (values added after it belong to
-    the next period); a flush closes the frame.  A frame is also closed at
+    the next period); a flush closes the frame.  A media value closes the frame and
+    goes alone in the next (its journal entry then identifies it).  A frame is also closed at
     ``BATCH_VALUES`` values (a sealed entry's values are split across frames),
     when its records or estimated bytes grow large, and when the queue is
     empty: everything queued goes out at once.
@@ -283,6 +296,14 @@ def drain_events(queue: Deque[Event], bye: Callable[[], list]) -> Iterator[Union
             if builder.nbytes >= MAX_FRAME_BYTES_SOFT or builder.nrecords >= MAX_FRAME_RECORDS:
                 yield builder
                 builder = FrameBuilder()
+        elif kind is MediaEvent:
+            if not builder.empty:
+                yield builder
+            builder = FrameBuilder()
+            builder.media = event
+            builder.nrecords = 1
+            yield builder
+            builder = FrameBuilder()
         elif kind is FlushEvent:
             if not builder.empty:
                 yield builder

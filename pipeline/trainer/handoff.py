@@ -19,7 +19,7 @@ import os
 import threading
 from typing import Any, Deque, Dict, Optional, Tuple
 
-from .framing import BATCH_VALUES, Event, SetStatEvent, StatsEvent, WriteEvent
+from .framing import BATCH_VALUES, Event, MediaEvent, SetStatEvent, StatsEvent, WriteEvent
 from .rate_log import RateLimitedLog
 
 logger = logging.getLogger(__name__)
@@ -61,6 +61,8 @@ class Handoff:
         self.current: Dict[Tuple[str, str], list] = {}
         """The values added since the last seal: ``(category, key) → [aggregation, v1, v2, ...]``."""
         self._queued = 0          # sealed values + other events in ``queue``
+        self.media_queued = 0
+        """Raw bytes of the media values in ``queue`` (and being framed): guarded by ``lock``."""
         self._wake_lock = threading.Lock()
         self._wake_flag = False
         self._rfd, self._wfd = os.pipe()
@@ -177,9 +179,14 @@ class Handoff:
     def _discard_queue(self) -> None:
         with self.lock:
             dropped = self._queued
+            media = [event.nbytes for event in self.queue if type(event) is MediaEvent]
             self.queue.clear()
             self._queued = 0
-        self.counters["events_dropped"] += dropped
+            self.media_queued = 0
+            if media:
+                self.counters["media_dropped"] += len(media)
+                self.counters["media_dropped_bytes"] += sum(media)
+        self.counters["events_dropped"] += dropped - len(media)
         _rlog.warn("dead", "statbus: sender thread is not running; dropped %d queued events", dropped)
 
     def snapshot(self) -> Dict[str, Any]:
@@ -246,6 +253,7 @@ class Handoff:
         self._pipe_open = False
         self.current = {}
         self.queue.clear()           # the parent sends these, not the child
+        self.media_queued = 0
         for fd in (self._rfd, self._wfd):
             try:
                 os.close(fd)

@@ -29,11 +29,13 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import msgpack
 
-from ...plugins.records import MAX_NAME_LENGTH
+from ...plugins.errors import RecordError
+from ...plugins.media import MAX_MEDIA_BYTES, Media, decode_media
+from ...plugins.records import MAX_NAME_LENGTH, MediaRecord
 from ...plugins.stats import StatsAggregationMethod, StatsPropertyType
-from ..wire import MAX_MAP_ENTRIES, MAX_NESTING, MAX_RECORDS_PER_FRAME, MAX_STRING_BYTES
+from ..wire import MAX_FRAME_BYTES, MAX_MAP_ENTRIES, MAX_NESTING, MAX_RECORDS_PER_FRAME, MAX_STRING_BYTES
 from . import config as trainer_config
-from .framing import PropertyEvent, SetStatEvent, WriteEvent
+from .framing import MediaEvent, PropertyEvent, SetStatEvent, WriteEvent
 from .handoff import ENTRY_VALUES
 from .sender import Client
 from .spool import spool_unacked
@@ -150,7 +152,7 @@ _orphans: List[Client] = []  # a forked child keeps its parent's client, untouch
 _retired: Dict[str, int] = collections.Counter()
 _CUMULATIVE = ("values_recorded", "values_dropped", "frames_sent", "frames_resent", "frames_acked",
                "frames_dropped", "errors", "events_dropped", "collector_starts", "collector_start_failures",
-               "frames_spilled")
+               "frames_spilled", "media_recorded", "media_recorded_bytes", "media_dropped", "media_dropped_bytes")
 
 
 def _get_client() -> Optional[Client]:
@@ -232,7 +234,9 @@ def _report_undelivered(client: Client, linger: float) -> None:
 
 
 def client_counters() -> Dict[str, Any]:
-    """Counters of this process: values recorded, frames sent/acked/resent, drops, errors, buffer."""
+    """Counters of this process: values recorded, frames sent/acked/resent, drops, errors, buffer;
+    media values recorded and dropped (``media_dropped``, ``media_dropped_bytes``: past the media
+    bound, or past the spool's at exit), raw media bytes held unacknowledged (``media_held_bytes``)."""
     client = _client
     snap: Dict[str, Any] = client.snapshot() if client is not None else {}
     for key, value in _retired.items():
@@ -335,6 +339,85 @@ def write_period(category: str, entries: Dict[str, list], step: Optional[int]) -
         return
     marker = None if step is None else WriteEvent(category, step)
     client.add_period({(category, key): entry for key, entry in entries.items()}, marker)
+
+
+MAX_MEDIA_OPTION_BYTES = MAX_FRAME_BYTES // 2
+"""Largest packed size of a media value's options besides its arrays (box labels, hparams, ...)."""
+
+
+def _check_option(tag: str, value: Any, depth: int = 0) -> None:
+    """What the collector accepts in a media value's options (wire.py's limits), checked at the call:
+    a frame it refused would be consumed as empty, the value lost without a word to the caller."""
+    if depth > MAX_NESTING:
+        raise ValueError(f"statbus: options of media {tag!r} are nested deeper than {MAX_NESTING}")
+    if isinstance(value, dict):
+        if len(value) > MAX_MAP_ENTRIES:
+            raise ValueError(f"statbus: a map in the options of media {tag!r} has {len(value)} entries, "
+                             f"at most {MAX_MAP_ENTRIES}")
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"statbus: option keys of media {tag!r} must be str, got {type(key).__name__}")
+            _check_option(tag, key, depth + 1)
+            _check_option(tag, item, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        if len(value) > MAX_RECORDS_PER_FRAME:
+            raise ValueError(f"statbus: a list in the options of media {tag!r} has {len(value)} items, "
+                             f"at most {MAX_RECORDS_PER_FRAME}")
+        for item in value:
+            _check_option(tag, item, depth + 1)
+    elif isinstance(value, str):
+        if len(value) * 4 > MAX_STRING_BYTES and len(value.encode("utf-8")) > MAX_STRING_BYTES:
+            raise ValueError(f"statbus: a string in the options of media {tag!r} is longer than "
+                             f"{MAX_STRING_BYTES} bytes")
+    elif not (value is None or isinstance(value, (bool, int, float, bytes))):
+        raise TypeError(f"statbus: options of media {tag!r} hold a {type(value).__name__}; plain values only "
+                        "(None, bool, int, float, str, bytes, lists and str-keyed maps of them)")
+
+
+def add_media(category: str, tag: str, media: Media, step: int) -> bool:
+    """Hand one media value (raw, not encoded) over to the plugins that take media (``add_media``).
+
+    Checked at the call (``TypeError``/``ValueError`` naming the tag; more than
+    :data:`~statbus.plugins.media.MAX_MEDIA_BYTES`, 64 MiB, of raw data: ``ValueError``
+    naming the size); then queued without waiting.  False when it is dropped instead:
+    media queued and not yet acknowledged by the collector would pass the trainer's media
+    bound (``configure(media_bytes=...)``, 256 MiB by default), or no client runs; counted in
+    :func:`client_counters` (``media_dropped``, ``media_dropped_bytes``).  ``category`` is the
+    public one, as the plugins get it.
+    """
+    _check_name(category, "category")
+    _check_name(tag, "media tag")
+    if not isinstance(media, Media):
+        raise TypeError(f"statbus: media {tag!r} must be a statbus.plugins.media.Media, got {type(media).__name__}")
+    if isinstance(step, bool) or not hasattr(step, "__index__"):
+        raise TypeError(f"statbus: step of media {tag!r} must be an int, got {type(step).__name__}")
+    step = step.__index__()
+    if not 0 <= step < _MAX_STEP:
+        raise ValueError(f"statbus: step of media {tag!r} must be >= 0 and < 2**63, got {step}")
+    try:
+        nbytes = media.nbytes
+    except (TypeError, KeyError, AttributeError) as exc:
+        raise TypeError(f"statbus: media {tag!r} has a malformed array option: {exc!r}") from None
+    if nbytes > MAX_MEDIA_BYTES:
+        raise ValueError(f"statbus: media {tag!r} is {nbytes} bytes ({nbytes / 2**20:.1f} MiB) of raw data, "
+                         f"at most {MAX_MEDIA_BYTES} ({MAX_MEDIA_BYTES >> 20} MiB) allowed")
+    try:
+        media = decode_media(media.to_msgpack())
+    except RecordError as exc:
+        raise ValueError(f"statbus: media {tag!r}: {exc}") from None
+    arrays = {k for k, v in media.options.items() if isinstance(v, dict) and v.keys() == {"shape", "dtype", "data"}}
+    rest = {k: v for k, v in media.options.items() if k not in arrays}
+    _check_option(tag, rest)
+    size = len(msgpack.packb(rest, use_bin_type=True))
+    if size > MAX_MEDIA_OPTION_BYTES:
+        raise ValueError(f"statbus: the options of media {tag!r} are {size} bytes packed, at most "
+                         f"{MAX_MEDIA_OPTION_BYTES} allowed")
+    client = _client or _get_client()
+    if client is None:
+        _retired["media_dropped"] += 1
+        _retired["media_dropped_bytes"] += nbytes
+        return False
+    return client.add_media(MediaEvent(MediaRecord(category, tag, step, media), nbytes))
 
 
 # --- process life: configure, exit, fork ------------------------------------

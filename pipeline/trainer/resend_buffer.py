@@ -11,8 +11,11 @@ import collections
 import time
 from typing import Callable, Deque, List, NamedTuple, Optional, Tuple
 
+from ...plugins.records import RecordKind
 from ..wire import encode_frame, frame_records
 from .framing import MAX_FRAME_RECORDS, STAT_KIND, WRITE_KIND
+
+_MEDIA_KIND = RecordKind.MEDIA.value
 
 MAX_MERGED_BYTES = 2 << 20
 """Stripped frames are merged only while the result stays this small."""
@@ -30,12 +33,15 @@ class Outgoing:
     (re-encoding when lowest_sendable moved, stripping stats, merging) decode them again.
     """
 
-    __slots__ = ("seq", "nrecords", "nvalues", "payload", "lowest_sendable", "created", "first_sent")
+    __slots__ = ("seq", "nrecords", "nvalues", "media", "payload", "lowest_sendable", "created", "first_sent")
 
-    def __init__(self, seq: int, nvalues: int) -> None:
+    def __init__(self, seq: int, nvalues: int, media: int = 0) -> None:
         self.seq = seq
         self.nrecords = 0
         self.nvalues = nvalues
+        self.media = media
+        """Raw bytes of the media value this frame holds (0: none); counted against the media
+        bound (``TrainerConfig.media_bytes``), not against the buffer's."""
         self.payload = b""
         self.lowest_sendable = 0
         self.created = time.monotonic()
@@ -43,7 +49,8 @@ class Outgoing:
 
     @property
     def nbytes(self) -> int:
-        return len(self.payload) + FRAME_OVERHEAD
+        """What this frame counts against the buffer's bound: its media value is not counted here."""
+        return len(self.payload) - self.media + FRAME_OVERHEAD
 
     @property
     def empty(self) -> bool:
@@ -67,12 +74,18 @@ class Outgoing:
         self.lowest_sendable = lowest_sendable
 
     def strip_stats(self, sender: str, lowest_sendable: int, dropped_before: int) -> int:
-        """Drop the stat records (markers and properties stay), re-encoded; returns the values lost."""
+        """Drop the stat records (markers, properties and media stay), re-encoded; returns the values lost."""
         dropped = self.nvalues
         kept = [record for record in self.records if record[0] != STAT_KIND]
         self.nvalues = 0
         self.encode(sender, lowest_sendable, dropped_before + dropped, kept)
         return dropped
+
+    def strip_media(self, sender: str, lowest_sendable: int, dropped: int) -> None:
+        """Drop the media record (a HELLO stays), re-encoded with the same seq."""
+        kept = [record for record in self.records if record[0] != _MEDIA_KIND]
+        self.media = 0
+        self.encode(sender, lowest_sendable, dropped, kept)
 
 
 class HeldFrame(NamedTuple):
@@ -80,13 +93,16 @@ class HeldFrame(NamedTuple):
     payload: bytes
     nvalues: int
     nsummaries: int
+    nmedia: int = 0
 
 
 def _mergeable(lower: Outgoing, upper: Outgoing) -> bool:
-    """Two stats-less frames, never sent (so the collector cannot hold the lower one), small enough."""
+    """Two stats-less frames without media (alone in its frame), never sent (so the collector cannot
+    hold the lower one), small enough."""
     return (
         lower.first_sent is None and upper.first_sent is None
         and not lower.has_stats and not upper.has_stats
+        and not lower.media and not upper.media
         and lower.nrecords + upper.nrecords <= MAX_FRAME_RECORDS
         and lower.nbytes + upper.nbytes <= MAX_MERGED_BYTES
     )
@@ -105,6 +121,11 @@ class FrameBuffer:
     (``frames_lost``): memory stays bounded whatever happens (but for markers alone
     past the limit while spilled frames wait for their ack: dropping frames then would
     move lowest_sendable past the spilled ones).
+
+    A frame's media value (a frame holds at most one, alone) is not counted against
+    ``limit``: :attr:`media_bytes` is bounded by the client before the value is queued
+    (``TrainerConfig.media_bytes``).  It is never stripped nor merged; it goes to the spool
+    whole with its frame, and a media frame dropped whole is counted in ``media_lost``.
     """
 
     def __init__(self, sender: str, limit: int, spill: Optional[Callable[[List[HeldFrame]], int]] = None) -> None:
@@ -121,6 +142,10 @@ class FrameBuffer:
         self.acked = 0
         self.values_dropped = 0
         self.frames_lost = 0
+        self.media_bytes = 0
+        """Raw media bytes of the frames held (read by training threads for the media bound)."""
+        self.media_lost = 0
+        self.media_lost_bytes = 0
         self._stripped_upto = 0  # frames up to this seq hold no stat records
 
     def __len__(self) -> int:
@@ -135,17 +160,41 @@ class FrameBuffer:
         """Every frame not acknowledged, oldest first, as it would be sent now (for the spool at exit)."""
         return [
             HeldFrame(frame.seq, self.payload(frame), frame.nvalues,
-                      sum(1 for record in frame.records if record[0] == WRITE_KIND))
+                      sum(1 for record in frame.records if record[0] == WRITE_KIND), int(frame.media > 0))
             for frame in self.frames
         ]
 
-    def add(self, records: List[list], nvalues: int) -> Outgoing:
-        frame = Outgoing(self.next_seq, nvalues)
+    def add(self, records: List[list], nvalues: int, media: int = 0) -> Outgoing:
+        frame = Outgoing(self.next_seq, nvalues, media)
         self.next_seq += 1
         frame.encode(self.sender, self.lowest_sendable, self.values_dropped, records)
         self.frames.append(frame)
         self.nbytes += frame.nbytes
+        self.media_bytes += media
         return frame
+
+    def _remove_bottom(self) -> Outgoing:
+        frame = self.frames.popleft()
+        self.nbytes -= frame.nbytes
+        self.media_bytes -= frame.media
+        return frame
+
+    def strip_media(self, keep: int) -> Tuple[int, int]:
+        """Keep the oldest media values up to ``keep`` raw bytes, strip the rest from their frames
+        (seqs stay consecutive); returns ``(values, bytes)`` stripped.  For the spool at exit."""
+        count = nbytes = 0
+        for frame in self.frames:
+            if not frame.media:
+                continue
+            if frame.media <= keep:
+                keep -= frame.media
+                continue
+            count, nbytes = count + 1, nbytes + frame.media
+            self.media_bytes -= frame.media
+            before = frame.nbytes
+            frame.strip_media(self.sender, self.lowest_sendable, self.values_dropped)
+            self.nbytes += frame.nbytes - before
+        return count, nbytes
 
     def ack(self, acked: int) -> int:
         """Apply a cumulative ack; returns how many frames it released."""
@@ -154,7 +203,7 @@ class FrameBuffer:
             return 0
         released = 0
         while self.frames and self.frames[0].seq <= acked:
-            self.nbytes -= self.frames.popleft().nbytes
+            self._remove_bottom()
             released += 1
         self.acked = acked
         # Acked frames are never sent again either: a collector that lost its
@@ -178,12 +227,10 @@ class FrameBuffer:
         for frame in self.frames:
             if size <= target:
                 break
-            out.append(HeldFrame(frame.seq, self.payload(frame), frame.nvalues, 0))
+            out.append(HeldFrame(frame.seq, self.payload(frame), frame.nvalues, 0, int(frame.media > 0)))
             size -= frame.nbytes
         for _ in range(self.spill(out) if out else 0):
-            frame = self.frames.popleft()
-            self.nbytes -= frame.nbytes
-            self.spilled_upto = frame.seq
+            self.spilled_upto = self._remove_bottom().seq
 
     def _merge_up(self, lower: Outgoing, upper: Outgoing) -> None:
         # Markers keep their order relative to every stat: neither frame has stats left.
@@ -216,9 +263,11 @@ class FrameBuffer:
                     self._merge_up(bottom, self.frames[1])
                 elif self.nbytes > self.limit and len(self.frames) > 1:
                     self.frames_lost += 1
+                    if bottom.media:
+                        self.media_lost += 1
+                        self.media_lost_bytes += bottom.media
                 else:
                     break
-            self.frames.popleft()
-            self.nbytes -= bottom.nbytes
+            self._remove_bottom()
             self.lowest_sendable = bottom.seq + 1
         return self.values_dropped - values_before, self.frames_lost - lost_before

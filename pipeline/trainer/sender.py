@@ -26,7 +26,7 @@ from zmq.utils.monitor import recv_monitor_message
 from ..wire import Refusal, WireError, bye_record, decode_ack_or_refusal, hello_record
 from .autostart import RESTART_AFTER, CollectorKeeper, Ensured, Outcome, ensure_collector, local_collector_working
 from .config import TrainerConfig
-from .framing import BYE, FlushEvent, FrameBuilder, Ticket, drain_events
+from .framing import BYE, FlushEvent, FrameBuilder, MediaEvent, Ticket, drain_events
 from .handoff import Handoff
 from .rate_log import RateLimitedLog
 from .resend_buffer import FrameBuffer, HeldFrame
@@ -109,7 +109,14 @@ class Client(Handoff):
             "buffer_bytes": 0, "buffer_bytes_max": 0, "buffer_frames": 0, "acked_seq": 0,
             "last_seq": 0, "lowest_sendable": 1, "events_dropped": 0, "reconnects": 0, "refusals": 0,
             "collector_starts": 0, "collector_start_failures": 0, "frames_spilled": 0,
+            "media_recorded": 0, "media_recorded_bytes": 0, "media_dropped": 0, "media_dropped_bytes": 0,
+            "media_held_bytes": 0,
         })
+        self.media_dropped_at_exit = 0
+        """Media values :meth:`held_frames` dropped past the spool's bound (said in the exit line)."""
+        self._media_lost_bytes = 0  # the buffer's media_lost_bytes already in the counters
+        self._media_dropping = 0
+        """Media values dropped since the bound was last reached (0: none; see :meth:`add_media`)."""
         self._stopping = False
         # sender-thread state
         # Past the buffer, frames go to the run's spool only where the run's collector reads it: the
@@ -143,6 +150,46 @@ class Client(Handoff):
         self._paused = False
         self._thread = threading.Thread(target=self._run, name="statbus-sender", daemon=True)
         self._thread.start()
+
+    def add_media(self, event: MediaEvent) -> bool:
+        """Queue one media value; False when it is dropped instead: the media queued and not yet
+        acknowledged would pass ``config.media_bytes``, or the sender is not running.  Never waits.
+
+        A stretch of drops (an episode: from the first drop until a media value goes through
+        again) is logged once as it starts, and once as it ends.
+        """
+        nbytes = event.nbytes
+        counters = self.counters
+        with self.lock:
+            # The buffer's count is the sender thread's, read without its lock: a value framed
+            # meanwhile is counted in both (media_queued drops only after the buffer holds it).
+            held = self.media_queued + self._buffer.media_bytes
+            accepted = self._pipe_open and held + nbytes <= self.config.media_bytes
+            if accepted:
+                self._seal_locked()
+                self.queue.append(event)
+                self._queued += 1
+                self.media_queued += nbytes
+                counters["media_recorded"] += 1
+                counters["media_recorded_bytes"] += nbytes
+            else:
+                counters["media_dropped"] += 1
+                counters["media_dropped_bytes"] += nbytes
+            dropping, self._media_dropping = self._media_dropping, 0 if accepted else self._media_dropping + 1
+        if accepted:
+            if dropping:
+                logger.warning("statbus: media goes through again; %d media values were dropped meanwhile "
+                               "(client_counters()['media_dropped'] counts them all)", dropping)
+            self.wake()
+        elif not dropping:
+            why = ("the sender is not running" if not self._pipe_open else
+                   f"{held / 2**20:.1f} MiB of media wait for the collector's acknowledgement, and this "
+                   f"{nbytes / 2**20:.1f} MiB would pass the bound of {self.config.media_bytes / 2**20:.0f} MiB "
+                   "(TrainerConfig.media_bytes, STATBUS_MEDIA_BYTES): is the collector running?")
+            logger.warning("statbus: media value %r of %r dropped: %s. New media values are dropped, and "
+                           "counted in client_counters()['media_dropped'], until the older ones are acknowledged; "
+                           "training goes on", event.record.tag, event.record.category, why)
+        return accepted
 
     def flush(self, timeout: float) -> bool:
         ticket = self._flush_ticket(bye=False)
@@ -264,6 +311,14 @@ class Client(Handoff):
             return None
         self._drain()
         self._enforce_buffer()  # the spool is bounded as the buffer is
+        # ... and its media by the buffer's bound too (not the media bound: a process's spool at
+        # exit stays within one buffer of values and one of media): the newest past it are dropped.
+        stripped, nbytes = self._buffer.strip_media(self.config.buffer_bytes)
+        if stripped:
+            with self.lock:
+                self.counters["media_dropped"] += stripped
+                self.counters["media_dropped_bytes"] += nbytes
+            self.media_dropped_at_exit = stripped
         return self._buffer.held()
 
     def spilled_unacked(self) -> int:
@@ -409,7 +464,11 @@ class Client(Handoff):
         if not self._hello_sent:
             builder.hello = hello_record(self._hello_info())
             self._hello_sent = True
-        frame = self._buffer.add(builder.records(), builder.nvalues)
+        media = builder.media.nbytes if builder.media is not None else 0
+        frame = self._buffer.add(builder.records(), builder.nvalues, media)
+        if media:
+            with self.lock:
+                self.media_queued -= media
         self.counters["last_seq"] = frame.seq
 
     def _hello_info(self) -> Dict[str, Any]:
@@ -421,7 +480,14 @@ class Client(Handoff):
         return bye_record({"pid": os.getpid(), "values_dropped": self._buffer.values_dropped})
 
     def _enforce_buffer(self) -> None:
+        media_lost = self._buffer.media_lost
         dropped, lost = self._buffer.enforce()
+        if self._buffer.media_lost != media_lost:
+            with self.lock:
+                self.counters["media_dropped"] += self._buffer.media_lost - media_lost
+                self.counters["media_dropped_bytes"] = (self.counters["media_dropped_bytes"]
+                                                        + self._buffer.media_lost_bytes - self._media_lost_bytes)
+            self._media_lost_bytes = self._buffer.media_lost_bytes
         if dropped:
             _rlog.warn("full", "statbus: trainer buffer full (%d bytes, collector unreachable?); "
                        "%d values dropped so far", self._buffer.limit, self._buffer.values_dropped)
@@ -447,6 +513,7 @@ class Client(Handoff):
         c["values_dropped"] = buffer.values_dropped
         c["frames_dropped"] = buffer.frames_lost
         c["buffer_bytes_max"] = max(c["buffer_bytes_max"], buffer.nbytes)
+        c["media_held_bytes"] = buffer.media_bytes
 
     def _send(self, sock: zmq.Socket, now: float) -> None:
         frames = self._buffer.frames

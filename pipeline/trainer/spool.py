@@ -161,21 +161,27 @@ def spool_unacked(client: "Client", linger: float) -> Optional[str]:
     dropped = client.counters["events_dropped"] + client.counters["values_dropped"]
     values = sum(frame.nvalues for frame in frames)
     summaries = sum(frame.nsummaries for frame in frames)
+    media = sum(frame.nmedia for frame in frames)
     earlier = f"; {dropped} more were dropped earlier (the trainer's buffer was full)" if dropped else ""
+    if client.media_dropped_at_exit:
+        earlier += (f"; {client.media_dropped_at_exit} media values past the spool's bound for media "
+                    f"({client.config.buffer_bytes / 2**20:.0f} MiB, the trainer's buffer_bytes) were dropped")
     spilled = client.spilled_unacked()
     if not frames and not spilled:
         if not dropped:
             return None
         return f"statbus: {dropped} values recorded by this process were dropped (the trainer's buffer was full)"
+    what = f"{values} values, {summaries} summaries and {media} media values" if media else \
+        f"{values} values and {summaries} summaries"
     directory = RunLayout(client.config.results_dir, client.config.run_id).spool_dir
     written = write(directory, client.sender, frames)
     if written.error is None:
-        if not values and not summaries and not spilled:
+        if not values and not summaries and not media and not spilled and not client.media_dropped_at_exit:
             return None  # markers alone (a goodbye): spooled for the collector, nothing to tell
         taker = ("the run's next collector takes them in" if read_by_run_collector(client.config)
                  else "a collector of this run folder on this host takes them in")
         also = f", beside {spilled} frames it spilled there while the collector was away" if spilled else ""
-        return (f"statbus: {values} values and {summaries} summaries recorded by this process wait in the spool "
+        return (f"statbus: {what} recorded by this process wait in the spool "
                 f"{directory} ({written.files} files, {written.nbytes / 2**20:.1f} MiB{also}): {why}; "
                 f"{taker}{earlier}")
     line = (f"statbus: {values - written.values} values and {summaries - written.summaries} summaries recorded by "

@@ -15,8 +15,8 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from ...plugins.delivery import set_journal_position
 from ...plugins.errors import StatbusError, disk_full_error
-from ...plugins.records import (STEPPED_MARK, PropertyRecord, StatRecord, SummaryRecord, decode_batch, public_category,
-                                public_values, unpack_summary, unpack_values)
+from ...plugins.records import (STEPPED_MARK, BatchRecord, MediaRecord, StatRecord, SummaryRecord, decode_batch,
+                                public_category, public_values, unpack_summary, unpack_values)
 from ..fetch_protocol import EntryKind, FetchedEntry
 from ..statepage import StatePage
 from .disk_wait import DiskWait, StoppedWaiting
@@ -65,9 +65,11 @@ class Writers:
         # where a worker's throughput comes from.
         self._add_stat = [w.on_add_stat for w in self.writers if overrides(w, "on_add_stat")]
         self._add_property = [w.add_property for w in self.writers if overrides(w, "add_property")]
+        # Only statbus-aware writers define add_media (ML-Agents' StatsWriter has none): the others never see media.
+        self._add_media = [w.add_media for w in self.writers if overrides(w, "add_media")]
         self._flush = [(w, w.flush) for w in self.writers if callable(getattr(w, "flush", None))]
         self._close = [(w, w.close) for w in self.writers if callable(getattr(w, "close", None))]
-        self.needs_batches = bool(self._add_stat or self._add_property)
+        self.needs_batches = bool(self._add_stat or self._add_property or self._add_media)
 
     @property
     def current_call(self) -> str:
@@ -118,10 +120,10 @@ class Writers:
         except (Exception, SystemExit) as later:
             raise WriterCrash(f"{self.current_call} raised {later!r}") from later
 
-    def _deliver_batch(self, records: List[StatRecord | PropertyRecord]) -> None:
+    def _deliver_batch(self, records: List[BatchRecord]) -> None:
         # One busy_since for the whole batch: per-value bookkeeping would cost
         # more than the on_add_stat calls themselves.
-        self._call = ("on_add_stat/add_property of a batch",)
+        self._call = ("on_add_stat/add_property/add_media of a batch",)
         self._page.busy_since = time.time()
         add_stat = self._add_stat
         method: Optional[Callable[..., Any]] = None
@@ -154,6 +156,15 @@ class Writers:
                                 except (Exception, SystemExit) as exc:
                                     failure = exc
                                 self._wait_or_raise(failure, method, (category, key, value, aggregation))
+                elif type(record) is MediaRecord:
+                    for method in self._add_media:
+                        args = (record.category, record.tag, record.media, record.step)
+                        try:
+                            method(*args)
+                            continue
+                        except (Exception, SystemExit) as exc:
+                            failure = exc
+                        self._wait_or_raise(failure, method, args)
                 else:
                     for method in self._add_property:
                         args = (record.category, record.property_type, record.value)

@@ -133,3 +133,18 @@ def test_a_sealed_dict_that_fits_becomes_the_open_period_as_it_is() -> None:
     (builder,) = drain_events(collections.deque([StatsEvent(sealed)]), lambda: [])
     assert builder.stats is sealed and builder.nvalues == 3 and builder.nrecords == 2
     assert [(r.key, r.values) for r in decoded(builder)] == [("a", [1.0, 2.0]), ("b", [3.0])]
+
+
+def test_a_media_value_goes_alone_in_a_frame_between_the_frames_of_what_came_before_and_after() -> None:
+    from statbus.pipeline.trainer.framing import MediaEvent
+    from statbus.plugins.media import Media, MediaKind
+    from statbus.plugins.records import MediaRecord
+
+    media = MediaRecord("C", "img", 3, Media(MediaKind.IMAGE, (2,), "uint8", b"\x01\x02", {}))
+    queue = collections.deque([StatsEvent({("C", "a"): [AVERAGE, 1.0]}), WriteEvent("C", 3),
+                               MediaEvent(media, 2), MediaEvent(media, 2), StatsEvent({("C", "b"): [AVERAGE, 2.0]})])
+    before, first, second, after = drain_events(queue, lambda: [])
+    assert [type(r) for r in decoded(before)] == [StatRecord, WriteMarker]
+    assert decoded(first) == decoded(second) == (media,)
+    assert (first.nvalues, first.media) == (0, MediaEvent(media, 2))
+    assert [r.key for r in decoded(after)] == ["b"]

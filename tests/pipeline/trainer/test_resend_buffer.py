@@ -103,3 +103,25 @@ def test_frame_buffer_spills_the_oldest_frames_whole_and_keeps_lowest_sendable_b
     buffer.add(_stats(100), 100)
     buffer.enforce()  # now empty frames at the bottom may go again
     assert buffer.lowest_sendable == buffer.frames[0].seq > 8
+
+
+def test_media_frames_count_against_the_media_bound_only_and_are_never_stripped_nor_merged() -> None:
+    from statbus.plugins.media import Media, MediaKind
+    from statbus.plugins.records import MediaRecord
+
+    record = MediaRecord("Cat", "img", 0, Media(MediaKind.IMAGE, (1 << 20,), "uint8", bytes(1 << 20), {})).to_msgpack()
+    buffer = FrameBuffer("me", limit=64 << 10)
+    buffer.add([write_record("Cat", 1)], 0)      # 1: a marker (unsent neighbours like it are merged)
+    buffer.add([record], 0, media=1 << 20)       # 2: 1 MiB of media, far past the buffer's 64 KiB
+    buffer.add([write_record("Cat", 2)], 0)      # 3
+    buffer.add(_stats(10_000), 10_000)           # 4: stats past the limit: stripped
+    assert buffer.media_bytes == 1 << 20 and buffer.nbytes < (1 << 20)
+    buffer.enforce()
+    assert [f.seq for f in buffer.frames] == [1, 2, 3, 4]   # 1 is not merged into the media frame
+    assert decode_frame(buffer.payload(buffer.frames[1])).records[0].media.data == bytes(1 << 20)
+    assert buffer.values_dropped == 10_000 and buffer.nbytes <= buffer.limit
+    # At exit the spool keeps media up to a bound: past it they are stripped from their frames, seqs kept.
+    assert buffer.strip_media(keep=(1 << 20) - 1) == (1, 1 << 20)
+    assert [f.seq for f in buffer.frames] == [1, 2, 3, 4] and buffer.media_bytes == 0
+    assert decode_frame(buffer.payload(buffer.frames[1])).records == ()
+    assert buffer.ack(4) == 4 and buffer.media_bytes == 0
