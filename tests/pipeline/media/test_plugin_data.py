@@ -10,8 +10,9 @@ import msgpack
 import numpy as np
 import pytest
 
+import plugin_data_sequence
 from plugin_data_sequence import TENSOR_TAGS, model, plugin_data_calls
-from summary_writer_helpers import accumulator, read_run
+from summary_writer_helpers import accumulator, read_run, run_child, start_collector, stop
 
 PLUGINS = ("tensor", "pr_curves", "custom_scalars", "mesh", "hparams")
 TRACE_DEPRECATED = r"ignore:`torch\.jit\.trace(_method)?` is deprecated:DeprecationWarning"
@@ -80,6 +81,23 @@ def assert_same_tensorboard_result(torch_dir: str, statbus_dir: str) -> None:
     assert {node.name for node in got["graph"].node} >= {"input/input.1", "output/output.1", "Sequential/ReLU[1]/input"}
     config = projector_files(statbus_dir)["projector_config.pbtxt"].decode()
     assert config.count("embeddings {") == 3 and "00003/with%2fslash/metadata.tsv" in config
+
+
+@pytest.mark.filterwarnings(TRACE_DEPRECATED)
+def test_each_call_lands_through_a_collector_as_torch_writes_it(tmp_path):
+    """The same calls through torch's writer and, in a child process, through statbus's to a real
+    collector (torch's layout, as an on-demand one gets): the same TensorBoard result."""
+    import torch
+    from torch.utils.tensorboard import SummaryWriter as TorchWriter
+
+    plugin_data_calls(TorchWriter(str(tmp_path / "torch" / "runs" / "exp1")), np, torch)
+    collector = start_collector(str(tmp_path / "statbus"), "runs")
+    try:
+        run_child("statbus", str(tmp_path / "statbus" / "runs" / "exp1"), script=plugin_data_sequence.__file__)
+        stop(collector)
+    finally:
+        collector.close()
+    assert_same_tensorboard_result(str(tmp_path / "torch" / "runs" / "exp1"), str(tmp_path / "statbus" / "runs" / "exp1"))
 
 
 @pytest.fixture
