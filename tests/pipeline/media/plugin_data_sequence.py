@@ -1,5 +1,5 @@
 """The plugin-data calls both torch's SummaryWriter and statbus's get (imported by the tests, run as
-the child of the end-to-end one: ``python plugin_data_sequence.py torch|statbus LOG_DIR``)."""
+their child: ``python plugin_data_sequence.py torch|statbus|statbus-hparams PATH``)."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def plugin_data_calls(writer, np, torch) -> None:
                     global_step=4)
 
     points = torch.tensor(rng.normal(size=(10, 4)), dtype=torch.float32)
-    label_img = torch.tensor(rng.random((10, 3, 6, 6)), dtype=torch.float32)
+    label_img = torch.tensor(rng.random((10, 3, 4, 6)), dtype=torch.float32)
     writer.add_embedding(points, metadata=[f"p{i}" for i in range(10)], label_img=label_img, global_step=2)
     writer.add_embedding(points * 2, metadata=[[i, i % 3] for i in range(10)], metadata_header=["index", "class"],
                          tag="with/slash", global_step=3)
@@ -76,7 +76,28 @@ def plugin_data_calls(writer, np, torch) -> None:
     writer.close()
 
 
-def main(kind: str, log_dir: str) -> None:
+def hparams_calls(SummaryWriter, run_dir: str) -> None:
+    """SB3's and Ray Tune's HParams path: torch's hparams() summaries through file_writer.add_summary
+    into ``run_dir/sb3`` (made with tensorboardX's ``logdir=``), tensorboardX's into ``run_dir/tune``."""
+    import os
+
+    from tensorboardX.summary import hparams as tensorboardx_hparams
+    from torch.utils.tensorboard.summary import hparams
+
+    writer = SummaryWriter(logdir=os.path.join(run_dir, "sb3"))
+    assert writer.logdir == writer.log_dir == os.path.join(run_dir, "sb3")
+    for summary in hparams({"gamma": 0.99, "algo": "PPO"}, {"rollout/ep_rew_mean": 0.0}):
+        writer.file_writer.add_summary(summary)
+    tune = SummaryWriter(os.path.join(run_dir, "tune"))
+    for summary in tensorboardx_hparams({"gamma": 0.9}, {"episode_reward_mean": 0.0}):
+        tune.file_writer.add_summary(summary, 3)
+    writer.close()
+    tune.close()
+
+
+def main(kind: str, path: str) -> None:
+    """``kind``: torch, statbus (the plugin-data calls into log_dir ``path``) or statbus-hparams
+    (:func:`hparams_calls` into the run directory ``path``)."""
     import numpy as np
     import torch
 
@@ -84,7 +105,10 @@ def main(kind: str, log_dir: str) -> None:
         from torch.utils.tensorboard import SummaryWriter
     else:
         from statbus.pipeline import SummaryWriter
-    plugin_data_calls(SummaryWriter(log_dir), np, torch)
+    if kind == "statbus-hparams":
+        hparams_calls(SummaryWriter, path)
+    else:
+        plugin_data_calls(SummaryWriter(path), np, torch)
 
 
 if __name__ == "__main__":

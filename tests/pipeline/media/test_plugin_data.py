@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import os
 
-import msgpack
 import numpy as np
 import pytest
 
@@ -100,77 +99,18 @@ def test_each_call_lands_through_a_collector_as_torch_writes_it(tmp_path):
     assert_same_tensorboard_result(str(tmp_path / "torch" / "runs" / "exp1"), str(tmp_path / "statbus" / "runs" / "exp1"))
 
 
-@pytest.fixture
-def in_process_statbus(tmp_path, fresh_trainer_state, monkeypatch):
-    """statbus's SummaryWriter whose media go straight (through msgpack) to a TensorboardWriter in
-    this process: the methods and encoders without the transport."""
-    from statbus.pipeline import summary_writer
-    from statbus.pipeline.trainer import reporter
-    from statbus.plugins.media import decode_media
-    from statbus.plugins.writers.tensorboard import TensorboardWriter
-
-    monkeypatch.setenv("STATBUS_AUTOSTART", "0")
-    monkeypatch.setattr(summary_writer, "_bound_run", None)
-    monkeypatch.setattr(summary_writer, "_live", set())
-    monkeypatch.setattr(summary_writer, "JOIN_WAIT_SECS", 0.01)  # no collector: the join is not waited for
-    run_dir = tmp_path / "statbus" / "runs"
-    writer = TensorboardWriter(str(run_dir), layout="torch")
-    sent = []
-
-    def add_media(category, tag, media, step):
-        sent.append((category, tag, media.kind.value, media.options.get("use"), step))
-        writer.add_media(category, tag, decode_media(msgpack.unpackb(msgpack.packb(media.to_msgpack()))), step)
-        return True
-
-    monkeypatch.setattr(reporter, "add_media", add_media, raising=False)
-    from statbus.pipeline.trainer import config as trainer_config
-
-    trainer_config.configure(run_id="runs", results_dir=str(tmp_path / "statbus"), linger=0.0)
-    try:
-        yield run_dir, sent, writer
-    finally:
-        writer.close()
-
-
-@pytest.mark.filterwarnings(TRACE_DEPRECATED)
-def test_each_call_encodes_as_torch_writes_it_in_process(tmp_path, in_process_statbus):
-    import torch
-    from torch.utils.tensorboard import SummaryWriter as TorchWriter
-
-    from statbus.pipeline import SummaryWriter
-
-    run_dir, sent, tensorboard = in_process_statbus
-    plugin_data_calls(TorchWriter(str(tmp_path / "torch" / "exp1")), np, torch)
-    plugin_data_calls(SummaryWriter(str(run_dir / "exp1")), np, torch)
-    tensorboard.flush()
-    assert {(category, kind, use) for category, _, kind, use, _ in sent} == {
-        ("exp1", "tensor", use) for use in ("tensor", "histogram_raw", "pr_curve", "pr_curve_raw", "custom_scalars",
-                                            "mesh", "embedding", "graph")} | {("exp1", "summary", None),
-                                                                              ("exp1", "event", None)}
-    assert_same_tensorboard_result(str(tmp_path / "torch" / "exp1"), str(run_dir / "exp1"))
-
-
-def test_hparams_summaries_through_file_writer_reach_the_hparams_plugin(tmp_path, in_process_statbus):
+def test_hparams_summaries_through_file_writer_reach_the_hparams_plugin(tmp_path):
     """SB3's and Ray Tune's HParams path: torch's and tensorboardX's hparams() summaries through
-    file_writer.add_summary."""
+    file_writer.add_summary, through a collector, as the hparams plugin reads them."""
     from tensorboard.plugins.hparams import plugin_data_pb2
-    from torch.utils.tensorboard.summary import hparams
 
-    from statbus.pipeline import SummaryWriter
-
-    from tensorboardX.summary import hparams as tensorboardx_hparams
-
-    run_dir, _, tensorboard = in_process_statbus
-    writer = SummaryWriter(logdir=str(run_dir / "sb3"))  # tensorboardX's spelling
-    assert writer.logdir == writer.log_dir == str(run_dir / "sb3")
-    for summary in hparams({"gamma": 0.99, "algo": "PPO"}, {"rollout/ep_rew_mean": 0.0}):
-        writer.file_writer.add_summary(summary)
-    tune = SummaryWriter(str(run_dir / "tune"))  # Ray Tune's TBXLoggerCallback: tensorboardX's protos
-    for summary in tensorboardx_hparams({"gamma": 0.9}, {"episode_reward_mean": 0.0}):
-        tune.file_writer.add_summary(summary, 3)
-    writer.close()
-    tune.close()
-    tensorboard.flush()
+    run_dir = tmp_path / "runs"
+    collector = start_collector(str(tmp_path), "runs")
+    try:
+        run_child("statbus-hparams", str(run_dir), script=plugin_data_sequence.__file__)
+        stop(collector)
+    finally:
+        collector.close()
     tune_content = read_back(str(run_dir / "tune"))["plugins"]["hparams"]
     assert plugin_data_pb2.HParamsPluginData.FromString(
         tune_content["_hparams_/session_start_info"]).session_start_info.hparams["gamma"].number_value == 0.9
