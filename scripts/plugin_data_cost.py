@@ -1,15 +1,17 @@
-"""Calling-thread cost of the plugin-data calls: torch's SummaryWriter against statbus's part.
+"""Calling-thread cost of the plugin-data calls: torch's SummaryWriter against statbus's.
 
     python scripts/plugin_data_cost.py [REPEATS]
 
-statbus's part is the argument checks and copies of :mod:`statbus.pipeline.plugin_data_calls`
-(what a ``SummaryWriter`` method does before the trainer client's ``add_media`` hand-off); torch's
-is its whole method, into a temporary folder.  Prints the median milliseconds of each.  The
-numbers in the README and docs/guide.md come from here (2 shared cores: noisy).
+Each side's whole ``SummaryWriter`` method, timed on the calling thread (wall clock): torch's
+into a temporary folder, statbus's into a run served by a real collector with the tensorboard
+writer (started here, stopped at the end), which encodes meanwhile.  Prints the median
+milliseconds of each and statbus's dropped media (none expected).  The numbers in the README
+and docs/guide.md come from here (2 shared cores: noisy).
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import tempfile
@@ -31,9 +33,11 @@ def median_ms(call: Callable[[], object], repeats: int) -> float:
 def main(repeats: int = 20) -> None:
     import numpy as np
     import torch
-    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard import SummaryWriter as TorchWriter
 
-    from statbus.pipeline import plugin_data_calls as calls
+    import statbus.pipeline as sp
+    from statbus.pipeline.bench.collector import BenchCollector, wait_for
+    from statbus.pipeline.summary_writer import TORCH_LAYOUT_ARGS, SummaryWriter
 
     warnings.simplefilter("ignore")  # torch 2.13's tracer warns that it is deprecated, at every add_graph
     torch.manual_seed(0)
@@ -44,22 +48,31 @@ def main(repeats: int = 20) -> None:
     rng = np.random.default_rng(0)
     labels, predictions = rng.integers(0, 2, 10_000), rng.random(10_000)
     points, images, names = torch.randn(1000, 64), torch.rand(1000, 3, 16, 16), [str(i) for i in range(1000)]
-    with tempfile.TemporaryDirectory() as folder:
-        writer = SummaryWriter(folder)
-        rows = [
-            ("add_graph, MLP 4-64-2", lambda: writer.add_graph(mlp, torch.zeros(1, 4)),
-             lambda: calls.graph_media(mlp, torch.zeros(1, 4), False, True)),
-            ("add_graph, Atari CNN 3x84x84", lambda: writer.add_graph(cnn, torch.zeros(1, 3, 84, 84)),
-             lambda: calls.graph_media(cnn, torch.zeros(1, 3, 84, 84), False, True)),
-            ("add_pr_curve, 10k predictions", lambda: writer.add_pr_curve("pr", labels, predictions, 0),
-             lambda: calls.pr_curve_media("pr", labels, predictions, 127, None)),
-            ("add_embedding, 1000x64, 1000 images 3x16x16", lambda: writer.add_embedding(points, names, images, 1),
-             lambda: calls.embedding_media("e", points, names, images, 1, None)),
-        ]
-        for name, torch_call, statbus_call in rows:
-            print(f"{name}: torch {median_ms(torch_call, repeats):.3f} ms, "
-                  f"statbus {median_ms(statbus_call, repeats):.3f} ms")
-        writer.close()
+    with tempfile.TemporaryDirectory() as root:
+        collector = BenchCollector(root, "runs", ["tensorboard"], extra_args=TORCH_LAYOUT_ARGS)
+        try:
+            collector.start()
+            collector.wait_ready()
+            wait_for(collector.workers_ready, 60.0, "the tensorboard worker")
+            os.environ["STATBUS_AUTOSTART"] = "0"  # the collector above serves the run
+            writers = {"torch": TorchWriter(os.path.join(root, "torch")),
+                       "statbus": SummaryWriter(os.path.join(collector.layout.run_dir, "exp"))}
+            steps = iter(range(10**6))
+            rows = [
+                ("add_graph, MLP 4-64-2", lambda w: w.add_graph(mlp, torch.zeros(1, 4))),
+                ("add_graph, Atari CNN 3x84x84", lambda w: w.add_graph(cnn, torch.zeros(1, 3, 84, 84))),
+                ("add_pr_curve, 10k predictions", lambda w: w.add_pr_curve("pr", labels, predictions, next(steps))),
+                ("add_embedding, 1000x64, 1000 images 3x16x16",
+                 lambda w: w.add_embedding(points, names, images, next(steps))),
+            ]
+            for name, call in rows:
+                measured = {kind: median_ms(lambda: call(writer), repeats) for kind, writer in writers.items()}
+                print(f"{name}: torch {measured['torch']:.3f} ms, statbus {measured['statbus']:.3f} ms", flush=True)
+            for writer in writers.values():
+                writer.close()
+            print(f"statbus media dropped: {sp.client_counters().get('media_dropped')}")
+        finally:
+            collector.close()
 
 
 if __name__ == "__main__":
