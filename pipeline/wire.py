@@ -71,9 +71,13 @@ class MarkerKind(enum.IntEnum):
     WRITE = 3
     HELLO = 4
     BYE = 5
+    MEDIA_DROPS = 7
+    """``[7, values, bytes]``: media values the sender dropped so far (its media bound), for status."""
 
 
-assert {int(kind) for kind in MarkerKind} == PIPELINE_MARKER_KINDS  # what decode_batch skips
+# What decode_batch skips: 3-5, and any code above RecordKind's.
+assert {int(k) for k in MarkerKind if k < RecordKind.MEDIA} == PIPELINE_MARKER_KINDS
+assert all(k > max(RecordKind) for k in MarkerKind if k > RecordKind.MEDIA)
 
 # Every record decoded looks its kind up: plain ints, not enum attribute look-ups.
 _STAT = RecordKind.STAT.value
@@ -82,6 +86,7 @@ _MEDIA = RecordKind.MEDIA.value
 _WRITE = MarkerKind.WRITE.value
 _HELLO = MarkerKind.HELLO.value
 _BYE = MarkerKind.BYE.value
+_MEDIA_DROPS = MarkerKind.MEDIA_DROPS.value
 
 
 class RejectReason(enum.Enum):
@@ -128,7 +133,14 @@ class Bye(NamedTuple):
     info: Dict[str, Any]
 
 
-Record = StatRecord | PropertyRecord | MediaRecord | WriteMarker | Hello | Bye  # type: ignore[valid-type]
+class MediaDrops(NamedTuple):
+    """Media values (and their raw bytes) the sender dropped so far, past its media bound."""
+
+    values: int
+    nbytes: int
+
+
+Record = StatRecord | PropertyRecord | MediaRecord | WriteMarker | Hello | Bye | MediaDrops  # type: ignore[valid-type]
 
 
 class Frame(NamedTuple):
@@ -159,6 +171,10 @@ def hello_record(info: Dict[str, Any]) -> list:
 
 def bye_record(info: Dict[str, Any]) -> list:
     return [_BYE, info]
+
+
+def media_drops_record(values: int, nbytes: int) -> list:
+    return [_MEDIA_DROPS, values, nbytes]
 
 
 def encode_frame(sender: str, seq: int, lowest_sendable: int, dropped: int, records: Sequence[list]) -> bytes:
@@ -273,6 +289,10 @@ def _decode_wire_record(obj: Any) -> Any:
         return Hello(_decode_info(obj, "hello"))
     if kind == _BYE:
         return Bye(_decode_info(obj, "bye"))
+    if kind == _MEDIA_DROPS:
+        if len(obj) != 3 or not all(type(n) is int and 0 <= n < 2**63 for n in obj[1:]):
+            raise RecordError("media drops record must be [7, values, bytes], non-negative integers")
+        return MediaDrops(obj[1], obj[2])
     raise RecordError(f"unknown or trainer-forbidden record kind {kind}")
 
 

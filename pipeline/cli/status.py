@@ -103,6 +103,12 @@ def _plugin_state(plugin: Dict[str, Any]) -> str:
     return _fmt(plugin.get("state"))
 
 
+def _media_drops(trainer: Dict[str, Any]) -> str:
+    """Media values the trainer dropped past its media bound, and their size (``0`` when none)."""
+    count = trainer.get("media_dropped") or 0
+    return f"{count} ({(trainer.get('media_dropped_bytes') or 0) / 2**20:.0f} MiB)" if count else "0"
+
+
 def _trainer_state(trainer: Dict[str, Any]) -> str:
     if trainer.get("bye"):
         return "gone"
@@ -151,12 +157,12 @@ def format_status(status: Dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"trainers ({len(trainers)})")
     if trainers:
-        rows = [["HOST", "PID", "LAST SEEN", "VALUES", "FRAMES", "REJECTS", "DROPS", "STATE"]]
+        rows = [["HOST", "PID", "LAST SEEN", "VALUES", "FRAMES", "REJECTS", "DROPS", "MEDIA DROPS", "STATE"]]
         for t in trainers:
             rows.append([
                 _fmt(t.get("host")), _fmt(t.get("pid")), _age(t.get("last_seen_ago")) + " ago",
                 _fmt(t.get("values")), _fmt(t.get("frames")), _fmt(t.get("rejects")),
-                _fmt(t.get("dropped")), _trainer_state(t),
+                _fmt(t.get("dropped")), _media_drops(t), _trainer_state(t),
             ])
         lines += ["  " + line for line in _table(rows)]
     plugins = status.get("plugins", [])

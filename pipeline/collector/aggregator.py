@@ -27,7 +27,7 @@ from ...plugins import StatbusError
 from ...plugins.records import STEPPED_MARK as MARK
 from ...plugins.records import MediaRecord, PropertyRecord, StatOp, StatRecord, SummaryRecord, check_name, check_packed
 from ...plugins.stats import StatsAggregationMethod
-from ..wire import Bye, Hello, WriteMarker
+from ..wire import Bye, Hello, MediaDrops, WriteMarker
 from .step_merge import StepMerger
 
 logger = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ class Aggregator:
                     summaries.append(self.write(record.category, record.step))
             elif kind is Bye:
                 summaries += self._steps.leave_all(sender)
-            elif kind in (PropertyRecord, MediaRecord, Hello):
+            elif kind in (PropertyRecord, MediaRecord, Hello, MediaDrops):
                 continue  # properties and media go to writers through the journaled batch, not a period
             else:
                 raise TypeError(f"cannot aggregate a {kind.__name__}")

@@ -23,7 +23,7 @@ import msgpack
 
 from ...plugins.records import StatRecord
 from ..security.peer_bindings import PeerBindings
-from ..wire import Bye, Frame, Hello, Refusal, RejectReason, WireError, decode_frame, encode_frame
+from ..wire import Bye, Frame, Hello, MediaDrops, Refusal, RejectReason, WireError, decode_frame, encode_frame
 from .idle import trainer_gone
 from .senders import INFO_FIELDS, SenderState, info_value
 
@@ -249,6 +249,8 @@ class Intake:
                 "gaps": state.gaps,
                 "rejects": state.rejects,
                 "dropped": state.dropped,
+                "media_dropped": state.media_dropped,
+                "media_dropped_bytes": state.media_dropped_bytes,
                 "bye": state.bye,
                 "gone": trainer_gone(state),
             }
@@ -313,6 +315,9 @@ class Intake:
                 self._bound_senders()
             elif kind is Bye:
                 state.bye = True
+            elif kind is MediaDrops:
+                state.media_dropped = max(state.media_dropped, record.values)
+                state.media_dropped_bytes = max(state.media_dropped_bytes, record.nbytes)
         state.values += values
         self.accepted_frames += 1
         self.accepted_values += values

@@ -39,6 +39,9 @@ class SenderState:
     rejects: int = 0
     dropped: int = 0
     """Values the trainer's own buffer dropped (from its envelope)."""
+    media_dropped: int = 0
+    media_dropped_bytes: int = 0
+    """Media values (raw bytes) the trainer dropped past its media bound (its MEDIA_DROPS markers)."""
     bye: bool = False
     size: int = 0
     """Bytes counted against the table's bound (``intake.MAX_SENDER_BYTES``), as :meth:`measure` last found."""
@@ -57,6 +60,8 @@ class SenderState:
             "frames": self.frames,
             "values": self.values,
             "dropped": self.dropped,
+            "media_dropped": self.media_dropped,
+            "media_dropped_bytes": self.media_dropped_bytes,
             "bye": self.bye,
         }
 
@@ -74,5 +79,7 @@ class SenderState:
             frames=count("frames"),
             values=count("values"),
             dropped=count("dropped"),
+            media_dropped=count("media_dropped"),
+            media_dropped_bytes=count("media_dropped_bytes"),
             bye=data.get("bye") is True,
         )

@@ -11,6 +11,7 @@ the run's collector when none serves it (:mod:`.autostart`), and answers
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import socket
@@ -23,7 +24,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from ..wire import Refusal, WireError, bye_record, decode_ack_or_refusal, hello_record
+from ..wire import Refusal, WireError, bye_record, decode_ack_or_refusal, hello_record, media_drops_record
 from .autostart import RESTART_AFTER, CollectorKeeper, Ensured, Outcome, ensure_collector, local_collector_working
 from .config import TrainerConfig
 from .framing import BYE, FlushEvent, FrameBuilder, MediaEvent, Ticket, drain_events
@@ -53,6 +54,10 @@ RECONNECT_AFTER_MAX = 30.0
 """... doubling while it keeps being refused, so an unauthorized trainer costs the collector little."""
 SNDHWM = 32
 """Frames ZeroMQ may queue per connection; the rest wait in our own (bounded) buffer."""
+MEDIA_SEND_WINDOW = 32 << 20
+"""Raw media bytes sent and not yet acknowledged past which no further media frame is handed to
+ZeroMQ (but the oldest unacknowledged one): ZeroMQ copies what it queues, and 32 frames of up to
+72 MiB queued for a stopped collector would double the media bound's memory."""
 EXIT_WAIT_MAX = 60.0
 """Longest an exiting client waits for acks while its collector shows life (see :meth:`Client.close`)."""
 STOP_TIMEOUT = 5.0
@@ -110,8 +115,8 @@ class Client(Handoff):
             "last_seq": 0, "lowest_sendable": 1, "events_dropped": 0, "reconnects": 0, "refusals": 0,
             "collector_starts": 0, "collector_start_failures": 0, "frames_spilled": 0,
             "media_recorded": 0, "media_recorded_bytes": 0, "media_dropped": 0, "media_dropped_bytes": 0,
-            "media_held_bytes": 0,
         })
+        self._media_drops_told = 0  # media_dropped as the collector was last told (a MEDIA_DROPS marker)
         self.media_dropped_at_exit = 0
         """Media values :meth:`held_frames` dropped past the spool's bound (said in the exit line)."""
         self._media_lost_bytes = 0  # the buffer's media_lost_bytes already in the counters
@@ -190,6 +195,11 @@ class Client(Handoff):
                            "counted in client_counters()['media_dropped'], until the older ones are acknowledged; "
                            "training goes on", event.record.tag, event.record.category, why)
         return accepted
+
+    def snapshot(self) -> Dict[str, Any]:
+        snap = super().snapshot()
+        snap["media_held_bytes"] = self.media_queued + self._buffer.media_bytes  # what the media bound bounds
+        return snap
 
     def flush(self, timeout: float) -> bool:
         ticket = self._flush_ticket(bye=False)
@@ -464,6 +474,11 @@ class Client(Handoff):
         if not self._hello_sent:
             builder.hello = hello_record(self._hello_info())
             self._hello_sent = True
+        dropped = self.counters["media_dropped"]
+        if dropped != self._media_drops_told:
+            # The collector learns of media drops with the next frame (for `statbus status`).
+            builder.markers.insert(0, media_drops_record(dropped, self.counters["media_dropped_bytes"]))
+            self._media_drops_told = dropped
         media = builder.media.nbytes if builder.media is not None else 0
         frame = self._buffer.add(builder.records(), builder.nvalues, media)
         if media:
@@ -513,7 +528,6 @@ class Client(Handoff):
         c["values_dropped"] = buffer.values_dropped
         c["frames_dropped"] = buffer.frames_lost
         c["buffer_bytes_max"] = max(c["buffer_bytes_max"], buffer.nbytes)
-        c["media_held_bytes"] = buffer.media_bytes
 
     def _send(self, sock: zmq.Socket, now: float) -> None:
         frames = self._buffer.frames
@@ -523,6 +537,8 @@ class Client(Handoff):
         index = max(self._sent_upto + 1, first) - first
         while index < len(frames):
             frame = frames[index]
+            if frame.media and index and self._media_in_flight(index) + frame.media > MEDIA_SEND_WINDOW:
+                return  # it waits for acks of the media before it (and what follows it waits too: order)
             try:
                 # Copied, not zero-copy: pyzmq's zero-copy sends of big frames need its
                 # garbage-collector thread, which it stops at exit before our last flush
@@ -539,6 +555,10 @@ class Client(Handoff):
                 frame.first_sent = now
             self._sent_upto = frame.seq
             index += 1
+
+    def _media_in_flight(self, index: int) -> int:
+        """Raw media bytes of the frames before ``index`` handed to ZeroMQ in this round, not acknowledged."""
+        return sum(frame.media for frame in itertools.islice(self._buffer.frames, index))
 
     def _check_stall(self, now: float) -> None:
         if not self._buffer.frames:

@@ -14,6 +14,7 @@ import pytest
 
 import statbus.pipeline as sp
 from collector_helpers import CollectorProcess
+from statbus.pipeline.cli.status import format_status
 from statbus.pipeline.control import control_request
 from statbus.pipeline.trainer import reporter
 from statbus.plugins.media import MAX_MEDIA_BYTES, Media, MediaKind, array_fields, array_option
@@ -121,3 +122,98 @@ def test_a_media_value_past_64_mib_raises_at_the_call_naming_its_size():
         reporter.add_media("cat", "wrong", Media(MediaKind.IMAGE, (3,), "float32", b"\0" * 8, {}), 0)
     with pytest.raises(TypeError, match="plain values only"):
         reporter.add_media("cat", "opt", Media(MediaKind.SUMMARY, (), "", b"", {"f": object()}), 0)
+
+
+def test_a_media_flood_against_a_stopped_collector_stays_under_the_bound_and_the_kept_ones_arrive(tmp_path, caplog):
+    import logging
+
+    import psutil
+
+    from statbus.pipeline.trainer.config import DEFAULT_MEDIA_BYTES
+
+    caplog.set_level(logging.WARNING, logger="statbus.pipeline.trainer.sender")
+    collector = start(tmp_path, "media_recorder")
+    stopped = False
+    payload = numpy.random.default_rng(5).integers(0, 256, 5 << 20, dtype=numpy.uint8).tobytes()  # 5 MiB
+    try:
+        assert reporter.add_media("cat", "first", media_of(MediaKind.TENSOR, numpy.zeros(4), use="tensor"), 0)
+        assert sp.flush(timeout=60)  # connected: what follows waits in the trainer, not for a connection
+        collector.process.send_signal(signal.SIGSTOP)
+        stopped = True
+        me = psutil.Process()
+        rss_before = me.memory_info().rss
+        kept, held = [], []
+        for step in range(1, 81):  # 400 MiB of media against the default bound of 256 MiB
+            data = step.to_bytes(4, "little") + payload[4:]
+            if reporter.add_media("cat", "flood", Media(MediaKind.VIDEO, (len(data),), "uint8", data, {"fps": 4}),
+                                  step):
+                kept.append((step, hashlib.sha256(data).hexdigest()))
+            held.append(sp.client_counters()["media_held_bytes"])
+        rss_grew = me.memory_info().rss - rss_before
+        counters = sp.client_counters()
+        assert max(held) <= DEFAULT_MEDIA_BYTES
+        assert len(kept) == DEFAULT_MEDIA_BYTES // (5 << 20)  # 51 fit, the rest is dropped
+        assert counters["media_dropped"] == 80 - len(kept)
+        assert counters["media_dropped_bytes"] == (80 - len(kept)) * (5 << 20)
+        # The kept values, and ZeroMQ's copies of those sent (MEDIA_SEND_WINDOW), not the dropped ones.
+        assert rss_grew < DEFAULT_MEDIA_BYTES + (96 << 20), f"the trainer grew by {rss_grew >> 20} MiB"
+        drops = [r for r in caplog.records if "dropped" in r.getMessage() and "media value" in r.getMessage()]
+        assert len(drops) == 1, "one warning per stretch of drops"
+        collector.process.send_signal(signal.SIGCONT)
+        stopped = False
+        assert sp.flush(timeout=120)
+        assert sp.client_counters()["media_held_bytes"] == 0
+        assert reporter.add_media("cat", "last", media_of(MediaKind.TENSOR, numpy.ones(4), use="tensor"), 81)
+        assert any("goes through again" in r.getMessage() for r in caplog.records)
+        assert sp.flush(timeout=60)
+        status = control_request(collector.layout.control_address, {"op": "status"}, timeout=10)
+        dropped = 80 - len(kept)
+        assert [(t["media_dropped"], t["media_dropped_bytes"]) for t in status["trainers"]] == [
+            (dropped, dropped * (5 << 20))]
+        assert f" {dropped} ({dropped * 5} MiB) " in format_status(status)  # statbus status's MEDIA DROPS
+        assert collector.terminate(timeout=120) == 0, collector.log()
+    finally:
+        if stopped:
+            collector.process.send_signal(signal.SIGCONT)
+        collector.close()
+    lines = [line for line in read_jsonl(zoo_output(str(tmp_path / "results"), "run", "media_recorder"))
+             if line["call"] == "add_media"]
+    assert [line["tag"] for line in lines] == ["first"] + ["flood"] * len(kept) + ["last"]
+    assert [(line["step"], line["sha256"]) for line in lines[1:-1]] == kept
+
+
+EXIT_CHILD = """
+import sys
+import statbus.pipeline as sp
+from statbus.pipeline.trainer import reporter
+from statbus.plugins.media import Media, MediaKind
+
+sp.configure(run_id="run", results_dir=sys.argv[1], autostart=False, linger=0.2)
+for step in range(3):  # 3 x 30 MiB, the collector not running: the spool takes 64 MiB of them at exit
+    data = bytes([step]) * (30 << 20)
+    assert reporter.add_media("cat", "v", Media(MediaKind.VIDEO, (len(data),), "uint8", data, {}), step)
+"""
+
+
+def test_media_unacknowledged_at_exit_wait_in_the_spool_up_to_its_bound_and_the_rest_is_said_dropped(tmp_path):
+    import subprocess
+    import sys
+
+    from summary_writer_helpers import child_env
+
+    results = str(tmp_path / "results")
+    done = subprocess.run([sys.executable, "-c", EXIT_CHILD, results], env=child_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "0 values, 0 summaries and 2 media values recorded by this process wait in the spool" in done.stderr
+    assert "1 media values past the spool's bound for media (64 MiB" in done.stderr
+    collector = CollectorProcess(results, "run", env=zoo_env(), extra=["--plugins", "media_recorder"]).start()
+    try:
+        path = zoo_output(results, "run", "media_recorder")
+        wait_for(lambda: os.path.exists(path) and len(read_jsonl(path)) == 2, 60, what="the spooled media delivered")
+        assert collector.terminate(timeout=120) == 0, collector.log()
+    finally:
+        collector.close()
+    lines = read_jsonl(path)
+    assert [(line["step"], line["sha256"]) for line in lines if line["call"] == "add_media"] == [
+        (step, hashlib.sha256(bytes([step]) * (30 << 20)).hexdigest()) for step in range(2)]
