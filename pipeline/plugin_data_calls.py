@@ -12,6 +12,7 @@ whose trace needs the caller's module.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..plugins.media import Media, MediaKind, array_option
@@ -20,6 +21,8 @@ from ..plugins.writers.tb_plugin_data import CUSTOM_SCALARS_TAG, PR_RAW_ROWS, TE
 MARGIN = "Margin"
 MULTILINE = "Multiline"
 CHART_KINDS = (MULTILINE, MARGIN)
+ONNX_GRAPH_TAG = "onnx_graph"
+"""add_onnx_graph's media tag (an ONNX graph event has no tag)."""
 GRAPH_TAG = "step1"
 """add_graph's media tag, and so the tag of the step stats torch writes beside the graph."""
 EVENT_TAG = "file_writer.add_event"
@@ -232,6 +235,14 @@ def graph_media(model: Any, input_to_model: Any, verbose: bool, use_strict_trace
 
     graph_def, _ = graph(model, input_to_model, verbose, use_strict_trace)
     return _tensor_media("graph", (), "", graph_def.SerializeToString())
+
+
+def onnx_graph_media(prototxt: Any) -> Media:
+    """``add_onnx_graph``: the model file's bytes (the worker converts it; onnx is not imported here)."""
+    if not isinstance(prototxt, (str, os.PathLike)):
+        raise TypeError(f"statbus: add_onnx_graph takes the path of an ONNX model file, got {type(prototxt).__name__}")
+    with open(prototxt, "rb") as handle:
+        return _tensor_media("onnx_graph", (), "", handle.read())
 
 
 def serialized(what: str, proto: Any) -> bytes:

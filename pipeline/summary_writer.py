@@ -433,6 +433,11 @@ class SummaryWriter:
         GraphDef goes to the worker."""
         self._send(calls.GRAPH_TAG, calls.graph_media(model, input_to_model, verbose, use_strict_trace), 0)
 
+    def add_onnx_graph(self, prototxt: str) -> None:
+        """The graph of the ONNX model file ``prototxt``: the file's bytes are sent (at most 64 MiB),
+        the worker converts it (with ``onnx``) as torch does on the calling thread."""
+        self._send(calls.ONNX_GRAPH_TAG, calls.onnx_graph_media(prototxt), 0)
+
     # --- life -------------------------------------------------------------------------
 
     def flush(self) -> None:

@@ -25,10 +25,12 @@ Each is ``encode(media, tag, directory) -> list of Event protos`` (see ``MEDIA_E
                           the matrix (``metadata_tsv``: the text of metadata.tsv, ``label_img``)
 ``graph``                 a ``graph_def`` event (the array is opaque: the GraphDef's bytes) and
                           the ``tagged_run_metadata`` torch writes beside it, tagged ``tag``
+``onnx_graph``            a ``graph_def`` event made here from the ONNX model (opaque bytes: the
+                          file ``add_onnx_graph`` was given), as torch makes it
 ========================  =====================================================================
 
 numpy and tensorboard's plugin modules are imported here, in the worker; Pillow only for an
-embedding's sprite.
+embedding's sprite, onnx only for an ONNX graph.
 """
 
 from __future__ import annotations
@@ -312,6 +314,31 @@ def graph_events(media: Media, tag: str) -> List[Any]:
     return [event_pb2.Event(graph_def=media.data), event_pb2.Event(tagged_run_metadata=tagged)]
 
 
+def onnx_graph_def(model_bytes: bytes) -> bytes:
+    """An ONNX model as the GraphDef torch's ``add_onnx_graph`` writes: its inputs and outputs as
+    ``Variable`` nodes (element type and shape), then one node per operator, named after its
+    first output, its attributes' values as one text attribute ``parameters``."""
+    import onnx
+    from tensorboard.compat.proto.attr_value_pb2 import AttrValue
+    from tensorboard.compat.proto.graph_pb2 import GraphDef
+    from tensorboard.compat.proto.node_def_pb2 import NodeDef
+    from tensorboard.compat.proto.versions_pb2 import VersionDef
+
+    graph = onnx.load_from_string(model_bytes).graph
+    nodes = []
+    for value in [*graph.input, *graph.output]:
+        tensor_type = value.type.tensor_type
+        shape = _shape(dim.dim_value for dim in tensor_type.shape.dim)
+        nodes.append(NodeDef(name=value.name, op="Variable", attr={
+            "dtype": AttrValue(type=tensor_type.elem_type), "shape": AttrValue(shape=shape)}))
+    for operator in graph.node:
+        parameters = ", ".join(" = ".join(str(field_value) for _, field_value in attribute.ListFields())
+                               for attribute in operator.attribute)
+        nodes.append(NodeDef(name=operator.output[0], op=operator.op_type, input=operator.input,
+                             attr={"parameters": AttrValue(s=parameters.encode("utf-8"))}))
+    return GraphDef(node=nodes, versions=VersionDef(producer=22)).SerializeToString()
+
+
 _TENSOR_USES: Dict[str, Callable[[Media, str], Any]] = {
     "tensor": tensor_event,
     "histogram_raw": histogram_raw_event,
@@ -326,13 +353,15 @@ def encode_tensor(media: Media, tag: str, directory: str) -> List[Any]:
     use = media.options.get("use", "tensor")
     if use == "graph":
         return graph_events(media, tag)
+    if use == "onnx_graph":
+        return [_pb()[0].Event(graph_def=onnx_graph_def(media.data))]
     if use == "embedding":
         write_embedding(media, tag, int(media.options.get("step", 0)), directory)
         return []
     encode = _TENSOR_USES.get(use)
     if encode is None:
         raise ValueError(f"tensorboard: unknown tensor use {use!r} of {tag!r}; known are "
-                         f"{sorted([*_TENSOR_USES, 'embedding', 'graph'])}")
+                         f"{sorted([*_TENSOR_USES, 'embedding', 'graph', 'onnx_graph'])}")
     return [encode(media, tag)]
 
 

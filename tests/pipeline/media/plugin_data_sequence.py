@@ -14,6 +14,21 @@ def model(torch):
     return torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
 
 
+def onnx_model(path: str) -> str:
+    """A small ONNX model file (Gemm with attributes, then Relu), made with onnx's helpers."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.ones((3, 4), dtype=np.float32), "W")
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["X", "W"], ["H"], alpha=0.5, transB=1), helper.make_node("Relu", ["H"], ["Y"])],
+        "small", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [2, 3])], initializer=[weights])
+    onnx.save(helper.make_model(graph), path)
+    return path
+
+
 def plugin_data_calls(writer, np, torch) -> None:
     """Every tensor/plugin-data/proto method of torch's SummaryWriter, with fixed data."""
     from tensorboard.compat.proto.event_pb2 import Event
@@ -63,6 +78,9 @@ def plugin_data_calls(writer, np, torch) -> None:
     writer.add_embedding(points[:5], label_img=label_img[:5, :1], tag="grey")
 
     writer.add_graph(model(torch), torch.zeros(2, 4))
+    onnx_writer = type(writer)(writer.log_dir + "_onnx")  # a graph of its own: one graph per run
+    onnx_writer.add_onnx_graph(onnx_model(writer.log_dir + ".onnx"))
+    onnx_writer.close()
 
     experiment, session_start, session_end = hparams({"lr": 0.01, "optimizer": "adam"}, {"hp/reward": 0.0})
     writer.file_writer.add_summary(experiment)

@@ -97,6 +97,10 @@ def test_each_call_lands_through_a_collector_as_torch_writes_it(tmp_path):
     finally:
         collector.close()
     assert_same_tensorboard_result(str(tmp_path / "torch" / "runs" / "exp1"), str(tmp_path / "statbus" / "runs" / "exp1"))
+    onnx_graph = read_back(str(tmp_path / "statbus" / "runs" / "exp1_onnx"))["graph"]
+    assert onnx_graph == read_back(str(tmp_path / "torch" / "runs" / "exp1_onnx"))["graph"]
+    assert [(node.name, node.op) for node in onnx_graph.node] == [("X", "Variable"), ("Y", "Variable"), ("H", "Gemm"),
+                                                                  ("Y", "Relu")]
 
 
 def test_hparams_summaries_through_file_writer_reach_the_hparams_plugin(tmp_path):
@@ -215,6 +219,7 @@ def test_bad_arguments_raise_at_the_call_naming_the_tag():
         (lambda: calls.embedding_media("e", np.zeros((3, 2)), None, np.zeros((3, 2, 4, 4)), 0, None), ValueError,
          "label_img must be N×C×H×W with N = 3 points and C 1 or 3"),
         (lambda: calls.summary_media({"value": []}), TypeError, "file_writer.add_summary takes a TensorBoard proto"),
+        (lambda: calls.onnx_graph_media(b"model"), TypeError, "add_onnx_graph takes the path of an ONNX model file"),
     ]
     for call, error, message in cases:
         with pytest.raises(error, match=message):
@@ -236,7 +241,7 @@ def test_graph_is_traced_in_the_caller_and_sent_as_graphdef_bytes():
 
 MINE = ("add_tensor", "add_histogram_raw", "add_pr_curve", "add_pr_curve_raw", "add_custom_scalars",
         "add_custom_scalars_marginchart", "add_custom_scalars_multilinechart", "add_mesh", "add_embedding", "add_graph",
-        "get_logdir", "flush", "close")
+        "add_onnx_graph", "get_logdir", "flush", "close")
 
 
 def test_methods_take_torchs_parameters_in_torchs_order():
