@@ -31,8 +31,10 @@ writer was made after other processes closed that step — are a second summary 
 step, never dropped.  Scalars are aggregated AVERAGE (one value per process
 and step: ``aggregated_value`` is the mean over processes), histograms HISTOGRAM.
 
-Nothing here imports torch.  Bad input raises at the call, as ``add_stat`` does
-(``TypeError``/``ValueError`` naming the tag); nothing else raises into training.
+Nothing here imports torch but ``add_graph``, whose trace is torch's own.  Bad input raises
+at the call, as ``add_stat`` does (``TypeError``/``ValueError`` naming the tag; a media value
+over 64 MiB ``ValueError`` naming its size; ``add_graph``'s trace and ``add_onnx_graph``'s
+file read raise what they raise under torch's writer); nothing else raises into training.
 """
 
 from __future__ import annotations
