@@ -276,8 +276,8 @@ def write_embedding(media: Media, tag: str, step: int, directory: str) -> None:
     subdir = f"{step:05d}/{escape_tag(tag)}"
     folder = os.path.join(directory, subdir)
     if os.path.isdir(folder):
-        logger.warning("tensorboard: embedding folder %s exists already (add_embedding at one global_step twice?); "
-                       "it is written again", folder)
+        logger.warning("tensorboard: embedding folder %s exists already (add_embedding of one tag at one "
+                       "global_step twice, or a replay after a restart); it is written again", folder)
     os.makedirs(folder, exist_ok=True)
     matrix = media.array()
     _write(os.path.join(folder, "tensors.tsv"),
