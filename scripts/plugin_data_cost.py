@@ -5,12 +5,14 @@
 Each side's whole ``SummaryWriter`` method, timed on the calling thread (wall clock): torch's
 into a temporary folder, statbus's into a run served by a real collector with the tensorboard
 writer (started here, stopped at the end), which encodes meanwhile.  Prints the median
-milliseconds of each and statbus's dropped media (none expected).  The numbers in the README
+milliseconds of each, statbus's dropped media (none expected), and what the tensorboard
+worker's encoders spend on a PR curve and an embedding.  The numbers in the README
 and docs/guide.md come from here (2 shared cores: noisy).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import statistics
 import sys
@@ -37,7 +39,9 @@ def main(repeats: int = 20) -> None:
 
     import statbus.pipeline as sp
     from statbus.pipeline.bench.collector import BenchCollector, wait_for
+    from statbus.pipeline import plugin_data_calls as calls
     from statbus.pipeline.summary_writer import TORCH_LAYOUT_ARGS, SummaryWriter
+    from statbus.plugins.writers.tb_plugin_data import encode_tensor
 
     warnings.simplefilter("ignore")  # torch 2.13's tracer warns that it is deprecated, at every add_graph
     torch.manual_seed(0)
@@ -71,6 +75,12 @@ def main(repeats: int = 20) -> None:
             for writer in writers.values():
                 writer.close()
             print(f"statbus media dropped: {sp.client_counters().get('media_dropped')}")
+            # What the tensorboard worker spends on the same values (its encoders, in this process).
+            logging.disable(logging.WARNING)  # the embedding folder is written again each round, on purpose
+            worker = [("add_pr_curve", calls.pr_curve_media("pr", labels, predictions, 127, None)),
+                      ("add_embedding", calls.embedding_media("e", points, names, images, 0, None))]
+            for name, media in worker:
+                print(f"worker, {name}: {median_ms(lambda: encode_tensor(media, 't', root), repeats):.3f} ms")
         finally:
             collector.close()
 
