@@ -2,7 +2,8 @@
 
 A launcher configures child processes it does not own through the environment
 (``STATBUS_RUN_ID``, ``STATBUS_RESULTS_DIR``, ``STATBUS_ADDRESS``,
-``STATBUS_BUFFER_BYTES``, ``STATBUS_MEDIA_BYTES``, ``STATBUS_AUTOSTART``, ``STATBUS_FORCE``, ``STATBUS_CONFIG``, ``STATBUS_RAY``); an
+``STATBUS_BUFFER_BYTES``, ``STATBUS_MEDIA_BYTES``, ``STATBUS_AUTOSTART``, ``STATBUS_FORCE``, ``STATBUS_CONFIG``,
+``STATBUS_RAY``); an
 explicit ``configure()`` call overrides them.  A process that never calls ``configure()`` gets the
 environment's settings (or the defaults) lazily, on its first stat.
 """

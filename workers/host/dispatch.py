@@ -156,18 +156,12 @@ class Writers:
                                 except (Exception, SystemExit) as exc:
                                     failure = exc
                                 self._wait_or_raise(failure, method, (category, key, value, aggregation))
-                elif type(record) is MediaRecord:
-                    for method in self._add_media:
-                        args = (record.category, record.tag, record.media, record.step)
-                        try:
-                            method(*args)
-                            continue
-                        except (Exception, SystemExit) as exc:
-                            failure = exc
-                        self._wait_or_raise(failure, method, args)
                 else:
-                    for method in self._add_property:
-                        args = (record.category, record.property_type, record.value)
+                    if type(record) is MediaRecord:
+                        methods, args = self._add_media, (record.category, record.tag, record.media, record.step)
+                    else:
+                        methods, args = self._add_property, (record.category, record.property_type, record.value)
+                    for method in methods:
                         try:
                             method(*args)
                             continue

@@ -287,3 +287,35 @@ def test_a_writer_without_on_add_stat_gets_every_property_of_a_batch(tmp_path):
         assert writers.needs_batches
         assert writers.deliver(FetchedEntry(10, EntryKind.BATCH, batch)) is False
     assert writer.properties == [("c", StatsPropertyType.HYPERPARAMETERS, {"lr": 1}), ("c", StatsPropertyType.SELF_PLAY, True)]
+
+
+class _MediaTaker(_PropertiesOnly):
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__()
+        self.media: List[Tuple[str, str, object, int]] = []
+        self.fail = fail
+
+    def add_media(self, category, tag, media, step):
+        if self.fail:
+            raise RuntimeError("cannot encode")
+        self.media.append((category, tag, media, step))
+
+
+def test_media_go_to_the_writers_that_define_add_media_only_and_a_raise_is_a_crash(tmp_path):
+    from statbus.plugins.media import Media, MediaKind
+    from statbus.plugins.records import MediaRecord
+    from statbus.workers.fetch_protocol import EntryKind, FetchedEntry
+    from statbus.workers.host.dispatch import WriterCrash
+
+    image = Media(MediaKind.IMAGE, (2, 2), "uint8", b"\x00\x01\x02\x03", {"dataformats": "HW"})
+    record = MediaRecord("c", "img", 3, image)
+    batch = msgpack.packb([[4, {"pid": 1}], record.to_msgpack(), [7, 2, 10]], use_bin_type=True)
+    taker, summaries_only, properties_only = _MediaTaker(), _SummariesOnly(), _PropertiesOnly()
+    assert not overrides(summaries_only, "add_media") and overrides(taker, "add_media")
+    with StatePage(str(tmp_path / "p.state"), create=True) as page:
+        writers = Writers([summaries_only, taker, properties_only], page)
+        assert Writers([_MediaTaker()], page).needs_batches
+        writers.deliver(FetchedEntry(10, EntryKind.BATCH, batch))
+        assert taker.media == [("c", "img", record.media, 3)] and properties_only.properties == []
+        with pytest.raises(WriterCrash, match=r"_MediaTaker.add_media raised RuntimeError\('cannot encode'\)"):
+            Writers([_MediaTaker(fail=True)], page).deliver(FetchedEntry(11, EntryKind.BATCH, batch))
