@@ -35,6 +35,7 @@ from ...plugins.records import MAX_NAME_LENGTH, MediaRecord
 from ...plugins.stats import StatsAggregationMethod, StatsPropertyType
 from ..wire import MAX_FRAME_BYTES, MAX_MAP_ENTRIES, MAX_NESTING, MAX_RECORDS_PER_FRAME, MAX_STRING_BYTES
 from . import config as trainer_config
+from .clock import MONOTONIC, Clock
 from .framing import MediaEvent, PropertyEvent, SetStatEvent, WriteEvent
 from .handoff import ENTRY_VALUES
 from .sender import Client
@@ -145,6 +146,8 @@ def plain_value(value: Any, depth: int = 0) -> Any:
 # --- the process's client ---------------------------------------------------
 
 _client: Optional[Client] = None
+_clock: Clock = MONOTONIC
+"""The clock the process's client is built with (:mod:`.clock`; tests put a fake one here)."""
 _lock = threading.Lock()
 _exiting = False
 _failed_at = -1e9
@@ -164,7 +167,7 @@ def _get_client() -> Optional[Client]:
         if _exiting or time.monotonic() - _failed_at < 10.0:
             return None
         try:
-            _client = Client(trainer_config.current_config())
+            _client = Client(trainer_config.current_config(), _clock)
         except Exception as exc:  # noqa: BLE001 — e.g. no new threads at interpreter shutdown
             _failed_at = time.monotonic()
             logger.error("statbus: cannot start the trainer client: %r; stats are dropped", exc)

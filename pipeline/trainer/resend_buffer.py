@@ -35,7 +35,7 @@ class Outgoing:
 
     __slots__ = ("seq", "nrecords", "nvalues", "media", "payload", "lowest_sendable", "created", "first_sent")
 
-    def __init__(self, seq: int, nvalues: int, media: int = 0) -> None:
+    def __init__(self, seq: int, nvalues: int, media: int, created: float) -> None:
         self.seq = seq
         self.nrecords = 0
         self.nvalues = nvalues
@@ -44,7 +44,7 @@ class Outgoing:
         bound (``TrainerConfig.media_bytes``), not against the buffer's."""
         self.payload = b""
         self.lowest_sendable = 0
-        self.created = time.monotonic()
+        self.created = created
         self.first_sent: Optional[float] = None
 
     @property
@@ -128,8 +128,10 @@ class FrameBuffer:
     whole with its frame, and a media frame dropped whole is counted in ``media_lost``.
     """
 
-    def __init__(self, sender: str, limit: int, spill: Optional[Callable[[List[HeldFrame]], int]] = None) -> None:
+    def __init__(self, sender: str, limit: int, spill: Optional[Callable[[List[HeldFrame]], int]] = None,
+                 now: Callable[[], float] = time.monotonic) -> None:
         self.sender = sender
+        self._now = now  # the client's clock (:mod:`.clock`): when a frame was made, for its stall checks
         self.limit = limit
         self.spill = spill
         """Over the limit, first: hand the oldest frames, whole, to this (the spool); it returns how many
@@ -165,7 +167,7 @@ class FrameBuffer:
         ]
 
     def add(self, records: List[list], nvalues: int, media: int = 0) -> Outgoing:
-        frame = Outgoing(self.next_seq, nvalues, media)
+        frame = Outgoing(self.next_seq, nvalues, media, self._now())
         self.next_seq += 1
         frame.encode(self.sender, self.lowest_sendable, self.values_dropped, records)
         self.frames.append(frame)

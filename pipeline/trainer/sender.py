@@ -26,6 +26,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from ..wire import Refusal, WireError, bye_record, decode_ack_or_refusal, hello_record, media_drops_record
 from .autostart import RESTART_AFTER, CollectorKeeper, Ensured, Outcome, ensure_collector, local_collector_working
+from .clock import MONOTONIC, Clock
 from .config import TrainerConfig
 from .framing import BYE, FlushEvent, FrameBuilder, MediaEvent, Ticket, drain_events
 from .handoff import Handoff
@@ -105,8 +106,10 @@ def _make_identity() -> str:
 class Client(Handoff):
     """The per-process sender.  Only the sender thread touches ``_sock``."""
 
-    def __init__(self, config: TrainerConfig) -> None:
+    def __init__(self, config: TrainerConfig, clock: Clock = MONOTONIC) -> None:
         self.config = config
+        self.clock = clock
+        """What every timing decision of this client reads (:mod:`.clock`); training threads never do."""
         self.sender = _make_identity()
         super().__init__({
             "sender": self.sender, "values_recorded": 0, "frames_sent": 0, "frames_resent": 0,
@@ -127,11 +130,11 @@ class Client(Handoff):
         # Past the buffer, frames go to the run's spool only where the run's collector reads it: the
         # frames after them wait for it, and a collector that never took them would refuse those forever.
         spill = self._spill if read_by_run_collector(config) else None
-        self._buffer = FrameBuffer(self.sender, config.buffer_bytes, spill=spill)
+        self._buffer = FrameBuffer(self.sender, config.buffer_bytes, spill=spill, now=clock.now)
         self._spiller: Optional[Spiller] = None
         self._sent_upto = 0       # highest seq handed to zmq in this round
         self._max_sent = 0
-        self._acked_at = self._rewound_at = time.monotonic()
+        self._acked_at = self._rewound_at = clock.now()
         self._resend_after = RESEND_AFTER
         self._hello_sent = False
         self._life_at = 0.0
@@ -205,7 +208,7 @@ class Client(Handoff):
         ticket = self._flush_ticket(bye=False)
         if ticket is None:
             return self._nothing_pending()
-        ticket.event.wait(max(0.0, timeout))
+        self.clock.wait(ticket.event, timeout)
         return ticket.ok
 
     def _flush_ticket(self, bye: bool) -> Optional[Ticket]:
@@ -242,9 +245,10 @@ class Client(Handoff):
         return ok
 
     def _wait_while_alive(self, ticket: Ticket, linger: float) -> bool:
-        started = time.monotonic()
+        clock = self.clock
+        started = clock.now()
         while True:
-            now = time.monotonic()
+            now = clock.now()
             life = max(started, self._life_at)
             left = linger - (now - life)
             capped = now - started + left > EXIT_WAIT_MAX
@@ -254,9 +258,9 @@ class Client(Handoff):
             if left <= 0 and linger > 0 and not capped and local_collector_working(self.config):
                 # Asked here, not by the sender thread: on a host with a hundred busy
                 # processes that thread may wait seconds for a core, this one as long.
-                self._life_at = time.monotonic()
+                self._life_at = clock.now()
                 continue
-            if left <= 0 or ticket.event.wait(min(left, 0.25)):
+            if left <= 0 or clock.wait(ticket.event, min(left, 0.25)):
                 return ticket.ok
 
     def pause(self, timeout: float = PAUSE_TIMEOUT) -> bool:
@@ -293,7 +297,7 @@ class Client(Handoff):
         self._start_sender()
 
     def _start_sender(self) -> None:
-        self._rewind(time.monotonic())  # what the old socket had queued is gone with it
+        self._rewind(self.clock.now())  # what the old socket had queued is gone with it
         self._thread = threading.Thread(target=self._run, name="statbus-sender", daemon=True)
         self._thread.start()
 
@@ -360,7 +364,7 @@ class Client(Handoff):
                 self.counters["reconnects"] += 1
                 self._refused = False
                 sock, mon = self._open(ctx)
-                self._rewind(time.monotonic())
+                self._rewind(self.clock.now())
         except Exception as exc:  # noqa: BLE001 — must never escape into the process
             failed = True
             self.counters["errors"] += 1
@@ -395,21 +399,21 @@ class Client(Handoff):
         poller = zmq.Poller()
         poller.register(mon, zmq.POLLIN)
         poller.register(self.wake_fd, zmq.POLLIN)
+        clock = self.clock
         interval = float(self.config.batch_interval)
-        next_batch = time.monotonic() + interval
+        next_batch = clock.now() + interval
         while not self._stopping and not self._pausing:
             try:
-                now = time.monotonic()
+                now = clock.now()
                 unsent = self._sent_upto < self._buffer.next_seq - 1 and not self._refused
                 poller.register(sock, zmq.POLLIN | zmq.POLLOUT if unsent else zmq.POLLIN)
                 wake_at = next_batch if self._reconnect_at is None else min(next_batch, self._reconnect_at)
-                timeout_ms = max(0, int((wake_at - now) * 1000) + 1)
-                events = dict(poller.poll(timeout_ms))
+                events = clock.poll(poller, wake_at - now)
                 woken = False
                 if self.wake_fd in events:
                     self.consume_wake()
                     woken = True
-                now = time.monotonic()
+                now = clock.now()
                 if events.get(sock, 0) & zmq.POLLIN:
                     self._read_acks(sock, now)
                 if mon in events:
@@ -427,7 +431,7 @@ class Client(Handoff):
             except Exception as exc:  # noqa: BLE001 — count, log, keep going
                 self.counters["errors"] += 1
                 _rlog.warn("loop", "statbus: sender error (carrying on): %r", exc)
-                time.sleep(0.05)
+                time.sleep(0.05)  # real time: a repeating error must not spin, whatever the clock
         return False
 
     def _read_acks(self, sock: zmq.Socket, now: float) -> None:
@@ -576,7 +580,7 @@ class Client(Handoff):
             except Exception as exc:  # noqa: BLE001 — looking for a collector must not stop the sender
                 self.counters["errors"] += 1
                 ensured = Ensured(Outcome.FAILED, error=repr(exc))
-            self._keeper.record(ensured, time.monotonic())
+            self._keeper.record(ensured, self.clock.now())
             self.counters["collector_starts"] = self._keeper.starts
             self.counters["collector_start_failures"] = self._keeper.failures
 
@@ -629,14 +633,17 @@ class Client(Handoff):
         """
         from .ray_discovery import discover  # only Ray trainers import Ray
 
+        clock = self.clock
+        poller = zmq.Poller()
+        poller.register(self.wake_fd, zmq.POLLIN)
         delay = 0.5
         while not self._stopping and not self._pausing:
             route = discover(self.config)
             if route is not None:
                 return route
-            deadline = time.monotonic() + delay
-            while not self._stopping and not self._pausing and time.monotonic() < deadline:
-                if zmq.select([self.wake_fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            deadline = clock.now() + delay
+            while not self._stopping and not self._pausing and clock.now() < deadline:
+                if clock.poll(poller, deadline - clock.now()):
                     self.consume_wake()
                 self._drain()
                 self._enforce_buffer()
