@@ -56,6 +56,8 @@ class FakeClock(Clock):
     def __init__(self, start: float = 1000.0) -> None:
         self._now = start
         self._moved = threading.Condition()
+        self.waiters = 0
+        """Threads waiting on this clock now: a test advances once the thread it means waits."""
 
     def now(self) -> float:
         return self._now
@@ -67,17 +69,27 @@ class FakeClock(Clock):
             self._moved.notify_all()
 
     def wait(self, event: threading.Event, timeout: float) -> bool:
-        deadline = self._now + max(0.0, timeout)
-        while not event.is_set():
-            with self._moved:
-                if self._now >= deadline:
-                    return False
-                self._moved.wait(self.SLICE)
-        return True
+        with self._moved:
+            deadline = self._now + max(0.0, timeout)
+            self.waiters += 1
+            try:
+                while not event.is_set():
+                    if self._now >= deadline:
+                        return False
+                    self._moved.wait(self.SLICE)
+                return True
+            finally:
+                self.waiters -= 1
 
     def poll(self, poller: zmq.Poller, timeout: float) -> Dict[Pollable, int]:
-        deadline = self._now + max(0.0, timeout)
-        while True:
-            ready = dict(poller.poll(int(self.SLICE * 1000)))
-            if ready or self._now >= deadline:
-                return ready
+        with self._moved:
+            deadline = self._now + max(0.0, timeout)
+            self.waiters += 1
+        try:
+            while True:
+                ready = dict(poller.poll(int(self.SLICE * 1000)))
+                if ready or self._now >= deadline:
+                    return ready
+        finally:
+            with self._moved:
+                self.waiters -= 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from typing import Iterator, List
 
 import numpy as np
@@ -12,8 +11,12 @@ import pytest
 
 import statbus.pipeline as sp
 from ackpeer import AckPeer, PeerState, stat_ops, wait_for
+from waiting import holds_for
 from statbus.pipeline import StatsAggregationMethod as Agg
 from statbus.pipeline import StatsPropertyType, StatsReporter
+from statbus.pipeline.trainer import reporter as reporter_module
+from statbus.pipeline.trainer.clock import FakeClock
+from statbus.pipeline.trainer.sender import RESEND_AFTER
 from statbus.pipeline.wire import Bye, Hello, WriteMarker
 from statbus.plugins.records import PropertyRecord, StatOp, StatRecord
 
@@ -31,9 +34,19 @@ def address(tmp_path) -> Iterator[str]:
         sp.shutdown(timeout=0.5)
 
 
+@pytest.fixture
+def fake_clock(monkeypatch) -> FakeClock:
+    """The client this test starts runs on a clock the test advances (end such a test with
+    ``sp.shutdown(0)``, or advance past what the exit waits for)."""
+    clock = FakeClock()
+    monkeypatch.setattr(reporter_module, "_clock", clock)
+    return clock
+
+
 def _setup(tmp_path, **kwargs) -> str:
     address = "ipc://" + os.path.join(str(tmp_path), "d")
-    sp.configure(run_id="t", results_dir=str(tmp_path), address=address, autostart=False, linger=0.5, **kwargs)
+    sp.configure(**{"run_id": "t", "results_dir": str(tmp_path), "address": address, "autostart": False,
+                    "linger": 0.5, **kwargs})
     return address
 
 
@@ -165,26 +178,26 @@ def test_set_stat_replaces_pending_values_and_later_adds_follow(tmp_path) -> Non
 
 
 @pytest.mark.parametrize("prompt", [True, False])
-def test_a_summary_goes_at_once_or_with_the_next_batch(tmp_path, prompt) -> None:
+def test_a_summary_goes_at_once_or_with_the_next_batch(tmp_path, fake_clock, prompt) -> None:
     # statbus learn sends summaries with its 1 s batches: one wake-up of every process fewer each.
-    address = _setup(tmp_path, batch_interval=10.0 if prompt else 3.0, prompt_summaries=prompt)
+    address = _setup(tmp_path, batch_interval=3.0, prompt_summaries=prompt)
     try:
         reporter = StatsReporter("Cat")
         with AckPeer(address) as peer:
-            started = time.monotonic()
             reporter.add_stat("k", 1.0)
+            wait_for(lambda: fake_clock.waiters, what="the sender waiting on its clock (its batch timer set)")
             reporter.write_stats(7)
-            if prompt:
-                # The batch timer fires 10 s after the first stat; the summary comes well before.
-                wait_for(lambda: peer.state.writes("Cat"), timeout=8.0, what="the summary, sent at once")
-            else:
-                wait_for(lambda: peer.state.writes("Cat"), timeout=30.0, what="the summary, with the batch")
-                # The batch timer cannot fire before its interval from the client's start.
-                assert time.monotonic() - started >= 3.0
+            if not prompt:
+                # The batch timer cannot fire before its interval from the sender's start ...
+                fake_clock.advance(2.75)
+                holds_for(lambda: not peer.state.writes("Cat"), 0.3, what="no summary before the batch interval")
+                fake_clock.advance(0.25)
+            # ... and on a clock that does not move, only a prompt summary sends itself.
+            wait_for(lambda: peer.state.writes("Cat"), what="the summary")
             assert [w.step for w in peer.state.writes("Cat")] == [7]
             assert peer.state.values("Cat", "k") == [1.0]
     finally:
-        sp.shutdown(0.5)
+        sp.shutdown(0)
 
 
 def test_properties_are_made_msgpack_safe(address) -> None:
@@ -275,29 +288,55 @@ def test_resend_after_the_peer_restarts_arrives_exactly_once(address) -> None:
     assert len(state.senders()) == 1 and len(state.hellos()) == 1
 
 
-def test_a_lost_frame_is_sent_again_after_the_ack_timeout(address) -> None:
-    reporter = StatsReporter("Cat")
-    with AckPeer(address) as peer:
-        reporter.add_stat("a", 0.0)
-        assert sp.flush(30)
-        resent = sp.client_counters()["frames_resent"]
-        peer.lose = 1  # the next frame vanishes; the ones after it are gaps to the peer
-        sent = sp.client_counters()["frames_sent"]
-        for i in range(1, 4):
-            reporter.add_stat("a", i)
-            # Each in a frame of its own (framed and sent before the next value is
-            # recorded); not asserted unacked here: on a loaded machine the 1 s
-            # re-send timer may already have fired.
-            wait_for(lambda: sp.client_counters()["frames_sent"] >= sent + i, what=f"value {i} sent")
-        assert sp.flush(30)  # no reconnect: only the timer can bring them back
-        assert peer.state.values("Cat", "a") == [0.0, 1.0, 2.0, 3.0]
-        resends = sp.client_counters()["frames_resent"] - resent
-        assert resends >= 1
-        # Usually values 2 and 3 reach the peer before the timer fires: two gaps, and all
-        # three frames sent again.  On a machine that stalls the test for a second between
-        # two values, the timer fires first and the later values follow in order (CI saw it).
-        if peer.state.gaps:
-            assert peer.state.gaps >= 2 and resends >= 3
+def test_a_lost_frame_is_sent_again_after_the_ack_timeout(tmp_path, fake_clock) -> None:
+    address = _setup(tmp_path)
+    try:
+        reporter = StatsReporter("Cat")
+        with AckPeer(address) as peer:
+            reporter.add_stat("a", 0.0)
+            assert sp.flush(30)
+            resent = sp.client_counters()["frames_resent"]
+            peer.lose = 1  # the next frame vanishes; the ones after it are gaps to the peer
+            sent = sp.client_counters()["frames_sent"]
+            for i in range(1, 4):
+                reporter.add_stat("a", i)
+                reporter.write_stats(i)  # a prompt summary: each value in a frame of its own, sent at once
+                wait_for(lambda: sp.client_counters()["frames_sent"] >= sent + i, what=f"value {i} sent")
+            wait_for(lambda: peer.state.gaps == 2, what="values 2 and 3 at the peer after the lost one")
+            # No reconnect and no acks: only the timer, on the client's clock, can bring them back.
+            fake_clock.advance(RESEND_AFTER - 0.25)
+            holds_for(lambda: sp.client_counters()["frames_resent"] == resent, 0.3,
+                      what="nothing sent again before the ack timeout")
+            fake_clock.advance(0.25)
+            wait_for(lambda: peer.state.values("Cat", "a") == [0.0, 1.0, 2.0, 3.0], what="the lost value, sent again")
+            assert sp.flush(30)
+            assert sp.client_counters()["frames_resent"] - resent == 3  # the lost frame and the two after it
+            assert peer.state.gaps == 2
+    finally:
+        sp.shutdown(0)
+
+
+def test_exit_waits_its_linger_for_acks_and_no_longer(tmp_path, fake_clock) -> None:
+    address = _setup(tmp_path, linger=2.0)
+    with AckPeer(address, ack=False) as peer:
+        reporter = StatsReporter("Cat")
+        reporter.add_stat("a", 1.0)
+        reporter.write_stats(1)
+        wait_for(lambda: peer.state.writes("Cat"), what="the frame at the peer, which never acks")
+        closed = threading.Event()
+        closer = threading.Thread(target=lambda: (sp.shutdown(), closed.set()), name="closer")
+        closer.start()
+        try:
+            # The sender thread waits on the clock at most once; two waiters: the exit waits too.
+            wait_for(lambda: fake_clock.waiters >= 2, what="shutdown waiting for acks")
+            fake_clock.advance(1.75)
+            holds_for(lambda: not closed.is_set(), 0.3, what="shutdown waiting within its linger")
+            fake_clock.advance(0.25)
+            wait_for(closed.is_set, what="shutdown ending once its linger passed without a sign of life")
+        finally:
+            fake_clock.advance(3600.0)  # a failed test leaves no thread waiting
+            closer.join(30)
+        assert [b.info["pid"] for b in peer.state.byes()] == [os.getpid()]  # the goodbye went before the wait
 
 
 def test_trainer_started_before_the_peer(address) -> None:
