@@ -38,6 +38,7 @@ from .fetch_client import FetchClient, LostCollector
 from .heartbeat import Heartbeat
 from .config import HostConfig
 from .loading import load_plugin
+from .plugin_lock import acquire, lock_path
 
 logger = logging.getLogger(__name__)
 
@@ -199,7 +200,17 @@ def run_host(config: HostConfig) -> ExitCode:
                           lambda: writers.current_call if writers else "", config.heartbeat_interval)
     heartbeat.start()
     context = zmq.Context()
+    lock: Optional[int] = None
     try:
+        # Before the plugin's writers exist: they read back what an earlier host wrote,
+        # which is only right once that host can write no more (see .plugin_lock).
+        try:
+            lock = acquire(lock_path(config.state_file), config.plugin, stop, stop.wake_fd)
+        except OSError as exc:
+            raise HostExit(ExitCode.BAD_CONFIG, f"cannot take the plugin's lock: {exc}") from exc
+        if lock is None:
+            logger.info("plugin %s: stopped while waiting for an earlier worker host", config.plugin)
+            return ExitCode.OK
         writers = load_plugin(config, page)
         logger.info("plugin %s: %d writer(s), committed=%d", config.plugin, len(writers.writers), page.committed)
         with FetchClient(context, config.address, config.plugin, max_bytes=config.max_bytes,
@@ -218,3 +229,5 @@ def run_host(config: HostConfig) -> ExitCode:
         heartbeat.stop()
         context.term()
         page.close()
+        if lock is not None:
+            os.close(lock)  # last: the writers are closed, the next host may read back
