@@ -10,10 +10,12 @@ import collections
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from chaos_helpers import chaos_run, stats_jsonl_summaries, tensorboard_steps
@@ -24,6 +26,7 @@ from statbus.pipeline.collector.lifecycle.pidfile import read_pid, running_pid
 from statbus.pipeline.collector.lifecycle.identity import establish, identity_path, read_identity
 from statbus.pipeline.trainer.config import build_config, force_before
 from statbus.plugins import ConfigError
+from statbus.workers.pids import pid_alive
 
 BUILT_INS = ["tensorboard", "jsonl", "console", "gauges"]
 
@@ -102,6 +105,38 @@ def test_two_kill_9_of_the_collector_keep_every_tensorboard_step_once_and_every_
         assert lines[-1][0] > restarted_at - 1.5, "no console line after the first restart"
         for at, step, elapsed in lines:
             assert abs(at - identity["start_time"] - elapsed) < 1.0, (step, at - identity["start_time"], elapsed)
+
+
+def test_a_killed_collectors_worker_still_alive_keeps_the_next_collectors_worker_of_its_plugin_waiting(tmp_path):
+    """The flaky duplicate of the test above, made certain: a SIGKILLed collector's tensorboard host
+    outlives it (stopped here; on a loaded machine, its heartbeat is late) while the next collector
+    starts its own.  The new host waits for the old one, saying so; nothing is written twice."""
+    steps = 40
+    with chaos_run(tmp_path, ["tensorboard", "jsonl"]) as run:
+        run.start_trainers(1, steps=steps, per_step=4, pause=0.05)
+        wait_for(lambda: progress(run, "T0") >= 10 and event_files(run.run_dir), 60, what="step 10 delivered")
+        old = run.plugin("tensorboard")["pid"]
+        assert old
+        os.kill(old, signal.SIGSTOP)
+        try:
+            run.collector.kill()
+            run.collector.start()
+            log_path = run.layout.worker_log_file("tensorboard")
+            wait_for(lambda: f"(pid {old}) is still running" in read_bytes(log_path).decode(errors="replace"), 60,
+                     what=lambda: f"the new tensorboard host waiting for pid {old}:\n{read_bytes(log_path)[-3000:]!r}")
+            assert run.plugin("tensorboard")["state"] == "STARTING"
+            wait_for(lambda: progress(run, "T0") >= 20, 60, what="the next collector delivering to jsonl")
+        finally:
+            os.kill(old, signal.SIGCONT)  # its heartbeat now sees its collector gone, and it exits
+        # Not our child: wait for it to go (it may stay a zombie of whoever adopted it, lock released).
+        wait_for(lambda: not pid_alive(old) or psutil.Process(old).status() == psutil.STATUS_ZOMBIE, 30,
+                 what=f"the old tensorboard host {old} ending")
+        run.finish_trainers()
+        run.wait_caught_up(["tensorboard", "jsonl"])
+        run.close()
+        shown, raw = tensorboard_steps(run.path("T0"), "reward")
+        assert sorted(raw) == list(range(1, steps + 1)), collections.Counter(raw).most_common(3)
+        assert shown == list(range(1, steps + 1)), shown
 
 
 def test_a_collector_on_an_existing_run_continues_it_and_removes_nothing(tmp_path):
