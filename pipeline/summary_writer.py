@@ -49,10 +49,11 @@ from datetime import datetime
 from typing import Any, Dict, Iterable, Mapping, Optional, Set
 
 from ..plugins import ConfigError
-from ..plugins.media import Media
+from ..plugins.media import Media, MediaKind
 from ..plugins.records import MAX_MARKED_STEP, MAX_NAME_LENGTH, step_marker
 from ..plugins.records import STEPPED_MARK as MARK
 from ..plugins.stats import StatsAggregationMethod, StatsPropertyType
+from . import image_calls as images
 from . import plugin_data_calls as calls
 from .collector.step_merge import JOIN, LEAVE
 from .layout import RunLayout
@@ -439,6 +440,48 @@ class SummaryWriter:
         """The graph of the ONNX model file ``prototxt``: the file's bytes are sent (at most 64 MiB),
         the worker converts it (with ``onnx``) as torch does on the calling thread."""
         self._send(calls.ONNX_GRAPH_TAG, calls.onnx_graph_media(prototxt), 0)
+
+    # --- images, video, audio, figures: encoded by the tensorboard writer's worker ----------
+
+    def add_image(self, tag: str, img_tensor: Any, global_step: Optional[int] = None,
+                  walltime: Optional[float] = None, dataformats: str = "CHW") -> None:
+        """One image (uint8 0–255, else [0, 1]; ``dataformats`` CHW, HWC or HW): copied; the PNG is
+        made in the worker."""
+        step = _to_step(tag, global_step)
+        self._send(tag, images.image_media(tag, img_tensor, dataformats), step)
+
+    def add_images(self, tag: str, img_tensor: Any, global_step: Optional[int] = None,
+                   walltime: Optional[float] = None, dataformats: str = "NCHW") -> None:
+        """A batch of images shown as one grid, 8 per row (``dataformats`` NCHW, NHWC, ...)."""
+        step = _to_step(tag, global_step)
+        self._send(tag, images.image_media(tag, img_tensor, dataformats, MediaKind.IMAGES), step)
+
+    def add_image_with_boxes(self, tag: str, img_tensor: Any, box_tensor: Any, global_step: Optional[int] = None,
+                             walltime: Optional[float] = None, rescale: float = 1, dataformats: str = "CHW",
+                             labels: Any = None) -> None:
+        """One image with N boxes (xmin, ymin, xmax, ymax) and their labels, drawn in the worker."""
+        step = _to_step(tag, global_step)
+        self._send(tag, images.boxes_media(tag, img_tensor, box_tensor, rescale, dataformats, labels), step)
+
+    def add_figure(self, tag: str, figure: Any, global_step: Optional[int] = None, close: bool = True,
+                   walltime: Optional[float] = None) -> None:
+        """A matplotlib figure (or a list of them, as a grid): pickled here (about a millisecond),
+        rendered by Agg in the worker; rendered here when it cannot be pickled."""
+        step = _to_step(tag, global_step)
+        self._send(tag, images.figure_media(tag, figure, close), step)
+
+    def add_video(self, tag: str, vid_tensor: Any, global_step: Optional[int] = None, fps: float = 4,
+                  walltime: Optional[float] = None, dataformats: str = "NTCHW") -> None:
+        """Videos N×T×C×H×W (``dataformats``: tensorboardX's spelling), side by side in one animated
+        GIF made in the worker (no moviepy)."""
+        step = _to_step(tag, global_step)
+        self._send(tag, images.video_media(tag, vid_tensor, fps, dataformats), step)
+
+    def add_audio(self, tag: str, snd_tensor: Any, global_step: Optional[int] = None, sample_rate: int = 44100,
+                  walltime: Optional[float] = None) -> None:
+        """One channel of samples in [-1, 1]; the WAV is made in the worker."""
+        step = _to_step(tag, global_step)
+        self._send(tag, images.audio_media(tag, snd_tensor, sample_rate), step)
 
     # --- life -------------------------------------------------------------------------
 
