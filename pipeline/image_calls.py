@@ -15,6 +15,7 @@ import sys
 from typing import Any, Dict, List, Optional
 
 from ..plugins.media import Media, MediaKind, array_fields, array_option
+from .plugin_data_calls import _array
 
 logger = logging.getLogger(__name__)
 
@@ -24,12 +25,9 @@ _CHANNELS = {MediaKind.IMAGE: (1, 3, 4), MediaKind.IMAGES: (1, 3), MediaKind.VID
 
 
 def _copy(tag: str, name: str, values: Any) -> "tuple[tuple, str, bytes]":
-    if values is None or isinstance(values, (str, bytes)):
-        raise TypeError(f"statbus: {name} of {tag!r} must be an array of numbers, got {type(values).__name__}")
-    try:
-        return array_fields(values)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"statbus: {name} of {tag!r} must be an array of numbers: {exc}") from None
+    """(shape, dtype, bytes) of ``values``, copied; a TypeError naming the tag if it is no array."""
+    array = _array(tag, name, values)
+    return tuple(array["shape"]), array["dtype"], array["data"]
 
 
 def _check_formats(tag: str, shape: tuple, dataformats: Any, kind: MediaKind) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import math
 import pickle
+import sys
 import wave
 from typing import Any, List, Optional, Sequence
 
@@ -206,8 +207,6 @@ def _unpickle_figures(data: bytes) -> List[Any]:
     matplotlib.use("Agg")  # a figure made through pyplot re-registers with pyplot on unpickling
     figures = pickle.loads(data)  # noqa: S301 — our own trainer's pickle, through the journal
     figures = figures if isinstance(figures, list) else [figures]
-    import sys
-
     pyplot = sys.modules.get("matplotlib.pyplot")
     rendered = [render_rgba(figure) for figure in figures]
     if pyplot is not None:
