@@ -4,8 +4,8 @@ Every timing decision of a :class:`.sender.Client` — the batch interval, the a
 timeout and its re-sends, the linger at exit, the collector keeper's backoff, Ray
 rediscovery, reconnects after a refusal — reads one :class:`Clock`, given where the
 client is built.  :data:`MONOTONIC` is the real one; tests give a :class:`FakeClock`
-and advance it, so that what would take seconds of waiting takes none (design.md,
-"Decisions": one injectable clock per timing loop).
+and advance it, so that what would take seconds of waiting takes none (docs/design.md §10,
+"Timing reads an injected clock").
 
 A wait ends at the clock's deadline or as soon as what it waits on is ready (an
 event set, a socket or pipe readable); the clock never touches ``add_stat``'s path.
