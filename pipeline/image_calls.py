@@ -39,8 +39,9 @@ def _check_formats(tag: str, shape: tuple, dataformats: Any, kind: MediaKind) ->
     wanted = _AXES.get(len(formats))
     if wanted is None or sorted(formats) != sorted(wanted) or len(shape) != len(formats) \
             or (kind is MediaKind.VIDEO) != (len(formats) == 5):
+        letters = "NTCHW in any order" if kind is MediaKind.VIDEO else "HW, CHW or NCHW in any order"
         raise ValueError(f"statbus: {tag!r} has shape {list(shape)} and dataformats {dataformats!r}: it needs one "
-                         f"letter per axis, each once ({'a permutation of NTCHW' if kind is MediaKind.VIDEO else 'HW, CHW or NCHW in any order'})")
+                         f"letter per axis, each once ({letters})")
     if 0 in shape:
         raise ValueError(f"statbus: {tag!r} has an empty axis (shape {list(shape)})")
     if "C" in formats:

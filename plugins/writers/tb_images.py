@@ -76,8 +76,9 @@ def to_uint8(array: Any) -> Any:
     """torch's scaling: uint8 as it is, anything else taken as [0, 1] and times 255; clipped, truncated."""
     import numpy as np
 
-    factor = 1 if array.dtype == np.uint8 else 255
-    return (array.astype(np.float32) * factor).clip(0, 255).astype(np.uint8)
+    if array.dtype == np.uint8:
+        return array
+    return (array.astype(np.float32) * 255).clip(0, 255).astype(np.uint8)
 
 
 def png_image(hwc: Any, rescale: float = 1, boxes: Any = None, labels: Optional[Sequence[str]] = None) -> Any:
@@ -128,18 +129,18 @@ encode_images = encode_image
 
 def video_frames(array: Any, dataformats: str) -> Any:
     """N×T×C×H×W (or ``dataformats``) → T×H'×W'×C uint8 frames: the N videos side by side, N padded
-    to a power of two with black ones, as tensorboardX lays them out (and scales them: a uint8
-    value goes to [0, 1] and back, as there)."""
+    to a power of two with black ones, as tensorboardX lays them out and scales them (it takes
+    uint8 to [0, 1] and back, which gives every uint8 value back: kept as it is here)."""
     import numpy as np
 
     formats = (dataformats or "NTCHW").upper()
     videos = array.transpose([formats.index(axis) for axis in "NTCHW"])
     count, frames, channels, height, width = videos.shape
-    if videos.dtype == np.uint8:
-        videos = np.float32(videos) / 255.0
     padded = 1 << (count - 1).bit_length() if count else 1
-    if padded != count:
-        videos = np.concatenate((videos, np.zeros((padded - count, frames, channels, height, width))), axis=0)
+    if padded != count:  # float64 zeros, as tensorboardX's: a float32 video is scaled in float64 then
+        fill = np.uint8 if videos.dtype == np.uint8 else np.float64
+        zeros = np.zeros((padded - count, frames, channels, height, width), dtype=fill)
+        videos = np.concatenate((videos, zeros), axis=0)
     rows = 2 ** ((count.bit_length() - 1) // 2)
     columns = padded // rows
     tiled = videos.reshape(rows, columns, frames, channels, height, width).transpose(2, 0, 4, 1, 5, 3)
