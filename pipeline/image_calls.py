@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 _AXES = {2: "HW", 3: "CHW", 4: "NCHW", 5: "NTCHW"}
 """Number of axes → the letters a ``dataformats`` of that many axes is made of."""
+_MAIN = b"__main__"
 _CHANNELS = {MediaKind.IMAGE: (1, 3, 4), MediaKind.IMAGES: (1, 3), MediaKind.VIDEO: (1, 3, 4)}
 
 
@@ -122,11 +123,16 @@ def figure_media(tag: str, figure: Any, close: bool) -> Media:
         raise TypeError(f"statbus: figure of {tag!r} must be a matplotlib Figure or a list of them, "
                         f"got {type(figure).__name__}")
     try:
-        media = Media(MediaKind.FIGURE, (), "", pickle.dumps(figure, protocol=pickle.HIGHEST_PROTOCOL),
-                      {"pickled": True, "list": isinstance(figure, list)})
+        data = pickle.dumps(figure, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:  # noqa: BLE001 — any unpicklable artist (a lambda formatter, a GUI handle)
         logger.debug("statbus: figure %r could not be pickled (%r); rendering it in the caller", tag, exc)
+        data = None
+    if data is None or _MAIN in data:
+        # A function or class of the training script (__main__) pickles by name, and the worker
+        # has no such module to find it in.
         media = _rendered(tag, figures, isinstance(figure, list))
+    else:
+        media = Media(MediaKind.FIGURE, (), "", data, {"pickled": True, "list": isinstance(figure, list)})
     if close:
         pyplot = sys.modules.get("matplotlib.pyplot")
         if pyplot is not None:

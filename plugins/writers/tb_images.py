@@ -12,6 +12,7 @@ and this module only when the writer meets such a media value.
 from __future__ import annotations
 
 import io
+import logging
 import math
 import pickle
 import sys
@@ -19,6 +20,8 @@ import wave
 from typing import Any, List, Optional, Sequence
 
 from ..media import Media, MediaKind
+
+logger = logging.getLogger(__name__)
 
 GRID_COLUMNS = 8
 """Images per row of an ``add_images`` grid (torch's ``make_grid``)."""
@@ -222,7 +225,12 @@ def encode_figure(media: Media, tag: str, directory: str) -> List[Any]:
     import numpy as np
 
     if media.options.get("pickled", bool(not media.dtype)):
-        rgba = _unpickle_figures(media.data)
+        try:
+            rgba = _unpickle_figures(media.data)
+        except Exception as exc:  # noqa: BLE001 — a bad pickle must not stop the writer (and its other tags)
+            logger.error("tensorboard: figure %r could not be unpickled and drawn here (%r): skipped; matplotlib "
+                         "and the modules of the figure's artists must be importable in this worker", tag, exc)
+            return []
         is_list = media.options.get("list", False)
     else:
         array = media.array()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 IMAGE_TAGS = ("image/chw", "image/hwc", "image/hw", "image/rgba", "images", "boxes", "figure", "figures",
-              "figure/unpicklable")
+              "figure/unpicklable", "figure/script_function")
 VIDEO_TAGS = ("video",)
 AUDIO_TAGS = ("audio",)
 
@@ -62,7 +62,14 @@ def figure_calls(writer, np) -> None:
     unpicklable = figure(3)
     unpicklable.axes[0].xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.0f}s"))
     writer.add_figure("figure/unpicklable", unpicklable, 11)
+    by_name = figure(1)  # its formatter pickles as a name of this script, which the worker cannot import
+    by_name.axes[0].yaxis.set_major_formatter(FuncFormatter(seconds))
+    writer.add_figure("figure/script_function", by_name, 17)
     assert not plt.get_fignums(), "add_figure closes the figures (close=True)"
+
+
+def seconds(x, _position) -> str:
+    return f"{x:.0f}s"
 
 
 def main(kind: str, log_dir: str) -> None:

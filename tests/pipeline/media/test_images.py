@@ -184,6 +184,15 @@ def test_encode_figure_renders_the_pickle_as_torch_renders_the_figure():
     assert got == want and not plt.get_fignums()  # the worker closes what unpickling opened
 
 
+def test_a_figure_the_worker_cannot_unpickle_is_skipped_and_logged(caplog):
+    from statbus.plugins.writers.tb_images import encode_figure
+
+    data = b"cno_such_module\nFigure\n."  # a pickle of a class no worker can import
+    with caplog.at_level("ERROR"):
+        assert encode_figure(Media(MediaKind.FIGURE, (), "", data, {"pickled": True}), "fig", "") == []
+    assert "figure 'fig' could not be unpickled" in caplog.text
+
+
 def test_bad_arguments_raise_at_the_call_naming_the_tag():
     from statbus.pipeline import image_calls as calls
 
