@@ -54,6 +54,19 @@ def _check_formats(tag: str, shape: tuple, dataformats: Any, kind: MediaKind) ->
     return formats
 
 
+def _rate(tag: str, name: str, value: Any, least: float) -> "int | float":
+    """A positive number (numpy's too) as a plain int or float, > 0 or >= ``least`` when that is 1."""
+    try:
+        number = value.__index__() if hasattr(value, "__index__") else float(value)
+    except (TypeError, ValueError):
+        number = None
+    if isinstance(value, (bool, str, bytes)) or number is None or not (number >= least if least else number > 0) \
+            or number != number or number == float("inf"):
+        bound = f">= {least}" if least else "> 0"
+        raise ValueError(f"statbus: {name} of {tag!r} must be a number {bound}, got {value!r:.80}")
+    return number
+
+
 def image_media(tag: str, img_tensor: Any, dataformats: str, kind: MediaKind = MediaKind.IMAGE) -> Media:
     """``add_image``/``add_images``: the array as it is; uint8 is 0–255, anything else [0, 1]."""
     shape, dtype, data = _copy(tag, "img_tensor", img_tensor)
@@ -69,15 +82,14 @@ def boxes_media(tag: str, img_tensor: Any, box_tensor: Any, rescale: Any, datafo
     if len(media.shape) != 3:
         raise ValueError(f"statbus: add_image_with_boxes({tag!r}) takes one image (3 axes), got shape {list(media.shape)}")
     boxes = array_option(_check_boxes(tag, box_tensor))
-    if isinstance(rescale, bool) or not isinstance(rescale, (int, float)) or not rescale > 0:
-        raise ValueError(f"statbus: rescale of {tag!r} must be a number > 0, got {rescale!r:.80}")
+    rescale = _rate(tag, "rescale", rescale, 0)
     if labels is not None:
         labels = [labels] if isinstance(labels, str) else list(labels)
         if not all(isinstance(label, str) for label in labels):
             raise TypeError(f"statbus: labels of {tag!r} must be strs")
         if len(labels) != boxes["shape"][0]:
             labels = None
-    options: Dict[str, Any] = {"dataformats": media.dataformats, "boxes": boxes, "rescale": float(rescale)}
+    options: Dict[str, Any] = {"dataformats": media.dataformats, "boxes": boxes, "rescale": rescale}
     if labels is not None:
         options["labels"] = labels
     return media._replace(options=options)
@@ -94,8 +106,7 @@ def _check_boxes(tag: str, box_tensor: Any) -> Any:
 
 def video_media(tag: str, vid_tensor: Any, fps: Any, dataformats: str) -> Media:
     """``add_video``: N×T×C×H×W (or ``dataformats``, tensorboardX's spelling) and fps."""
-    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0:
-        raise ValueError(f"statbus: fps of {tag!r} must be a number > 0, got {fps!r:.80}")
+    fps = _rate(tag, "fps", fps, 0)
     shape, dtype, data = _copy(tag, "vid_tensor", vid_tensor)
     formats = _check_formats(tag, shape, dataformats, MediaKind.VIDEO)
     return Media(MediaKind.VIDEO, shape, dtype, data, {"dataformats": formats, "fps": fps})
@@ -103,8 +114,7 @@ def video_media(tag: str, vid_tensor: Any, fps: Any, dataformats: str) -> Media:
 
 def audio_media(tag: str, snd_tensor: Any, sample_rate: Any) -> Media:
     """``add_audio``: one channel of samples in [-1, 1] (louder ones are clipped, as torch does)."""
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float)) or not sample_rate >= 1:
-        raise ValueError(f"statbus: sample_rate of {tag!r} must be a number >= 1, got {sample_rate!r:.80}")
+    sample_rate = _rate(tag, "sample_rate", sample_rate, 1)
     shape, dtype, data = _copy(tag, "snd_tensor", snd_tensor)
     if sum(1 for n in shape if n != 1) > 1:
         raise ValueError(f"statbus: add_audio({tag!r}) takes one channel (1-D samples), got shape {list(shape)}")

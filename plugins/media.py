@@ -53,8 +53,9 @@ class MediaKind(Enum):
     AUDIO = "audio"
     """Samples in [-1, 1], one channel; ``sample_rate`` (default 44100)."""
     FIGURE = "figure"
-    """A matplotlib figure pickled (dtype ""), or rendered to an RGBA array when it could
-    not be pickled; ``close``, ``pickled`` (bool)."""
+    """A matplotlib figure (or a list of them, shown as one grid) pickled (dtype ""), or
+    rendered to an RGBA array, H×W×4 or N×H×W×4, when it could not be pickled; ``pickled``
+    (bool), ``list`` (bool: the pickle is a list)."""
     TENSOR = "tensor"
     """Any array, e.g. ``add_tensor``'s, ``add_histogram_raw``'s, a PR curve's, a mesh's, an
     embedding's: what it is is said by ``options["use"]`` and the options that use needs."""

@@ -211,7 +211,9 @@ def test_bad_arguments_raise_at_the_call_naming_the_tag():
         (lambda: calls.video_media("v", np.zeros((1, 2, 3, 4)), 4, "NTCHW"), ValueError, "'v' has shape"),
         (lambda: calls.video_media("v", np.zeros((1, 2, 3, 4, 4)), 0, "NTCHW"), ValueError, "fps of 'v'"),
         (lambda: calls.audio_media("a", np.zeros((2, 10)), 44100), ValueError, r"add_audio\('a'\) takes one channel"),
-        (lambda: calls.audio_media("a", np.zeros(10), 0), ValueError, "sample_rate of 'a'"),
+        (lambda: calls.audio_media("a", np.zeros(10), 0), ValueError, "sample_rate of 'a' must be a number >= 1"),
+        (lambda: calls.video_media("v", np.zeros((1, 2, 3, 4, 4)), float("nan"), "NTCHW"), ValueError, "fps of 'v'"),
+        (lambda: calls.video_media("v", np.zeros((1, 2, 3, 4, 4)), "30", "NTCHW"), ValueError, "fps of 'v'"),
         (lambda: calls.figure_media("f", np.zeros((3, 3)), True), TypeError, "figure of 'f' must be a matplotlib Figure"),
     ]
     for call, error, message in cases:
@@ -222,13 +224,15 @@ def test_bad_arguments_raise_at_the_call_naming_the_tag():
 def test_calls_copy_torch_tensors_as_numpy_arrays():
     import torch
 
-    from statbus.pipeline.image_calls import audio_media, boxes_media, image_media
+    from statbus.pipeline.image_calls import audio_media, boxes_media, image_media, video_media
 
     values = np.random.default_rng(6).random((3, 5, 5), dtype=np.float32)
     assert image_media("i", torch.tensor(values), "CHW") == image_media("i", values, "CHW")
     boxes = boxes_media("b", torch.tensor(values), torch.tensor([[1, 1, 3, 3]]), 1, "CHW", "one")
     assert boxes.options["labels"] == ["one"] and boxes.option_array("boxes").tolist() == [[1, 1, 3, 3]]
     assert audio_media("a", torch.zeros(1, 8), 8000).shape == (8,)
+    assert audio_media("a", values[0, 0], np.int64(8000)).options["sample_rate"] == 8000  # plain, for msgpack
+    assert type(video_media("v", values[None, None], np.float32(7.5), "NTCHW").options["fps"]) is float
 
 
 def test_methods_take_torchs_parameters_in_torchs_order():
