@@ -5,8 +5,8 @@ Each ``encode_*`` takes a :class:`~statbus.plugins.media.Media` as ``SummaryWrit
 the same call: a PNG made by Pillow for images and figures (a batch laid out as torch's
 ``make_grid``: 8 per row, grey channels made RGB), an animated GIF for video (frames laid out
 and quantized as tensorboardX 2.6.5 through moviepy and imageio does, written with Pillow
-alone, each frame lasting 1/fps), a 16-bit mono WAV for audio.  numpy, Pillow and matplotlib are imported here only,
-and this module only when the writer meets such a media value.
+alone, each frame lasting 1/fps), a 16-bit mono WAV for audio.  numpy, Pillow and matplotlib
+are imported here only, and this module only when the writer meets such a media value.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ GRID_COLUMNS = 8
 BOX_COLOR = "Red"
 BOX_WIDTH = 2
 INT16_MAX = 32767
+MIN_FRAME_CS = 2
+"""A GIF frame's shortest time, in 1/100 s, that browsers play as written."""
 DEFAULT_FORMATS = {MediaKind.IMAGE: "CHW", MediaKind.IMAGES: "NCHW", MediaKind.VIDEO: "NTCHW"}
 
 
@@ -147,20 +149,27 @@ def video_frames(array: Any, dataformats: str) -> Any:
     rows = 2 ** ((count.bit_length() - 1) // 2)
     columns = padded // rows
     tiled = videos.reshape(rows, columns, frames, channels, height, width).transpose(2, 0, 4, 1, 5, 3)
-    return to_uint8(tiled.reshape(frames, rows * height, columns * width, channels))
+    frames_hwc = tiled.reshape(frames, rows * height, columns * width, channels)
+    if frames_hwc.dtype == np.uint8:
+        return frames_hwc
+    # In the array's own precision (float64 once padded), as tensorboardX scales; clipped, as torch does.
+    return (frames_hwc * 255.0).clip(0, 255).astype(np.uint8)
 
 
 def gif(frames: Any, fps: float) -> bytes:
     """An endlessly looping GIF of T×H×W×C uint8 frames, made by Pillow as tensorboardX's (through
     moviepy and imageio) is: RGB frames (grey made RGB, alpha dropped), each quantized to 256
     colours, equal neighbours merged.  One difference: each frame lasts 1/fps here, where imageio
-    2.38 takes moviepy's seconds for milliseconds and writes no frame time at all."""
+    2.38 takes moviepy's seconds for milliseconds and writes no frame time at all.  A GIF counts
+    time in 1/100 s and browsers slow frames shorter than 2/100 s down to 1/10 s: 1/fps is rounded
+    to 1/100 s, at least 2/100 s (50 fps at most)."""
     from PIL import Image
 
     rgb = frames[:, :, :, :3] if frames.shape[3] >= 3 else frames[:, :, :, [0, 0, 0]]
     images = [Image.fromarray(frame) for frame in rgb]
     out = io.BytesIO()
-    images[0].save(out, format="GIF", save_all=True, append_images=images[1:], duration=1000.0 / fps, loop=0)
+    images[0].save(out, format="GIF", save_all=True, append_images=images[1:], duration=10 * max(MIN_FRAME_CS, round(100 / fps)),
+                   loop=0)
     return out.getvalue()
 
 

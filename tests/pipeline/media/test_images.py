@@ -154,6 +154,15 @@ def test_encode_video_gives_tensorboardxs_frames_at_fps():
     with Image.open(io.BytesIO(got.encoded_image_string)) as gif:
         assert [frame.info["duration"] for frame in ImageSequence.Iterator(gif)] == [50] * 6
         assert gif.info["loop"] == 0
+    for fps, centiseconds in ((30, 3), (60, 2), (0.5, 200)):
+        with Image.open(io.BytesIO(gif_bytes(clips[:1, :2], fps))) as gif:
+            assert gif.info["duration"] == centiseconds * 10, fps
+
+
+def gif_bytes(clips, fps) -> bytes:
+    from statbus.plugins.writers.tb_images import encode_video
+
+    return image_of(encode_video(media(MediaKind.VIDEO, clips, fps=fps), "t", "")).encoded_image_string
 
 
 def test_encode_audio_is_torchs_wav():
