@@ -74,6 +74,8 @@ MAX_CATEGORY_LENGTH = MAX_NAME_LENGTH - len(MARK + JOIN)
 """A category's wire names add up to three characters (see :mod:`.collector.step_merge`)."""
 _AVERAGE = StatsAggregationMethod.AVERAGE
 _HISTOGRAM = StatsAggregationMethod.HISTOGRAM
+HPARAMS_TAG = "_hparams_"
+"""The tag of an HPARAMS media value (the hparams plugin's own tags start so)."""
 _lock = threading.Lock()
 _bound_run: Optional[RunLayout] = None
 _live: "set[SummaryWriter]" = set()
@@ -352,22 +354,33 @@ class SummaryWriter:
 
     def add_hparams(self, hparam_dict: Mapping[str, Any], metric_dict: Mapping[str, Any],
                     hparam_domain_discrete: Optional[Mapping[str, Any]] = None, run_name: Optional[str] = None,
-                    global_step: Optional[int] = None) -> None:
-        """A sub-run ``<log_dir>/<run_name or time.time()>``: the hyperparameters (a HYPERPARAMETERS
-        property) and ``metric_dict``'s values as scalars at ``global_step``."""
-        if not isinstance(hparam_dict, Mapping) or not isinstance(metric_dict, Mapping):
-            raise TypeError("statbus: add_hparams takes hparam_dict and metric_dict as dicts")
+                    global_step: Optional[int] = None, *, name: Optional[str] = None) -> None:
+        """A sub-run ``<log_dir>/<run_name or time.time()>`` (``name=``: tensorboardX's spelling) holding
+        the HParams plugin's summaries (one session of TensorBoard's HParams dashboard),
+        ``metric_dict``'s values as scalars at ``global_step`` and, for plugins, the
+        hyperparameters as a HYPERPARAMETERS property."""
+        if name is not None:
+            if run_name is not None and run_name != name:
+                raise TypeError(f"statbus: add_hparams got run_name={run_name!r} and name={name!r}; give one")
+            run_name = name
+        media = hparams_media(hparam_dict, metric_dict, hparam_domain_discrete)
         step = _to_step("add_hparams", global_step)
-        name = str(time.time()) if not run_name else run_name
-        if "/" in name or MARK in name or name in (".", ".."):
-            raise ValueError(f"statbus: add_hparams run_name {name!r} must be one directory name")
-        category = f"{self._category}/{name}"
-        StatsReporter(category).add_property(StatsPropertyType.HYPERPARAMETERS, plain_value(dict(hparam_dict)))
-        stream = self._stream(category)
+        run = str(time.time()) if not run_name else run_name
+        if not isinstance(run, str) or "/" in run or MARK in run or run in (".", ".."):
+            raise ValueError(f"statbus: add_hparams run_name {run!r} must be one directory name")
+        category = f"{self._category}/{run}"
         checked = [(key, reporter._to_float(str(key), value)) for key, value in metric_dict.items()]  # noqa: SLF001
+        self._add_hparams_to(category, hparam_dict, media, step)
+        stream = self._stream(category)
         for key, value in checked:
             stream.at(step).add(key, value, _AVERAGE)
         stream.close_step()
+
+    def _add_hparams_to(self, category: str, hparam_dict: Mapping[str, Any], media: Media, step: int) -> None:
+        """The HParams summaries and the HYPERPARAMETERS property into ``category`` (SB3's door
+        writes them into the log_dir itself, with no scalars)."""
+        StatsReporter(category).add_property(StatsPropertyType.HYPERPARAMETERS, plain_value(dict(hparam_dict)))
+        reporter.add_media(category, HPARAMS_TAG, media, step)
 
     # --- tensors, plugin data and protos: encoded by the tensorboard writer's worker ----------
 
@@ -506,6 +519,46 @@ class SummaryWriter:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _hparam_value(name: str, value: Any) -> Any:
+    """A hyperparameter as torch's ``hparams`` takes it: None, bool, int, float or str; a numpy
+    number or a tensor becomes a float (a tensor's first element, as torch takes it)."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, float)):  # numpy's float64 too: a plain number on the wire
+        return float(value) if isinstance(value, float) else int(value)
+    tolist = getattr(value, "tolist", None)
+    if tolist is not None:
+        value = tolist()
+        while isinstance(value, list) and value:
+            value = value[0]
+        if isinstance(value, (bool, int, float)):
+            return float(value)
+    raise ValueError(f"statbus: add_hparams: hyperparameter {name!r} is a {type(value).__name__}; "
+                     "it must be an int, float, str, bool or a tensor")
+
+
+def hparams_media(hparam_dict: Any, metric_dict: Any, hparam_domain_discrete: Any = None) -> Media:
+    """``add_hparams``' arguments, checked as torch checks them, as one HPARAMS media value."""
+    if not isinstance(hparam_dict, Mapping) or not isinstance(metric_dict, Mapping):
+        raise TypeError("statbus: add_hparams takes hparam_dict and metric_dict as dicts")
+    hparams = {}
+    for key, value in hparam_dict.items():
+        if not isinstance(key, str):
+            raise TypeError(f"statbus: add_hparams: hyperparameter names must be str, got {key!r}")
+        hparams[key] = _hparam_value(key, value)
+    domains = hparam_domain_discrete or {}
+    if not isinstance(domains, Mapping):
+        raise TypeError("statbus: add_hparams: hparam_domain_discrete must be a dict")
+    for key, values in domains.items():
+        if key not in hparams or not isinstance(values, list) or \
+                not all(isinstance(item, type(hparam_dict[key])) for item in values):
+            raise TypeError(f"statbus: add_hparams: hparam_domain_discrete[{key!r}] must be a list of values of "
+                            f"the type of hparam_dict[{key!r}]")
+    metrics = {str(key): reporter._to_float(str(key), value) for key, value in metric_dict.items()}  # noqa: SLF001
+    return Media(MediaKind.HPARAMS, (), "", b"", {"hparams": hparams, "metrics": metrics,
+                                                 "hparam_domain_discrete": {k: list(v) for k, v in domains.items()}})
 
 
 def _flatten(tag: str, values: Any) -> Iterable[Any]:
