@@ -40,6 +40,7 @@ STEPS = 8
 HALF = STEPS // 2
 MEDIA_TAGS = ("tensor", "hist", "pr", "image", "video")
 PLUGINS = ("tensorboard", "media_recorder")
+TENSOR_VALUES = 4
 
 # One parent forks (or spawns) the trainers; each logs HALF steps, says so, waits for "go" (the
 # test kills something meanwhile: then values are in flight or not yet encoded), logs the rest
@@ -48,14 +49,14 @@ SCRIPT = r"""
 import json, os, sys
 import numpy
 
-STEPS, HALF = int(sys.argv[4]), int(sys.argv[5])
+STEPS, HALF, TENSOR_VALUES = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 
 
 def values(index, step):
     base = index * 1000 + step
     image = numpy.full((3, 8, 8), base % 256, dtype=numpy.uint8)
     video = numpy.full((1, 2, 3, 8, 8), (base + 1) % 256, dtype=numpy.uint8)
-    return base, numpy.arange(4, dtype=numpy.float32) + base, image, video
+    return base, numpy.arange(TENSOR_VALUES, dtype=numpy.float32) + base, image, video
 
 
 def trainer(index, log_dir, ready, go, results):
@@ -107,7 +108,7 @@ if __name__ == "__main__":
 def _values(index: int, step: int) -> Tuple[int, bytes, bytes, bytes]:
     """What trainer ``index`` logs at ``step``, as the bytes its media values carry (see SCRIPT)."""
     base = index * 1000 + step
-    return (base, (numpy.arange(4, dtype=numpy.float32) + base).tobytes(),
+    return (base, (numpy.arange(TENSOR_VALUES, dtype=numpy.float32) + base).tobytes(),
             bytes([base % 256]) * (3 * 8 * 8), bytes([(base + 1) % 256]) * (2 * 3 * 8 * 8))
 
 
@@ -133,16 +134,16 @@ def _plugin(layout: RunLayout, name: str) -> Dict[str, Any]:
     return next(p for p in status["plugins"] if p["name"] == name)
 
 
-def _kill_tensorboard_worker(layout: RunLayout) -> List[psutil.Process]:
-    """SIGKILL the tensorboard worker host once it has delivered something, and see it restarted."""
-    pid = wait_for(lambda: (lambda p: p["state"] == "READY" and p["delivered"] >= 1 and p["pid"])(
-        _plugin(layout, "tensorboard")), 60, what="the tensorboard worker delivering")
+def _kill_tensorboard_worker(layout: RunLayout, delivered: int) -> List[psutil.Process]:
+    """SIGKILL the tensorboard worker host once it delivers the second half's values, and see it restarted."""
+    pid = wait_for(lambda: (lambda p: p["state"] == "READY" and p["delivered"] > delivered and p["pid"])(
+        _plugin(layout, "tensorboard")), 60, interval=0.005, what="the tensorboard worker delivering")
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: _plugin(layout, "tensorboard")["restarts"] >= 1, 60, what="the tensorboard worker restarted")
     return []
 
 
-def _kill_collector(layout: RunLayout) -> List[psutil.Process]:
+def _kill_collector(layout: RunLayout, delivered: int) -> List[psutil.Process]:
     """SIGKILL the collector alone, as the OOM killer picks one process: its worker hosts are orphaned
     (they are returned, to be reaped at the end)."""
     collector = psutil.Process(running_pid(layout.pid_file))
@@ -152,24 +153,28 @@ def _kill_collector(layout: RunLayout) -> List[psutil.Process]:
     return orphans
 
 
-def _no_kill(layout: RunLayout) -> List[psutil.Process]:
+def _no_kill(layout: RunLayout, delivered: int) -> List[psutil.Process]:
     return []
 
 
 def _run_trainers(tmp_path, method: str, kill) -> Tuple[RunLayout, Dict[str, Any]]:
-    """Runs SCRIPT with TRAINERS trainers, ``kill(layout)`` between their halves; the collector
+    """Runs SCRIPT with TRAINERS trainers, ``kill(layout, delivered)`` as their second halves begin
+    (``delivered``: what the tensorboard worker had delivered of the first); the collector
     stopped (every plugin caught up and flushed) at the end."""
     layout = RunLayout(str(tmp_path / "results"), "media")
     script = tmp_path / "trainers.py"
     script.write_text(SCRIPT)
     orphans: List[psutil.Process] = []
     parent = subprocess.Popen([sys.executable, str(script), str(TRAINERS), os.path.join(layout.run_dir, "train"),
-                               method, str(STEPS), str(HALF)], env=_env(tmp_path), stdin=subprocess.PIPE,
+                               method, str(STEPS), str(HALF), str(TENSOR_VALUES)], env=_env(tmp_path), stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert parent.stdout.readline() == "half\n", parent.communicate(timeout=60)[1]
-        orphans = kill(layout)
-        out, err = parent.communicate("go\n", timeout=240)
+        delivered = _plugin(layout, "tensorboard")["delivered"]
+        parent.stdin.write("go\n")
+        parent.stdin.flush()
+        orphans = kill(layout, delivered)
+        out, err = parent.communicate(timeout=240)
         assert parent.returncode == 0, err
         report = json.loads(out.strip().splitlines()[-1])
         pid = running_pid(layout.pid_file)
