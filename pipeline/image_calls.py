@@ -87,6 +87,7 @@ def boxes_media(tag: str, img_tensor: Any, box_tensor: Any, rescale: Any, datafo
         labels = [labels] if isinstance(labels, str) else list(labels)
         if not all(isinstance(label, str) for label in labels):
             raise TypeError(f"statbus: labels of {tag!r} must be strs")
+        labels = [str(label) for label in labels]  # numpy's str_ too, as plain str for msgpack
         if len(labels) != boxes["shape"][0]:
             labels = None
     options: Dict[str, Any] = {"dataformats": media.dataformats, "boxes": boxes, "rescale": rescale}

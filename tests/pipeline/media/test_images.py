@@ -239,6 +239,8 @@ def test_calls_copy_torch_tensors_as_numpy_arrays():
     assert image_media("i", torch.tensor(values), "CHW") == image_media("i", values, "CHW")
     boxes = boxes_media("b", torch.tensor(values), torch.tensor([[1, 1, 3, 3]]), 1, "CHW", "one")
     assert boxes.options["labels"] == ["one"] and boxes.option_array("boxes").tolist() == [[1, 1, 3, 3]]
+    labels = boxes_media("b", values, [[1, 1, 3, 3]], 1, "CHW", np.array(["cat"])).options["labels"]
+    assert labels == ["cat"] and type(labels[0]) is str
     assert audio_media("a", torch.zeros(1, 8), 8000).shape == (8,)
     assert audio_media("a", values[0, 0], np.int64(8000)).options["sample_rate"] == 8000  # plain, for msgpack
     assert type(video_media("v", values[None, None], np.float32(7.5), "NTCHW").options["fps"]) is float
