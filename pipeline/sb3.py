@@ -12,8 +12,12 @@ StatsSummary}, step)``), keys as SB3 names them (``rollout/ep_rew_mean``,
 event files land where SB3's own ``TensorBoardOutputFormat`` puts them.  Keys
 excluded for ``"tensorboard"`` (SB3's ``time/*`` counters, ``train/n_updates``) or
 for ``"statbus"`` are left out, as SB3's TensorBoard format leaves them out.
-Numbers are scalars, strings texts, arrays and tensors histograms; videos, figures
-and images are skipped (logged once).
+Numbers are scalars, strings texts, arrays and tensors histograms; SB3's ``Video``,
+``Figure`` and ``Image`` go to :meth:`.SummaryWriter.add_video`, ``add_figure`` and
+``add_image`` (copied or pickled here, encoded in the tensorboard writer's worker); an
+``HParam`` becomes the HParams plugin's summaries in the folder itself at step 0, as SB3
+writes them (not in a ``time.time()`` sub-run; its ``metric_dict`` values are SB3's
+placeholders, so no scalars are logged from them), and a HYPERPARAMETERS property.
 
 stable-baselines3 is imported when this module is (never by ``statbus.pipeline``);
 without it the class still works, as a plain object with SB3's two methods.
@@ -24,16 +28,17 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict, Optional, Tuple
 
-from .summary_writer import SummaryWriter
+from .summary_writer import SummaryWriter, hparams_media
 
 logger = logging.getLogger(__name__)
 
 EXCLUDED_FOR = ("statbus", "tensorboard")
 
 try:  # a real KVWriter where SB3 is installed, so isinstance checks hold
-    from stable_baselines3.common.logger import HParam, KVWriter
+    from stable_baselines3.common.logger import Figure, HParam, Image, KVWriter, Video
 except ImportError:  # pragma: no cover — SB3 is an optional extra
-    KVWriter, HParam = object, None  # type: ignore[misc,assignment]
+    KVWriter = object  # type: ignore[misc,assignment]
+    Figure = HParam = Image = Video = None  # type: ignore[misc,assignment]
 
 
 class StatbusOutputFormat(KVWriter):  # type: ignore[misc,valid-type]
@@ -53,7 +58,14 @@ class StatbusOutputFormat(KVWriter):  # type: ignore[misc,valid-type]
             if isinstance(value, str):
                 writer.add_text(key, value, step)
             elif HParam is not None and isinstance(value, HParam):
-                writer.add_hparams(value.hparam_dict, value.metric_dict, global_step=step)
+                media = hparams_media(value.hparam_dict, value.metric_dict)
+                writer._add_hparams_to(writer._category, value.hparam_dict, media, 0)  # noqa: SLF001 — its door
+            elif Video is not None and isinstance(value, Video):
+                writer.add_video(key, value.frames, step, value.fps)
+            elif Figure is not None and isinstance(value, Figure):
+                writer.add_figure(key, value.figure, step, close=value.close)
+            elif Image is not None and isinstance(value, Image):
+                writer.add_image(key, value.image, step, dataformats=value.dataformats)
             elif getattr(value, "ndim", 0) or isinstance(value, (list, tuple)):
                 writer.add_histogram(key, value, step)
             elif isinstance(value, (int, float)) or hasattr(value, "__float__"):
