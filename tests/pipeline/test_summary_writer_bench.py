@@ -44,3 +44,32 @@ def test_frameworks_figure_is_skipped_with_the_reason_without_torch(monkeypatch,
     figure = bench_frameworks.run(str(tmp_path), bench_frameworks.FrameworksConfig())
     assert figure == {"skipped": "torch not installed (pip install -e '.[frameworks]')"}
     assert frameworks_rows(figure)[0].statbus == "skipped"
+
+
+@pytest.mark.timeout(300)
+def test_media_figure_measures_every_call_and_the_videos_end_to_end(tmp_path):
+    out = tmp_path / "bench.json"
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    env.pop("STATBUS_ADDRESS", None)
+    proc = subprocess.Popen([sys.executable, SCRIPT, "--smoke", "--only", "media", "--json", str(out)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=280)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stderr[-3000:]
+    figure = json.loads(out.read_text(encoding="utf-8"))["figures"]["media"]
+    assert "skipped" not in figure  # torch, tensorboardX, matplotlib and moviepy are test dependencies
+    from statbus.pipeline.bench.figures.media import CALLS, NOT_MEASURED
+
+    for scenario, kinds in (("normal", ("torch", "tensorboardX", "statbus")), ("sleepy", ("statbus",))):
+        for kind in kinds:
+            for name in CALLS:
+                if (kind, name) not in NOT_MEASURED:
+                    assert figure[scenario][kind][name]["cpu_ms_per_call"] > 0, (scenario, kind, name)
+    # Every video sent lands in the event file, read back with TensorBoard's reader.
+    assert figure["e2e"]["landed"] == figure["e2e"]["videos"] == 2
+    assert figure["e2e"]["worker_cpu_ms_per_video"] > 0
+    assert "6 media" in stdout and "≤ 1/100 torch" in stdout
