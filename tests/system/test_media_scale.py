@@ -269,3 +269,95 @@ def test_a_collector_killed_mid_run_is_started_again_and_every_media_value_lands
     with open(layout.log_file, encoding="utf-8") as handle:
         assert handle.read().count("statbus collector ready") == 2  # the first one and the trainers' restart
     _assert_every_value_once(layout, report)
+
+
+# --- retention: media entries are freed like any entry -------------------------------------------
+
+
+def _journal_bytes(layout: RunLayout) -> int:
+    total = 0
+    for name in os.listdir(layout.journal_dir):
+        try:
+            total += os.path.getsize(os.path.join(layout.journal_dir, name))
+        except FileNotFoundError:
+            pass  # deleted by retention meanwhile
+    return total
+
+
+@pytest.mark.usefixtures("fresh_trainer_state")
+def test_300_mib_of_media_through_small_segments_keep_the_journal_bounded(tmp_path):
+    """300 MiB of media in 1 MiB values, in rounds of 50 MiB (as a trainer logging videos, at a
+    rate its plugins keep up with): after each round the plugin is past it and retention leaves
+    the newest segments only, so the journal never holds much more than a round."""
+    from statbus.pipeline.trainer import reporter
+
+    rounds, per_round, size, segment = 6, 50, 1 << 20, 2 << 20
+    results = str(tmp_path / "results")
+    collector = CollectorProcess(results, "run", env=zoo_env(), extra=[
+        "--plugins", "media_recorder", "--segment-mb", str(segment >> 20), "--stop-timeout", "60"])
+    sp.configure(run_id="run", results_dir=results, autostart=False)
+    payload = numpy.random.default_rng(3).integers(0, 256, size, dtype=numpy.uint8).tobytes()
+    sent = []
+    try:
+        collector.start()
+        layout = collector.layout
+        for step in range(rounds * per_round):
+            data = step.to_bytes(4, "little") + payload[4:]
+            assert reporter.add_media("cat", "v", Media(MediaKind.VIDEO, (size,), "uint8", data, {"fps": 4}), step)
+            sent.append((step, hashlib.sha256(data).hexdigest()))
+            if step % per_round == per_round - 1:
+                assert sp.flush(timeout=60)
+                head = control_request(layout.control_address, {"op": "status"}, timeout=10)["journal"]["head"]
+                assert head > (step + 1) * size  # every value journaled, in the journal's own segments
+                wait_for(lambda: _plugin(layout, "media_recorder")["committed"] >= head, 60,
+                         what="the plugin past the round")
+                # Retention (every second) deletes each segment the plugin is past: the newest stays.
+                wait_for(lambda: _journal_bytes(layout) <= 2 * segment, 30,
+                         what=lambda: f"the journal trimmed (it holds {_journal_bytes(layout)} bytes)")
+        assert collector.terminate(timeout=120) == 0, collector.log()
+    finally:
+        collector.close()
+    lines = [line for line in _read_jsonl(zoo_output(results, "run", "media_recorder")) if line["call"] == "add_media"]
+    assert [(line["step"], line["sha256"]) for line in lines] == sent
+
+
+# --- the edge: one value at the 64 MiB limit, and one byte past it ----------------------------------
+
+
+def test_a_media_value_of_exactly_64_mib_arrives_whole_and_one_byte_more_raises_at_the_call(tmp_path, monkeypatch):
+    from PIL import Image
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'pipeline'))
+    from summary_writer_helpers import start_collector
+
+    monkeypatch.setenv("STATBUS_AUTOSTART", "0")
+    results = str(tmp_path / "results")
+    # 4096 x 4096 RGBA of random bytes: exactly MAX_MEDIA_BYTES, and a PNG that hardly compresses.
+    image = numpy.random.default_rng(64).integers(0, 256, (4096, 4096, 4), dtype=numpy.uint8)
+    assert image.nbytes == MAX_MEDIA_BYTES
+    collector = start_collector(results, "run", plugins="tensorboard,media_recorder")
+    try:
+        writer = sp.SummaryWriter(os.path.join(results, "run", "train"))
+        writer.add_image("big", image, 1, dataformats="HWC")
+        with pytest.raises(ValueError, match=f"{MAX_MEDIA_BYTES + 1} bytes"):
+            writer.add_tensor("huge", numpy.zeros(MAX_MEDIA_BYTES + 1, dtype=numpy.uint8), 2)
+        writer.add_tensor("after", numpy.arange(3, dtype=numpy.float32), 3)
+        writer.close()
+        assert sp.flush(timeout=120)
+        assert sp.client_counters()["media_dropped"] == 0
+        assert collector.terminate(timeout=120) == 0, collector.log()
+    finally:
+        sp.shutdown(1.0)
+        collector.close()
+    lines = [line for line in _read_jsonl(zoo_output(results, "run", "media_recorder")) if line["call"] == "add_media"]
+    assert [(line["tag"], line["step"], line["nbytes"]) for line in lines] == [("big", 1, MAX_MEDIA_BYTES),
+                                                                                ("after", 3, 12)]
+    assert lines[0]["sha256"] == hashlib.sha256(image.tobytes()).hexdigest()
+    acc = _accumulator(os.path.join(results, "run", "train"))
+    assert "huge" not in acc.Tags()["tensors"]
+    [event] = acc.Images("big")
+    import io
+
+    decoded = numpy.asarray(Image.open(io.BytesIO(event.encoded_image_string)))
+    assert decoded.shape == image.shape and numpy.array_equal(decoded, image)
+    assert [event.step for event in acc.Tensors("after")] == [3]
