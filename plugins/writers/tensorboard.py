@@ -15,8 +15,8 @@ CRC32C, no thread):
 
 With the plugin option ``layout = "torch"`` (set by the collector a
 ``SummaryWriter`` starts) the files are torch's ``SummaryWriter``'s instead: a
-HISTOGRAM key is written as a histogram under the key itself with no mean
-scalar, no key is hidden by default, and a TEXT property is a text summary
+HISTOGRAM key is written as a histogram under the key itself, in torch's default
+buckets (:func:`torch_histogram_proto`), with no mean scalar, no key is hidden by default, and a TEXT property is a text summary
 ``<tag>/text_summary`` at its step.
 
 Data reach the OS on ``flush()`` (the worker host calls it before every
@@ -122,6 +122,43 @@ def histogram_proto(values: Iterable[float]) -> Tuple[Optional[Any], int]:
         sum_squares=sum_and_mean([v * v for v in finite])[0],
         bucket_limit=limits,
         bucket=buckets,
+    )
+    return proto, dropped
+
+
+@functools.lru_cache(maxsize=1)
+def _torch_default_edges() -> Any:
+    """torch's ``bins="tensorflow"`` (its default): edges ±1e-12·1.1^k up to 1e20, and 0."""
+    import numpy
+
+    positive = [1e-12]
+    while positive[-1] * 1.1 < 1e20:
+        positive.append(positive[-1] * 1.1)
+    return numpy.array([-v for v in reversed(positive)] + [0.0] + positive)
+
+
+def torch_histogram_proto(values: Iterable[float]) -> Tuple[Optional[Any], int]:
+    """A ``HistogramProto`` of the finite ``values`` bucketed as torch's ``add_histogram`` does
+    with its default bins: numpy's counts over :func:`_torch_default_edges`, trimmed to the
+    buckets between the first and the last one holding values, led by one empty bucket (TensorBoard
+    reads right edges only).  Returns ``(None, dropped)`` when no finite value is left."""
+    import numpy
+
+    array = numpy.asarray(list(values), dtype=numpy.float64)
+    finite = array[numpy.isfinite(array)]
+    dropped = int(array.size - finite.size)
+    if not finite.size:
+        return None, dropped
+    counts, edges = numpy.histogram(finite, bins=_torch_default_edges())
+    filled = numpy.flatnonzero(counts)
+    if not filled.size:  # every value beyond ±1e20: numpy counted none of them
+        return histogram_proto(finite.tolist())[0], dropped
+    start, end = int(filled[0]), int(filled[-1]) + 1
+    counts = counts[start - 1:end] if start > 0 else numpy.concatenate([[0], counts[:end]])
+    limits = edges[start:end + 1]
+    proto = _protos().summary_pb2.HistogramProto(
+        min=float(finite.min()), max=float(finite.max()), num=int(finite.size), sum=float(finite.sum()),
+        sum_squares=float(finite.dot(finite)), bucket_limit=limits.tolist(), bucket=counts.astype(float).tolist(),
     )
     return proto, dropped
 
@@ -345,7 +382,7 @@ class TensorboardWriter(StatsWriter):
             if method is not StatsAggregationMethod.HISTOGRAM or not self.torch_layout:
                 add_value(tag=key, simple_value=value)
             if method is StatsAggregationMethod.HISTOGRAM:
-                histogram, dropped = histogram_proto(stats.full_dist)
+                histogram, dropped = (torch_histogram_proto if self.torch_layout else histogram_proto)(stats.full_dist)
                 self.nonfinite_dropped += dropped
                 if dropped:
                     logger.debug("tensorboard: %d non-finite value(s) left out of %s%s", dropped, key, HISTOGRAM_SUFFIX)

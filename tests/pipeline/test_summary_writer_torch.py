@@ -34,8 +34,10 @@ def test_same_calls_make_the_same_tensorboard_runs_as_torch(tmp_path):
             for (_, want), (_, have) in zip(points, got["histograms"][tag]):
                 for field in HISTOGRAM_FIELDS:
                     assert math.isclose(getattr(have, field), getattr(want, field), rel_tol=1e-9, abs_tol=1e-12)
-                # Bucketing differs (statbus: ≤ 30 equal-width buckets); both count every value.
-                assert sum(have.bucket) == sum(want.bucket) == want.num
+                # torch's default buckets ("tensorflow" bins), trimmed to the filled ones as torch trims them.
+                assert list(have.bucket) == list(want.bucket) and sum(want.bucket) == want.num
+                assert len(have.bucket_limit) == len(want.bucket_limit)
+                assert all(math.isclose(a, b, rel_tol=1e-12) for a, b in zip(have.bucket_limit, want.bucket_limit))
         texts = {tag: points for tag, points in expected["texts"].items() if not tag.startswith("_hparams_/")}
         got_texts = {tag: points for tag, points in got["texts"].items() if tag != "Hyperparameters"}
         assert got_texts == texts, name
