@@ -361,3 +361,37 @@ def test_a_media_value_of_exactly_64_mib_arrives_whole_and_one_byte_more_raises_
     decoded = numpy.asarray(Image.open(io.BytesIO(event.encoded_image_string)))
     assert decoded.shape == image.shape and numpy.array_equal(decoded, image)
     assert [event.step for event in acc.Tensors("after")] == [3]
+
+
+@pytest.mark.usefixtures("fresh_trainer_state")
+def test_a_tensorboard_worker_killed_with_media_written_but_not_committed_writes_none_twice(tmp_path):
+    """The worker is killed while entries it delivered wait for their commit: their events are in the
+    file already (each PNG is past the event file's 256 KiB buffer), the next worker is handed them
+    again, and only the writer's journal-position records keep them from being written twice."""
+    from statbus.pipeline.trainer import reporter
+
+    count = 60
+    results = str(tmp_path / "results")
+    collector = CollectorProcess(results, "run", env=zoo_env(), extra=["--plugins", "tensorboard", "--stop-timeout", "60"])
+    sp.configure(run_id="run", results_dir=results, autostart=False)
+    rng = numpy.random.default_rng(9)
+    images = [rng.integers(0, 256, (3, 320, 320), dtype=numpy.uint8) for _ in range(4)]  # noise: PNGs of ~300 KiB
+    try:
+        collector.start()
+        layout = collector.layout
+        for step in range(count):
+            image = images[step % 4]
+            media = Media(MediaKind.IMAGE, image.shape, "uint8", image.tobytes(), {"dataformats": "CHW"})
+            assert reporter.add_media("cat", "noise", media, step)
+        assert sp.flush(timeout=60)
+        # Delivered past the committed cursor: an entry's events written, its commit not yet.
+        pid = wait_for(lambda: (lambda p: p["state"] == "READY" and (p["inflight"] or -1) > p["committed"] > 0
+                                and p["pid"])(_plugin(layout, "tensorboard")),
+                       60, interval=0.001, what="the tensorboard worker between a delivery and its commit")
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: _plugin(layout, "tensorboard")["restarts"] >= 1, 60, what="the worker restarted")
+        assert collector.terminate(timeout=120) == 0, collector.log()
+    finally:
+        collector.close()
+    acc = _accumulator(os.path.join(results, "run", "cat"))
+    assert [event.step for event in acc.Images("noise")] == list(range(count))
