@@ -540,8 +540,10 @@ def _hparam_value(name: str, value: Any) -> Any:
                      "it must be an int, float, str, bool or a tensor")
 
 
-def hparams_media(hparam_dict: Any, metric_dict: Any, hparam_domain_discrete: Any = None) -> Media:
-    """``add_hparams``' arguments, checked as torch checks them, as one HPARAMS media value."""
+def hparams_media(hparam_dict: Any, metric_dict: Any, hparam_domain_discrete: Any = None,
+                  bools: bool = False) -> Media:
+    """``add_hparams``' arguments, checked as torch checks them, as one HPARAMS media value
+    (``bools``: bools written as bools, as tensorboardX does; torch writes numbers)."""
     if not isinstance(hparam_dict, Mapping) or not isinstance(metric_dict, Mapping):
         raise TypeError("statbus: add_hparams takes hparam_dict and metric_dict as dicts")
     hparams = {}
@@ -559,7 +561,8 @@ def hparams_media(hparam_dict: Any, metric_dict: Any, hparam_domain_discrete: An
                             f"the type of hparam_dict[{key!r}]")
     metrics = {str(key): reporter._to_float(str(key), value) for key, value in metric_dict.items()}  # noqa: SLF001
     return Media(MediaKind.HPARAMS, (), "", b"", {"hparams": hparams, "metrics": metrics,
-                                                 "hparam_domain_discrete": {k: list(v) for k, v in domains.items()}})
+                                                 "hparam_domain_discrete": {k: list(v) for k, v in domains.items()},
+                                                 "bools": bools})
 
 
 def _flatten(tag: str, values: Any) -> List[float]:

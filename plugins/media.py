@@ -61,7 +61,8 @@ class MediaKind(Enum):
     embedding's: what it is is said by ``options["use"]`` and the options that use needs."""
     HPARAMS = "hparams"
     """``add_hparams``'s: no array (shape ``()``, dtype "", data b""); ``hparams`` (name → value),
-    ``metrics`` (name → value), ``hparam_domain_discrete`` (name → list), as given."""
+    ``metrics`` (name → value), ``hparam_domain_discrete`` (name → list), as given; ``bools``
+    (True: bools are bools, as tensorboardX writes them; else numbers, as torch does)."""
     SUMMARY = "summary"
     """A serialized TensorBoard ``Summary`` proto (dtype ""), as ``file_writer.add_summary``
     got it."""

@@ -7,7 +7,9 @@ success).  TensorBoard's HParams dashboard lists the run holding them as one ses
 metric values are the run's scalars of those tags (the caller sends them as scalars).
 
 Types as torch gives them: a number (a bool too: torch checks ``int`` first) is
-``DATA_TYPE_FLOAT64``, a str ``DATA_TYPE_STRING``; a ``None`` value is left out.
+``DATA_TYPE_FLOAT64``, a str ``DATA_TYPE_STRING``; a ``None`` value is left out.  With the
+option ``bools`` (tensorboardX's ``hparams``, which Ray Tune's logger uses) a bool is
+``DATA_TYPE_BOOL``.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ from typing import Any, List, Mapping
 
 from ..media import Media
 
-_DATA_TYPES = {float: "DATA_TYPE_FLOAT64", str: "DATA_TYPE_STRING"}
+_DATA_TYPES = {float: "DATA_TYPE_FLOAT64", str: "DATA_TYPE_STRING", bool: "DATA_TYPE_BOOL"}
+_FIELDS = {float: "number_value", str: "string_value", bool: "bool_value"}
 
 
-def _kind(name: str, value: Any) -> type:
+def _kind(name: str, value: Any, bools: bool) -> type:
     if isinstance(value, str):
         return str
+    if bools and isinstance(value, bool):
+        return bool
     if isinstance(value, (int, float)):
         return float
     raise ValueError(f"tensorboard: hyperparameter {name!r} is a {type(value).__name__}; "
@@ -44,14 +49,11 @@ def encode_hparams(media: Media, tag: str, directory: str) -> List[Any]:
     for name, value in hparams.items():
         if value is None:
             continue
-        kind = _kind(name, value)
-        if kind is str:
-            start.hparams[name].string_value = value
-        else:
-            start.hparams[name].number_value = float(value)
+        kind = _kind(name, value, bool(options.get("bools")))
+        field = _FIELDS[kind]
+        setattr(start.hparams[name], field, kind(value))
         domain = None
         if name in domains:
-            field = "string_value" if kind is str else "number_value"
             domain = struct_pb2.ListValue(values=[struct_pb2.Value(**{field: item}) for item in domains[name]])
         infos.append(api_pb2.HParamInfo(name=name, type=api_pb2.DataType.Value(_DATA_TYPES[kind]),
                                         domain_discrete=domain))

@@ -442,3 +442,89 @@ def test_a_tune_sweep_reaches_the_plugins_trial_by_trial(cluster, tmp_path):
     config = wandb_config(wandb_dir)
     assert sorted(config[category]["slope"] for category in by_trial) == [1.0, 2.0, 3.0]
     assert sorted(float(run.data.params[f"{category}.slope"]) for category in by_trial) == [1.0, 2.0, 3.0]
+
+
+def _trainable_media(config: Dict[str, Any]) -> None:
+    import numpy as np
+    from ray import tune
+
+    rng = np.random.default_rng(int(config["slope"]))
+    for i in range(1, 4):
+        tune.report({"score": config["slope"] * i,
+                     "media": {"frame": rng.integers(0, 256, (3, 8, 10), dtype=np.uint8),  # an image (CHW)
+                               "batch": rng.random((5, 1, 6, 6), dtype=np.float32),      # images (NCHW)
+                               "clip": rng.integers(0, 256, (1, 4, 3, 8, 8), dtype=np.uint8)}})  # a video
+
+
+def _tune_media(directory: str, prefix: str = "") -> Dict[str, Any]:
+    """A trial directory's images and GIFs (tags without ``prefix``): tag → [(step, frames as RGB)],
+    and its hparams plugin's summaries, parsed."""
+    import io
+
+    import numpy as np
+    from PIL import Image, ImageSequence
+    from tensorboard.backend.event_processing import event_accumulator as ea
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    def frames(encoded: bytes) -> list:
+        with Image.open(io.BytesIO(encoded)) as image:
+            return [np.asarray(frame.convert("RGB")).tolist() for frame in ImageSequence.Iterator(image)]
+
+    acc = ea.EventAccumulator(directory, size_guidance={ea.IMAGES: 0})
+    acc.Reload()
+    images = {tag[len(prefix):]: [(e.step, frames(e.encoded_image_string)) for e in acc.Images(tag)]
+              for tag in acc.Tags()["images"]}
+    hparams = {tag: plugin_data_pb2.HParamsPluginData.FromString(content)
+               for tag, content in acc.PluginTagToContent("hparams").items()}
+    return {"images": images, "hparams": hparams}
+
+
+def test_tune_media_and_hparams_land_as_tbx_logger_callback_writes_them(cluster, tmp_path):
+    """Images, image batches, videos and each trial's HParams at its end: the same as Ray's own
+    TBXLoggerCallback writes beside statbus's callback in the same sweep."""
+    from ray import tune
+    from ray.tune.logger import TBXLoggerCallback
+
+    from statbus.pipeline.ray import StatbusCallback
+
+    results, run_id = str(tmp_path / "results"), "media"
+    start_collector(run_id, results, collector_args=PLUGINS)
+    stopped = None
+    try:
+        tuner = tune.Tuner(
+            tune.with_resources(_trainable_media, {"cpu": 0.5}),
+            param_space={"slope": tune.grid_search([1.0, 2.0]), "nesterov": tune.choice([True, False]),
+                         "optimizer": tune.choice(["adam", "sgd"])},
+            run_config=tune.RunConfig(name="media", storage_path=str(tmp_path / "tune"), verbose=0,
+                                      callbacks=[StatbusCallback(run_id), TBXLoggerCallback()]),
+        )
+        assert not tuner.fit().errors
+    finally:
+        sp.shutdown(1.0)
+        trainer_config.forget_configuration()
+        try:
+            stopped = stop_collector(run_id, timeout=90)  # graceful: every writer catches up first
+        finally:
+            _forget(results, run_id)
+    assert stopped is not None and stopped["stopped"] and stopped["exit_code"] == 0, stopped
+    trials = sorted(name for name in os.listdir(os.path.join(results, run_id)) if name.startswith("_trainable_media_"))
+    tbx_dirs = sorted(os.path.join(tmp_path / "tune" / "media", name) for name in os.listdir(tmp_path / "tune" / "media")
+                      if name.startswith("_trainable_media_"))
+    assert len(trials) == len(tbx_dirs) == 2
+    for trial in trials:
+        (tbx_dir,) = [d for d in tbx_dirs if os.path.basename(d).startswith(trial + "_")]
+        got, want = _tune_media(os.path.join(results, run_id, trial)), _tune_media(tbx_dir, "ray/tune/")
+        assert sorted(got["images"]) == sorted(want["images"]) == ["media/batch", "media/clip", "media/frame"]
+        for tag in want["images"]:
+            assert [step for step, _ in got["images"][tag]] == [1, 2, 3], tag
+            assert got["images"][tag] == want["images"][tag], tag
+        assert sorted(got["hparams"]) == sorted(want["hparams"]) == [
+            "_hparams_/experiment", "_hparams_/session_end_info", "_hparams_/session_start_info"]
+        for tag in ("_hparams_/session_start_info", "_hparams_/session_end_info"):
+            assert got["hparams"][tag] == want["hparams"][tag], tag
+        start = got["hparams"]["_hparams_/session_start_info"].session_start_info
+        assert set(start.hparams) == {"slope", "nesterov", "optimizer"}
+        assert start.hparams["nesterov"].WhichOneof("kind") == "bool_value"
+        experiment = got["hparams"]["_hparams_/experiment"].experiment
+        assert list(experiment.hparam_infos) == list(want["hparams"]["_hparams_/experiment"].experiment.hparam_infos)
+        assert [m.name.tag for m in experiment.metric_infos] == ["score"]  # the scalars statbus logs
