@@ -40,15 +40,22 @@ SKIPPED_KEYS = frozenset(_result.AUTO_RESULT_KEYS) | {
 """What Tune adds to every result by itself (times, pids, hosts, ids): not the trainable's metrics."""
 
 
-def _numbers(result: Dict[str, Any], prefix: str = "") -> Iterator[Tuple[str, float]]:
-    """``(key, value)`` for every finite real number of ``result``; nested keys joined by ``/``."""
+def _leaves(result: Dict[str, Any], prefix: str = "") -> Iterator[Tuple[str, Any]]:
+    """``(key, value)`` for every value of ``result`` that is no dict; nested keys joined by ``/``."""
     for key, value in result.items():
         name = f"{prefix}{key}"
         if not prefix and name in SKIPPED_KEYS:
             continue
         if isinstance(value, dict):
-            yield from _numbers(value, name + "/")
-        elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+            yield from _leaves(value, name + "/")
+        else:
+            yield name, value
+
+
+def _numbers(result: Dict[str, Any]) -> Iterator[Tuple[str, float]]:
+    """``(key, value)`` for every finite real number of ``result``."""
+    for name, value in _leaves(result):
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
             number = float(value)
             if math.isfinite(number):
                 yield name, number
@@ -59,15 +66,10 @@ VIDEO_FPS = 20
 _MEDIA = {3: ("CHW", MediaKind.IMAGE), 4: ("NCHW", MediaKind.IMAGES)}
 
 
-def _arrays(result: Dict[str, Any], prefix: str = "") -> Iterator[Tuple[str, Any]]:
+def _arrays(result: Dict[str, Any]) -> Iterator[Tuple[str, Any]]:
     """``(key, array)`` for every non-empty numpy array of 3, 4 or 5 dimensions of ``result``."""
-    for key, value in result.items():
-        name = f"{prefix}{key}"
-        if not prefix and name in SKIPPED_KEYS:
-            continue
-        if isinstance(value, dict):
-            yield from _arrays(value, name + "/")
-        elif type(value).__name__ == "ndarray" and getattr(value, "ndim", 0) in (3, 4, 5) and value.size:
+    for name, value in _leaves(result):
+        if type(value).__name__ == "ndarray" and getattr(value, "ndim", 0) in (3, 4, 5) and value.size:
             yield name, value
 
 
