@@ -559,7 +559,8 @@ def hparams_media(hparam_dict: Any, metric_dict: Any, hparam_domain_discrete: An
                 not all(isinstance(item, type(hparam_dict[key])) for item in values):
             raise TypeError(f"statbus: add_hparams: hparam_domain_discrete[{key!r}] must be a list of values of "
                             f"the type of hparam_dict[{key!r}]")
-    metrics = {str(key): reporter._to_float(str(key), value) for key, value in metric_dict.items()}  # noqa: SLF001
+    # Only the names are written (the experiment's metric tags); SB3's placeholders may be anything.
+    metrics = {str(key): float(value) if isinstance(value, (int, float)) else None for key, value in metric_dict.items()}
     return Media(MediaKind.HPARAMS, (), "", b"", {"hparams": hparams, "metrics": metrics,
                                                  "hparam_domain_discrete": {k: list(v) for k, v in domains.items()},
                                                  "bools": bools})
