@@ -1,4 +1,4 @@
-"""Smoke test of the benchmark's frameworks figure (issue 14): measured end to end; no time asserted."""
+"""Smoke tests of the benchmark's figure 6 (issues 14 and 23): measured end to end; no time asserted."""
 
 from __future__ import annotations
 
@@ -14,21 +14,26 @@ from collector_helpers import REPO
 SCRIPT = os.path.join(REPO, "scripts", "bench.py")
 
 
-@pytest.mark.timeout(240)
-def test_frameworks_figure_measures_torch_tensorboardx_and_statbus(tmp_path):
+def run_smoke(figure: str, tmp_path, timeout: float) -> "tuple[dict, str]":
+    """``bench.py --smoke --only figure`` to its end (killed and reaped past ``timeout``): its JSON figure and stdout."""
     out = tmp_path / "bench.json"
     env = dict(os.environ, TMPDIR=str(tmp_path))
     env.pop("STATBUS_ADDRESS", None)
-    proc = subprocess.Popen([sys.executable, SCRIPT, "--smoke", "--only", "frameworks", "--json", str(out)], env=env,
+    proc = subprocess.Popen([sys.executable, SCRIPT, "--smoke", "--only", figure, "--json", str(out)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        stdout, stderr = proc.communicate(timeout=220)
+        stdout, stderr = proc.communicate(timeout=timeout)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, stderr[-3000:]
-    figure = json.loads(out.read_text(encoding="utf-8"))["figures"]["frameworks"]
+    return json.loads(out.read_text(encoding="utf-8"))["figures"][figure], stdout
+
+
+@pytest.mark.timeout(240)
+def test_frameworks_figure_measures_torch_tensorboardx_and_statbus(tmp_path):
+    figure, stdout = run_smoke("frameworks", tmp_path, 220)
     assert "skipped" not in figure  # torch and tensorboardX are test dependencies
     for scenario in ("normal", "sleepy"):
         for kind in ("torch", "tensorboardX", "statbus"):
@@ -48,19 +53,7 @@ def test_frameworks_figure_is_skipped_with_the_reason_without_torch(monkeypatch,
 
 @pytest.mark.timeout(300)
 def test_media_figure_measures_every_call_and_the_videos_end_to_end(tmp_path):
-    out = tmp_path / "bench.json"
-    env = dict(os.environ, TMPDIR=str(tmp_path))
-    env.pop("STATBUS_ADDRESS", None)
-    proc = subprocess.Popen([sys.executable, SCRIPT, "--smoke", "--only", "media", "--json", str(out)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=280)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0, stderr[-3000:]
-    figure = json.loads(out.read_text(encoding="utf-8"))["figures"]["media"]
+    figure, stdout = run_smoke("media", tmp_path, 280)
     assert "skipped" not in figure  # torch, tensorboardX, matplotlib and moviepy are test dependencies
     from statbus.pipeline.bench.figures.media import CALLS, NOT_MEASURED
 

@@ -21,7 +21,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 from ..children import run_json_child
 from ..collector import BenchCollector, wait_for
@@ -102,10 +102,11 @@ def _run_child(collector: BenchCollector, config: FrameworksConfig, scenario: st
                           out_path, env)
 
 
-def run(root: str, config: FrameworksConfig) -> Dict[str, Any]:
-    absent = missing()
-    if absent:
-        return {"skipped": f"{' and '.join(absent)} not installed (pip install -e '.[frameworks]')"}
+def with_and_without_slow_plugin(root: str, what: str, scenario: Callable[[BenchCollector, str], Any],
+                                 between: Optional[Callable[[BenchCollector], Dict[str, Any]]] = None) -> Dict[str, Any]:
+    """Figure 6's set-up: a collector in torch's layout with the tensorboard and jsonl writers;
+    ``scenario(collector, "normal")``, then what ``between`` measures, then, with a plugin that
+    sleeps 50 ms per call enabled, ``scenario(collector, "sleepy")``."""
     from ...summary_writer import TORCH_LAYOUT_ARGS
 
     collector = BenchCollector(root, "runs", PLUGINS, CONFIG, extra_args=TORCH_LAYOUT_ARGS)
@@ -113,14 +114,23 @@ def run(root: str, config: FrameworksConfig) -> Dict[str, Any]:
     try:
         collector.start()
         collector.wait_ready()
-        wait_for(collector.workers_ready, 60.0, "the frameworks figure's workers")
-        results["normal"] = _run_child(collector, config, "normal")
+        wait_for(collector.workers_ready, 60.0, f"the {what} figure's workers")
+        results["normal"] = scenario(collector, "normal")
+        if between is not None:
+            results.update(between(collector))
         collector.control({"op": "enable", "plugin": "sleepy"})
         wait_for(lambda: collector.plugin(collector.status(), "sleepy").get("state") == "READY", 60.0, "sleepy")
-        results["sleepy"] = _run_child(collector, config, "sleepy")
+        results["sleepy"] = scenario(collector, "sleepy")
     finally:
         collector.close()
     return results
+
+
+def run(root: str, config: FrameworksConfig) -> Dict[str, Any]:
+    absent = missing()
+    if absent:
+        return {"skipped": f"{' and '.join(absent)} not installed (pip install -e '.[frameworks]')"}
+    return with_and_without_slow_plugin(root, "frameworks", lambda collector, name: _run_child(collector, config, name))
 
 
 if __name__ == "__main__":

@@ -32,13 +32,8 @@ from typing import Any, Callable, Dict, List, Tuple
 
 from ..children import run_json_child
 from ..collector import BenchCollector, wait_for
+from .frameworks import with_and_without_slow_plugin
 
-PLUGINS = ("tensorboard", "jsonl", "sleepy")
-CONFIG = """
-[plugins.sleepy]
-enabled = false
-options = { write_sleep = 0.05 }
-"""
 KINDS = ("torch", "tensorboardX", "statbus")
 CALLS = ("add_image", "add_images", "add_figure", "add_video", "add_audio", "add_histogram")
 NOT_MEASURED = {("tensorboardX", "add_audio")}
@@ -199,22 +194,8 @@ def run(root: str, config: MediaConfig) -> Dict[str, Any]:
     absent = missing()
     if absent:
         return {"skipped": f"{' and '.join(absent)} not installed (pip install -e '.[frameworks]')"}
-    from ...summary_writer import TORCH_LAYOUT_ARGS
-
-    collector = BenchCollector(root, "runs", PLUGINS, CONFIG, extra_args=TORCH_LAYOUT_ARGS)
-    results: Dict[str, Any] = {}
-    try:
-        collector.start()
-        collector.wait_ready()
-        wait_for(collector.workers_ready, 60.0, "the media figure's workers")
-        results["normal"] = _run_child(collector, config, "normal")
-        results["e2e"] = _end_to_end(collector, config)
-        collector.control({"op": "enable", "plugin": "sleepy"})
-        wait_for(lambda: collector.plugin(collector.status(), "sleepy").get("state") == "READY", 60.0, "sleepy")
-        results["sleepy"] = _run_child(collector, config, "sleepy")
-    finally:
-        collector.close()
-    return results
+    return with_and_without_slow_plugin(root, "media", lambda collector, name: _run_child(collector, config, name),
+                                        between=lambda collector: {"e2e": _end_to_end(collector, config)})
 
 
 TARGETS: Dict[str, Tuple[float, str]] = {
