@@ -40,8 +40,8 @@ def hparams(directory: str) -> dict:
 
 def test_sb3_media_and_hparams_land_as_sb3s_tensorboard_format_writes_them(tmp_path):
     statbus_folder, torch_folder = tmp_path / "logs" / "PPO_1", tmp_path / "sb3" / "PPO_1"
-    # write_raises raises on every write_stats: training must not notice.
-    collector = start_collector(str(tmp_path), "logs", plugins="tensorboard,write_raises,media_recorder")
+    # write_raises raises on every write_stats, media_raises on every media value: training must not notice.
+    collector = start_collector(str(tmp_path), "logs", plugins="tensorboard,write_raises,media_raises,media_recorder")
     try:
         out = run_child(str(statbus_folder), str(torch_folder), str(TIMESTEPS), script=sb3_media_child.__file__,
                         timeout=300).stdout
@@ -51,6 +51,7 @@ def test_sb3_media_and_hparams_land_as_sb3s_tensorboard_format_writes_them(tmp_p
         collector.close()
     assert "PPO done" in out
     assert "plugin write_raises exited" in log and "WRITER_CRASH" in log, log
+    assert "plugin media_raises exited" in log and "media_raises raises in add_media" in log, log
 
     got, want = media(str(statbus_folder)), media(str(torch_folder))
     assert sorted(got) == sorted(want) == sorted(MEDIA_TAGS)
