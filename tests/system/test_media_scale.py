@@ -5,6 +5,11 @@ one log_dir at every step; nobody starts the collector: the trainers start it on
 the TensorBoard writer wrote is read back with TensorBoard's EventAccumulator (orphan purging off,
 so a value written twice shows twice), what a statbus-aware plugin got from the zoo's
 ``media_recorder`` (one line per ``add_media``, with the SHA-256 of its bytes).
+
+The collector is killed as the trainers' second halves reach it: values in flight are sent again to
+the collector they start anew (the test fails with both of the sender's re-send paths switched
+off).  It does not land between a frame's journaling and its ack, so it does not prove the
+collector's duplicate check (switched off, it still passes): the intake tests do.
 """
 
 from __future__ import annotations
@@ -134,8 +139,9 @@ def _plugin(layout: RunLayout, name: str) -> Dict[str, Any]:
     return next(p for p in status["plugins"] if p["name"] == name)
 
 
-def _kill_tensorboard_worker(layout: RunLayout, delivered: int) -> List[psutil.Process]:
+def _kill_tensorboard_worker(layout: RunLayout, at_half: Dict[str, Any]) -> List[psutil.Process]:
     """SIGKILL the tensorboard worker host once it delivers the second half's values, and see it restarted."""
+    delivered = next(p for p in at_half["plugins"] if p["name"] == "tensorboard")["delivered"]
     pid = wait_for(lambda: (lambda p: p["state"] == "READY" and p["delivered"] > delivered and p["pid"])(
         _plugin(layout, "tensorboard")), 60, interval=0.005, what="the tensorboard worker delivering")
     os.kill(pid, signal.SIGKILL)
@@ -143,9 +149,13 @@ def _kill_tensorboard_worker(layout: RunLayout, delivered: int) -> List[psutil.P
     return []
 
 
-def _kill_collector(layout: RunLayout, delivered: int) -> List[psutil.Process]:
-    """SIGKILL the collector alone, as the OOM killer picks one process: its worker hosts are orphaned
-    (they are returned, to be reaped at the end)."""
+def _kill_collector(layout: RunLayout, at_half: Dict[str, Any]) -> List[psutil.Process]:
+    """SIGKILL the collector alone, as the OOM killer picks one process, once it journals the second
+    half's values (others are in flight then): its worker hosts are orphaned (they are returned, to
+    be reaped at the end)."""
+    head = at_half["journal"]["head"]
+    wait_for(lambda: control_request(layout.control_address, {"op": "status"}, timeout=10)["journal"]["head"] > head,
+             60, interval=0.001, what="the second half's values journaled")
     collector = psutil.Process(running_pid(layout.pid_file))
     orphans = collector.children(recursive=True)
     collector.kill()
@@ -153,27 +163,28 @@ def _kill_collector(layout: RunLayout, delivered: int) -> List[psutil.Process]:
     return orphans
 
 
-def _no_kill(layout: RunLayout, delivered: int) -> List[psutil.Process]:
+def _no_kill(layout: RunLayout, at_half: Dict[str, Any]) -> List[psutil.Process]:
     return []
 
 
 def _run_trainers(tmp_path, method: str, kill) -> Tuple[RunLayout, Dict[str, Any]]:
-    """Runs SCRIPT with TRAINERS trainers, ``kill(layout, delivered)`` as their second halves begin
-    (``delivered``: what the tensorboard worker had delivered of the first); the collector
+    """Runs SCRIPT with TRAINERS trainers, ``kill(layout, at_half)`` as their second halves begin
+    (``at_half``: the collector's status before); the collector
     stopped (every plugin caught up and flushed) at the end."""
     layout = RunLayout(str(tmp_path / "results"), "media")
     script = tmp_path / "trainers.py"
     script.write_text(SCRIPT)
     orphans: List[psutil.Process] = []
     parent = subprocess.Popen([sys.executable, str(script), str(TRAINERS), os.path.join(layout.run_dir, "train"),
-                               method, str(STEPS), str(HALF), str(TENSOR_VALUES)], env=_env(tmp_path), stdin=subprocess.PIPE,
+                               method, str(STEPS), str(HALF), str(TENSOR_VALUES)],
+                              env=_env(tmp_path), stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert parent.stdout.readline() == "half\n", parent.communicate(timeout=60)[1]
-        delivered = _plugin(layout, "tensorboard")["delivered"]
+        at_half = control_request(layout.control_address, {"op": "status"}, timeout=10)
         parent.stdin.write("go\n")
         parent.stdin.flush()
-        orphans = kill(layout, delivered)
+        orphans = kill(layout, at_half)
         out, err = parent.communicate(timeout=240)
         assert parent.returncode == 0, err
         report = json.loads(out.strip().splitlines()[-1])
@@ -235,7 +246,8 @@ def _assert_every_value_once(layout: RunLayout, report: Dict[str, Any]) -> None:
              if line["call"] == "add_media"]
     seen = collections.Counter((line["tag"], line["step"]) for line in lines)
     expected = {(f"p{index}/{tag}", step) for index in range(TRAINERS) for tag in MEDIA_TAGS for step in range(STEPS)}
-    assert set(seen) == expected, f"missing {sorted(expected - set(seen))[:8]}, unknown {sorted(set(seen) - expected)[:8]}"
+    missing, unknown = sorted(expected - set(seen))[:8], sorted(set(seen) - expected)[:8]
+    assert set(seen) == expected, f"missing {missing}, unknown {unknown}"
     twice = {key: count for key, count in seen.items() if count != 1}
     assert not twice, f"media_recorder got {len(twice)} values more than once: {sorted(twice.items())[:8]}"
     assert all(line["category"] == "train" for line in lines)
@@ -327,16 +339,17 @@ def test_300_mib_of_media_through_small_segments_keep_the_journal_bounded(tmp_pa
 def test_a_media_value_of_exactly_64_mib_arrives_whole_and_one_byte_more_raises_at_the_call(tmp_path, monkeypatch):
     from PIL import Image
 
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'pipeline'))
-    from summary_writer_helpers import start_collector
+    from statbus.pipeline.summary_writer import TORCH_LAYOUT_ARGS
 
     monkeypatch.setenv("STATBUS_AUTOSTART", "0")
     results = str(tmp_path / "results")
     # 4096 x 4096 RGBA of random bytes: exactly MAX_MEDIA_BYTES, and a PNG that hardly compresses.
     image = numpy.random.default_rng(64).integers(0, 256, (4096, 4096, 4), dtype=numpy.uint8)
     assert image.nbytes == MAX_MEDIA_BYTES
-    collector = start_collector(results, "run", plugins="tensorboard,media_recorder")
+    collector = CollectorProcess(results, "run", env=zoo_env(), extra=[
+        "--plugins", "tensorboard,media_recorder", *TORCH_LAYOUT_ARGS, "--stop-timeout", "60"])
     try:
+        collector.start()
         writer = sp.SummaryWriter(os.path.join(results, "run", "train"))
         writer.add_image("big", image, 1, dataformats="HWC")
         with pytest.raises(ValueError, match=f"{MAX_MEDIA_BYTES + 1} bytes"):
@@ -372,7 +385,8 @@ def test_a_tensorboard_worker_killed_with_media_written_but_not_committed_writes
 
     count = 60
     results = str(tmp_path / "results")
-    collector = CollectorProcess(results, "run", env=zoo_env(), extra=["--plugins", "tensorboard", "--stop-timeout", "60"])
+    collector = CollectorProcess(results, "run", env=zoo_env(),
+                                 extra=["--plugins", "tensorboard", "--stop-timeout", "60"])
     sp.configure(run_id="run", results_dir=results, autostart=False)
     rng = numpy.random.default_rng(9)
     images = [rng.integers(0, 256, (3, 320, 320), dtype=numpy.uint8) for _ in range(4)]  # noise: PNGs of ~300 KiB
