@@ -15,8 +15,9 @@ torch's default ``runs/<Mon><DD>_<HH-MM-SS>_<host><comment>`` is thus category
 ``<Mon>..<comment>`` of run ``runs`` under the working directory: every
 experiment under ``runs/`` shares one collector, whose own files sit beside them
 (``runs/statbus/``, ``runs/stats.jsonl``, ``runs/run_logs/``; TensorBoard shows
-no run for those).  One process logs to one run (its trainer client is
-process-wide): log_dirs of one process must share their parent directory.
+no run for those).  One process logs to one run at a time (its trainer client is
+process-wide): the log_dirs of writers open at once must share their parent directory;
+once every writer is closed, a new one may log to another run.
 
 When a step closes.  Values of one step of one category (``log_dir`` or a
 sub-run) become one ``write_stats(category, {tag: StatsSummary}, step)`` for
@@ -514,6 +515,10 @@ class SummaryWriter:
                 stream.leave()
         _live.discard(self)
         reporter.flush(timeout=trainer_config.current_config().linger)
+        global _bound_run
+        with _lock:
+            if not _live:  # every writer closed: the next one may log to another run
+                _bound_run = None
 
     def __enter__(self) -> "SummaryWriter":
         return self

@@ -101,6 +101,11 @@ def test_bad_input_raises_clear_errors_at_the_call(tmp_path, bound_writer_state)
         bound_writer_state.locate("/")
     writer.add_scalar("loss", 1.0, 2)  # a good call after the bad ones works
     writer.flush()
+    # Once every writer is closed, the process may log to another run.
+    writer.close()
+    other = SummaryWriter(str(tmp_path / "elsewhere" / "exp"))
+    assert bound_writer_state._bound_run.run_dir == str(tmp_path / "elsewhere")  # noqa: SLF001
+    other.close()
 
 
 def test_log_dir_maps_to_the_run_its_parent_holds(tmp_path):
